@@ -1,0 +1,59 @@
+// Clock: the only way civicbus code reads the time, so that rate limits, retries, retention,
+// cron and inactivity checks are tested with a ManualClock instead of sleeping.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "civicbus/core/status.hpp"
+
+namespace civicbus {
+
+using SystemTime = std::chrono::system_clock::time_point;
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual SystemTime now() const = 0;          // wall time (event times, retention)
+  virtual SteadyTime steady_now() const = 0;   // monotonic time (timeouts, latency)
+};
+
+// The real clocks. Thread-safe; a process may share one instance.
+class SystemClock final : public Clock {
+ public:
+  SystemTime now() const override { return std::chrono::system_clock::now(); }
+  SteadyTime steady_now() const override { return std::chrono::steady_clock::now(); }
+};
+
+// A clock that moves only when told to. Thread-safe. Both times advance together.
+class ManualClock final : public Clock {
+ public:
+  explicit ManualClock(SystemTime start = SystemTime{std::chrono::seconds{1'700'000'000}})
+      : wall_us_(to_us(start)) {}
+  SystemTime now() const override;
+  SteadyTime steady_now() const override;
+  void advance(std::chrono::microseconds by) { wall_us_ += by.count(); steady_us_ += by.count(); }
+  void set(SystemTime t) { wall_us_ = to_us(t); }
+
+ private:
+  static std::int64_t to_us(SystemTime t) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  }
+  std::atomic<std::int64_t> wall_us_;
+  std::atomic<std::int64_t> steady_us_{0};
+};
+
+// Microseconds since the Unix epoch, the unit civicbus stores times in.
+std::int64_t to_unix_micros(SystemTime t);
+SystemTime from_unix_micros(std::int64_t us);
+
+// RFC 3339 with microseconds, UTC: "2026-11-22T14:52:00.123456Z".
+std::string format_rfc3339(SystemTime t);
+// Accepts any RFC 3339 date-time (offsets, fractional seconds of any length).
+Result<SystemTime> parse_rfc3339(std::string_view text);
+
+}  // namespace civicbus

@@ -1,0 +1,51 @@
+// Cryptographic primitives over mbedTLS. Byte strings are std::string (as in LevelDB):
+// binary-safe, cheap to move. Nothing here logs key material.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "civicbus/core/random.hpp"
+#include "civicbus/core/status.hpp"
+
+namespace civicbus::crypto {
+
+// 32 raw bytes.
+std::string sha256(std::string_view data);
+// 32 raw bytes. Any key length.
+std::string hmac_sha256(std::string_view key, std::string_view data);
+// Compares in time that depends only on the lengths.
+bool constant_time_equal(std::string_view a, std::string_view b);
+
+std::string to_hex(std::string_view bytes);                 // lower case
+Result<std::string> from_hex(std::string_view hex);
+std::string base64_encode(std::string_view bytes);          // RFC 4648 §4, padded
+Result<std::string> base64_decode(std::string_view text);
+std::string base64url_encode(std::string_view bytes);       // RFC 4648 §5, no padding
+Result<std::string> base64url_decode(std::string_view text);
+
+// AES-256-GCM (also AES-128/192 for test vectors: the key length picks the variant).
+// seal/open use a fresh 96-bit random nonce and the layout nonce(12) || ciphertext || tag(16).
+// Thread-safe: each call uses its own mbedTLS context.
+class AesGcm {
+ public:
+  static Result<AesGcm> create(std::string_view key);  // 16, 24 or 32 bytes
+
+  std::string seal(RandomSource& random, std::string_view plaintext,
+                   std::string_view aad = {}) const;
+  // Fails with kDataLoss (tag mismatch, truncated input) without revealing which.
+  Result<std::string> open(std::string_view sealed, std::string_view aad = {}) const;
+
+  // Raw primitive with caller-chosen IV and tag length (4..16 bytes): returns ciphertext || tag.
+  Result<std::string> encrypt(std::string_view iv, std::string_view aad, std::string_view plaintext,
+                              std::size_t tag_len = 16) const;
+  // `ciphertext_and_tag` is ciphertext || tag of `tag_len` bytes.
+  Result<std::string> decrypt(std::string_view iv, std::string_view aad,
+                              std::string_view ciphertext_and_tag, std::size_t tag_len = 16) const;
+
+ private:
+  explicit AesGcm(std::string key) : key_(std::move(key)) {}
+  std::string key_;
+};
+
+}  // namespace civicbus::crypto

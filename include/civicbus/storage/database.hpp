@@ -1,0 +1,118 @@
+// Database: the one SQL port of civicbus. Components write portable SQL with `?` placeholders;
+// an adapter (SQLite now, PostgreSQL later) hides the dialect. A Database is one connection,
+// internally serialised, so it may be shared between threads; components that need to read
+// while another thread writes open a second connection to the same file.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "civicbus/core/status.hpp"
+
+namespace civicbus::storage {
+
+// A bound parameter or column value. Blob wraps bytes to tell them apart from text.
+struct Blob {
+  std::string_view bytes;
+};
+using Value = std::variant<std::nullptr_t, std::int64_t, double, std::string_view, Blob>;
+
+// A row during query(): text and blob views are valid only inside the callback.
+class Row {
+ public:
+  virtual ~Row() = default;
+  virtual int column_count() const = 0;
+  virtual bool is_null(int column) const = 0;
+  virtual std::int64_t get_int(int column) const = 0;
+  virtual double get_double(int column) const = 0;
+  virtual std::string_view get_text(int column) const = 0;
+  virtual std::string_view get_blob(int column) const = 0;
+  std::optional<std::int64_t> get_optional_int(int column) const {
+    return is_null(column) ? std::nullopt : std::optional<std::int64_t>(get_int(column));
+  }
+};
+
+enum class Dialect { kSqlite, kPostgres };
+
+class Database {
+ public:
+  virtual ~Database() = default;
+
+  virtual Dialect dialect() const = 0;
+  // Where the data lives (file path or connection string with the password removed).
+  virtual std::string describe() const = 0;
+
+  // Runs one or more statements without parameters (DDL, pragmas).
+  virtual Status execute_script(std::string_view sql) = 0;
+
+  // Runs one statement with `?` parameters; returns the number of rows changed. Statements
+  // are prepared once and cached by their text.
+  virtual Result<std::int64_t> execute(std::string_view sql, std::span<const Value> params = {}) = 0;
+  Result<std::int64_t> execute(std::string_view sql, std::initializer_list<Value> params) {
+    return execute(sql, std::span<const Value>(params.begin(), params.size()));
+  }
+
+  // Runs a query and calls `on_row` for each row until it returns false.
+  virtual Status query(std::string_view sql, std::span<const Value> params,
+                       const std::function<bool(const Row&)>& on_row) = 0;
+  Status query(std::string_view sql, std::initializer_list<Value> params,
+               const std::function<bool(const Row&)>& on_row) {
+    return query(sql, std::span<const Value>(params.begin(), params.size()), on_row);
+  }
+
+  // The rowid / serial of the last INSERT on this connection.
+  virtual std::int64_t last_insert_id() const = 0;
+
+  // Runs `body` in one transaction (SQLite: BEGIN IMMEDIATE): committed when it returns ok,
+  // rolled back otherwise (and when the commit fails). Calls on this Database from `body`
+  // are part of the transaction; other threads wait. Nested calls join the outer
+  // transaction.
+  virtual Status transaction(const std::function<Status()>& body) = 0;
+
+  // Convenience: the first column of the first row as an integer, or nullopt when no row.
+  Result<std::optional<std::int64_t>> query_int(std::string_view sql,
+                                                std::initializer_list<Value> params = {});
+};
+
+enum class Synchronous { kOff, kNormal, kFull };
+
+struct SqliteOptions {
+  std::string path;                  // file path; ":memory:" for a private in-memory database
+  bool create_if_missing = true;
+  bool read_only = false;
+  bool wal = true;                   // journal_mode=WAL (ignored for :memory:)
+  Synchronous synchronous = Synchronous::kFull;
+  int busy_timeout_ms = 5000;
+  std::size_t statement_cache_size = 128;
+  std::int64_t cache_size_kib = 16 * 1024;  // page cache per connection
+  // Checks the file with `PRAGMA quick_check` on open; a corrupt file is refused with
+  // kDataLoss naming the file.
+  bool verify_on_open = true;
+};
+
+Result<std::unique_ptr<Database>> open_sqlite(const SqliteOptions& options);
+
+// A versioned migration. Versions of one component start at 1 and increase by 1.
+struct Migration {
+  int version;
+  std::string_view description;
+  std::string_view sql;  // one or more statements
+};
+
+// Brings `component`'s tables up to the newest migration, each step in its own transaction,
+// recording applied versions in `civicbus_migrations`. Idempotent: already applied versions
+// are skipped. Fails (kFailedPrecondition) if the database has a newer version than this code
+// knows, naming both versions.
+Status migrate(Database& db, std::string_view component, std::span<const Migration> migrations);
+
+// The highest applied version of `component` (0 when none).
+Result<int> schema_version(Database& db, std::string_view component);
+
+}  // namespace civicbus::storage
