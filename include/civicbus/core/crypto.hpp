@@ -2,6 +2,7 @@
 // binary-safe, cheap to move. Nothing here logs key material.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -46,6 +47,10 @@ class AesGcm {
  private:
   explicit AesGcm(std::string key) : key_(std::move(key)) {}
   std::string key_;
+  // Expanded-key mbedTLS contexts, reused across calls (setting a key costs more than
+  // sealing a small field); a call borrows one for itself. Shared by copies of this AesGcm.
+  struct Contexts;
+  std::shared_ptr<Contexts> contexts_;
 };
 
 }  // namespace civicbus::crypto

@@ -68,7 +68,9 @@ std::vector<double> default_latency_bounds();
 
 class MetricsRegistry {
  public:
-  MetricsRegistry() = default;
+  // Both out of line: Family is complete only in metrics.cpp.
+  MetricsRegistry();
+  ~MetricsRegistry();
   MetricsRegistry(const MetricsRegistry&) = delete;
   MetricsRegistry& operator=(const MetricsRegistry&) = delete;
 
