@@ -1,1 +1,298 @@
-int main() { return 0; }
+// The civicbus command: runs a node from a YAML file and hosts the operator tools. See
+// docs/CLI.md. Exit codes: 0 success, 1 failure, 2 usage error.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cli/commands.hpp"
+
+namespace civicbus::cli {
+namespace {
+
+constexpr OptionSpec kServeOptions[] = {
+    kConfigOption,
+    kDataDirOption,
+    {"log-level", true, "LEVEL", "override logging.level (trace, debug, info, warn, error)"},
+};
+
+constexpr OptionSpec kDemoOptions[] = {
+    {"duration", true, "DURATION", "how long to publish traffic (default 5s)"},
+    {"rate", true, "N", "events published per second (default 400)"},
+    {"data-dir", true, "DIR", "keep the demo's data here (default: a temporary directory)"},
+    {"keep", false, "", "do not delete the temporary data directory"},
+    kVerboseOption,
+};
+
+constexpr OptionSpec kTopicsOptions[] = {
+    kConfigOption, kDataDirOption, {"json", false, "", "print a JSON array"}, kVerboseOption};
+
+constexpr OptionSpec kPublishOptions[] = {
+    kConfigOption,
+    kDataDirOption,
+    {"type", true, "TYPE", "event type, which is the topic (property.assessment.updated)"},
+    {"source", true, "URI", "event source (/tax/assessment-roll)"},
+    {"id", true, "ID", "event id (default: a new UUIDv7)"},
+    {"subject", true, "SUBJECT", "event subject, also the ordering key"},
+    {"partition-key", true, "KEY", "ordering key when it is not the subject"},
+    {"data", true, "JSON", "event data (JSON)"},
+    {"event", true, "JSON", "a whole CloudEvent (structured JSON)"},
+    {"file", true, "FILE", "CloudEvents, one JSON object a line ('-' reads stdin)"},
+    kVerboseOption,
+};
+
+constexpr OptionSpec kTailOptions[] = {
+    kConfigOption,
+    kDataDirOption,
+    {"topic", true, "PATTERN", "topics to show: a name or a pattern (permit.*, property.>); default >"},
+    {"from", true, "OFFSET", "first offset to show (default: the last --limit events)"},
+    {"limit", true, "N", "events to show (default 10; with --follow, the backlog shown first)"},
+    {"follow", false, "", "keep printing new events until Ctrl-C"},
+    {"events-only", false, "", "print bare CloudEvents instead of {offset, topic, stored_at, event}"},
+    kVerboseOption,
+};
+
+constexpr OptionSpec kDlqListOptions[] = {
+    kConfigOption,
+    kDataDirOption,
+    {"group", true, "GROUP", "only this consumer group"},
+    {"topic", true, "PATTERN", "only topics matching this pattern"},
+    {"id", true, "N", "only the dead letter with this id"},
+    {"since", true, "TIME", "dead at or after TIME (RFC 3339, or a duration ago: 2h)"},
+    {"until", true, "TIME", "dead before TIME"},
+    {"error", true, "TEXT", "only dead letters whose error contains TEXT"},
+    {"all", false, "", "include dead letters already replayed"},
+    {"limit", true, "N", "at most N (default 1000)"},
+    {"json", false, "", "print JSON lines with payloads"},
+    kVerboseOption,
+};
+
+constexpr OptionSpec kDlqReplayOptions[] = {
+    kConfigOption,
+    kDataDirOption,
+    {"group", true, "GROUP", "only this consumer group"},
+    {"topic", true, "PATTERN", "only topics matching this pattern"},
+    {"id", true, "N", "only the dead letter with this id"},
+    {"since", true, "TIME", "dead at or after TIME (RFC 3339, or a duration ago: 2h)"},
+    {"until", true, "TIME", "dead before TIME"},
+    {"error", true, "TEXT", "only dead letters whose error contains TEXT"},
+    {"all", false, "", "replay every dead letter (required when no filter is given)"},
+    {"actor", true, "NAME", "who asks, for the audit log (default: $USER)"},
+    kVerboseOption,
+};
+
+constexpr OptionSpec kAsyncApiOptions[] = {kConfigOption, kDataDirOption, kVerboseOption};
+constexpr OptionSpec kAuditVerifyOptions[] = {kConfigOption, kDataDirOption, kVerboseOption};
+constexpr OptionSpec kAuditListOptions[] = {
+    kConfigOption, kDataDirOption,
+    {"from", true, "SEQ", "first record (default 1)"},
+    {"limit", true, "N", "records to show (default 100)"},
+    kVerboseOption};
+constexpr OptionSpec kNoOptions[] = {{"help", false, "", "show this help"}};
+
+int run_version(const Args&) {
+  fmt::print("civicbus {}\n", library_version());
+  return kExitOk;
+}
+
+int run_help(const Args& args);
+
+constexpr Command kCommands[] = {
+    {"serve", "run a node from a configuration file until SIGINT/SIGTERM",
+     "civicbus serve --config FILE [--data-dir DIR] [--log-level LEVEL]", kServeOptions, 0,
+     run_serve,
+     "Creates the configured topics and schemas, then serves until stopped. The data directory\n"
+     "is locked while the node runs.\n\n"
+     "Example:\n  civicbus serve --config /etc/civicbus/node.yaml\n"},
+    {"demo", "run a self-contained municipal demo and print what happens",
+     "civicbus demo [--duration 5s] [--rate 400] [--data-dir DIR] [--keep]", kDemoOptions, 0,
+     run_demo,
+     "Creates sample topics (property.assessment.updated with a schema and PII fields,\n"
+     "permit.issued, payment.completed, iot.alert.raised) and consumer groups (tax, gis,\n"
+     "finance and a deliberately flaky 'notifier'), publishes steady traffic, evolves the\n"
+     "assessment schema to v2, replays the dead-letter queue and verifies the audit log.\n\n"
+     "Example:\n  civicbus demo --duration 10s\n"},
+    {"topics", "list topics with owner, sensitivity, retention and usage",
+     "civicbus topics (--config FILE | --data-dir DIR) [--json]", kTopicsOptions, 0, run_topics,
+     "Example:\n  civicbus topics --config node.yaml\n"},
+    {"publish", "publish one event, a CloudEvent, or a file of CloudEvents",
+     "civicbus publish (--config FILE | --data-dir DIR) --type TYPE --source URI [--id ID]\n"
+     "                 [--subject S] --data JSON\n"
+     "       civicbus publish ... --event JSON\n"
+     "       civicbus publish ... --file events.ndjson",
+     kPublishOptions, 0, run_publish,
+     "Prints the offset each event was stored at, or that it was a duplicate (same source and\n"
+     "id inside the dedup window). An event the topic's schema refuses exits 1 with the\n"
+     "schema error; nothing is stored.\n\n"
+     "Examples:\n"
+     "  civicbus publish --config node.yaml --type permit.issued --source /permits \\\n"
+     "      --subject BP-2026-0042 --data '{\"permit_id\":\"BP-2026-0042\",\"kind\":\"building\"}'\n"
+     "  civicbus publish --config node.yaml --file events.ndjson\n"},
+    {"tail", "print stored events as JSON lines (PII redacted)",
+     "civicbus tail (--config FILE | --data-dir DIR) [--topic PATTERN] [--from OFFSET]\n"
+     "              [--limit N] [--follow] [--events-only]",
+     kTailOptions, 0, run_tail,
+     "Examples:\n"
+     "  civicbus tail --config node.yaml --topic 'property.>' --limit 20\n"
+     "  civicbus tail --config node.yaml --from 1 --limit 1000 --events-only > backup.ndjson\n"},
+    {"dlq list", "list dead letters",
+     "civicbus dlq list (--config FILE | --data-dir DIR) [--group G] [--topic P] [--id N]\n"
+     "                  [--since TIME] [--until TIME] [--error TEXT] [--all] [--json]",
+     kDlqListOptions, 0, run_dlq_list,
+     "Example:\n  civicbus dlq list --config node.yaml --group gis --since 2h\n"},
+    {"dlq replay", "queue dead letters for redelivery to their consumer group",
+     "civicbus dlq replay (--config FILE | --data-dir DIR) [--group G] [--topic P] [--id N]\n"
+     "                    [--since TIME] [--until TIME] [--error TEXT] [--all]",
+     kDlqReplayOptions, 0, run_dlq_replay,
+     "Replayed events are delivered again (with replay=true) when their group next runs.\n\n"
+     "Example:\n  civicbus dlq replay --config node.yaml --group gis --error timeout\n"},
+    {"asyncapi", "print the AsyncAPI 3.0 document of every topic (JSON)",
+     "civicbus asyncapi (--config FILE | --data-dir DIR)", kAsyncApiOptions, 0, run_asyncapi,
+     "Example:\n  civicbus asyncapi --config node.yaml > asyncapi.json\n"},
+    {"audit verify", "check the audit log's hash chain (exit 0 intact, 1 problems)",
+     "civicbus audit verify (--config FILE | --data-dir DIR)", kAuditVerifyOptions, 0,
+     run_audit_verify, "Example:\n  civicbus audit verify --config node.yaml\n"},
+    {"audit list", "print audit records as JSON lines",
+     "civicbus audit list (--config FILE | --data-dir DIR) [--from SEQ] [--limit N]",
+     kAuditListOptions, 0, run_audit_list, ""},
+    {"version", "print the version", "civicbus version", kNoOptions, 0, run_version, ""},
+    {"help", "show help for all commands or one", "civicbus help [COMMAND]", kNoOptions, 2,
+     run_help, ""},
+};
+
+void print_command_help(const Command& c) {
+  fmt::print("{}\n\nUsage:\n  {}\n", c.summary, c.synopsis);
+  if (c.run != run_version && c.run != run_help) {
+    fmt::print("\nOptions:\n{}", options_help(c.options));
+  }
+  if (!c.details.empty()) fmt::print("\n{}", c.details);
+}
+
+void print_overview() {
+  fmt::print(
+      "civicbus {} - an embeddable integration node for municipalities\n\n"
+      "Usage: civicbus COMMAND [OPTIONS]\n\nCommands:\n",
+      library_version());
+  std::size_t width = 0;
+  for (const Command& c : kCommands) width = std::max(width, c.name.size());
+  for (const Command& c : kCommands) fmt::print("  {:<{}}  {}\n", c.name, width, c.summary);
+  fmt::print(
+      "\nRun 'civicbus help COMMAND' for a command's options. Exit codes: 0 ok, 1 failure, "
+      "2 usage error.\n");
+}
+
+const Command* find_command(std::string_view name) {
+  for (const Command& c : kCommands) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+std::vector<std::string_view> command_names() {
+  std::vector<std::string_view> names;
+  for (const Command& c : kCommands) names.push_back(c.name);
+  return names;
+}
+
+int run_help(const Args& args) {
+  const auto& words = args.positionals();
+  if (words.empty()) {
+    print_overview();
+    return kExitOk;
+  }
+  std::string name = words[0];
+  if (words.size() > 1) name += " " + words[1];
+  const Command* c = find_command(name);
+  if (c == nullptr && words.size() == 1) {
+    // "help dlq" shows both dlq commands.
+    bool any = false;
+    for (const Command& sub : kCommands) {
+      if (sub.name.starts_with(name + " ")) {
+        if (any) fmt::print("\n");
+        fmt::print("civicbus {}: ", sub.name);
+        print_command_help(sub);
+        any = true;
+      }
+    }
+    if (any) return kExitOk;
+  }
+  if (c == nullptr) {
+    auto names = command_names();
+    auto hint = closest(name, names);
+    return usage_error("", fmt::format("no command '{}'{}", name,
+                                       hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
+  }
+  print_command_help(*c);
+  return kExitOk;
+}
+
+int dispatch(const std::vector<std::string>& words) {
+  if (words.empty()) {
+    print_overview();
+    return kExitUsage;
+  }
+  std::string first = words[0];
+  if (first == "--help" || first == "-h") first = "help";
+  if (first == "--version" || first == "-V") first = "version";
+
+  std::size_t consumed = 1;
+  const Command* command = find_command(first);
+  if (command == nullptr && words.size() >= 2) {
+    command = find_command(first + " " + words[1]);
+    if (command != nullptr) consumed = 2;
+  }
+  if (command == nullptr) {
+    bool is_group = false;
+    std::vector<std::string_view> subs;
+    for (const Command& c : kCommands) {
+      if (c.name.starts_with(first + " ")) {
+        is_group = true;
+        subs.push_back(c.name.substr(first.size() + 1));
+      }
+    }
+    if (is_group) {
+      std::string list;
+      for (auto s : subs) list += (list.empty() ? "" : ", ") + std::string(s);
+      if (words.size() < 2) {
+        return usage_error(first, fmt::format("needs a subcommand: {}", list));
+      }
+      auto hint = closest(words[1], subs);
+      return usage_error(first, fmt::format("unknown subcommand '{}'{}; expected {}", words[1],
+                                            hint ? fmt::format(" (did you mean '{}'?)", *hint) : "",
+                                            list));
+    }
+    auto names = command_names();
+    auto hint = closest(first, names);
+    return usage_error("", fmt::format("unknown command '{}'{}", first,
+                                       hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
+  }
+
+  std::vector<std::string> rest(words.begin() + static_cast<std::ptrdiff_t>(consumed), words.end());
+  if (command->run != run_help) {
+    for (const std::string& w : rest) {
+      if (w == "--") break;
+      if (w == "--help" || w == "-h") {
+        print_command_help(*command);
+        return kExitOk;
+      }
+    }
+  }
+  UsageError error;
+  auto args = Args::parse(rest, command->options, command->max_positionals, error);
+  if (!args) return usage_error(command->name, error.message);
+  return command->run(*args);
+}
+
+}  // namespace
+
+std::span<const Command> commands() { return kCommands; }
+
+}  // namespace civicbus::cli
+
+int main(int argc, char** argv) {
+  std::vector<std::string> words(argv + 1, argv + argc);
+  int code = civicbus::cli::dispatch(words);
+  std::fflush(stdout);
+  return code;
+}

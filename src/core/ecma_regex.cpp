@@ -804,34 +804,55 @@ bool lookahead(MatchContext& ctx, std::uint32_t program_index, std::size_t pos, 
   return result;
 }
 
+// A list of threads (pcs) at one position, deduplicated by generation marks. It works on
+// memory owned by run(), so that a search of a small pattern does not allocate.
 class ThreadList {
  public:
-  explicit ThreadList(std::size_t size) : mark_(size, 0) {}
+  ThreadList(std::uint32_t* mark, std::uint32_t* pcs) : mark_(mark), pcs_(pcs) {}
   void begin(std::uint32_t generation) {
     generation_ = generation;
-    pcs_.clear();
+    size_ = 0;
   }
   bool visit(std::uint32_t pc) {
     if (mark_[pc] == generation_) return false;
     mark_[pc] = generation_;
     return true;
   }
-  void add(std::uint32_t pc) { pcs_.push_back(pc); }
-  const std::vector<std::uint32_t>& pcs() const { return pcs_; }
-  bool empty() const { return pcs_.empty(); }
+  void add(std::uint32_t pc) { pcs_[size_++] = pc; }
+  const std::uint32_t* begin() const { return pcs_; }
+  const std::uint32_t* end() const { return pcs_ + size_; }
+  bool empty() const { return size_ == 0; }
 
  private:
-  std::vector<std::uint32_t> mark_;
-  std::vector<std::uint32_t> pcs_;
+  std::uint32_t* mark_;
+  std::uint32_t* pcs_;
+  std::size_t size_ = 0;
   std::uint32_t generation_ = 0;
 };
+
+// Patterns up to this many instructions search with scratch memory on the stack.
+constexpr std::size_t kInlineProgramSize = 64;
 
 bool run(MatchContext& ctx, std::uint32_t program_index, std::size_t start, char32_t prev_cp) {
   const SubProgram& sub = ctx.program.programs[program_index];
   const std::vector<Inst>& code = sub.code;
   const bool anchored = program_index != 0 || sub.anchored;
-  ThreadList lists[2] = {ThreadList(code.size()), ThreadList(code.size())};
-  std::vector<std::uint32_t> stack;
+  // Two mark arrays and two pc lists of code.size() each, and a stack: every pc is expanded
+  // at most once per position and pushes at most two successors.
+  const std::size_t n = code.size();
+  const std::size_t scratch_size = 6 * n + 2;
+  std::array<std::uint32_t, 6 * kInlineProgramSize + 2> inline_scratch;
+  std::vector<std::uint32_t> heap_scratch;
+  std::uint32_t* scratch = inline_scratch.data();
+  if (n > kInlineProgramSize) {
+    heap_scratch.resize(scratch_size);
+    scratch = heap_scratch.data();
+  }
+  std::fill(scratch, scratch + 2 * n, 0u);
+  ThreadList lists[2] = {ThreadList(scratch, scratch + 2 * n),
+                         ThreadList(scratch + n, scratch + 3 * n)};
+  std::uint32_t* const stack = scratch + 4 * n;
+  std::size_t stack_size = 0;
   std::uint32_t generation = 1;
 
   std::size_t pos = start;
@@ -842,34 +863,33 @@ bool run(MatchContext& ctx, std::uint32_t program_index, std::size_t start, char
   // Follows the epsilon transitions from `pc` at the current position.
   auto add_thread = [&](ThreadList& list, std::uint32_t pc, std::size_t at, char32_t before,
                         char32_t after) {
-    stack.push_back(pc);
-    while (!stack.empty()) {
-      const std::uint32_t p = stack.back();
-      stack.pop_back();
+    stack[stack_size++] = pc;
+    while (stack_size > 0) {
+      const std::uint32_t p = stack[--stack_size];
       if (!list.visit(p)) continue;
       const Inst& inst = code[p];
       switch (inst.op) {
         case Op::kJmp:
-          stack.push_back(inst.x);
+          stack[stack_size++] = inst.x;
           break;
         case Op::kSplit:
-          stack.push_back(inst.y);
-          stack.push_back(inst.x);
+          stack[stack_size++] = inst.y;
+          stack[stack_size++] = inst.x;
           break;
         case Op::kBegin:
-          if (at == 0) stack.push_back(p + 1);
+          if (at == 0) stack[stack_size++] = p + 1;
           break;
         case Op::kEnd:
-          if (at == ctx.text.size()) stack.push_back(p + 1);
+          if (at == ctx.text.size()) stack[stack_size++] = p + 1;
           break;
         case Op::kWordBoundary:
         case Op::kNotWordBoundary: {
           const bool boundary = is_word(before) != is_word(after);
-          if (boundary == (inst.op == Op::kWordBoundary)) stack.push_back(p + 1);
+          if (boundary == (inst.op == Op::kWordBoundary)) stack[stack_size++] = p + 1;
           break;
         }
         case Op::kLook:
-          if (lookahead(ctx, inst.x, at, before) != inst.negate) stack.push_back(p + 1);
+          if (lookahead(ctx, inst.x, at, before) != inst.negate) stack[stack_size++] = p + 1;
           break;
         default:
           list.add(p);
@@ -882,7 +902,7 @@ bool run(MatchContext& ctx, std::uint32_t program_index, std::size_t start, char
   clist->begin(generation++);
   add_thread(*clist, 0, pos, prev, cur);
   while (true) {
-    for (std::uint32_t pc : clist->pcs()) {
+    for (std::uint32_t pc : *clist) {
       if (code[pc].op == Op::kMatch) return true;
     }
     if (pos >= ctx.text.size()) return false;
@@ -894,7 +914,7 @@ bool run(MatchContext& ctx, std::uint32_t program_index, std::size_t start, char
     std::size_t after_next = 0;
     const char32_t following = code_point_at(ctx.text, next, after_next);
     nlist->begin(generation++);
-    for (std::uint32_t pc : clist->pcs()) {
+    for (std::uint32_t pc : *clist) {
       const Inst& inst = code[pc];
       bool step = false;
       switch (inst.op) {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -29,10 +30,19 @@ constexpr double kTwoPow63 = 9223372036854775808.0;
 
 bool double_fits_int64(double d) { return d >= -kTwoPow63 && d < kTwoPow63; }
 
-Json from_element(simdjson::dom::element element);
+void fill(simdjson::dom::element element, Json& out);
 
-Json from_object(simdjson::dom::object object) {
-  Json::Object members;
+bool same_key(const std::string& a, std::string_view b) {
+  // Most keys differ in length or first byte; skip the memcmp call for those.
+  return a.size() == b.size() && (b.empty() || (a[0] == b[0] && a.compare(b) == 0));
+}
+
+// Values are built in place (members and items are appended first, then filled), so that a
+// parsed event costs one allocation per container and per long string, and no moves of
+// subtrees.
+void fill_object(simdjson::dom::object object, Json& out) {
+  out = Json(Json::Object());
+  Json::Object& members = out.as_object();
   members.reserve(object.size());
   // Keys of the simdjson document stay valid while we convert, so the index can point at them
   // rather than at our std::strings, which move when `members` grows.
@@ -42,7 +52,7 @@ Json from_object(simdjson::dom::object object) {
     std::size_t existing = members.size();
     if (members.size() <= kLinearDuplicateScanLimit && index.empty()) {
       for (std::size_t i = 0; i < members.size(); ++i) {
-        if (members[i].first == key) {
+        if (same_key(members[i].first, key)) {
           existing = i;
           break;
         }
@@ -63,41 +73,48 @@ Json from_object(simdjson::dom::object object) {
     // Duplicate names: the last value wins, as in JavaScript, Python and Go, so that what a
     // schema validates here is what those consumers read from the same text.
     if (existing < members.size()) {
-      members[existing].second = from_element(field.value);
+      fill(field.value, members[existing].second);
     } else {
-      members.emplace_back(std::string(key), from_element(field.value));
+      members.emplace_back(std::piecewise_construct, std::forward_as_tuple(key),
+                           std::forward_as_tuple());
+      fill(field.value, members.back().second);
     }
   }
-  return Json(std::move(members));
 }
 
-Json from_element(simdjson::dom::element element) {
+void fill(simdjson::dom::element element, Json& out) {
   using simdjson::dom::element_type;
   switch (element.type()) {
     case element_type::ARRAY: {
       simdjson::dom::array array = element.get_array().value_unsafe();
-      Json::Array items;
+      out = Json(Json::Array());
+      Json::Array& items = out.as_array();
       items.reserve(array.size());
-      for (simdjson::dom::element child : array) items.push_back(from_element(child));
-      return Json(std::move(items));
+      for (simdjson::dom::element child : array) fill(child, items.emplace_back());
+      return;
     }
     case element_type::OBJECT:
-      return from_object(element.get_object().value_unsafe());
+      fill_object(element.get_object().value_unsafe(), out);
+      return;
     case element_type::INT64:
-      return Json(static_cast<long long>(element.get_int64().value_unsafe()));
+      out = Json(static_cast<long long>(element.get_int64().value_unsafe()));
+      return;
     case element_type::UINT64:
       // simdjson only reports UINT64 for values above INT64_MAX.
-      return Json(static_cast<double>(element.get_uint64().value_unsafe()));
+      out = Json(static_cast<double>(element.get_uint64().value_unsafe()));
+      return;
     case element_type::DOUBLE:
-      return Json(element.get_double().value_unsafe());
+      out = Json(element.get_double().value_unsafe());
+      return;
     case element_type::STRING:
-      return Json(element.get_string().value_unsafe());
+      out = Json(element.get_string().value_unsafe());
+      return;
     case element_type::BOOL:
-      return Json(element.get_bool().value_unsafe());
+      out = Json(element.get_bool().value_unsafe());
+      return;
     case element_type::NULL_VALUE:
-      return Json();
+      return;
   }
-  return Json();
 }
 
 simdjson::dom::parser& thread_parser() {
@@ -298,7 +315,8 @@ Result<Json> Json::parse(std::string_view text) {
     if (!fallback.ok()) message += fmt::format(" (at byte {}: {})", offset, detail);
     return invalid_argument(std::move(message));
   }
-  Json out = from_element(root);
+  Json out;
+  fill(root, out);
   if (parser.capacity() > kMaxRetainedParserCapacity) parser = simdjson::dom::parser();
   return out;
 }

@@ -71,11 +71,13 @@ class InProcessTransport final : public Transport {
  public:
   InProcessTransport(InProcessOptions options, const Clock& clock, MetricsRegistry* metrics,
                      std::unique_ptr<storage::Database> writer_db,
-                     std::unique_ptr<storage::Database> reader_db)
+                     std::unique_ptr<storage::Database> reader_db,
+                     std::unique_ptr<storage::Database> checkpoint_db)
       : options_(std::move(options)),
         clock_(clock),
         writer_db_(std::move(writer_db)),
         reader_db_(std::move(reader_db)),
+        checkpoint_db_(std::move(checkpoint_db)),
         dedup_(options_.dedup_window, options_.dedup_max_entries) {
     if (metrics != nullptr) {
       appended_ = &metrics->counter("civicbus_log_appended_total", "Records stored in the log");
@@ -98,6 +100,7 @@ class InProcessTransport final : public Transport {
     CIVICBUS_ASSIGN_OR_RETURN(auto max_seq,
                               writer_db_->query_int("SELECT max(seq) FROM log_records"));
     next_offset_ = std::max(next.value_or(1), max_seq.value_or(0) + 1);
+    committed_next_ = next_offset_;
     CIVICBUS_ASSIGN_OR_RETURN(auto last_at,
                               writer_db_->query_int("SELECT max(stored_at) FROM log_records"));
     last_stored_us_ = last_at.value_or(0);
@@ -109,6 +112,10 @@ class InProcessTransport final : public Transport {
           return true;
         }));
     CIVICBUS_RETURN_IF_ERROR(rebuild_dedup_window());
+    if (checkpoint_db_) {
+      CIVICBUS_RETURN_IF_ERROR(writer_db_->execute_script("PRAGMA wal_autocheckpoint = 0"));
+      checkpointer_ = std::thread([this] { checkpoint_loop(); });
+    }
     writer_ = std::thread([this] { writer_loop(); });
     return {};
   }
@@ -302,6 +309,8 @@ class InProcessTransport final : public Transport {
     queue_cv_.notify_all();
     space_cv_.notify_all();
     if (writer_.joinable()) writer_.join();
+    checkpoint_cv_.notify_all();
+    if (checkpointer_.joinable()) checkpointer_.join();
   }
 
  private:
@@ -323,6 +332,20 @@ class InProcessTransport final : public Transport {
           dedup_.insert(row.get_text(1), row.get_text(2), row.get_int(0), row.get_int(3));
           return true;
         });
+  }
+
+  // Copies committed WAL frames into the database file without blocking the writer
+  // (PASSIVE never waits for readers or the writer), and once more at close.
+  void checkpoint_loop() {
+    std::unique_lock lock(queue_mu_);
+    for (;;) {
+      bool stop = checkpoint_cv_.wait_for(lock, options_.checkpoint_interval, [&] { return closing_; });
+      lock.unlock();
+      Status st = checkpoint_db_->execute_script("PRAGMA wal_checkpoint(PASSIVE)");
+      (void)st;  // a busy checkpoint is retried at the next interval
+      if (stop) return;
+      lock.lock();
+    }
   }
 
   void writer_loop() {
@@ -430,6 +453,9 @@ class InProcessTransport final : public Transport {
   const Clock& clock_;
   std::unique_ptr<storage::Database> writer_db_;
   std::unique_ptr<storage::Database> reader_db_;
+  std::unique_ptr<storage::Database> checkpoint_db_;  // null for ":memory:"
+  std::thread checkpointer_;
+  std::condition_variable checkpoint_cv_;
 
   // Writer-thread state.
   DedupWindow dedup_;
@@ -470,20 +496,21 @@ Result<std::unique_ptr<Transport>> open_in_process(const InProcessOptions& optio
   }
   storage::SqliteOptions writer_options;
   writer_options.path = options.path;
+  writer_options.verify_on_open = options.verify_on_open;
   writer_options.synchronous =
       options.synchronous_full ? storage::Synchronous::kFull : storage::Synchronous::kNormal;
   CIVICBUS_ASSIGN_OR_RETURN(auto writer_db, storage::open_sqlite(writer_options));
 
   std::unique_ptr<storage::Database> reader_db;
-  if (options.path == ":memory:") {
-    reader_db = nullptr;  // see InProcessTransport::reader()
-  } else {
+  std::unique_ptr<storage::Database> checkpoint_db;
+  if (options.path != ":memory:") {  // else see InProcessTransport::reader()
     storage::SqliteOptions reader_options = writer_options;
     reader_options.verify_on_open = false;
     CIVICBUS_ASSIGN_OR_RETURN(reader_db, storage::open_sqlite(reader_options));
+    CIVICBUS_ASSIGN_OR_RETURN(checkpoint_db, storage::open_sqlite(reader_options));
   }
-  auto transport = std::make_unique<InProcessTransport>(options, clock, metrics,
-                                                        std::move(writer_db), std::move(reader_db));
+  auto transport = std::make_unique<InProcessTransport>(options, clock, metrics, std::move(writer_db),
+                                                        std::move(reader_db), std::move(checkpoint_db));
   CIVICBUS_RETURN_IF_ERROR(transport->start());
   return std::unique_ptr<Transport>(std::move(transport));
 }

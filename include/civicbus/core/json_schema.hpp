@@ -37,33 +37,32 @@ struct SchemaError {
 // only while compiling, from the compiling thread, and not kept afterwards.
 using SchemaResolver = std::function<Result<Json>(std::string_view uri)>;
 
+// How JsonSchema::compile finds other documents and what it checks. (A namespace-scope
+// struct, so that `Options options = {}` works as a default argument inside JsonSchema.)
+struct JsonSchemaOptions {
+  // Supplies documents that "$ref", "$dynamicRef" and "$schema" name and that are neither
+  // in the schema itself nor the built-in draft 2020-12 meta-schemas. Empty: such
+  // references are a compile error.
+  SchemaResolver resolver;
+  // The URI the schema was retrieved from; relative "$id" and "$ref" values resolve against
+  // it. Empty: references stay relative and reach the resolver as written.
+  std::string base_uri;
+  // Validate "format" (date-time, email, ipv4, uuid, ...) instead of only annotating it, as
+  // draft 2020-12 does by default. A meta-schema with the format-assertion vocabulary turns
+  // this on for its schemas.
+  bool format_assertion = false;
+  // errors() and validate() stop after this many errors (at least 1).
+  std::size_t max_errors = 10;
+};
+
 class JsonSchema {
  public:
-  struct Options {
-    // Supplies documents that "$ref", "$dynamicRef" and "$schema" name and that are neither
-    // in the schema itself nor the built-in draft 2020-12 meta-schemas. Empty: such
-    // references are a compile error.
-    SchemaResolver resolver;
-    // The URI the schema was retrieved from; relative "$id" and "$ref" values resolve against
-    // it. Empty: references stay relative and reach the resolver as written.
-    std::string base_uri;
-    // Validate "format" (date-time, email, ipv4, uuid, ...) instead of only annotating it, as
-    // draft 2020-12 does by default. A meta-schema with the format-assertion vocabulary turns
-    // this on for its schemas.
-    bool format_assertion = false;
-    // errors() and validate() stop after this many errors (at least 1).
-    std::size_t max_errors = 10;
-  };
+  using Options = JsonSchemaOptions;
 
   // Compiles `schema`. An invalid schema is kInvalidArgument naming the keyword location
   // ("invalid schema at /properties/ward/minimum: must be a number"); a reference that cannot
   // be resolved is kNotFound.
   static Result<JsonSchema> compile(const Json& schema, Options options = {});
-  static Result<JsonSchema> compile(const Json& schema, const SchemaResolver& resolver) {
-    Options options;
-    options.resolver = resolver;
-    return compile(schema, std::move(options));
-  }
 
   // The fast check: stops at the first failure and builds no messages.
   bool is_valid(const Json& instance) const;

@@ -111,6 +111,10 @@ struct InProcessOptions {
   std::size_t max_queued = 65536;           // appends waiting for a commit (backpressure)
   std::chrono::milliseconds append_block_timeout{30'000};
   std::size_t cache_records = 65536;        // recent records kept in memory for readers
+  // The writer never checkpoints the WAL itself (that would stall commits); a background
+  // connection copies it into the database file this often.
+  std::chrono::milliseconds checkpoint_interval{500};
+  bool verify_on_open = true;               // PRAGMA quick_check when opening the file
 };
 
 // The embedded transport: a SQLite log (table `log_records`) written by one writer thread

@@ -1,0 +1,138 @@
+// Node: the composition root of a civicbus process. It owns, in construction order, the clock,
+// the secure random source, the metrics registry, the logger, the executor (worker threads),
+// the storage database, the event transport and the Broker, and hands them to the components
+// a module asks for. It does not own topics' data or schemas: those live in the broker's
+// tables inside the node's data directory (one SQLite file, `civicbus.db`).
+//
+//   CIVICBUS_ASSIGN_OR_RETURN(auto options, civicbus::NodeOptions::from_file("node.yaml"));
+//   CIVICBUS_ASSIGN_OR_RETURN(auto node, civicbus::Node::create(std::move(options)));
+//   node->broker().publish(...);
+//   return node->run();  // until stop(), SIGINT or SIGTERM
+//
+// A data directory is used by one Node at a time: create() takes an exclusive lock on
+// `<data_dir>/LOCK` and fails (kFailedPrecondition) when another Node, in this process or
+// another, holds it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "civicbus/broker/broker.hpp"
+#include "civicbus/core/clock.hpp"
+#include "civicbus/core/executor.hpp"
+#include "civicbus/core/log.hpp"
+#include "civicbus/core/metrics.hpp"
+#include "civicbus/core/status.hpp"
+#include "civicbus/transport/transport.hpp"
+
+namespace civicbus {
+
+namespace storage {
+class Database;
+}
+
+struct NodeOptions {
+  std::string name = "civicbus";
+  // Holds civicbus.db (one SQLite file: the event log and the broker's state), LOCK and, by
+  // default, master.key. Created when missing.
+  std::string data_dir = "./civicbus-data";
+  std::size_t worker_threads = 0;  // 0: hardware concurrency, at least 2
+  LogOptions logging;
+
+  // Where the 32-byte master key comes from (see broker::load_master_key): the environment
+  // variable first, then the file.
+  std::string master_key_env = "CIVICBUS_MASTER_KEY";
+  std::string master_key_file;  // default <data_dir>/master.key when empty
+  // When neither source has a key, create master_key_file (mode 0600) with a fresh random
+  // key. YAML: `security: {master_key: generate}`. Without it, a node whose topics have PII
+  // fields refuses to start; a node without PII topics runs without a key.
+  bool generate_master_key = false;
+
+  // master_key is filled from the sources above by Node::create() unless already set.
+  broker::BrokerOptions broker;
+  // path is filled from data_dir by Node::create().
+  transport::InProcessOptions log;
+  // Created at start-up, or updated when they exist with other settings.
+  std::vector<broker::TopicOptions> topics;
+
+  struct SchemaFile {
+    std::string subject;
+    std::string path;           // a JSON Schema file; from_file() makes it relative to the YAML
+    std::string compatibility;  // BACKWARD, FORWARD, FULL, NONE, *_TRANSITIVE; empty: keep
+  };
+  // Registered at start-up (before the topics are created). A file whose schema equals the
+  // subject's newest version registers nothing; a changed file proposes a new version.
+  std::vector<SchemaFile> schemas;
+
+  // Reads a YAML configuration (docs/CONFIG.md). Relative paths in it (data_dir,
+  // master_key_file, schema files) are taken relative to the directory of `path`. Errors
+  // name the file and line: "node.yaml:14: unknown key 'retension' in topics[0] (did you
+  // mean 'retention'?)".
+  static Result<NodeOptions> from_file(const std::string& path);
+  // The same from text; `origin` names it in errors. Relative paths stay as written.
+  static Result<NodeOptions> from_yaml(std::string_view text, std::string_view origin = "<string>");
+
+  // Checks every field (done by create() and by the YAML loader).
+  Status validate() const;
+};
+
+// "30s", "15m", "12h", "7d", "2w", "250ms" or "0" (a bare 0 only). Used by the YAML loader
+// and the command line.
+Result<std::chrono::milliseconds> parse_duration(std::string_view text);
+// "512", "512B", "10KiB", "5MiB", "1GiB", "2TiB" (powers of 1024) or "10KB", "5MB", "1GB"
+// (powers of 1000).
+Result<std::int64_t> parse_size(std::string_view text);
+// The inverse for messages and tables: "7d", "90m", "1GiB", "1500B".
+std::string format_duration(std::chrono::milliseconds d);
+std::string format_size(std::int64_t bytes);
+
+// The civicbus version this library was built as ("0.1.0").
+std::string_view library_version();
+
+class Node {
+ public:
+  // Validates `options`, creates the data directory, loads (or generates) the master key,
+  // opens storage, transport and broker, registers the configured schemas and creates the
+  // configured topics. `clock` (SystemClock when null) must outlive the Node.
+  static Result<std::unique_ptr<Node>> create(NodeOptions options, const Clock* clock = nullptr);
+
+  // Closes the broker (stopping every subscription), then the transport, then the rest in
+  // reverse construction order.
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  broker::Broker& broker();
+  MetricsRegistry& metrics();
+  Executor& executor();
+  const Clock& clock() const;
+  // A logger whose lines carry `component`.
+  Logger logger(std::string_view component) const;
+  storage::Database& database();
+  // The event log under the broker (offsets, usage). Components publish through broker().
+  transport::Transport& transport();
+  // The options as resolved at create(): data_dir, log path and master key filled in.
+  const NodeOptions& options() const;
+
+  // Blocks until stop() is called or the process receives SIGINT or SIGTERM (the previous
+  // signal dispositions are restored on return). Retention, DLQ expiry and lag gauges run on
+  // the broker's own schedule (BrokerOptions::maintenance_interval) meanwhile. Returns ok on
+  // a requested stop; call it from one thread at a time.
+  Status run();
+  // Makes run() return. Thread-safe, idempotent, callable before run() (run() then returns
+  // at once) and from a signal-free context only.
+  void stop();
+  bool stop_requested() const;
+
+ private:
+  struct Impl;
+  explicit Node(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace civicbus

@@ -1,0 +1,689 @@
+// `civicbus demo`: a self-contained tour of the broker. It builds a node in a temporary
+// directory with the topics a city would have, starts consumer groups (one of them flaky),
+// publishes steady traffic, evolves a schema, replays the dead-letter queue and verifies the
+// audit log, printing what happens as it goes.
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "civicbus/broker/broker.hpp"
+#include "civicbus/core/json.hpp"
+#include "cli/commands.hpp"
+
+namespace civicbus::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using broker::CloudEvent;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr std::string_view kAssessmentTopic = "property.assessment.updated";
+constexpr std::string_view kPermitTopic = "permit.issued";
+constexpr std::string_view kPaymentTopic = "payment.completed";
+constexpr std::string_view kAlertTopic = "iot.alert.raised";
+constexpr std::string_view kSubject = "property.assessment";
+constexpr std::string_view kFlakyGroup = "notifier";
+constexpr std::string_view kFlakyError = "SMS gateway refused the message (HTTP 503)";
+
+const char* const kOwners[] = {"Marie Tremblay", "Jean Gagnon",   "Aisha Khan",  "Liam O'Brien",
+                               "Sofia Rossi",    "Wei Chen",      "Noah Martin", "Emma Roy",
+                               "Olivia Singh",   "Lucas Bouchard"};
+const char* const kStreets[] = {"Rue Principale", "King St W", "Boulevard Laurier", "Elm Ave",
+                                "Rideau St", "Chemin du Lac"};
+const char* const kPermitKinds[] = {"building", "demolition", "sign", "plumbing", "patio"};
+const char* const kPaymentMethods[] = {"card", "pre-authorized debit", "online banking", "cash"};
+const char* const kMetrics[] = {"water_level_cm", "pressure_kpa", "air_quality_aqi", "noise_db"};
+
+Json schema_v1() {
+  auto parsed = Json::parse(R"({
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "Property assessment updated",
+    "type": "object",
+    "required": ["roll_number", "assessed_value", "tax_class"],
+    "properties": {
+      "roll_number": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{3}-[0-9]{3}-[0-9]{5}$"},
+      "assessed_value": {"type": "integer", "minimum": 0},
+      "previous_value": {"type": "integer", "minimum": 0},
+      "tax_class": {"enum": ["residential", "commercial", "industrial", "farm"]},
+      "owner_name": {"type": "string"},
+      "owner_email": {"type": "string"},
+      "seq": {"type": "integer"}
+    }
+  })");
+  return parsed.ok() ? std::move(parsed).value() : Json();
+}
+
+// v2 adds an optional `ward`: old events still validate, so it is BACKWARD compatible.
+Json schema_v2() {
+  Json s = schema_v1();
+  if (Json* props = s.find("properties")) {
+    props->set("ward", Json::object({{"type", "integer"}, {"minimum", 1}, {"maximum", 24}}));
+  }
+  return s;
+}
+
+std::vector<broker::TopicOptions> demo_topics() {
+  std::vector<broker::TopicOptions> topics;
+  broker::TopicOptions t;
+  t.name = std::string(kAssessmentTopic);
+  t.owner = "assessment-team";
+  t.description = "A property's assessed value changed (annual roll or appeal decision)";
+  t.retention = std::chrono::hours(24 * 30);
+  t.sensitivity = broker::Sensitivity::kConfidential;
+  t.pii_fields = {"/owner_name", "/owner_email"};
+  t.schema_subject = std::string(kSubject);
+  topics.push_back(t);
+
+  t = {};
+  t.name = std::string(kPermitTopic);
+  t.owner = "permits-team";
+  t.description = "A building, demolition or sign permit was issued";
+  t.sensitivity = broker::Sensitivity::kPublic;
+  topics.push_back(t);
+
+  t = {};
+  t.name = std::string(kPaymentTopic);
+  t.owner = "finance-team";
+  t.description = "A tax or utility payment cleared";
+  t.retention = std::chrono::hours(24 * 90);
+  t.sensitivity = broker::Sensitivity::kConfidential;
+  topics.push_back(t);
+
+  t = {};
+  t.name = std::string(kAlertTopic);
+  t.owner = "iot-team";
+  t.description = "A sensor crossed an alert threshold";
+  t.retention = std::chrono::hours(24 * 7);
+  t.retention_bytes = std::int64_t{1} << 30;
+  t.sensitivity = broker::Sensitivity::kInternal;
+  topics.push_back(t);
+  return topics;
+}
+
+std::string roll_number(std::uint64_t n) {
+  return fmt::format("{:04}-{:03}-{:03}-{:05}", 1101 + n % 7, (n / 7) % 1000, (n * 37) % 1000,
+                     n % 100000);
+}
+
+// The n-th event of the demo's traffic mix: 40% assessments, 25% permits, 25% payments,
+// 10% IoT alerts.
+CloudEvent make_event(std::uint64_t n, bool with_ward) {
+  std::uint64_t kind = n % 20;
+  if (kind < 8) {
+    const char* owner = kOwners[n % std::size(kOwners)];
+    std::string email = fmt::format("owner{}@example.ca", n % 5000);
+    Json data = Json::object({{"roll_number", roll_number(n)},
+                              {"assessed_value", static_cast<std::int64_t>(250'000 + (n * 7919) % 900'000)},
+                              {"previous_value", static_cast<std::int64_t>(240'000 + (n * 6007) % 880'000)},
+                              {"tax_class", n % 5 == 0 ? "commercial" : "residential"},
+                              {"owner_name", owner},
+                              {"owner_email", email},
+                              {"seq", static_cast<std::int64_t>(n)}});
+    if (with_ward) data.set("ward", static_cast<std::int64_t>(1 + n % 24));
+    CloudEvent ev(std::string(kAssessmentTopic), "/tax/assessment-roll", std::move(data));
+    ev.set_subject(roll_number(n));
+    return ev;
+  }
+  if (kind < 13) {
+    std::string permit = fmt::format("BP-2026-{:05}", n % 100000);
+    CloudEvent ev(std::string(kPermitTopic), "/permits/portal",
+                  Json::object({{"permit_id", permit},
+                                {"kind", kPermitKinds[n % std::size(kPermitKinds)]},
+                                {"address", fmt::format("{} {}", 10 + n % 990,
+                                                        kStreets[n % std::size(kStreets)])},
+                                {"valuation", static_cast<std::int64_t>(5'000 + (n * 131) % 400'000)},
+                                {"seq", static_cast<std::int64_t>(n)}}));
+    ev.set_subject(permit);
+    return ev;
+  }
+  if (kind < 18) {
+    std::string account = fmt::format("TX-{:06}", (n * 17) % 1'000'000);
+    CloudEvent ev(std::string(kPaymentTopic), "/finance/payments",
+                  Json::object({{"payment_id", fmt::format("PAY-{:08}", n)},
+                                {"account", account},
+                                {"amount_cents", static_cast<std::int64_t>(2'500 + (n * 97) % 350'000)},
+                                {"method", kPaymentMethods[n % std::size(kPaymentMethods)]},
+                                {"seq", static_cast<std::int64_t>(n)}}));
+    ev.set_subject(account);
+    return ev;
+  }
+  std::string device = fmt::format("sensor-{:03}", n % 60);
+  CloudEvent ev(std::string(kAlertTopic), "/iot/fleet",
+                Json::object({{"device_id", device},
+                              {"metric", kMetrics[n % std::size(kMetrics)]},
+                              {"value", static_cast<double>(50 + (n * 13) % 70) + 0.5},
+                              {"threshold", 100.0},
+                              {"severity", n % 3 == 0 ? "critical" : "warning"},
+                              {"seq", static_cast<std::int64_t>(n)}}));
+  ev.set_subject(device);
+  return ev;
+}
+
+struct GroupStats {
+  std::atomic<std::int64_t> delivered{0};
+  std::atomic<std::int64_t> failed_attempts{0};
+  std::atomic<std::int64_t> replayed{0};
+};
+
+struct Totals {
+  std::int64_t lag = 0;
+  std::int64_t dlq = 0;
+};
+
+Totals group_totals(broker::Broker& b) {
+  Totals t;
+  auto groups = b.groups();
+  if (!groups.ok()) return t;
+  for (const auto& g : *groups) {
+    t.lag += g.lag_events;
+    t.dlq += g.dlq_events;
+  }
+  return t;
+}
+
+std::string join_names(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out.empty() ? std::string("nobody") : out;
+}
+
+std::string seconds_label(SteadyClock::duration d) {
+  return fmt::format("[{:5.1f}s]", std::chrono::duration<double>(d).count());
+}
+
+// Removes the temporary data directory when the demo created it.
+struct DataDir {
+  std::string path;
+  bool remove = false;
+  ~DataDir() {
+    if (remove && !path.empty()) {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  }
+};
+
+class Demo {
+ public:
+  Demo(Node& node, std::chrono::milliseconds duration, std::int64_t rate)
+      : node_(node), broker_(node.broker()), duration_(duration), rate_(rate) {}
+
+  // Stops the consumer groups (waiting for running handlers). Must run before the node goes.
+  void stop_subscriptions() { subscriptions_.clear(); }
+  ~Demo() { stop_subscriptions(); }
+
+  int run();
+
+ private:
+  Status setup();
+  Status subscribe();
+  void show_refusal_and_dedup();
+  Status traffic();
+  void drain(std::string_view what);
+  Status replay_dlq();
+  void show_pii();
+  bool verify_audit();
+  void summary();
+  void progress(SteadyClock::time_point start, std::int64_t last_published, double interval_s);
+
+  Node& node_;
+  broker::Broker& broker_;
+  std::chrono::milliseconds duration_;
+  std::int64_t rate_;
+
+  std::map<std::string, GroupStats> stats_;
+  std::vector<std::unique_ptr<broker::Subscription>> subscriptions_;
+  std::atomic<bool> notifier_fixed_{false};
+  std::atomic<std::int64_t> published_{0};
+  std::atomic<std::int64_t> acked_{0};
+  std::atomic<std::int64_t> refused_{0};
+  std::atomic<std::int64_t> sample_offset_{0};
+  std::mutex mu_;
+  std::string first_refusal_;
+  std::string tax_sample_;  // owner_name as the tax group (granted) sees it
+  std::string gis_sample_;  // ... and as the gis group (not granted) sees it
+  int failures_ = 0;        // unexpected errors: the demo then exits 1
+};
+
+Status Demo::setup() {
+  CIVICBUS_RETURN_IF_ERROR(
+      broker_.set_compatibility(kSubject, SchemaCompatibility::kBackward, "assessment-team"));
+  Json v1 = schema_v1();
+  auto first = broker_.register_schema(kSubject, v1, "assessment-team");
+  if (!first.ok()) return first.status().with_context("registering the assessment schema");
+  fmt::print("schema   {} v{} {} (compatibility BACKWARD)\n", kSubject, first->version,
+             broker::to_string(first->state));
+  for (const auto& t : demo_topics()) {
+    CIVICBUS_RETURN_IF_ERROR(broker_.create_topic(t, t.owner));
+    std::string pii;
+    for (const auto& p : t.pii_fields) pii += (pii.empty() ? "" : ",") + p;
+    fmt::print("topic    {:<28} owner={:<16} {:<12}{}{}\n", t.name, t.owner,
+               broker::to_string(t.sensitivity), pii.empty() ? "" : " PII " + pii,
+               t.schema_subject.empty() ? "" : " schema " + t.schema_subject);
+  }
+  return {};
+}
+
+Status Demo::subscribe() {
+  struct Spec {
+    std::string group;
+    std::vector<std::string> topics;
+    std::string note;
+  };
+  const Spec specs[] = {
+      {"tax", {"property.>", std::string(kPaymentTopic)}, "granted PII of assessments"},
+      {"gis", {std::string(kAssessmentTopic), std::string(kPermitTopic)}, "sees PII redacted"},
+      {"finance", {std::string(kPaymentTopic)}, ""},
+      {std::string(kFlakyGroup), {std::string(kAlertTopic), std::string(kPermitTopic)},
+       "flaky: refuses every 9th event, 3 attempts, then DLQ"},
+  };
+  CIVICBUS_RETURN_IF_ERROR(broker_.grant_pii(kAssessmentTopic, "tax", "assessment-team"));
+  for (const Spec& spec : specs) {
+    broker::ConsumerGroupOptions options;
+    options.group = spec.group;
+    options.topics = spec.topics;
+    options.start_from = broker::StartFrom::kEarliest;
+    options.parallelism = 2;
+    bool flaky = spec.group == kFlakyGroup;
+    if (flaky) {
+      options.max_deliveries = 3;
+      options.initial_backoff = 20ms;
+      options.max_backoff = 100ms;
+    }
+    GroupStats& stats = stats_[spec.group];
+    std::string group = spec.group;
+    auto sub = broker_.subscribe(options, [this, &stats, group, flaky](const broker::DeliveredEvent& ev) {
+      if (flaky && !notifier_fixed_.load()) {
+        const Json* seq = ev.event.data().find("seq");
+        if (seq != nullptr && seq->is_int() && seq->as_int() % 9 == 0) {
+          stats.failed_attempts.fetch_add(1);
+          return unavailable(std::string(kFlakyError));
+        }
+      }
+      if (ev.replay) stats.replayed.fetch_add(1);
+      stats.delivered.fetch_add(1);
+      if (ev.topic == kAssessmentTopic && (group == "tax" || group == "gis")) {
+        const Json* owner = ev.event.data().find("owner_name");
+        if (owner != nullptr && owner->is_string()) {
+          std::lock_guard lock(mu_);
+          std::string& sample = group == "tax" ? tax_sample_ : gis_sample_;
+          if (sample.empty()) sample = owner->as_string();
+        }
+      }
+      return Status();
+    });
+    if (!sub.ok()) return sub.status().with_context(fmt::format("subscribing group '{}'", group));
+    subscriptions_.push_back(std::move(sub).value());
+    std::string topics;
+    for (const auto& t : spec.topics) topics += (topics.empty() ? "" : ", ") + t;
+    fmt::print("group    {:<9} <- {}{}\n", spec.group, topics,
+               spec.note.empty() ? "" : "  (" + spec.note + ")");
+  }
+  return {};
+}
+
+void Demo::show_refusal_and_dedup() {
+  CloudEvent bad(std::string(kAssessmentTopic), "/tax/assessment-roll",
+                 Json::object({{"roll_number", "1101-000-000-00001"},
+                               {"assessed_value", "four hundred thousand"},
+                               {"tax_class", "residential"}}));
+  auto refused = broker_.publish(std::move(bad));
+  if (refused.ok()) {
+    fmt::print("refused  NO: an assessment with a text assessed_value was stored at offset {} "
+               "(the schema should have refused it)\n",
+               refused->offset);
+    ++failures_;
+  } else {
+    fmt::print("refused  an assessment with assessed_value \"four hundred thousand\":\n"
+               "           {}\n",
+               refused.status().message());
+  }
+
+  CloudEvent permit(std::string(kPermitTopic), "/permits/portal",
+                    Json::object({{"permit_id", "BP-2026-DEMO"}, {"kind", "building"},
+                                  {"address", "1 Rue Principale"}, {"valuation", 125000}}));
+  permit.set_id("demo-permit-0001").set_subject("BP-2026-DEMO");
+  CloudEvent again = permit;
+  auto first = broker_.publish(std::move(permit));
+  auto second = broker_.publish(std::move(again));
+  if (!first.ok() || !second.ok()) {
+    fmt::print("dedup    publishing failed: {}\n",
+               (!first.ok() ? first.status() : second.status()).message());
+    ++failures_;
+    return;
+  }
+  fmt::print("dedup    permit demo-permit-0001 stored at offset {}; sent again: {}\n",
+             first->offset,
+             second->duplicate ? fmt::format("acknowledged as a duplicate of offset {}, not stored",
+                                             second->offset)
+                               : fmt::format("stored AGAIN at offset {} (unexpected)", second->offset));
+  if (!second->duplicate) ++failures_;
+}
+
+void Demo::progress(SteadyClock::time_point start, std::int64_t last_published, double interval_s) {
+  Totals totals = group_totals(broker_);
+  std::int64_t now_published = acked_.load();
+  std::string delivered;
+  for (const auto& [name, s] : stats_) {
+    delivered += fmt::format(" {}={}", name, s.delivered.load());
+  }
+  fmt::print("{} published {:>6} ({:>5.0f}/s)  delivered{}  lag {}  dlq {}\n",
+             seconds_label(SteadyClock::now() - start), now_published,
+             static_cast<double>(now_published - last_published) / std::max(interval_s, 0.001),
+             delivered, totals.lag, totals.dlq);
+  std::fflush(stdout);
+}
+
+Status Demo::traffic() {
+  fmt::print("\ntraffic  {} events/s for {}\n", rate_, format_duration(duration_));
+  auto start = SteadyClock::now();
+  auto next_progress = start + 1s;
+  auto last_progress = start;
+  std::int64_t last_published = acked_.load();
+  auto propose_at = start + duration_ * 35 / 100;
+  auto acknowledge_at = start + duration_ * 60 / 100;
+  int proposed_version = 0;
+  std::vector<std::string> waiting;
+  bool v2_active = false;
+  std::uint64_t n = 0;
+  constexpr std::int64_t kMaxInFlight = 5000;
+
+  while (!stop_requested()) {
+    auto now = SteadyClock::now();
+    auto elapsed = now - start;
+    if (elapsed >= duration_) break;
+
+    if (proposed_version == 0 && now >= propose_at) {
+      auto v2 = broker_.register_schema(kSubject, schema_v2(), "assessment-team");
+      if (!v2.ok()) return v2.status().with_context("proposing schema v2");
+      proposed_version = v2->version;
+      waiting = v2->waiting_for;
+      fmt::print("{} schema {} v{} {} (adds optional 'ward'); waiting for {}\n",
+                 seconds_label(elapsed), kSubject, v2->version, broker::to_string(v2->state),
+                 join_names(waiting));
+      v2_active = v2->state == broker::SchemaState::kActive;
+    }
+    if (proposed_version != 0 && !v2_active && now >= acknowledge_at) {
+      for (const std::string& group : waiting) {
+        auto acked = broker_.acknowledge_schema(kSubject, proposed_version, group);
+        if (!acked.ok()) return acked.status().with_context("acknowledging schema v2");
+        fmt::print("{} {} acknowledged {} v{} -> {}\n", seconds_label(SteadyClock::now() - start),
+                   group, kSubject, proposed_version, broker::to_string(acked->state));
+        v2_active = acked->state == broker::SchemaState::kActive;
+      }
+      if (!v2_active) {
+        auto versions = broker_.schema_versions(kSubject);
+        if (versions.ok()) {
+          for (const auto& v : *versions) {
+            if (v.version == proposed_version && v.state == broker::SchemaState::kActive) {
+              v2_active = true;
+            }
+          }
+        }
+      }
+      if (!v2_active) {
+        fmt::print("{} schema v{} still proposed after every group acknowledged\n",
+                   seconds_label(SteadyClock::now() - start), proposed_version);
+        ++failures_;
+        v2_active = true;  // stop trying; events go on without 'ward'
+        proposed_version = -1;
+      }
+    }
+
+    auto target = static_cast<std::int64_t>(
+        static_cast<double>(rate_) * std::chrono::duration<double>(elapsed).count());
+    while (published_.load() < target + 1 &&
+           published_.load() - acked_.load() - refused_.load() < kMaxInFlight) {
+      CloudEvent ev = make_event(n++, v2_active && proposed_version > 0);
+      bool assessment = ev.type() == kAssessmentTopic;
+      published_.fetch_add(1);
+      broker_.publish_async(std::move(ev), [this, assessment](Result<broker::PublishAck> r) {
+        if (r.ok()) {
+          acked_.fetch_add(1);
+          if (assessment && sample_offset_.load() == 0) sample_offset_.store(r->offset);
+        } else {
+          if (refused_.fetch_add(1) == 0) {
+            std::lock_guard lock(mu_);
+            first_refusal_ = r.status().message();
+          }
+        }
+      });
+    }
+    if (now >= next_progress) {
+      double interval = std::chrono::duration<double>(now - last_progress).count();
+      progress(start, last_published, interval);
+      last_published = acked_.load();
+      last_progress = now;
+      next_progress += 1s;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  // Wait for the last acknowledgements from the log.
+  auto deadline = SteadyClock::now() + 30s;
+  while (acked_.load() + refused_.load() < published_.load() && SteadyClock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  auto elapsed = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  fmt::print("{} done: {} events stored in {:.1f}s ({:.0f}/s){}\n",
+             seconds_label(SteadyClock::now() - start), acked_.load(), elapsed,
+             static_cast<double>(acked_.load()) / std::max(elapsed, 0.001),
+             stop_requested() ? " (interrupted)" : "");
+  if (refused_.load() > 0) {
+    std::lock_guard lock(mu_);
+    fmt::print("         {} events refused; the first: {}\n", refused_.load(), first_refusal_);
+    ++failures_;
+  }
+  return {};
+}
+
+void Demo::drain(std::string_view what) {
+  auto start = SteadyClock::now();
+  auto deadline = start + 20s;
+  auto next_line = start + 1s;
+  Totals totals = group_totals(broker_);
+  while (totals.lag > 0 && SteadyClock::now() < deadline && !stop_requested()) {
+    std::this_thread::sleep_for(50ms);
+    totals = group_totals(broker_);
+    if (SteadyClock::now() >= next_line) {
+      fmt::print("         {}: lag {} events\n", what, totals.lag);
+      std::fflush(stdout);
+      next_line += 1s;
+    }
+  }
+  fmt::print("drain    {}: {} in {:.1f}s (dlq {})\n", what,
+             totals.lag == 0 ? "every group caught up" : fmt::format("{} events still lagging", totals.lag),
+             std::chrono::duration<double>(SteadyClock::now() - start).count(), totals.dlq);
+}
+
+Status Demo::replay_dlq() {
+  broker::DlqFilter filter;
+  filter.group = std::string(kFlakyGroup);
+  auto letters = broker_.dead_letters(filter);
+  if (!letters.ok()) return letters.status().with_context("listing dead letters");
+  fmt::print("\ndlq      {} dead letters in group {}", letters->size(), kFlakyGroup);
+  if (!letters->empty()) {
+    const auto& d = letters->front();
+    fmt::print("; e.g. #{} {} offset {} after {} attempts: {}", d.id, d.topic, d.offset,
+               d.attempts, truncate(d.error, 70));
+  }
+  fmt::print("\n");
+  if (letters->empty()) return {};
+
+  notifier_fixed_.store(true);
+  GroupStats& stats = stats_[std::string(kFlakyGroup)];
+  std::int64_t replayed_before = stats.replayed.load();
+  auto queued = broker_.replay_dead_letters(filter, "demo-operator");
+  if (!queued.ok()) return queued.status().with_context("replaying dead letters");
+  fmt::print("replay   SMS gateway fixed; {} dead letters queued for replay to {}\n", *queued,
+             kFlakyGroup);
+  auto deadline = SteadyClock::now() + 20s;
+  while (stats.replayed.load() - replayed_before < *queued && SteadyClock::now() < deadline &&
+         !stop_requested()) {
+    std::this_thread::sleep_for(20ms);
+  }
+  std::int64_t replayed = stats.replayed.load() - replayed_before;
+  auto remaining = broker_.dead_letters(filter);
+  fmt::print("replay   {} of {} redelivered and handled; dlq now {}\n", replayed, *queued,
+             remaining.ok() ? std::to_string(remaining->size()) : remaining.status().message());
+  if (replayed < *queued) {
+    fmt::print("         (not every replayed event arrived within 20s)\n");
+  }
+  return {};
+}
+
+void Demo::show_pii() {
+  std::lock_guard lock(mu_);
+  fmt::print("\npii      tax (granted) sees owner_name \"{}\"; gis (not granted) sees \"{}\"\n",
+             tax_sample_.empty() ? "?" : tax_sample_, gis_sample_.empty() ? "?" : gis_sample_);
+  std::int64_t offset = sample_offset_.load();
+  if (offset <= 0) return;
+  auto record = node_.transport().read_one(offset);
+  if (!record.ok()) return;
+  auto doc = Json::parse((*record)->payload);
+  if (!doc.ok()) return;
+  const Json* stored = doc->at_pointer("/data/owner_name");
+  if (stored == nullptr) return;
+  std::string text = stored->is_string() ? stored->as_string() : stored->dump();
+  fmt::print("         at rest (offset {}) owner_name is stored as \"{}\"\n", offset,
+             truncate(text, 60));
+}
+
+bool Demo::verify_audit() {
+  auto report = broker_.verify_audit();
+  if (!report.ok()) {
+    fmt::print("audit    verification failed to run: {}\n", report.status().message());
+    return false;
+  }
+  if (report->intact) {
+    fmt::print("audit    hash chain intact: {} records verified\n", report->records);
+    return true;
+  }
+  fmt::print("audit    NOT intact: {} problems in {} records\n", report->problems.size(),
+             report->records);
+  for (const auto& p : report->problems) fmt::print("           {}\n", p);
+  return false;
+}
+
+void Demo::summary() {
+  fmt::print("\nsummary\n");
+  Table topics({"  TOPIC", "RECORDS", "BYTES"});
+  auto infos = broker_.topics();
+  std::sort(infos.begin(), infos.end(),
+            [](const auto& a, const auto& b) { return a.options.name < b.options.name; });
+  for (const auto& t : infos) {
+    topics.add({"  " + t.options.name, std::to_string(t.records), std::to_string(t.bytes)});
+  }
+  fmt::print("{}", topics.render());
+  Table groups({"  GROUP", "DELIVERED", "FAILED ATTEMPTS", "REPLAYED", "COMMITTED", "LAG", "DLQ"});
+  auto infos_g = broker_.groups();
+  std::map<std::string, broker::GroupInfo> by_name;
+  if (infos_g.ok()) {
+    for (auto& g : *infos_g) by_name[g.group] = g;
+  }
+  for (const auto& [name, s] : stats_) {
+    auto it = by_name.find(name);
+    groups.add({"  " + name, std::to_string(s.delivered.load()),
+                std::to_string(s.failed_attempts.load()), std::to_string(s.replayed.load()),
+                it == by_name.end() ? "?" : std::to_string(it->second.committed_offset),
+                it == by_name.end() ? "?" : std::to_string(it->second.lag_events),
+                it == by_name.end() ? "?" : std::to_string(it->second.dlq_events)});
+  }
+  fmt::print("{}", groups.render());
+}
+
+int Demo::run() {
+  fmt::print("\n");
+  if (Status s = setup(); !s.ok()) return fail(s);
+  if (Status s = subscribe(); !s.ok()) return fail(s);
+  show_refusal_and_dedup();
+  if (Status s = traffic(); !s.ok()) return fail(s);
+  drain("after traffic");
+  if (Status s = replay_dlq(); !s.ok()) return fail(s);
+  show_pii();
+  bool audit_ok = verify_audit();
+  summary();
+  stop_subscriptions();
+  if (!audit_ok) return fail("the audit log did not verify");
+  if (failures_ > 0) {
+    return fail(fmt::format("the demo saw {} unexpected result{} (see above)", failures_,
+                            failures_ == 1 ? "" : "s"));
+  }
+  fmt::print("\ndemo finished: {} events published, {} delivered in total\n", acked_.load(),
+             [&] {
+               std::int64_t total = 0;
+               for (const auto& [name, s] : stats_) total += s.delivered.load();
+               return total;
+             }());
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_demo(const Args& args) {
+  auto duration = parse_duration(args.value_or("duration", "5s"));
+  if (!duration.ok()) return usage_error("demo", fmt::format("--duration: {}", duration.status().message()));
+  if (*duration < 500ms || *duration > std::chrono::hours(24)) {
+    return usage_error("demo", "--duration must be between 500ms and 24h");
+  }
+  std::int64_t rate = 400;
+  if (auto text = args.value("rate")) {
+    char* end = nullptr;
+    long long v = std::strtoll(text->c_str(), &end, 10);
+    if (end == text->c_str() || *end != '\0' || v < 1 || v > 1'000'000) {
+      return usage_error("demo", fmt::format("--rate must be a number of events per second between "
+                                             "1 and 1000000; got '{}'",
+                                             *text));
+    }
+    rate = v;
+  }
+
+  DataDir dir;
+  if (auto given = args.value("data-dir")) {
+    if (given->empty()) return usage_error("demo", "--data-dir must not be empty");
+    dir.path = *given;
+  } else {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/civicbus-demo-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      return fail(fmt::format("cannot create a temporary directory from '{}'", tmpl));
+    }
+    dir.path = tmpl;
+    dir.remove = !args.has("keep");
+  }
+  install_stop_handlers();
+
+  NodeOptions options;
+  options.name = "civicbus-demo";
+  options.data_dir = dir.path;
+  options.generate_master_key = true;
+  options.logging.level = args.has("verbose") ? LogLevel::kInfo : LogLevel::kError;
+  options.broker.maintenance_interval = 500ms;
+  options.broker.node_source = "civicbus://demo";
+
+  fmt::print("civicbus demo: a municipal integration node, {} at {} events/s\n",
+             format_duration(*duration), rate);
+  fmt::print("data     {}{}\n", dir.path,
+             dir.remove ? " (removed at exit; --keep keeps it)" : "");
+  auto created = Node::create(std::move(options));
+  if (!created.ok()) return fail(created.status());
+  std::unique_ptr<Node> node = std::move(created).value();
+  // The demo outlives the node: the log may still answer publishes while it closes.
+  Demo demo(*node, *duration, rate);
+  int code = demo.run();
+  demo.stop_subscriptions();
+  node.reset();
+  std::fflush(stdout);
+  return code;
+}
+
+}  // namespace civicbus::cli

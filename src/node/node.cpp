@@ -1,0 +1,333 @@
+#include "civicbus/node/node.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "broker/master_key.hpp"
+#include "civicbus/core/random.hpp"
+#include "civicbus/storage/database.hpp"
+
+namespace civicbus {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The last SIGINT/SIGTERM received while a Node::run() was waiting. A signal handler can only
+// reach global state; this lock-free atomic is the one piece civicbus has, and only run()
+// installs the handler that writes it.
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void civicbus_on_stop_signal(int signal) { g_stop_signal.store(signal); }
+
+// An exclusive advisory lock on <data_dir>/LOCK, held while the Node lives (as LevelDB does),
+// so that two processes never append to one log.
+Result<int> lock_data_dir(const std::string& data_dir) {
+  std::string path = (fs::path(data_dir) / "LOCK").string();
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return io_error(fmt::format("cannot open lock file '{}': {}", path, std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    std::string holder;
+    char buf[32] = {};
+    ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    if (n > 0) holder = std::string(buf, static_cast<std::size_t>(n));
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return failed_precondition(fmt::format(
+          "data directory '{}' is in use by another civicbus node{}; stop it first or use "
+          "another data_dir",
+          data_dir, holder.empty() ? std::string() : " (pid " + holder + ")"));
+    }
+    return io_error(fmt::format("cannot lock '{}': {}", path, std::strerror(err)));
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) == 0) {
+    ssize_t written = ::pwrite(fd, pid.data(), pid.size(), 0);
+    (void)written;  // the pid is a hint for the error above, nothing depends on it
+  }
+  return fd;
+}
+
+bool env_has_value(const std::string& name) {
+  if (name.empty()) return false;
+  const char* v = std::getenv(name.c_str());
+  return v != nullptr && *v != '\0';
+}
+
+Result<std::string> read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+}  // namespace
+
+#ifndef CIVICBUS_VERSION_STRING
+#define CIVICBUS_VERSION_STRING "unknown"
+#endif
+
+std::string_view library_version() { return CIVICBUS_VERSION_STRING; }
+
+struct Node::Impl {
+  NodeOptions options;
+  std::unique_ptr<Clock> owned_clock;
+  const Clock* clock = nullptr;
+  std::unique_ptr<SecureRandom> random;
+  std::unique_ptr<MetricsRegistry> metrics;
+  Logger logger;
+  int lock_fd = -1;
+  std::unique_ptr<Executor> executor;
+  std::unique_ptr<storage::Database> db;
+  std::unique_ptr<transport::Transport> transport;
+  std::unique_ptr<broker::Broker> broker;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+
+  ~Impl() {
+    // The broker goes first: it stops subscriptions (waiting for running handlers) and its
+    // maintenance. The transport then commits what is queued. The executor is joined before
+    // the broker and transport objects are freed, so no task posted by them can run against
+    // freed memory; tasks not yet started are dropped.
+    if (broker) broker->close();
+    if (transport) transport->close();
+    executor.reset();
+    broker.reset();
+    transport.reset();
+    db.reset();
+    if (lock_fd >= 0) {
+      ::flock(lock_fd, LOCK_UN);
+      ::close(lock_fd);
+    }
+  }
+
+  Status load_master_key(const Logger& log);
+  Status register_schemas(const Logger& log);
+  Status create_topics(const Logger& log);
+};
+
+Status Node::Impl::load_master_key(const Logger& logger) {
+  NodeOptions& o = options;
+  if (!o.broker.master_key.empty()) return {};  // given by the embedding program
+  bool from_env = env_has_value(o.master_key_env);
+  std::error_code ec;
+  bool file_exists = fs::exists(o.master_key_file, ec);
+  if (!from_env && !file_exists && o.generate_master_key) {
+    CIVICBUS_RETURN_IF_ERROR(broker::write_new_master_key(o.master_key_file, *random));
+    logger.info("generated a new master key", {{"file", o.master_key_file}});
+    file_exists = true;
+  }
+  if (from_env || file_exists) {
+    CIVICBUS_ASSIGN_OR_RETURN(o.broker.master_key,
+                              broker::load_master_key(from_env ? o.master_key_env : std::string(),
+                                                      o.master_key_file));
+    logger.info("master key loaded",
+                {{"source", from_env ? "$" + o.master_key_env : o.master_key_file}});
+    return {};
+  }
+  for (const broker::TopicOptions& t : o.topics) {
+    if (!t.pii_fields.empty()) {
+      return failed_precondition(fmt::format(
+          "topic '{}' has PII fields but no master key is available: set ${} to 64 hex digits, "
+          "create '{}' (mode 0600), or set `security: {{master_key: generate}}`",
+          t.name, o.master_key_env.empty() ? std::string("CIVICBUS_MASTER_KEY") : o.master_key_env,
+          o.master_key_file));
+    }
+  }
+  logger.info("running without a master key: PII encryption and keyed audit are unavailable");
+  return {};
+}
+
+Status Node::Impl::register_schemas(const Logger& logger) {
+  for (const NodeOptions::SchemaFile& file : options.schemas) {
+    auto text = read_text_file(file.path);
+    if (!text.ok()) {
+      return text.status().with_context(fmt::format("schema file for subject '{}'", file.subject));
+    }
+    auto schema = Json::parse(*text);
+    if (!schema.ok()) {
+      return invalid_argument(fmt::format("schema file '{}' (subject '{}') is not valid JSON: {}",
+                                          file.path, file.subject, schema.status().message()));
+    }
+    auto versions = broker->schema_versions(file.subject);
+    if (!versions.ok() && versions.status().code() != ErrorCode::kNotFound) {
+      return versions.status().with_context(fmt::format("subject '{}'", file.subject));
+    }
+    if (versions.ok() && std::any_of(versions->begin(), versions->end(),
+                                     [&](const broker::SchemaVersion& v) {
+                                       return v.schema == *schema;
+                                     })) {
+      continue;  // already registered (the registry would make this a no-op as well)
+    }
+    // The compatibility mode is applied together with a new version (the broker audits each
+    // change, so it is not re-set on every start).
+    if (!file.compatibility.empty()) {
+      CIVICBUS_ASSIGN_OR_RETURN(SchemaCompatibility mode,
+                                parse_schema_compatibility(file.compatibility));
+      CIVICBUS_RETURN_IF_ERROR(broker->set_compatibility(file.subject, mode, "config")
+                                   .with_context(fmt::format("subject '{}'", file.subject)));
+    }
+    auto registered = broker->register_schema(file.subject, *schema, "config");
+    if (!registered.ok()) {
+      return registered.status().with_context(
+          fmt::format("registering '{}' from '{}'", file.subject, file.path));
+    }
+    logger.info("schema registered", {{"subject", file.subject},
+                                      {"version", std::to_string(registered->version)},
+                                      {"state", std::string(broker::to_string(registered->state))}});
+  }
+  return {};
+}
+
+Status Node::Impl::create_topics(const Logger& logger) {
+  for (const broker::TopicOptions& t : options.topics) {
+    Status s = broker->create_topic(t, "config");
+    if (s.code() == ErrorCode::kAlreadyExists) {
+      s = broker->update_topic(t, "config");
+      if (s.ok()) logger.info("topic updated from configuration", {{"topic", t.name}});
+    }
+    CIVICBUS_RETURN_IF_ERROR(s.with_context(fmt::format("topic '{}'", t.name)));
+  }
+  return {};
+}
+
+Result<std::unique_ptr<Node>> Node::create(NodeOptions options, const Clock* clock) {
+  CIVICBUS_RETURN_IF_ERROR(options.validate());
+  auto impl = std::make_unique<Impl>();
+  if (clock == nullptr) {
+    impl->owned_clock = std::make_unique<SystemClock>();
+    clock = impl->owned_clock.get();
+  }
+  impl->clock = clock;
+  impl->random = std::make_unique<SecureRandom>();
+  impl->metrics = std::make_unique<MetricsRegistry>();
+  impl->logger = Logger(options.logging, *clock);
+  Logger log = impl->logger.with_component("node");
+
+  std::error_code ec;
+  fs::create_directories(options.data_dir, ec);
+  if (ec || !fs::is_directory(options.data_dir, ec)) {
+    return io_error(fmt::format("cannot create data directory '{}': {}", options.data_dir,
+                                ec ? ec.message() : "not a directory"));
+  }
+  CIVICBUS_ASSIGN_OR_RETURN(impl->lock_fd, lock_data_dir(options.data_dir));
+  std::string db_path = (fs::path(options.data_dir) / "civicbus.db").string();
+  if (options.master_key_file.empty()) {
+    options.master_key_file = (fs::path(options.data_dir) / "master.key").string();
+  }
+  options.log.path = db_path;
+  impl->options = std::move(options);
+  NodeOptions& o = impl->options;
+  CIVICBUS_RETURN_IF_ERROR(impl->load_master_key(log));
+
+  std::size_t threads = o.worker_threads;
+  if (threads == 0) threads = std::max<std::size_t>(2, std::thread::hardware_concurrency());
+  impl->executor = make_thread_pool(threads);
+
+  storage::SqliteOptions db_options;
+  db_options.path = db_path;
+  db_options.synchronous = o.log.synchronous_full ? storage::Synchronous::kFull
+                                                  : storage::Synchronous::kNormal;
+  CIVICBUS_ASSIGN_OR_RETURN(impl->db, storage::open_sqlite(db_options));
+  CIVICBUS_ASSIGN_OR_RETURN(impl->transport,
+                            transport::open_in_process(o.log, *clock, impl->metrics.get()));
+  broker::BrokerContext context{*impl->db,      *impl->transport, *impl->executor, *clock,
+                                *impl->metrics, *impl->random,    impl->logger.with_component("broker")};
+  CIVICBUS_ASSIGN_OR_RETURN(impl->broker, broker::Broker::open(o.broker, context));
+
+  CIVICBUS_RETURN_IF_ERROR(impl->register_schemas(log));
+  CIVICBUS_RETURN_IF_ERROR(impl->create_topics(log));
+  log.info("node started", {{"name", o.name},
+                            {"data_dir", o.data_dir},
+                            {"workers", std::to_string(threads)},
+                            {"topics", std::to_string(impl->broker->topics().size())}});
+  return std::unique_ptr<Node>(new Node(std::move(impl)));
+}
+
+Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Node::~Node() {
+  if (impl_) impl_->logger.with_component("node").info("node stopping", {{"name", impl_->options.name}});
+}
+
+broker::Broker& Node::broker() { return *impl_->broker; }
+MetricsRegistry& Node::metrics() { return *impl_->metrics; }
+Executor& Node::executor() { return *impl_->executor; }
+const Clock& Node::clock() const { return *impl_->clock; }
+Logger Node::logger(std::string_view component) const {
+  return impl_->logger.with_component(component);
+}
+storage::Database& Node::database() { return *impl_->db; }
+transport::Transport& Node::transport() { return *impl_->transport; }
+const NodeOptions& Node::options() const { return impl_->options; }
+
+Status Node::run() {
+  struct sigaction action {};
+  action.sa_handler = civicbus_on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  struct sigaction old_int {}, old_term {};
+  g_stop_signal.store(0);
+  ::sigaction(SIGINT, &action, &old_int);
+  ::sigaction(SIGTERM, &action, &old_term);
+
+  Logger log = impl_->logger.with_component("node");
+  log.info("node running", {{"name", impl_->options.name}});
+  int signal = 0;
+  {
+    std::unique_lock<std::mutex> lock(impl_->mu);
+    // A signal handler cannot notify a condition variable, so the wait wakes every 50 ms to
+    // look at the flag; stop() wakes it at once.
+    while (!impl_->stop) {
+      signal = g_stop_signal.load();
+      if (signal != 0) break;
+      impl_->cv.wait_for(lock, std::chrono::milliseconds(50));
+    }
+    impl_->stop = true;
+  }
+  ::sigaction(SIGINT, &old_int, nullptr);
+  ::sigaction(SIGTERM, &old_term, nullptr);
+  if (signal != 0) {
+    log.info("stop requested by signal", {{"signal", signal == SIGINT ? "SIGINT" : "SIGTERM"}});
+  } else {
+    log.info("stop requested");
+  }
+  return {};
+}
+
+void Node::stop() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->cv.notify_all();
+}
+
+bool Node::stop_requested() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stop;
+}
+
+}  // namespace civicbus
