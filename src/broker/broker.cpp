@@ -692,10 +692,11 @@ class BrokerImpl final : public Broker, public GroupHost {
       state->rejected->inc();
       return st;
     };
-    Json& doc = event.mutable_document();
-    const Json* id = doc.find("id");
-    if (id == nullptr || (id->is_string() && id->as_string().empty())) doc.set("id", ids_.next());
-    if (!doc.contains("time")) doc.set("time", format_rfc3339(ctx_.clock.now()));
+    // An event parsed from text that already has its id and time is stored as that text; any
+    // change (id, time, PII) makes it written anew from the document.
+    const Json* id = event.document().find("id");
+    if (id == nullptr || (id->is_string() && id->as_string().empty())) event.set_id(ids_.next());
+    if (!event.document().contains("time")) event.set_time(format_rfc3339(ctx_.clock.now()));
     Status valid = event.validate();
     if (!valid.ok()) return reject(valid);
     if (!state->options.schema_subject.empty()) {
@@ -716,13 +717,14 @@ class BrokerImpl final : public Broker, public GroupHost {
     if (!state->options.pii_fields.empty()) {
       if (!keys_) return reject(failed_precondition("PII topic without a master key"));
       CIVICBUS_ASSIGN_OR_RETURN(auto key, keys_->current_key(type));
-      Json* data = doc.find("data");
-      if (data != nullptr) {
-        CIVICBUS_RETURN_IF_ERROR(encrypt_pii(*data, state->options.pii_fields, type, *key, ctx_.random));
+      if (event.document().contains("data")) {
+        CIVICBUS_RETURN_IF_ERROR(
+            encrypt_pii(event.mutable_data(), state->options.pii_fields, type, *key, ctx_.random));
       }
     }
+    const Json& doc = event.document();
     transport::AppendRequest request;
-    request.payload = doc.dump();
+    request.payload = event.to_json();
     if (request.payload.size() > options_.max_event_bytes) {
       return reject(invalid_argument(fmt::format("event '{}' is {}; the limit is {}", doc.get_string("id"),
                                                  human_bytes(request.payload.size()),

@@ -81,7 +81,9 @@ CloudEvent::CloudEvent(std::string type, std::string source, Json data)
 Result<CloudEvent> CloudEvent::parse(std::string_view json_text) {
   auto doc = Json::parse(json_text);
   if (!doc.ok()) return doc.status().with_context("CloudEvent is not valid JSON");
-  return from_json(std::move(doc).value());
+  CIVICBUS_ASSIGN_OR_RETURN(CloudEvent event, from_json(std::move(doc).value()));
+  event.text_ = std::string(json_text);
+  return event;
 }
 
 Result<CloudEvent> CloudEvent::from_json(Json document) {
@@ -158,26 +160,32 @@ std::string CloudEvent::partition_key() const {
 }
 
 CloudEvent& CloudEvent::set_id(std::string id) {
+  text_.clear();
   doc_.set("id", std::move(id));
   return *this;
 }
 CloudEvent& CloudEvent::set_subject(std::string subject) {
+  text_.clear();
   doc_.set("subject", std::move(subject));
   return *this;
 }
 CloudEvent& CloudEvent::set_time(std::string rfc3339) {
+  text_.clear();
   doc_.set("time", std::move(rfc3339));
   return *this;
 }
 CloudEvent& CloudEvent::set_partition_key(std::string key) {
+  text_.clear();
   doc_.set("partitionkey", std::move(key));
   return *this;
 }
 CloudEvent& CloudEvent::set_traceparent(std::string traceparent) {
+  text_.clear();
   doc_.set("traceparent", std::move(traceparent));
   return *this;
 }
 CloudEvent& CloudEvent::set_attribute(std::string_view name, Json value) {
+  text_.clear();
   doc_.set(name, std::move(value));
   return *this;
 }
@@ -188,7 +196,10 @@ const Json& CloudEvent::data() const {
   return d ? *d : kNull;
 }
 
-Json& CloudEvent::mutable_data() { return doc_["data"]; }
+Json& CloudEvent::mutable_data() {
+  text_.clear();
+  return doc_["data"];
+}
 
 // --- topic names and patterns -------------------------------------------------------------
 

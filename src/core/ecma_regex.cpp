@@ -902,6 +902,10 @@ bool run(MatchContext& ctx, std::uint32_t program_index, std::size_t start, char
   clist->begin(generation++);
   add_thread(*clist, 0, pos, prev, cur);
   while (true) {
+    // Once a lookahead has given up, its answer ("false") is not the real one, and a negative
+    // lookahead would turn it into a pass: (?!.*y)a matched a long "aaa...ay". A search that
+    // gave up is therefore "no match" as a whole, at every level of lookahead.
+    if (ctx.gave_up) return false;
     for (std::uint32_t pc : *clist) {
       if (code[pc].op == Op::kMatch) return true;
     }

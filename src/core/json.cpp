@@ -215,9 +215,11 @@ bool numbers_equal(const Json& a, const Json& b) {
 
 bool objects_equal(const Json::Object& a, const Json::Object& b) {
   if (a.size() != b.size()) return false;
-  for (const auto& [key, value] : a) {
+  for (const Json::Member& member : a) {
+    // Not a structured binding: clang before 16 cannot capture one in a lambda (P1091).
+    const std::string& key = member.first;
     auto it = std::find_if(b.begin(), b.end(), [&](const Json::Member& m) { return m.first == key; });
-    if (it == b.end() || !(value == it->second)) return false;
+    if (it == b.end() || !(member.second == it->second)) return false;
   }
   return true;
 }
@@ -454,7 +456,24 @@ void append_json_escaped(std::string& out, std::string_view s) {
   const char* const end = p + s.size();
   const char* run = p;  // start of bytes that can be copied as they are
   auto flush = [&](const char* upto) { out.append(run, static_cast<std::size_t>(upto - run)); };
+  // Eight bytes at a time while none of them needs attention (a control character, a quote,
+  // a backslash or a non-ASCII byte): most strings are plain ASCII, and this is the hot loop
+  // of every event written.
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr std::uint64_t kHighs = 0x8080808080808080ULL;
+  auto has_zero_byte = [](std::uint64_t v) { return (v - kOnes) & ~v & kHighs; };
   while (p < end) {
+    if (end - p >= 8) {
+      std::uint64_t w;
+      std::memcpy(&w, p, 8);
+      const std::uint64_t special = ((w - kOnes * 0x20) & ~w & kHighs) |
+                                    has_zero_byte(w ^ (kOnes * '"')) |
+                                    has_zero_byte(w ^ (kOnes * '\\')) | (w & kHighs);
+      if (special == 0) {
+        p += 8;
+        continue;
+      }
+    }
     const auto c = static_cast<unsigned char>(*p);
     if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
       ++p;

@@ -1084,6 +1084,10 @@ class Evaluator {
       : c_(compiled), errors_(errors) {}
 
   bool evaluate(std::uint32_t index, const Json& instance, Annotations* annotations) {
+    // Once the depth limit is hit the whole validation fails: every later call returns at
+    // once, so that anyOf/oneOf branches do not retry the same runaway $ref (exponential time
+    // with two branches) and "not" cannot turn the aborted branch into a success.
+    if (too_deep_error_) return false;
     const SchemaNode& node = c_.nodes[index];
     if (node.kind == SchemaNode::Kind::kTrue) return true;
     if (node.kind == SchemaNode::Kind::kFalse) {
@@ -1091,9 +1095,11 @@ class Evaluator {
       return false;
     }
     if (depth_ >= kMaxEvaluationDepth) {
-      report(node.location, fmt::format("validation nested deeper than {} schemas (a $ref cycle "
-                                        "that never moves into the instance?)",
-                                        kMaxEvaluationDepth));
+      too_deep_error_ = SchemaError{
+          "", node.location,
+          fmt::format("validation nested deeper than {} schemas (a $ref cycle that never moves "
+                      "into the instance?)",
+                      kMaxEvaluationDepth)};
       return false;
     }
     ++depth_;
@@ -1111,12 +1117,18 @@ class Evaluator {
         valid = false;
         if (!collecting() || full()) break;
       }
+      if (too_deep_error_) break;
     }
+    valid = valid && !too_deep_error_;
     if (valid && node.has_unevaluated && annotations != nullptr) annotations->merge(*local);
     if (new_scope) scope_.pop_back();
     --depth_;
     return valid;
   }
+
+  // Set when evaluation was abandoned at the depth limit; the result is then "invalid" and
+  // this is the one error worth reporting (the others are artefacts of the abandonment).
+  const std::optional<SchemaError>& too_deep_error() const { return too_deep_error_; }
 
  private:
   bool collecting() const { return errors_ != nullptr && speculative_ == 0; }
@@ -1585,6 +1597,7 @@ class Evaluator {
   std::vector<Segment> path_;
   int depth_ = 0;
   int speculative_ = 0;
+  std::optional<SchemaError> too_deep_error_;
 };
 
 }  // namespace
@@ -1604,7 +1617,9 @@ bool JsonSchema::is_valid(const Json& instance) const {
 std::vector<SchemaError> JsonSchema::errors(const Json& instance) const {
   std::vector<SchemaError> errors;
   Evaluator evaluator(*compiled_, &errors);
-  if (!evaluator.evaluate(compiled_->root, instance, nullptr) && errors.empty()) {
+  const bool valid = evaluator.evaluate(compiled_->root, instance, nullptr);
+  if (evaluator.too_deep_error()) return {*evaluator.too_deep_error()};
+  if (!valid && errors.empty()) {
     // Cannot happen (every failing keyword reports), but an invalid instance must never come
     // back with an empty list.
     errors.push_back(SchemaError{"", "", "the value does not match the schema"});

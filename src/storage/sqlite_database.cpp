@@ -561,6 +561,12 @@ Result<std::unique_ptr<Database>> open_sqlite(const SqliteOptions& options) {
     return invalid_argument(
         fmt::format("SqliteOptions.cache_size_kib is {}; it must be >= 0", options.cache_size_kib));
   }
+  if (options.page_size < 512 || options.page_size > 65536 ||
+      (options.page_size & (options.page_size - 1)) != 0) {
+    return invalid_argument(fmt::format(
+        "SqliteOptions.page_size is {}; it must be a power of two from 512 to 65536",
+        options.page_size));
+  }
   const bool in_memory = options.path == ":memory:";
   if (!in_memory && (options.read_only || !options.create_if_missing)) {
     std::error_code ec;
@@ -606,6 +612,11 @@ Result<std::unique_ptr<Database>> open_sqlite(const SqliteOptions& options) {
     }
   }
 
+  if (!options.read_only) {
+    // Takes effect only while the file has no tables yet, that is before the first write.
+    CIVICBUS_RETURN_IF_ERROR(
+        db->execute_script(fmt::format("PRAGMA page_size={};", options.page_size)));
+  }
   if (options.wal && !in_memory && !options.read_only) {
     std::string mode;
     CIVICBUS_RETURN_IF_ERROR(db->query("PRAGMA journal_mode=WAL", {}, [&](const Row& row) {

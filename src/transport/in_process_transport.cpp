@@ -10,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
@@ -30,16 +31,20 @@ using storage::Value;
 constexpr storage::Migration kMigrations[] = {
     {1, "event log",
      R"sql(
+CREATE TABLE log_topics (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE
+);
 CREATE TABLE log_records (
   seq INTEGER PRIMARY KEY,
-  topic TEXT NOT NULL,
+  topic_id INTEGER NOT NULL REFERENCES log_topics(id),
   source TEXT NOT NULL,
   event_id TEXT NOT NULL,
   partition_key TEXT NOT NULL,
   stored_at INTEGER NOT NULL,
   payload BLOB NOT NULL
 );
-CREATE INDEX log_records_by_topic ON log_records(topic, seq);
+CREATE INDEX log_records_by_topic ON log_records(topic_id, seq);
 CREATE TABLE log_meta (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
@@ -49,22 +54,31 @@ INSERT INTO log_meta(name, value) VALUES ('next_seq', 1);
 };
 
 constexpr std::string_view kInsertRecord =
-    "INSERT INTO log_records(seq, topic, source, event_id, partition_key, stored_at, payload) "
+    "INSERT INTO log_records(seq, topic_id, source, event_id, partition_key, stored_at, payload) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)";
 constexpr std::string_view kSelectFrom =
-    "SELECT seq, topic, source, event_id, partition_key, stored_at, payload FROM log_records "
+    "SELECT seq, topic_id, source, event_id, partition_key, stored_at, payload FROM log_records "
     "WHERE seq >= ? ORDER BY seq LIMIT ?";
 
-std::shared_ptr<StoredRecord> record_from_row(const storage::Row& row) {
+// Topics are stored as small integer ids (log_topics): the per-record index then holds two
+// integers instead of the topic's text, which is most of the cost of an append after the
+// payload itself.
+std::shared_ptr<StoredRecord> record_from_row(const storage::Row& row, std::string topic) {
   auto rec = std::make_shared<StoredRecord>();
   rec->offset = row.get_int(0);
-  rec->topic = std::string(row.get_text(1));
+  rec->topic = std::move(topic);
   rec->source = std::string(row.get_text(2));
   rec->event_id = std::string(row.get_text(3));
   rec->partition_key = std::string(row.get_text(4));
   rec->stored_at = from_unix_micros(row.get_int(5));
   rec->payload = std::string(row.get_blob(6));
   return rec;
+}
+
+// What a cached record costs: its strings plus the record and its shared_ptr control block.
+std::size_t cached_size(const StoredRecord& r) {
+  return r.payload.size() + r.topic.size() + r.source.size() + r.event_id.size() +
+         r.partition_key.size() + sizeof(StoredRecord) + 32;
 }
 
 class InProcessTransport final : public Transport {
@@ -106,9 +120,17 @@ class InProcessTransport final : public Transport {
     last_stored_us_ = last_at.value_or(0);
 
     CIVICBUS_RETURN_IF_ERROR(writer_db_->query(
-        "SELECT topic, count(*), sum(length(payload)) FROM log_records GROUP BY topic", {},
+        "SELECT id, name FROM log_topics ORDER BY id", {}, [&](const storage::Row& row) {
+          const auto id = static_cast<std::size_t>(row.get_int(0));
+          if (topic_names_.size() <= id) topic_names_.resize(id + 1);
+          topic_names_[id] = std::string(row.get_text(1));
+          topic_ids_.emplace(topic_names_[id], row.get_int(0));
+          return true;
+        }));
+    CIVICBUS_RETURN_IF_ERROR(writer_db_->query(
+        "SELECT topic_id, count(*), sum(length(payload)) FROM log_records GROUP BY topic_id", {},
         [&](const storage::Row& row) {
-          usage_[std::string(row.get_text(0))] = {row.get_int(1), row.get_int(2)};
+          usage_[topic_name(row.get_int(0))] = {row.get_int(1), row.get_int(2)};
           return true;
         }));
     CIVICBUS_RETURN_IF_ERROR(rebuild_dedup_window());
@@ -167,7 +189,7 @@ class InProcessTransport final : public Transport {
     out.reserve(std::min<std::size_t>(max_records, 1024));
     Status st = reader().query(kSelectFrom, {Value{from}, Value{static_cast<std::int64_t>(max_records)}},
                                   [&](const storage::Row& row) {
-                                    out.push_back(record_from_row(row));
+                                    out.push_back(record_from_row(row, topic_name(row.get_int(1))));
                                     return true;
                                   });
     if (!st.ok()) return st.with_context("reading the event log");
@@ -236,6 +258,8 @@ class InProcessTransport final : public Transport {
 
   Result<std::int64_t> expire(const std::string& topic, SystemTime older_than,
                               std::int64_t max_bytes) override {
+    const std::optional<std::int64_t> topic_id = known_topic_id(topic);
+    if (!topic_id) return std::int64_t{0};  // never stored anything
     CIVICBUS_ASSIGN_OR_RETURN(std::int64_t time_cut, offset_at_time(older_than));
     std::int64_t cut = time_cut;  // delete seq < cut
     if (max_bytes > 0) {
@@ -243,8 +267,8 @@ class InProcessTransport final : public Transport {
       if (u.bytes > max_bytes) {
         std::int64_t excess = u.bytes - max_bytes;
         CIVICBUS_RETURN_IF_ERROR(reader().query(
-            "SELECT seq, length(payload) FROM log_records WHERE topic = ? ORDER BY seq",
-            {Value{std::string_view(topic)}}, [&](const storage::Row& row) {
+            "SELECT seq, length(payload) FROM log_records WHERE topic_id = ? ORDER BY seq",
+            {Value{*topic_id}}, [&](const storage::Row& row) {
               std::int64_t seq = row.get_int(0);
               if (seq >= cut) cut = seq + 1;
               excess -= row.get_int(1);
@@ -256,12 +280,12 @@ class InProcessTransport final : public Transport {
     std::int64_t removed_bytes = 0;
     Status st = writer_db_->transaction([&]() -> Status {
       CIVICBUS_ASSIGN_OR_RETURN(auto bytes, writer_db_->query_int(
-          "SELECT sum(length(payload)) FROM log_records WHERE topic = ? AND seq < ?",
-          {Value{std::string_view(topic)}, Value{cut}}));
+          "SELECT sum(length(payload)) FROM log_records WHERE topic_id = ? AND seq < ?",
+          {Value{*topic_id}, Value{cut}}));
       removed_bytes = bytes.value_or(0);
       CIVICBUS_ASSIGN_OR_RETURN(removed, writer_db_->execute(
-          "DELETE FROM log_records WHERE topic = ? AND seq < ?",
-          {Value{std::string_view(topic)}, Value{cut}}));
+          "DELETE FROM log_records WHERE topic_id = ? AND seq < ?",
+          {Value{*topic_id}, Value{cut}}));
       return {};
     });
     if (!st.ok()) return st.with_context(fmt::format("expiring records of topic '{}'", topic));
@@ -275,7 +299,11 @@ class InProcessTransport final : public Transport {
       std::unique_lock lock(cache_mu_);
       std::deque<RecordPtr> kept;
       for (auto& r : cache_) {
-        if (!(r->topic == topic && r->offset < cut)) kept.push_back(std::move(r));
+        if (!(r->topic == topic && r->offset < cut)) {
+          kept.push_back(std::move(r));
+        } else {
+          cache_bytes_ -= cached_size(*r);
+        }
       }
       cache_.swap(kept);
     }
@@ -285,9 +313,9 @@ class InProcessTransport final : public Transport {
   Result<std::vector<Backlog>> backlog(std::int64_t after_offset) override {
     std::vector<Backlog> out;
     Status st = reader().query(
-        "SELECT topic, count(*), min(stored_at) FROM log_records WHERE seq > ? GROUP BY topic",
+        "SELECT topic_id, count(*), min(stored_at) FROM log_records WHERE seq > ? GROUP BY topic_id",
         {Value{after_offset}}, [&](const storage::Row& row) {
-          out.push_back(Backlog{std::string(row.get_text(0)), row.get_int(1),
+          out.push_back(Backlog{topic_name(row.get_int(0)), row.get_int(1),
                                 from_unix_micros(row.get_int(2))});
           return true;
         });
@@ -318,6 +346,34 @@ class InProcessTransport final : public Transport {
     std::shared_ptr<StoredRecord> record;
     AppendCallback done;
   };
+
+  std::string topic_name(std::int64_t id) const {
+    std::shared_lock lock(topics_mu_);
+    const auto i = static_cast<std::size_t>(id);
+    return i < topic_names_.size() ? topic_names_[i] : std::string();
+  }
+
+  std::optional<std::int64_t> known_topic_id(std::string_view topic) const {
+    std::shared_lock lock(topics_mu_);
+    auto it = topic_ids_.find(topic);
+    if (it == topic_ids_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  // On the writer thread, inside the batch's transaction: the id of `topic`, registering it
+  // in log_topics when new. New ids become visible to readers only once the batch commits.
+  Result<std::int64_t> topic_id_for_write(const std::string& topic,
+                                          std::vector<std::pair<std::string, std::int64_t>>& added) {
+    if (auto it = topic_ids_.find(topic); it != topic_ids_.end()) return it->second;  // writer owns writes
+    for (const auto& [name, id] : added) {
+      if (name == topic) return id;
+    }
+    const auto id = static_cast<std::int64_t>(std::max<std::size_t>(topic_names_.size(), 1) + added.size());
+    CIVICBUS_RETURN_IF_ERROR(writer_db_->execute("INSERT INTO log_topics(id, name) VALUES (?, ?)",
+                                                 {Value{id}, Value{std::string_view(topic)}}).status());
+    added.emplace_back(topic, id);
+    return id;
+  }
 
   // A private ":memory:" database cannot be opened twice, so reads then share the writer's
   // connection (it serialises internally).
@@ -374,7 +430,10 @@ class InProcessTransport final : public Transport {
     std::vector<Result<AppendResult>> results;
     results.reserve(batch.size());
     std::vector<DedupWindow::Key> added_keys;
+    std::vector<std::pair<std::string, std::int64_t>> added_topics;
     std::int64_t seq = next_offset_;
+    std::int64_t last_topic_id = 0;
+    const std::string* last_topic = nullptr;
 
     Status st = writer_db_->transaction([&]() -> Status {
       for (auto& p : batch) {
@@ -384,10 +443,14 @@ class InProcessTransport final : public Transport {
           results.emplace_back(AppendResult{*prior, true});
           continue;
         }
+        if (last_topic == nullptr || *last_topic != rec.topic) {
+          CIVICBUS_ASSIGN_OR_RETURN(last_topic_id, topic_id_for_write(rec.topic, added_topics));
+          last_topic = &rec.topic;
+        }
         rec.offset = seq++;
         rec.stored_at = from_unix_micros(now_us);
         const Value params[] = {Value{rec.offset},
-                                Value{std::string_view(rec.topic)},
+                                Value{last_topic_id},
                                 Value{std::string_view(rec.source)},
                                 Value{std::string_view(rec.event_id)},
                                 Value{std::string_view(rec.partition_key)},
@@ -412,6 +475,15 @@ class InProcessTransport final : public Transport {
       return;
     }
 
+    if (!added_topics.empty()) {
+      std::unique_lock lock(topics_mu_);
+      for (auto& [name, id] : added_topics) {
+        const auto i = static_cast<std::size_t>(id);
+        if (topic_names_.size() <= i) topic_names_.resize(i + 1);
+        topic_names_[i] = name;
+        topic_ids_.emplace(std::move(name), id);
+      }
+    }
     next_offset_ = seq;
     last_stored_us_ = now_us;
     dedup_.expire(now_us);
@@ -420,10 +492,15 @@ class InProcessTransport final : public Transport {
       std::unique_lock lock(cache_mu_);
       for (std::size_t i = 0; i < batch.size(); ++i) {
         if (results[i]->duplicate) continue;
+        cache_bytes_ += cached_size(*batch[i].record);
         cache_.push_back(batch[i].record);
         ++stored;
       }
-      while (cache_.size() > options_.cache_records) cache_.pop_front();
+      while (!cache_.empty() &&
+             (cache_.size() > options_.cache_records || cache_bytes_ > options_.cache_bytes)) {
+        cache_bytes_ -= cached_size(*cache_.front());
+        cache_.pop_front();
+      }
     }
     {
       std::lock_guard lock(state_mu_);
@@ -471,6 +548,12 @@ class InProcessTransport final : public Transport {
 
   mutable std::shared_mutex cache_mu_;
   std::deque<RecordPtr> cache_;
+  std::size_t cache_bytes_ = 0;
+
+  // Topic ids (log_topics). Written by the writer thread after a commit, read by any thread.
+  mutable std::shared_mutex topics_mu_;
+  std::map<std::string, std::int64_t, std::less<>> topic_ids_;
+  std::vector<std::string> topic_names_;  // by id; [0] unused
 
   mutable std::mutex state_mu_;
   std::int64_t committed_next_ = 1;
@@ -497,6 +580,7 @@ Result<std::unique_ptr<Transport>> open_in_process(const InProcessOptions& optio
   storage::SqliteOptions writer_options;
   writer_options.path = options.path;
   writer_options.verify_on_open = options.verify_on_open;
+  writer_options.cache_size_kib = options.cache_size_kib;
   writer_options.synchronous =
       options.synchronous_full ? storage::Synchronous::kFull : storage::Synchronous::kNormal;
   CIVICBUS_ASSIGN_OR_RETURN(auto writer_db, storage::open_sqlite(writer_options));
@@ -507,7 +591,9 @@ Result<std::unique_ptr<Transport>> open_in_process(const InProcessOptions& optio
     storage::SqliteOptions reader_options = writer_options;
     reader_options.verify_on_open = false;
     CIVICBUS_ASSIGN_OR_RETURN(reader_db, storage::open_sqlite(reader_options));
-    CIVICBUS_ASSIGN_OR_RETURN(checkpoint_db, storage::open_sqlite(reader_options));
+    storage::SqliteOptions checkpoint_options = reader_options;
+    checkpoint_options.cache_size_kib = 256;  // it only copies WAL frames
+    CIVICBUS_ASSIGN_OR_RETURN(checkpoint_db, storage::open_sqlite(checkpoint_options));
   }
   auto transport = std::make_unique<InProcessTransport>(options, clock, metrics, std::move(writer_db),
                                                         std::move(reader_db), std::move(checkpoint_db));

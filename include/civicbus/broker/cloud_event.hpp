@@ -51,12 +51,18 @@ class CloudEvent {
   Json& mutable_data();
 
   const Json& document() const { return doc_; }
-  Json& mutable_document() { return doc_; }
-  std::string to_json() const { return doc_.dump(); }
+  Json& mutable_document() {
+    text_.clear();
+    return doc_;
+  }
+  // The structured-mode JSON text. For an event parsed from text and not changed since, that
+  // very text (a publish then stores what the producer sent without writing it again).
+  std::string to_json() const { return text_.empty() ? doc_.dump() : text_; }
 
  private:
   explicit CloudEvent(Json doc) : doc_(std::move(doc)) {}
   Json doc_;
+  std::string text_;  // the text parsed from, while unchanged; empty otherwise
 };
 
 }  // namespace civicbus::broker

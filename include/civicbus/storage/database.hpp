@@ -92,6 +92,10 @@ struct SqliteOptions {
   int busy_timeout_ms = 5000;
   std::size_t statement_cache_size = 128;
   std::int64_t cache_size_kib = 16 * 1024;  // page cache per connection
+  // Page size of a new database file (512..65536, a power of two); an existing file keeps
+  // its own. (Measured on the event log: 16 and 64 KiB pages cost more CPU per append than
+  // 4 KiB, as inserts move more bytes within a page.)
+  int page_size = 4096;
   // Checks the file with `PRAGMA quick_check` on open; a corrupt file is refused with
   // kDataLoss naming the file.
   bool verify_on_open = true;

@@ -110,11 +110,18 @@ struct InProcessOptions {
   std::size_t max_batch = 8192;             // records per group commit
   std::size_t max_queued = 65536;           // appends waiting for a commit (backpressure)
   std::chrono::milliseconds append_block_timeout{30'000};
-  std::size_t cache_records = 65536;        // recent records kept in memory for readers
+  // Recent records kept in memory for readers that keep up, bounded by count and by bytes
+  // (payload and keys); older reads go to SQLite.
+  std::size_t cache_records = 65536;
+  std::size_t cache_bytes = 16u << 20;
   // The writer never checkpoints the WAL itself (that would stall commits); a background
   // connection copies it into the database file this often.
   std::chrono::milliseconds checkpoint_interval{500};
   bool verify_on_open = true;               // PRAGMA quick_check when opening the file
+  // SQLite page cache of the writer and of the reader connection each. Appends touch only
+  // the right edge of the log's B-trees, so a small cache does; the rest of the budget is
+  // better left to the OS page cache.
+  std::int64_t cache_size_kib = 4096;
 };
 
 // The embedded transport: a SQLite log (table `log_records`) written by one writer thread
