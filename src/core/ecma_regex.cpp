@@ -672,12 +672,28 @@ class Compiler {
     }
   }
 
+  // True if `n` compiles to no instructions: it matches only the empty string and asserts
+  // nothing ("", "(?:)", "a{0}").
+  static bool emits_nothing(const Node& n) {
+    switch (n.kind) {
+      case Node::Kind::kEmpty:
+        return true;
+      case Node::Kind::kConcat:
+        return std::all_of(n.children.begin(), n.children.end(),
+                           [](const NodePtr& c) { return emits_nothing(*c); });
+      case Node::Kind::kRepeat:
+        return n.max == 0 || emits_nothing(*n.children.front());
+      default:
+        return false;
+    }
+  }
+
   std::uint32_t here(const std::vector<Inst>& code) const {
     return static_cast<std::uint32_t>(code.size());
   }
 
   void emit(const Node& n, std::vector<Inst>& code) {
-    if (code.size() > kMaxInstructions) {
+    if (other_programs_ + code.size() > kMaxInstructions) {
       too_big_ = true;
       return;
     }
@@ -728,6 +744,10 @@ class Compiler {
       }
       case Node::Kind::kRepeat: {
         const Node& body = *n.children.front();
+        // Repeating what compiles to nothing is nothing. The instruction limit cannot stop
+        // such loops (they add no instructions), so without this (?:(?:){99999}){99999}
+        // iterated 10^10 times at compile time.
+        if (emits_nothing(body)) return;
         for (int i = 0; i < n.min && !too_big_; ++i) emit(body, code);
         if (n.max == -1) {
           const std::uint32_t loop = here(code);
@@ -757,7 +777,10 @@ class Compiler {
           lookaheads_.emplace(&n, index);
           Compiler sub(program_);
           sub.lookaheads_ = lookaheads_;
+          sub.other_programs_ = other_programs_ + code.size();
           if (!sub.compile(*n.children.front(), index)) too_big_ = true;
+          // What the lookahead (and lookaheads inside it) emitted now counts against ours.
+          other_programs_ = sub.other_programs_ - code.size() + program_.programs[index].code.size();
           program_.programs[index].anchored = true;
         }
         code.push_back(Inst{Op::kLook, n.negate, index});
@@ -769,6 +792,10 @@ class Compiler {
   EcmaRegex::Program& program_;
   std::unordered_map<const Node*, std::uint32_t> lookaheads_;
   bool too_big_ = false;
+  // Instructions in the other programs of the pattern (finished lookaheads, and the programs
+  // this one is nested in): the limit is on the whole pattern, not on each program, or every
+  // lookahead could take kMaxInstructions and a 4 KB pattern of (?=a{19999}) took 100 MB.
+  std::size_t other_programs_ = 0;
 };
 
 // ---- Matching ---------------------------------------------------------------------------

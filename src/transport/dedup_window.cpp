@@ -104,7 +104,10 @@ void DedupWindow::insert_key(const Key& key, std::int64_t offset, std::int64_t s
   for (std::size_t i = static_cast<std::size_t>(key.lo) & mask;; i = (i + 1) & mask) {
     const std::uint64_t v = table_[i];
     if (v == 0) ++used_slots_;
-    if (v == 0 || entry_of(v) == nullptr) {  // empty or tombstone: take it
+    // Empty, or pointing before the ring's head (expired): take it. Checking that needs no
+    // trip to the ring; dead entries' slots are left for the next rehash to sweep.
+    if (v == 0 || static_cast<std::uint32_t>(static_cast<std::uint32_t>(v) -
+                                             static_cast<std::uint32_t>(head_seq_)) >= ring_.size()) {
       table_[i] = slot_value(key, seq);
       return;
     }

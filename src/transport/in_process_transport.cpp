@@ -138,11 +138,14 @@ class InProcessTransport final : public Transport {
       CIVICBUS_RETURN_IF_ERROR(writer_db_->execute_script("PRAGMA wal_autocheckpoint = 0"));
       checkpointer_ = std::thread([this] { checkpoint_loop(); });
     }
+    completer_ = std::thread([this] { completion_loop(); });
     writer_ = std::thread([this] { writer_loop(); });
     return {};
   }
 
   void append(AppendRequest request, AppendCallback done) override {
+    // Hashed here, on the producer's thread: the writer thread is the log's one serial stage.
+    const DedupWindow::Key key = DedupWindow::make_key(request.source, request.event_id);
     auto rec = std::make_shared<StoredRecord>();
     rec->topic = std::move(request.topic);
     rec->source = std::move(request.source);
@@ -169,7 +172,7 @@ class InProcessTransport final : public Transport {
         done(unavailable("event log is closed"));
         return;
       }
-      queue_.push_back(Pending{std::move(rec), std::move(done)});
+      queue_.push_back(Pending{std::move(rec), std::move(done), key});
     }
     queue_cv_.notify_one();
   }
@@ -337,6 +340,12 @@ class InProcessTransport final : public Transport {
     queue_cv_.notify_all();
     space_cv_.notify_all();
     if (writer_.joinable()) writer_.join();
+    {
+      std::lock_guard lock(completion_mu_);
+      completions_done_ = true;
+    }
+    completion_cv_.notify_all();
+    if (completer_.joinable()) completer_.join();
     checkpoint_cv_.notify_all();
     if (checkpointer_.joinable()) checkpointer_.join();
   }
@@ -345,6 +354,15 @@ class InProcessTransport final : public Transport {
   struct Pending {
     std::shared_ptr<StoredRecord> record;
     AppendCallback done;
+    DedupWindow::Key key;
+  };
+  // A committed (or failed) batch on its way to the completion thread, which runs the
+  // producers' callbacks and frees the records that left the cache: work that need not hold
+  // up the next commit.
+  struct Completion {
+    std::vector<Pending> batch;
+    std::vector<Result<AppendResult>> results;
+    std::vector<RecordPtr> evicted;
   };
 
   std::string topic_name(std::int64_t id) const {
@@ -419,12 +437,13 @@ class InProcessTransport final : public Transport {
         }
       }
       space_cv_.notify_all();
-      commit_batch(batch);
-      batch.clear();
+      commit_batch(std::move(batch));
+      batch = {};
+      batch.reserve(options_.max_batch);
     }
   }
 
-  void commit_batch(std::vector<Pending>& batch) {
+  void commit_batch(std::vector<Pending> batch) {
     const SteadyTime started = clock_.steady_now();
     std::int64_t now_us = std::max(to_unix_micros(clock_.now()), last_stored_us_);
     std::vector<Result<AppendResult>> results;
@@ -438,7 +457,7 @@ class InProcessTransport final : public Transport {
     Status st = writer_db_->transaction([&]() -> Status {
       for (auto& p : batch) {
         StoredRecord& rec = *p.record;
-        auto key = DedupWindow::make_key(rec.source, rec.event_id);
+        const DedupWindow::Key& key = p.key;
         if (auto prior = dedup_.find(key)) {
           results.emplace_back(AppendResult{*prior, true});
           continue;
@@ -471,7 +490,10 @@ class InProcessTransport final : public Transport {
       // Nothing of the batch is stored: forget its dedup entries and fail every append.
       for (const auto& key : added_keys) dedup_.erase_key(key);
       Status failed = st.with_context("storing events in the log");
-      for (auto& p : batch) p.done(failed);
+      Completion c;
+      c.results.assign(batch.size(), failed);
+      c.batch = std::move(batch);
+      complete(std::move(c));
       return;
     }
 
@@ -488,6 +510,7 @@ class InProcessTransport final : public Transport {
     last_stored_us_ = now_us;
     dedup_.expire(now_us);
     std::int64_t stored = 0;
+    std::vector<RecordPtr> evicted;
     {
       std::unique_lock lock(cache_mu_);
       for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -499,6 +522,7 @@ class InProcessTransport final : public Transport {
       while (!cache_.empty() &&
              (cache_.size() > options_.cache_records || cache_bytes_ > options_.cache_bytes)) {
         cache_bytes_ -= cached_size(*cache_.front());
+        evicted.push_back(std::move(cache_.front()));
         cache_.pop_front();
       }
     }
@@ -519,10 +543,34 @@ class InProcessTransport final : public Transport {
       commit_seconds_->observe(
           std::chrono::duration<double>(clock_.steady_now() - started).count());
     }
-    for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(results[i]));
     if (stored > 0) {
       std::lock_guard lock(listeners_mu_);
       for (auto& [id, fn] : listeners_) fn(seq - 1);
+    }
+    complete(Completion{std::move(batch), std::move(results), std::move(evicted)});
+  }
+
+  void complete(Completion c) {
+    {
+      std::lock_guard lock(completion_mu_);
+      completions_.push_back(std::move(c));
+    }
+    completion_cv_.notify_one();
+  }
+
+  void completion_loop() {
+    std::deque<Completion> ready;
+    for (;;) {
+      {
+        std::unique_lock lock(completion_mu_);
+        completion_cv_.wait(lock, [&] { return completions_done_ || !completions_.empty(); });
+        if (completions_.empty()) return;  // done and drained
+        ready.swap(completions_);
+      }
+      for (auto& c : ready) {
+        for (std::size_t i = 0; i < c.batch.size(); ++i) c.batch[i].done(std::move(c.results[i]));
+      }
+      ready.clear();  // frees the batches' callbacks and the evicted records here
     }
   }
 
@@ -545,6 +593,12 @@ class InProcessTransport final : public Transport {
   std::deque<Pending> queue_;
   bool closing_ = false;
   std::thread writer_;
+
+  std::mutex completion_mu_;
+  std::condition_variable completion_cv_;
+  std::deque<Completion> completions_;
+  bool completions_done_ = false;  // set once the writer has stopped
+  std::thread completer_;
 
   mutable std::shared_mutex cache_mu_;
   std::deque<RecordPtr> cache_;

@@ -215,7 +215,7 @@ class Broker {
   // refuses it with nothing stored: unknown topic, invalid CloudEvent, over the size limit,
   // data failing the topic's active schema.
   virtual Result<PublishAck> publish(CloudEvent event) = 0;
-  // The asynchronous form: `done` runs once, on the log's writer thread or (for an
+  // The asynchronous form: `done` runs once, on the log's completion thread or (for an
   // immediate refusal) on the calling thread. It must not block.
   virtual void publish_async(CloudEvent event, std::function<void(Result<PublishAck>)> done) = 0;
 

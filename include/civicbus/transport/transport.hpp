@@ -46,8 +46,8 @@ struct StoredRecord {
 };
 using RecordPtr = std::shared_ptr<const StoredRecord>;
 
-// Runs on the transport's writer thread once the record is durable or refused. It must not
-// block; hand longer work to an executor.
+// Runs on the transport's completion thread once the record is durable or refused, in the
+// order the records were committed. It must not block; hand longer work to an executor.
 using AppendCallback = std::function<void(Result<AppendResult>)>;
 
 class Transport {
