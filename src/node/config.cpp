@@ -311,7 +311,7 @@ Status Loader::load_log(const Entry& e, NodeOptions& out) {
   CIVICBUS_ASSIGN_OR_RETURN(
       Fields f, fields(e.value, "'log'", "in log",
                        {"synchronous", "dedup_window_hours", "dedup_max_entries", "max_batch",
-                        "max_queued", "append_block_timeout", "cache_records"}));
+                        "max_queued", "append_block_timeout", "cache_records", "cache_bytes"}));
   if (const Entry* v = f.get("synchronous")) {
     CIVICBUS_ASSIGN_OR_RETURN(std::string mode, read_choice(*v, {"full", "normal"}));
     out.log.synchronous_full = mode == "full";
@@ -338,6 +338,10 @@ Status Loader::load_log(const Entry& e, NodeOptions& out) {
   if (const Entry* v = f.get("cache_records")) {
     CIVICBUS_ASSIGN_OR_RETURN(auto n, read_integer(*v, 0, 100'000'000));
     out.log.cache_records = static_cast<std::size_t>(n);
+  }
+  if (const Entry* v = f.get("cache_bytes")) {
+    CIVICBUS_ASSIGN_OR_RETURN(auto n, read_size(*v));
+    out.log.cache_bytes = static_cast<std::size_t>(n);
   }
   return {};
 }

@@ -98,7 +98,7 @@ TEST_CASE("node config: sizes") {
 constexpr std::string_view kFullYaml = R"(node: {name: tax-node, data_dir: ./data, worker_threads: 4}
 logging: {level: debug, format: json}
 security: {master_key_env: TAX_KEY, master_key_file: ./master.key, master_key: generate}
-log: {synchronous: normal, dedup_window_hours: 48, max_batch: 1024}
+log: {synchronous: normal, dedup_window_hours: 48, max_batch: 1024, cache_bytes: 4MiB}
 broker: {max_event_bytes: 2MiB, dlq_retention_days: 14, maintenance_interval: 250ms}
 topics:
   - name: property.assessment.updated
@@ -129,6 +129,7 @@ TEST_CASE("node config: a full file fills every option") {
   CHECK_FALSE(o.log.synchronous_full);
   CHECK(o.log.dedup_window == std::chrono::hours(48));
   CHECK(o.log.max_batch == 1024);
+  CHECK(o.log.cache_bytes == 4u << 20);
   CHECK(o.broker.max_event_bytes == 2u << 20);
   CHECK(o.broker.dlq_retention == std::chrono::hours(24 * 14));
   CHECK(o.broker.maintenance_interval == 250ms);
