@@ -60,7 +60,7 @@ struct Stack {
     lo.synchronous_full = true;
     transport = check(transport::open_in_process(lo, clock, &metrics));
     broker::BrokerOptions bo;
-    bo.maintenance_interval = std::chrono::milliseconds(0);
+    // Maintenance (retention, publish audit, lag gauges) runs every second as on a node.
     Logger logger(LogOptions{LogLevel::kWarn, LogFormat::kText, {}}, clock);
     broker = check(broker::Broker::open(bo, broker::BrokerContext{*db, *transport, *executor, clock,
                                                                   metrics, random, logger}));

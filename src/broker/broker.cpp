@@ -161,6 +161,7 @@ class BrokerImpl final : public Broker, public GroupHost {
     CIVICBUS_RETURN_IF_ERROR(schemas_->load());
     CIVICBUS_RETURN_IF_ERROR(load_topics());
     CIVICBUS_RETURN_IF_ERROR(load_groups());
+    audit_base_ = ctx_.transport.append_counts();
     listener_id_ = ctx_.transport.add_commit_listener([this](std::int64_t last) { on_commit(last); });
     schedule_maintenance();
     return {};
@@ -252,7 +253,7 @@ class BrokerImpl final : public Broker, public GroupHost {
     std::size_t bytes = request.payload.size();
     ctx_.transport.append(std::move(request),
                           [done = std::move(done), id = std::move(id), state, bytes](
-                              Result<transport::AppendResult> r) {
+                              Result<transport::AppendResult> r) mutable {
                             if (!r.ok()) {
                               done(r.status());
                               return;
@@ -261,7 +262,7 @@ class BrokerImpl final : public Broker, public GroupHost {
                               state->published->inc();
                               state->published_bytes->inc(static_cast<double>(bytes));
                             }
-                            done(PublishAck{r->offset, r->duplicate, id});
+                            done(PublishAck{r->offset, r->duplicate, std::move(id)});
                           });
   }
 
@@ -904,8 +905,12 @@ class BrokerImpl final : public Broker, public GroupHost {
 
   // One audit record per maintenance pass for the events stored since the last one: their
   // offset range and how many went to each topic.
+  // Records which offsets were published since the last pass, with counts per topic. The
+  // counts come from the log's own per-topic append counters (two snapshots, no re-reading of
+  // the events); only records stored before this broker opened (after a crash) are read.
   Status audit_published_ranges() {
-    const std::int64_t last = ctx_.transport.next_offset() - 1;
+    transport::Transport::AppendCounts now = ctx_.transport.append_counts();
+    const std::int64_t last = now.next_offset - 1;
     if (audited_through_ < 0) {
       CIVICBUS_ASSIGN_OR_RETURN(auto recorded, ctx_.db.query_int(
           "SELECT value FROM broker_state WHERE name = 'audited_through'"));
@@ -914,14 +919,20 @@ class BrokerImpl final : public Broker, public GroupHost {
     if (last <= audited_through_) return {};
     std::map<std::string, std::int64_t> per_topic;
     std::int64_t from = audited_through_ + 1;
-    while (from <= last) {
+    const std::int64_t read_until = audit_base_.next_offset - 1;  // before the base: read
+    while (from <= read_until) {
       CIVICBUS_ASSIGN_OR_RETURN(auto records, ctx_.transport.read(from, 4096));
       if (records.empty()) break;
       for (const auto& r : records) {
-        if (r->offset > last) break;
+        if (r->offset > read_until) break;
         ++per_topic[r->topic];
       }
       from = records.back()->offset + 1;
+    }
+    for (const auto& [topic, n] : now.per_topic) {
+      auto base = audit_base_.per_topic.find(topic);
+      const std::int64_t since = n - (base == audit_base_.per_topic.end() ? 0 : base->second);
+      if (since > 0) per_topic[topic] += since;
     }
     Json counts = Json::object();
     std::int64_t total = 0;
@@ -941,6 +952,7 @@ class BrokerImpl final : public Broker, public GroupHost {
                              {Value{last}}).status();
     }));
     audited_through_ = last;
+    audit_base_ = std::move(now);
     return {};
   }
 
@@ -991,6 +1003,9 @@ class BrokerImpl final : public Broker, public GroupHost {
 
   std::mutex maintenance_mu_;
   std::int64_t audited_through_ = -1;
+  // The log's append counters as of the last audit (or of opening): the next audit counts
+  // from here.
+  transport::Transport::AppendCounts audit_base_;
   std::uint64_t listener_id_ = 0;
   std::atomic<bool> closed_{false};
   std::shared_ptr<Lifeline> lifeline_ = std::make_shared<Lifeline>();

@@ -158,7 +158,10 @@ Result<Fields> Loader::fields(const YAML::Node& node, std::string_view what,
     return fail(node, fmt::format("{} must be a mapping of keys ({})", what, join(allowed)));
   }
   for (auto it = node.begin(); it != node.end(); ++it) {
-    const YAML::Node& key_node = it->first;
+    // A copy (cheap: a handle), not a reference: yaml-cpp's iterator hands out the pair
+    // through a temporary proxy, so `const YAML::Node& k = it->first` dangles at once (ASan:
+    // stack-use-after-scope on every key of every configuration).
+    const YAML::Node key_node = it->first;
     if (!key_node.IsScalar()) return fail(key_node, fmt::format("keys {} must be plain names", where));
     std::string key = key_node.Scalar();
     if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {

@@ -326,6 +326,11 @@ class InProcessTransport final : public Transport {
     return out;
   }
 
+  AppendCounts append_counts() const override {
+    std::lock_guard lock(state_mu_);
+    return AppendCounts{committed_next_, appended_since_open_};
+  }
+
   TopicUsage usage(const std::string& topic) const override {
     std::lock_guard lock(state_mu_);
     auto it = usage_.find(topic);
@@ -532,6 +537,7 @@ class InProcessTransport final : public Transport {
       for (std::size_t i = 0; i < batch.size(); ++i) {
         if (results[i]->duplicate) continue;
         auto& u = usage_[batch[i].record->topic];
+        ++appended_since_open_[batch[i].record->topic];
         u.records += 1;
         u.bytes += static_cast<std::int64_t>(batch[i].record->payload.size());
       }
@@ -612,6 +618,7 @@ class InProcessTransport final : public Transport {
   mutable std::mutex state_mu_;
   std::int64_t committed_next_ = 1;
   std::map<std::string, TopicUsage, std::less<>> usage_;
+  std::map<std::string, std::int64_t, std::less<>> appended_since_open_;
 
   std::mutex listeners_mu_;
   std::map<std::uint64_t, std::function<void(std::int64_t)>> listeners_;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -97,6 +98,15 @@ class Transport {
     std::int64_t bytes = 0;
   };
   virtual TopicUsage usage(const std::string& topic) const = 0;
+
+  // Records appended per topic since this Transport was opened, and the offset they reach:
+  // one consistent snapshot, so the difference of two snapshots counts exactly the records
+  // between their offsets (what the broker's publish audit records, without re-reading them).
+  struct AppendCounts {
+    std::int64_t next_offset = 1;
+    std::map<std::string, std::int64_t, std::less<>> per_topic;
+  };
+  virtual AppendCounts append_counts() const = 0;
 
   // Stops accepting appends, commits what is queued, and joins the writer. Idempotent.
   virtual void close() = 0;
