@@ -695,11 +695,16 @@ class BrokerImpl final : public Broker, public GroupHost {
     };
     // An event parsed from text that already has its id and time is stored as that text; any
     // change (id, time, PII) makes it written anew from the document.
+    // An event validated by parse() and changed only by the id and time set here (both valid
+    // by construction) is not checked again.
+    const bool validated = event.validated_unchanged();
     const Json* id = event.document().find("id");
     if (id == nullptr || (id->is_string() && id->as_string().empty())) event.set_id(ids_.next());
     if (!event.document().contains("time")) event.set_time(format_rfc3339(ctx_.clock.now()));
-    Status valid = event.validate();
-    if (!valid.ok()) return reject(valid);
+    if (!validated) {
+      Status valid = event.validate();
+      if (!valid.ok()) return reject(valid);
+    }
     if (!state->options.schema_subject.empty()) {
       auto active = schemas_->active(state->options.schema_subject);
       if (!active.schema) {
@@ -725,16 +730,16 @@ class BrokerImpl final : public Broker, public GroupHost {
     }
     const Json& doc = event.document();
     transport::AppendRequest request;
-    request.payload = event.to_json();
-    if (request.payload.size() > options_.max_event_bytes) {
-      return reject(invalid_argument(fmt::format("event '{}' is {}; the limit is {}", doc.get_string("id"),
-                                                 human_bytes(request.payload.size()),
-                                                 human_bytes(options_.max_event_bytes))));
-    }
     request.topic = type;
     request.source = doc.get_string("source");
     request.event_id = doc.get_string("id");
     request.partition_key = event.partition_key();
+    request.payload = std::move(event).to_json();
+    if (request.payload.size() > options_.max_event_bytes) {
+      return reject(invalid_argument(fmt::format("event '{}' is {}; the limit is {}", request.event_id,
+                                                 human_bytes(request.payload.size()),
+                                                 human_bytes(options_.max_event_bytes))));
+    }
     return std::make_pair(std::move(request), std::move(state));
   }
 

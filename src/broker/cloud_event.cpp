@@ -89,6 +89,7 @@ Result<CloudEvent> CloudEvent::parse(std::string_view json_text) {
 Result<CloudEvent> CloudEvent::from_json(Json document) {
   CloudEvent event(std::move(document));
   CIVICBUS_RETURN_IF_ERROR(event.validate());
+  event.validated_ = true;
   return event;
 }
 
@@ -160,32 +161,32 @@ std::string CloudEvent::partition_key() const {
 }
 
 CloudEvent& CloudEvent::set_id(std::string id) {
-  text_.clear();
+  changed();
   doc_.set("id", std::move(id));
   return *this;
 }
 CloudEvent& CloudEvent::set_subject(std::string subject) {
-  text_.clear();
+  changed();
   doc_.set("subject", std::move(subject));
   return *this;
 }
 CloudEvent& CloudEvent::set_time(std::string rfc3339) {
-  text_.clear();
+  changed();
   doc_.set("time", std::move(rfc3339));
   return *this;
 }
 CloudEvent& CloudEvent::set_partition_key(std::string key) {
-  text_.clear();
+  changed();
   doc_.set("partitionkey", std::move(key));
   return *this;
 }
 CloudEvent& CloudEvent::set_traceparent(std::string traceparent) {
-  text_.clear();
+  changed();
   doc_.set("traceparent", std::move(traceparent));
   return *this;
 }
 CloudEvent& CloudEvent::set_attribute(std::string_view name, Json value) {
-  text_.clear();
+  changed();
   doc_.set(name, std::move(value));
   return *this;
 }
@@ -197,7 +198,7 @@ const Json& CloudEvent::data() const {
 }
 
 Json& CloudEvent::mutable_data() {
-  text_.clear();
+  changed();
   return doc_["data"];
 }
 

@@ -52,17 +52,25 @@ class CloudEvent {
 
   const Json& document() const { return doc_; }
   Json& mutable_document() {
-    text_.clear();
+    changed();
     return doc_;
   }
   // The structured-mode JSON text. For an event parsed from text and not changed since, that
   // very text (a publish then stores what the producer sent without writing it again).
-  std::string to_json() const { return text_.empty() ? doc_.dump() : text_; }
+  std::string to_json() const& { return text_.empty() ? doc_.dump() : text_; }
+  std::string to_json() && { return text_.empty() ? doc_.dump() : std::move(text_); }
+  // True while the event is as parse() or from_json() validated it: nothing changed since.
+  bool validated_unchanged() const { return validated_; }
 
  private:
   explicit CloudEvent(Json doc) : doc_(std::move(doc)) {}
   Json doc_;
+  void changed() {
+    text_.clear();
+    validated_ = false;
+  }
   std::string text_;  // the text parsed from, while unchanged; empty otherwise
+  bool validated_ = false;
 };
 
 }  // namespace civicbus::broker
