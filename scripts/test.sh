@@ -16,4 +16,9 @@ esac
 scripts/install-deps.sh
 cmake --preset "$preset" >/dev/null
 cmake --build --preset "$preset" -j"$(nproc)"
+build_dir=build
+[ "$preset" = release ] || build_dir="build-$preset"
+# The public conformance suites' pass counts (the ctest entries below fail on any regression).
+"$build_dir/tests/core_tests" --test-case='json-schema-test-suite*' 2>&1 |
+  grep -E '^json-schema-test-suite .*passed$' || true
 ctest --preset "$preset" -j"$(nproc)"
