@@ -9,7 +9,8 @@
 //   memory      resident set size with 1,000,000 events in the log (--memory-events), measured
 //               in a fresh child process so earlier phases do not count.
 //
-// Flags: the shared workload flags, plus --memory-events N (0 skips), --skip-peers.
+// Flags: the shared workload flags, plus --memory-events N (0 skips), --skip-peers,
+// --maintenance-ms MS (broker maintenance period, default 1000 as on a node; 0 turns it off).
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,6 +39,8 @@ namespace civicbus::bench {
 namespace {
 
 constexpr std::string_view kTopic = "city.permit.issued";
+// Broker maintenance period (retention, publish audit, offsets, lag gauges); a node's default.
+std::chrono::milliseconds g_maintenance{1000};
 
 // A node's broker stack on a fresh SQLite file, as the Node composes it.
 struct Stack {
@@ -56,11 +59,12 @@ struct Stack {
     so.path = path;
     db = check(storage::open_sqlite(so));
     transport::InProcessOptions lo;
-    lo.path = path;
+    lo.path = (dir / "log.db").string();  // as a Node lays out its data directory
     lo.synchronous_full = true;
     transport = check(transport::open_in_process(lo, clock, &metrics));
     broker::BrokerOptions bo;
     // Maintenance (retention, publish audit, lag gauges) runs every second as on a node.
+    bo.maintenance_interval = g_maintenance;
     Logger logger(LogOptions{LogLevel::kWarn, LogFormat::kText, {}}, clock);
     broker = check(broker::Broker::open(bo, broker::BrokerContext{*db, *transport, *executor, clock,
                                                                   metrics, random, logger}));
@@ -288,10 +292,12 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < flags.rest.size(); ++i) {
     if (flags.rest[i] == "--memory-events" && i + 1 < flags.rest.size()) {
       memory_events = std::stoull(flags.rest[++i]);
+    } else if (flags.rest[i] == "--maintenance-ms" && i + 1 < flags.rest.size()) {
+      g_maintenance = std::chrono::milliseconds(std::stoll(flags.rest[++i]));
     } else if (flags.rest[i] == "--skip-peers") {
       skip_peers = true;
     } else {
-      std::fprintf(stderr, "unknown flag %s\n%s  --memory-events N  --skip-peers\n", flags.rest[i].c_str(),
+      std::fprintf(stderr, "unknown flag %s\n%s  --memory-events N  --skip-peers  --maintenance-ms MS (0: off)\n", flags.rest[i].c_str(),
                    workload_flags_help().c_str());
       return 2;
     }

@@ -26,6 +26,13 @@ constexpr std::uint32_t kNoNode = std::numeric_limits<std::uint32_t>::max();
 // Evaluation recurses once per schema applied; legitimate schemas stay far below this even on
 // deeply nested instances, while a "$ref" loop that never consumes input hits it quickly.
 constexpr int kMaxEvaluationDepth = 2048;
+// A bound on work for schemas whose branches multiply: 30 levels of {"anyOf": [{"$ref": next},
+// {"$ref": next}]} is 2^30 evaluations from a 2 KB schema. The first kEvaluationsBeforeBudget
+// evaluations are free; past them a validation may evaluate each (schema node, instance
+// value) pair kEvaluationsPerPair times on average, which only a schema that reaches the
+// same subschemas along very many paths needs.
+constexpr std::uint64_t kEvaluationsBeforeBudget = 100'000;
+constexpr std::uint64_t kEvaluationsPerPair = 8;
 // Properties lists longer than this get a hash index; shorter ones are scanned.
 constexpr std::size_t kLinearPropertyLimit = 8;
 constexpr std::size_t kMaxQuotedLength = 60;
@@ -1080,14 +1087,16 @@ struct Annotations {
 
 class Evaluator {
  public:
-  Evaluator(const JsonSchema::Compiled& compiled, std::vector<SchemaError>* errors)
-      : c_(compiled), errors_(errors) {}
+  // `root` is the instance the validation started from (sizes the work budget).
+  Evaluator(const JsonSchema::Compiled& compiled, std::vector<SchemaError>* errors,
+            const Json& root)
+      : c_(compiled), errors_(errors), root_(root) {}
 
   bool evaluate(std::uint32_t index, const Json& instance, Annotations* annotations) {
-    // Once the depth limit is hit the whole validation fails: every later call returns at
-    // once, so that anyOf/oneOf branches do not retry the same runaway $ref (exponential time
-    // with two branches) and "not" cannot turn the aborted branch into a success.
-    if (too_deep_error_) return false;
+    // Once a limit is hit the whole validation fails: every later call returns at once, so
+    // that anyOf/oneOf branches do not retry the same runaway $ref (exponential time with two
+    // branches) and "not" cannot turn the abandoned branch into a success.
+    if (abandoned_) return false;
     const SchemaNode& node = c_.nodes[index];
     if (node.kind == SchemaNode::Kind::kTrue) return true;
     if (node.kind == SchemaNode::Kind::kFalse) {
@@ -1095,11 +1104,20 @@ class Evaluator {
       return false;
     }
     if (depth_ >= kMaxEvaluationDepth) {
-      too_deep_error_ = SchemaError{
+      abandoned_ = SchemaError{
           "", node.location,
           fmt::format("validation nested deeper than {} schemas (a $ref cycle that never moves "
                       "into the instance?)",
                       kMaxEvaluationDepth)};
+      return false;
+    }
+    if (++evaluations_ > budget_ && !raise_budget()) {
+      abandoned_ = SchemaError{
+          "", node.location,
+          fmt::format("validation gave up after {} schema evaluations on an instance of size {} "
+                      "(does the schema reach the same subschemas along very many paths, e.g. "
+                      "nested anyOf/oneOf/allOf of $refs?)",
+                      evaluations_ - 1, count_values(root_))};
       return false;
     }
     ++depth_;
@@ -1117,20 +1135,55 @@ class Evaluator {
         valid = false;
         if (!collecting() || full()) break;
       }
-      if (too_deep_error_) break;
+      if (abandoned_) break;
     }
-    valid = valid && !too_deep_error_;
+    valid = valid && !abandoned_;
     if (valid && node.has_unevaluated && annotations != nullptr) annotations->merge(*local);
     if (new_scope) scope_.pop_back();
     --depth_;
     return valid;
   }
 
-  // Set when evaluation was abandoned at the depth limit; the result is then "invalid" and
-  // this is the one error worth reporting (the others are artefacts of the abandonment).
-  const std::optional<SchemaError>& too_deep_error() const { return too_deep_error_; }
+  // Set when evaluation was abandoned at the depth limit or the work budget; the result is
+  // then "invalid" and this is the one error worth reporting (the others are artefacts of the
+  // abandonment).
+  const std::optional<SchemaError>& abandoned() const { return abandoned_; }
 
  private:
+  // Values in `root`, object member names included (propertyNames evaluates those).
+  static std::uint64_t count_values(const Json& root) {
+    std::uint64_t count = 0;
+    std::vector<const Json*> stack{&root};
+    while (!stack.empty()) {
+      const Json* v = stack.back();
+      stack.pop_back();
+      ++count;
+      if (v->is_array()) {
+        for (const Json& item : v->as_array()) stack.push_back(&item);
+      } else if (v->is_object()) {
+        for (const auto& member : v->as_object()) {
+          ++count;
+          stack.push_back(&member.second);
+        }
+      }
+    }
+    return count;
+  }
+
+  // Called when the free evaluations are used up: sizes the budget from the schema and the
+  // instance (once) and says whether any of it is left.
+  bool raise_budget() {
+    if (budget_raised_) return false;
+    budget_raised_ = true;
+    constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
+    const std::uint64_t values = count_values(root_);
+    const std::uint64_t nodes = std::max<std::uint64_t>(1, c_.nodes.size());
+    const std::uint64_t pairs = values > kMax / nodes ? kMax : values * nodes;
+    budget_ = std::max(kEvaluationsBeforeBudget,
+                       pairs > kMax / kEvaluationsPerPair ? kMax : pairs * kEvaluationsPerPair);
+    return evaluations_ <= budget_;
+  }
+
   bool collecting() const { return errors_ != nullptr && speculative_ == 0; }
   bool full() const { return errors_->size() >= c_.max_errors; }
 
@@ -1597,7 +1650,11 @@ class Evaluator {
   std::vector<Segment> path_;
   int depth_ = 0;
   int speculative_ = 0;
-  std::optional<SchemaError> too_deep_error_;
+  const Json& root_;
+  std::uint64_t evaluations_ = 0;
+  std::uint64_t budget_ = kEvaluationsBeforeBudget;
+  bool budget_raised_ = false;
+  std::optional<SchemaError> abandoned_;
 };
 
 }  // namespace
@@ -1610,15 +1667,15 @@ Result<JsonSchema> JsonSchema::compile(const Json& schema, Options options) {
 }
 
 bool JsonSchema::is_valid(const Json& instance) const {
-  Evaluator evaluator(*compiled_, nullptr);
+  Evaluator evaluator(*compiled_, nullptr, instance);
   return evaluator.evaluate(compiled_->root, instance, nullptr);
 }
 
 std::vector<SchemaError> JsonSchema::errors(const Json& instance) const {
   std::vector<SchemaError> errors;
-  Evaluator evaluator(*compiled_, &errors);
+  Evaluator evaluator(*compiled_, &errors, instance);
   const bool valid = evaluator.evaluate(compiled_->root, instance, nullptr);
-  if (evaluator.too_deep_error()) return {*evaluator.too_deep_error()};
+  if (evaluator.abandoned()) return {*evaluator.abandoned()};
   if (!valid && errors.empty()) {
     // Cannot happen (every failing keyword reports), but an invalid instance must never come
     // back with an empty list.

@@ -234,11 +234,15 @@ Result<std::unique_ptr<Node>> Node::create(NodeOptions options, const Clock* clo
                                 ec ? ec.message() : "not a directory"));
   }
   CIVICBUS_ASSIGN_OR_RETURN(impl->lock_fd, lock_data_dir(options.data_dir));
+  // Two files: the broker's state (topics, schemas, offsets, DLQ, keys, audit) and the event
+  // log. SQLite has one writer per file, so keeping them apart means a maintenance pass or a
+  // DLQ write never holds up a group commit of the log.
   std::string db_path = (fs::path(options.data_dir) / "civicbus.db").string();
+  std::string log_path = (fs::path(options.data_dir) / "log.db").string();
   if (options.master_key_file.empty()) {
     options.master_key_file = (fs::path(options.data_dir) / "master.key").string();
   }
-  options.log.path = db_path;
+  options.log.path = log_path;
   impl->options = std::move(options);
   NodeOptions& o = impl->options;
   CIVICBUS_RETURN_IF_ERROR(impl->load_master_key(log));

@@ -30,7 +30,7 @@ struct Stack {
     so.path = path;
     CIVICBUS_ASSIGN_OR_RETURN(db, storage::open_sqlite(so));
     transport::InProcessOptions lo;
-    lo.path = path;
+    lo.path = path + ".log";
     CIVICBUS_ASSIGN_OR_RETURN(transport, transport::open_in_process(lo, clock, &metrics));
     BrokerOptions bo;
     bo.maintenance_interval = std::chrono::milliseconds(50);

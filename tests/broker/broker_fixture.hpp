@@ -47,7 +47,7 @@ class BrokerFixture {
     REQUIRE_MESSAGE(db.ok(), db.status().to_string());
     db_ = std::move(db).value();
     transport::InProcessOptions lo = config_.log;
-    lo.path = path();
+    lo.path = log_path();
     auto t = transport::open_in_process(lo, clock, &metrics_);
     REQUIRE_MESSAGE(t.ok(), t.status().to_string());
     transport_ = std::move(t).value();
@@ -73,6 +73,7 @@ class BrokerFixture {
   }
 
   std::string path() const { return dir_.file("civicbus.db"); }
+  std::string log_path() const { return dir_.file("log.db"); }
   Broker& broker() { return *broker_; }
   transport::Transport& transport() { return *transport_; }
   storage::Database& db() { return *db_; }

@@ -298,7 +298,8 @@ TEST_CASE("node: publish and subscribe through a node, and restart keeps the dat
   {
     auto node = must_create(options);
     CHECK(std::filesystem::exists(dir.file("data/civicbus.db")));
-    CHECK(node->options().log.path == dir.file("data/civicbus.db"));
+    CHECK(std::filesystem::exists(dir.file("data/log.db")));
+    CHECK(node->options().log.path == dir.file("data/log.db"));
     CHECK(node->options().master_key_file == dir.file("data/master.key"));
     CHECK(node->executor().thread_count() == 2);
     auto info = node->broker().topic("permit.issued");

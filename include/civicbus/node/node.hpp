@@ -2,7 +2,8 @@
 // the secure random source, the metrics registry, the logger, the executor (worker threads),
 // the storage database, the event transport and the Broker, and hands them to the components
 // a module asks for. It does not own topics' data or schemas: those live in the broker's
-// tables inside the node's data directory (one SQLite file, `civicbus.db`).
+// tables inside the node's data directory (SQLite files `civicbus.db` for the broker's state
+// and `log.db` for the event log).
 //
 //   CIVICBUS_ASSIGN_OR_RETURN(auto options, civicbus::NodeOptions::from_file("node.yaml"));
 //   CIVICBUS_ASSIGN_OR_RETURN(auto node, civicbus::Node::create(std::move(options)));
@@ -38,7 +39,7 @@ class Database;
 
 struct NodeOptions {
   std::string name = "civicbus";
-  // Holds civicbus.db (one SQLite file: the event log and the broker's state), LOCK and, by
+  // Holds civicbus.db (the broker's state), log.db (the event log), LOCK and, by
   // default, master.key. Created when missing.
   std::string data_dir = "./civicbus-data";
   std::size_t worker_threads = 0;  // 0: hardware concurrency, at least 2
