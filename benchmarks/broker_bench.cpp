@@ -294,6 +294,10 @@ int main(int argc, char** argv) {
       memory_events = std::stoull(flags.rest[++i]);
     } else if (flags.rest[i] == "--maintenance-ms" && i + 1 < flags.rest.size()) {
       g_maintenance = std::chrono::milliseconds(std::stoll(flags.rest[++i]));
+    } else if (flags.rest[i] == "--help" || flags.rest[i] == "-h") {
+      std::printf("usage: broker_bench [flags]\n%s  --memory-events N  --skip-peers  --maintenance-ms MS (0: off)\n",
+                  workload_flags_help().c_str());
+      return 0;
     } else if (flags.rest[i] == "--skip-peers") {
       skip_peers = true;
     } else {

@@ -909,10 +909,9 @@ class BrokerImpl final : public Broker, public GroupHost {
   }
 
   // One audit record per maintenance pass for the events stored since the last one: their
-  // offset range and how many went to each topic.
-  // Records which offsets were published since the last pass, with counts per topic. The
-  // counts come from the log's own per-topic append counters (two snapshots, no re-reading of
-  // the events); only records stored before this broker opened (after a crash) are read.
+  // offset range and how many went to each topic. The counts come from the log's own
+  // per-topic append counters (two snapshots, no re-reading of the events); only records
+  // stored before this broker opened (after a crash) are read.
   Status audit_published_ranges() {
     transport::Transport::AppendCounts now = ctx_.transport.append_counts();
     const std::int64_t last = now.next_offset - 1;
