@@ -252,7 +252,7 @@ class BrokerImpl final : public Broker, public GroupHost {
     std::string id = request.event_id;
     std::size_t bytes = request.payload.size();
     ctx_.transport.append(std::move(request),
-                          [done = std::move(done), id = std::move(id), state, bytes](
+                          [done = std::move(done), id = std::move(id), state = state, bytes](
                               Result<transport::AppendResult> r) mutable {
                             if (!r.ok()) {
                               done(r.status());

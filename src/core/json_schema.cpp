@@ -178,6 +178,9 @@ bool is_multiple_of(const Json& value, const Json& divisor) {
   if (!std::isfinite(q)) return false;
   // Decimal divisors (0.01) are not exact in binary, so allow for rounding in the quotient.
   const double nearest = std::round(q);
+  // ...but the only multiple of d smaller than d / 2 (in size) is 0: without this, the
+  // tolerance made 1e-10 a multiple of 1 and 0.5 a multiple of 1e300.
+  if (nearest == 0) return v == 0;
   return std::fabs(q - nearest) <= 1e-9 * std::max(1.0, std::fabs(q));
 }
 
