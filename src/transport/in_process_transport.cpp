@@ -37,7 +37,8 @@ CREATE TABLE log_topics (
 );
 CREATE TABLE log_records (
   seq INTEGER PRIMARY KEY,
-  topic_id INTEGER NOT NULL REFERENCES log_topics(id),
+  topic_id INTEGER NOT NULL,  -- log_topics.id; no FOREIGN KEY: a check per append, and the
+                              -- writer inserts the topic first in the same transaction
   source TEXT NOT NULL,
   event_id TEXT NOT NULL,
   partition_key TEXT NOT NULL,
