@@ -98,8 +98,12 @@ void DedupWindow::insert_key(const Key& key, std::int64_t offset, std::int64_t s
     return;
   }
   ++live_;
-  // Keep the table at most 3/4 full, tombstones included, so probes stay short.
-  if ((used_slots_ + 1) * 4 > table_.size() * 3) rehash(live_);
+  // Keep the table at most 3/4 full, tombstones included, so probes stay short. A rehash
+  // places every live entry of the ring, the new one included.
+  if ((used_slots_ + 1) * 4 > table_.size() * 3) {
+    rehash(live_);
+    return;
+  }
   const std::size_t mask = table_.size() - 1;
   for (std::size_t i = static_cast<std::size_t>(key.lo) & mask;; i = (i + 1) & mask) {
     const std::uint64_t v = table_[i];
