@@ -693,10 +693,9 @@ class BrokerImpl final : public Broker, public GroupHost {
       state->rejected->inc();
       return st;
     };
-    // An event parsed from text that already has its id and time is stored as that text; any
-    // change (id, time, PII) makes it written anew from the document.
     // An event validated by parse() and changed only by the id and time set here (both valid
-    // by construction) is not checked again.
+    // by construction) is not checked again. One parsed from text that already has its id and
+    // time (and no PII to encrypt) is stored as that very text; any change writes it anew.
     const bool validated = event.validated_unchanged();
     const Json* id = event.document().find("id");
     if (id == nullptr || (id->is_string() && id->as_string().empty())) event.set_id(ids_.next());
