@@ -1,6 +1,7 @@
 #include "broker/consumer_group.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <functional>
 
@@ -13,6 +14,8 @@ namespace civicbus::broker::detail {
 namespace {
 
 constexpr std::size_t kFetchBatch = 1024;
+// Events one lane runs back to back on one thread before yielding to the executor.
+constexpr int kInlineEvents = 64;
 
 }  // namespace
 
@@ -120,38 +123,62 @@ void ConsumerGroupRuntime::start_idle_lanes_locked() {
 }
 
 void ConsumerGroupRuntime::run_lane(std::size_t lane_index) {
-  Item item;
-  {
-    std::lock_guard lock(mu_);
-    Lane& lane = lanes_[lane_index];
-    if (stopping_ || lane.queue.empty()) {
-      lane.busy = false;
-      return;
+  for (int budget = kInlineEvents; budget > 0; --budget) {
+    Item item;
+    {
+      std::lock_guard lock(mu_);
+      Lane& lane = lanes_[lane_index];
+      if (stopping_ || lane.queue.empty()) {
+        lane.busy = false;
+        return;
+      }
+      item = lane.queue.front();
+      ++executing_;
     }
-    item = lane.queue.front();
-    ++executing_;
+    auto decoded = host_.decode(*item.record, options_.group);
+    if (!decoded.ok()) {
+      // An event this node cannot read (corrupt payload, shredded key material it needs) will
+      // not get better by retrying: finish() dead-letters kDataLoss at once.
+      if (!finish(lane_index, Status(ErrorCode::kDataLoss,
+                                     "event could not be decoded: " + decoded.status().message()),
+                  /*continue_inline=*/true)) {
+        return;
+      }
+      continue;
+    }
+    DeliveredEvent& ev = *decoded;
+    ev.attempt = item.attempt;
+    ev.replay = item.dlq_id > 0;
+    auto counters = host_.counters(options_.group, item.record->topic);
+    if (counters.latency != nullptr && item.attempt == 1 && item.dlq_id == 0) {
+      counters.latency->observe(std::max(
+          0.0, std::chrono::duration<double>(host_.clock().now() - item.record->stored_at).count()));
+    }
+    // Whoever comes second of "the handler called done" and "the handler returned" settles
+    // the event: done during the call leaves it to this loop (inline), done after the call
+    // settles it from the callback and continues the lane through the executor.
+    struct Completion {
+      std::once_flag once;
+      std::atomic<int> phase{0};  // 0 in the call, 1 done during the call, 2 call returned
+      Status result;
+    };
+    auto completion = std::make_shared<Completion>();
+    auto self = shared_from_this();
+    handler_(ev, [self, lane_index, completion](Status result) {
+      std::call_once(completion->once, [&] {
+        completion->result = std::move(result);
+        int in_call = 0;
+        if (!completion->phase.compare_exchange_strong(in_call, 1)) {
+          self->finish(lane_index, std::move(completion->result));
+        }
+      });
+    });
+    int in_call = 0;
+    if (completion->phase.compare_exchange_strong(in_call, 2)) return;  // completes later
+    if (!finish(lane_index, std::move(completion->result), /*continue_inline=*/true)) return;
   }
-  auto decoded = host_.decode(*item.record, options_.group);
-  if (!decoded.ok()) {
-    // An event this node cannot read (corrupt payload, shredded key material it needs) will
-    // not get better by retrying: finish() dead-letters kDataLoss at once.
-    finish(lane_index, Status(ErrorCode::kDataLoss,
-                              "event could not be decoded: " + decoded.status().message()));
-    return;
-  }
-  DeliveredEvent& ev = *decoded;
-  ev.attempt = item.attempt;
-  ev.replay = item.dlq_id > 0;
-  auto counters = host_.counters(options_.group, item.record->topic);
-  if (counters.latency != nullptr && item.attempt == 1 && item.dlq_id == 0) {
-    counters.latency->observe(std::max(
-        0.0, std::chrono::duration<double>(host_.clock().now() - item.record->stored_at).count()));
-  }
-  auto self = shared_from_this();
-  auto done_once = std::make_shared<std::once_flag>();
-  handler_(ev, [self, lane_index, done_once](Status result) {
-    std::call_once(*done_once, [&] { self->finish(lane_index, std::move(result)); });
-  });
+  // Budget spent with events left: let other work on the executor run, then go on.
+  host_.executor().post([self = shared_from_this(), lane_index] { self->run_lane(lane_index); });
 }
 
 std::chrono::milliseconds ConsumerGroupRuntime::backoff(int failed_attempts) const {
@@ -161,7 +188,7 @@ std::chrono::milliseconds ConsumerGroupRuntime::backoff(int failed_attempts) con
   return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
 }
 
-void ConsumerGroupRuntime::finish(std::size_t lane_index, Status result) {
+bool ConsumerGroupRuntime::finish(std::size_t lane_index, Status result, bool continue_inline) {
   std::unique_lock lock(mu_);
   Lane& lane = lanes_[lane_index];
   const transport::RecordPtr record = lane.queue.front().record;
@@ -204,14 +231,14 @@ void ConsumerGroupRuntime::finish(std::size_t lane_index, Status result) {
   if (!done) {
     if (stopping_) {
       lane.busy = false;  // left unacknowledged: delivered again after a restart
-      return;
+      return false;
     }
     Item& again = lane.queue.front();
     ++again.attempt;
     host_.executor().post_after(backoff(again.attempt - 1), [self = shared_from_this(), lane_index] {
       self->run_lane(lane_index);
     });
-    return;  // the lane stays busy: later events of its keys wait for this one
+    return false;  // the lane stays busy: later events of its keys wait for this one
   }
   Item finished = std::move(lane.queue.front());
   lane.queue.pop_front();
@@ -221,12 +248,18 @@ void ConsumerGroupRuntime::finish(std::size_t lane_index, Status result) {
     outstanding_.erase(finished.record->offset);
     advance_committed_locked();
   }
+  bool run_next_here = false;
   if (!lane.queue.empty() && !stopping_) {
-    host_.executor().post([self = shared_from_this(), lane_index] { self->run_lane(lane_index); });
+    if (continue_inline) {
+      run_next_here = true;  // the lane stays busy; the caller runs its next event
+    } else {
+      host_.executor().post([self = shared_from_this(), lane_index] { self->run_lane(lane_index); });
+    }
   } else {
     lane.busy = false;
   }
   schedule_fetch_locked();
+  return run_next_here;
 }
 
 void ConsumerGroupRuntime::advance_committed_locked() {

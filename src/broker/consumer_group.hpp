@@ -94,8 +94,13 @@ class ConsumerGroupRuntime : public std::enable_shared_from_this<ConsumerGroupRu
 
   void schedule_fetch_locked();
   void fetch();
+  // Runs the lane's events in order on the calling thread for as long as their handlers
+  // finish synchronously (up to a budget), so consecutive events do not each pay a hop
+  // through the executor; an asynchronous completion continues the lane from its callback.
   void run_lane(std::size_t lane);
-  void finish(std::size_t lane, Status result);
+  // Settles the lane's front event. With `continue_inline`, returns true when the lane has a
+  // next event that the caller should run now (instead of posting it to the executor).
+  bool finish(std::size_t lane, Status result, bool continue_inline = false);
   void start_idle_lanes_locked();
   std::size_t lane_of(const transport::StoredRecord& record) const;
   bool matches(const std::string& topic);
