@@ -80,7 +80,7 @@ void ConsumerGroupRuntime::fetch() {
     room = options_.max_in_flight - std::min(options_.max_in_flight, outstanding_.size());
   }
   auto records = host_.transport().read(from, kFetchBatch);
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   fetching_ = false;
   if (!records.ok()) {
     host_.logger().error("fetch failed; retrying in 1 s",
@@ -109,17 +109,26 @@ void ConsumerGroupRuntime::fetch() {
     fetch_from_ = std::max(fetch_from_, std::min(known_last_ + 1, host_.transport().next_offset()));
   }
   advance_committed_locked();
-  start_idle_lanes_locked();
+  // This is already an executor thread: one lane runs here, the others are posted.
+  const std::optional<std::size_t> here = start_idle_lanes_locked(/*keep_one=*/true);
   schedule_fetch_locked();
+  lock.unlock();
+  if (here) run_lane(*here);
 }
 
-void ConsumerGroupRuntime::start_idle_lanes_locked() {
+std::optional<std::size_t> ConsumerGroupRuntime::start_idle_lanes_locked(bool keep_one) {
+  std::optional<std::size_t> kept;
   for (std::size_t i = 0; i < lanes_.size(); ++i) {
     Lane& lane = lanes_[i];
     if (lane.busy || lane.queue.empty() || stopping_) continue;
     lane.busy = true;
+    if (keep_one && !kept) {
+      kept = i;
+      continue;
+    }
     host_.executor().post([self = shared_from_this(), i] { self->run_lane(i); });
   }
+  return kept;
 }
 
 void ConsumerGroupRuntime::run_lane(std::size_t lane_index) {

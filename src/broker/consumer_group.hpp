@@ -11,6 +11,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <condition_variable>
 #include <set>
 #include <string>
@@ -101,7 +102,9 @@ class ConsumerGroupRuntime : public std::enable_shared_from_this<ConsumerGroupRu
   // Settles the lane's front event. With `continue_inline`, returns true when the lane has a
   // next event that the caller should run now (instead of posting it to the executor).
   bool finish(std::size_t lane, Status result, bool continue_inline = false);
-  void start_idle_lanes_locked();
+  // Marks idle lanes with events busy and posts them to the executor; with `keep_one`, one of
+  // them is returned instead, for the caller to run itself (after releasing the lock).
+  std::optional<std::size_t> start_idle_lanes_locked(bool keep_one = false);
   std::size_t lane_of(const transport::StoredRecord& record) const;
   bool matches(const std::string& topic);
   std::chrono::milliseconds backoff(int failed_attempts) const;
