@@ -11,6 +11,12 @@ add_library(civicbus_deps::asio INTERFACE IMPORTED)
 set_target_properties(civicbus_deps::asio PROPERTIES
   INTERFACE_INCLUDE_DIRECTORIES ${ASIO_INCLUDE_DIR}
   INTERFACE_COMPILE_DEFINITIONS "ASIO_STANDALONE;ASIO_NO_DEPRECATED")
+# Asio 1.24 only looks for the Coroutines TS (<experimental/coroutine>) under clang; clang 14+
+# with libstdc++ has C++20 coroutines, which the http area's server uses.
+if(CMAKE_CXX_COMPILER_ID MATCHES "Clang" AND CMAKE_CXX_COMPILER_VERSION VERSION_GREATER_EQUAL 14)
+  set_property(TARGET civicbus_deps::asio APPEND PROPERTY INTERFACE_COMPILE_DEFINITIONS
+               ASIO_HAS_CO_AWAIT=1)
+endif()
 
 find_path(MBEDTLS_INCLUDE_DIR mbedtls/ssl.h REQUIRED)
 find_library(MBEDTLS_LIBRARY mbedtls REQUIRED)
@@ -20,3 +26,31 @@ add_library(civicbus_deps::mbedtls INTERFACE IMPORTED)
 set_target_properties(civicbus_deps::mbedtls PROPERTIES
   INTERFACE_INCLUDE_DIRECTORIES ${MBEDTLS_INCLUDE_DIR}
   INTERFACE_LINK_LIBRARIES "${MBEDTLS_LIBRARY};${MBEDX509_LIBRARY};${MBEDCRYPTO_LIBRARY}")
+
+# llhttp (the HTTP/1.1 parser of Node.js). Debian's node-llhttp ships its generated C under
+# /usr/share/llhttp and the header under /usr/share/include/llhttp; they are compiled here into
+# civicbus_llhttp, a static library the http area links. Elsewhere the Conan/vcpkg
+# package `llhttp` is used.
+find_path(LLHTTP_INCLUDE_DIR llhttp.h PATHS /usr/share/include/llhttp NO_DEFAULT_PATH)
+find_path(LLHTTP_SOURCE_DIR llhttp.c PATHS /usr/share/llhttp NO_DEFAULT_PATH)
+if(LLHTTP_INCLUDE_DIR AND LLHTTP_SOURCE_DIR AND EXISTS ${LLHTTP_SOURCE_DIR}/api.c
+   AND EXISTS ${LLHTTP_SOURCE_DIR}/http.c)
+  add_library(civicbus_llhttp STATIC ${LLHTTP_SOURCE_DIR}/api.c ${LLHTTP_SOURCE_DIR}/http.c
+              ${LLHTTP_SOURCE_DIR}/llhttp.c)
+  target_include_directories(civicbus_llhttp SYSTEM PUBLIC ${LLHTTP_INCLUDE_DIR})
+  set_target_properties(civicbus_llhttp PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  add_library(civicbus_deps::llhttp ALIAS civicbus_llhttp)
+else()
+  find_package(llhttp CONFIG QUIET)
+  if(TARGET llhttp::llhttp_static)
+    add_library(civicbus_deps::llhttp INTERFACE IMPORTED)
+    set_target_properties(civicbus_deps::llhttp PROPERTIES INTERFACE_LINK_LIBRARIES llhttp::llhttp_static)
+  elseif(TARGET llhttp::llhttp)
+    add_library(civicbus_deps::llhttp INTERFACE IMPORTED)
+    set_target_properties(civicbus_deps::llhttp PROPERTIES INTERFACE_LINK_LIBRARIES llhttp::llhttp)
+  else()
+    message(FATAL_ERROR "llhttp not found: install the Debian package node-llhttp "
+                        "(/usr/share/llhttp/*.c, /usr/share/include/llhttp/llhttp.h) or the "
+                        "Conan/vcpkg package llhttp")
+  endif()
+endif()

@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # libraries (see docs/ARCHITECTURE.md, "Dependencies")
   libasio-dev libfmt-dev libsimdjson-dev libsqlite3-dev libmbedtls-dev libyaml-cpp-dev
-  doctest-dev
+  doctest-dev node-llhttp
   # tools and peers used by tests and benchmarks
   sqlite3 nats-server libnats-dev redis-server
   # sanitizer and fuzzer runtimes

@@ -1,0 +1,72 @@
+// HTTP/1.1 messages as the http area hands them to handlers and takes them back: plain values,
+// no parser or socket types. Header names compare case-insensitively (ASCII); the order in
+// which fields arrived is kept, and repeated fields stay separate entries.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace civicbus::http {
+
+// An ordered, case-insensitive multimap of header fields.
+class HttpHeaders {
+ public:
+  using Field = std::pair<std::string, std::string>;
+
+  // Appends a field (a repeated name adds another entry).
+  void add(std::string name, std::string value);
+  // Replaces every field of that name by one field.
+  void set(std::string name, std::string value);
+  // Removes every field of that name; returns how many were removed.
+  std::size_t remove(std::string_view name);
+
+  // The value of the first field of that name. The view lives as long as the headers are
+  // not changed.
+  std::optional<std::string_view> get(std::string_view name) const;
+  // The values of every field of that name, in arrival order.
+  std::vector<std::string_view> get_all(std::string_view name) const;
+  bool contains(std::string_view name) const { return get(name).has_value(); }
+  std::size_t count(std::string_view name) const;
+
+  std::size_t size() const { return fields_.size(); }
+  bool empty() const { return fields_.empty(); }
+  auto begin() const { return fields_.begin(); }
+  auto end() const { return fields_.end(); }
+
+ private:
+  std::vector<Field> fields_;
+};
+
+// ASCII case-insensitive equality, as header names and tokens compare.
+bool equals_ignore_case(std::string_view a, std::string_view b);
+
+struct HttpRequest {
+  std::string method;     // "GET", "POST", ... (case-sensitive, as sent)
+  std::string target;     // the request-target as sent: "/permits?page=2"
+  std::string path;       // target up to '?' (not percent-decoded)
+  std::string query;      // target after '?', without it; empty when there is none
+  int version_minor = 1;  // HTTP/1.<minor>
+  HttpHeaders headers;
+  std::string body;  // decoded: chunked framing removed, trailers dropped
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string reason;  // empty: the standard phrase for `status`
+  // Content-Length, Transfer-Encoding and Connection are set by the server; values a handler
+  // puts there are replaced. Date and Server are added when absent.
+  HttpHeaders headers;
+  std::string body;
+
+  static HttpResponse text(int status, std::string body,
+                           std::string content_type = "text/plain; charset=utf-8");
+};
+
+// The standard reason phrase for a status code ("Not Found"), or "Unknown".
+std::string_view reason_phrase(int status);
+
+}  // namespace civicbus::http

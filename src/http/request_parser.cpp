@@ -1,0 +1,482 @@
+#include "http/request_parser.hpp"
+
+#include <llhttp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace civicbus::http::detail {
+
+namespace {
+
+bool is_tchar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  switch (c) {
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// 1*DIGIT that fits in uint64; nothing else (no sign, no inner space, no list).
+bool parse_content_length(std::string_view text, std::uint64_t& out) {
+  if (text.empty()) return false;
+  std::uint64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    const auto digit = static_cast<std::uint64_t>(c - '0');
+    if (value > (UINT64_MAX - digit) / 10) return false;
+    value = value * 10 + digit;
+  }
+  out = value;
+  return true;
+}
+
+std::string error_text(const llhttp_t* p) {
+  const char* reason = llhttp_get_error_reason(p);
+  return reason != nullptr ? reason : llhttp_errno_name(llhttp_get_errno(p));
+}
+
+// request-line = method SP request-target SP HTTP-version, single spaces, nothing else
+// (llhttp accepts repeated spaces).
+bool valid_request_line(std::string_view line) {
+  const std::size_t a = line.find(' ');
+  if (a == std::string_view::npos || a == 0) return false;
+  const std::size_t b = line.find(' ', a + 1);
+  if (b == std::string_view::npos || b == a + 1) return false;
+  const std::string_view version = line.substr(b + 1);
+  if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.') return false;
+  return version[5] >= '0' && version[5] <= '9' && version[7] >= '0' && version[7] <= '9';
+}
+
+}  // namespace
+
+struct RequestParser::Llhttp {
+  llhttp_t parser;
+  llhttp_settings_t settings;
+};
+
+// The C callbacks; each finds its RequestParser through llhttp_t::data.
+struct LlhttpCallbacks {
+  static RequestParser& self(llhttp_t* p) { return *static_cast<RequestParser*>(p->data); }
+
+  static int on_url(llhttp_t* p, const char* at, std::size_t n) {
+    self(p).request_.target.append(at, n);
+    return 0;
+  }
+  static int on_header_field(llhttp_t* p, const char* at, std::size_t n) {
+    RequestParser& s = self(p);
+    if (!s.headers_done_) s.field_.append(at, n);  // trailers are ignored
+    return 0;
+  }
+  static int on_header_value(llhttp_t* p, const char* at, std::size_t n) {
+    RequestParser& s = self(p);
+    if (!s.headers_done_) s.value_.append(at, n);
+    return 0;
+  }
+  static int on_header_value_complete(llhttp_t* p) {
+    RequestParser& s = self(p);
+    if (!s.headers_done_) {
+      s.request_.headers.add(std::move(s.field_), std::string(trim_ows(s.value_)));
+    }
+    s.field_.clear();
+    s.value_.clear();
+    return 0;
+  }
+  static int on_headers_complete(llhttp_t* p) { return self(p).on_headers_complete(); }
+  static int on_body(llhttp_t* p, const char* at, std::size_t n) {
+    RequestParser& s = self(p);
+    if (s.request_.body.size() + n > s.limits_.max_body_bytes) {
+      s.error_status_ = 413;
+      s.error_reason_ = "request body is larger than the limit of " +
+                        std::to_string(s.limits_.max_body_bytes) + " bytes";
+      return HPE_USER;
+    }
+    s.request_.body.append(at, n);
+    return 0;
+  }
+  static int on_message_complete(llhttp_t* p) {
+    RequestParser& s = self(p);
+    s.message_done_ = true;
+    s.keep_alive_ = llhttp_should_keep_alive(p) != 0 && !llhttp_get_upgrade(p);
+    return HPE_PAUSED;
+  }
+};
+
+RequestParser::RequestParser(RequestLimits limits)
+    : limits_(limits), llhttp_(std::make_unique<Llhttp>()) {
+  llhttp_settings_init(&llhttp_->settings);
+  llhttp_->settings.on_url = &LlhttpCallbacks::on_url;
+  llhttp_->settings.on_header_field = &LlhttpCallbacks::on_header_field;
+  llhttp_->settings.on_header_value = &LlhttpCallbacks::on_header_value;
+  llhttp_->settings.on_header_value_complete = &LlhttpCallbacks::on_header_value_complete;
+  llhttp_->settings.on_headers_complete = &LlhttpCallbacks::on_headers_complete;
+  llhttp_->settings.on_body = &LlhttpCallbacks::on_body;
+  llhttp_->settings.on_message_complete = &LlhttpCallbacks::on_message_complete;
+  llhttp_init(&llhttp_->parser, HTTP_REQUEST, &llhttp_->settings);
+  llhttp_->parser.data = this;
+  // Every lenient flag stays off (llhttp_init's default); said here so nobody turns one on.
+  llhttp_set_lenient_headers(&llhttp_->parser, 0);
+  llhttp_set_lenient_chunked_length(&llhttp_->parser, 0);
+  llhttp_set_lenient_keep_alive(&llhttp_->parser, 0);
+  llhttp_set_lenient_transfer_encoding(&llhttp_->parser, 0);
+}
+
+RequestParser::~RequestParser() = default;
+
+bool RequestParser::in_header() const {
+  return phase_ == Phase::kHead && head_bytes_ > 0;
+}
+bool RequestParser::in_body() const {
+  return phase_ == Phase::kBody;
+}
+
+RequestParser::Step RequestParser::fail(int status, std::string reason, std::size_t consumed) {
+  phase_ = Phase::kClosed;
+  if (error_status_ == 0) {
+    error_status_ = status;
+    error_reason_ = std::move(reason);
+  }
+  return {Event::kError, consumed};
+}
+
+void RequestParser::reset_message() {
+  head_bytes_ = 0;
+  field_count_ = 0;
+  line_index_ = 0;
+  line_empty_ = true;
+  in_name_ = false;
+  prev_cr_ = false;
+  head_done_ = false;
+  request_line_.clear();
+  request_ = HttpRequest();
+  field_.clear();
+  value_.clear();
+  headers_done_ = false;
+  message_done_ = false;
+  chunked_ = false;
+  chunk_state_ = ChunkState::kSize;
+  chunk_size_ = 0;
+  chunk_digits_ = 0;
+  trailer_bytes_ = 0;
+  expect_continue_ = false;
+}
+
+std::size_t RequestParser::scan_head(std::string_view data) {
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    const char c = data[i];
+    if (++head_bytes_ > limits_.max_header_bytes) {
+      scan_error_status_ = 431;
+      scan_error_reason_ = "request header section is larger than the limit of " +
+                           std::to_string(limits_.max_header_bytes) + " bytes";
+      return i;
+    }
+    if (prev_cr_) {
+      prev_cr_ = false;
+      if (c != '\n') {
+        scan_error_status_ = 400;
+        scan_error_reason_ = "bare CR in the request header section";
+        return i;
+      }
+      if (line_empty_) {
+        if (line_index_ == 0) continue;  // empty lines before the request line are ignored
+        head_done_ = true;
+        return i + 1;
+      }
+      if (line_index_ == 0 && !valid_request_line(request_line_)) {
+        scan_error_status_ = 400;
+        scan_error_reason_ = "malformed request line";
+        return i;
+      }
+      if (line_index_ > 0 && ++field_count_ > limits_.max_header_count) {
+        scan_error_status_ = 431;
+        scan_error_reason_ =
+            "request has more than " + std::to_string(limits_.max_header_count) + " header fields";
+        return i;
+      }
+      ++line_index_;
+      line_empty_ = true;
+      in_name_ = true;
+      continue;
+    }
+    if (c == '\r') {
+      prev_cr_ = true;
+      continue;
+    }
+    if (c == '\n') {
+      scan_error_status_ = 400;
+      scan_error_reason_ = "bare LF in the request header section (lines must end in CRLF)";
+      return i;
+    }
+    if (line_empty_) {
+      line_empty_ = false;
+      if (line_index_ > 0 && (c == ' ' || c == '\t')) {
+        scan_error_status_ = 400;
+        scan_error_reason_ = "obsolete line folding in the request header section";
+        return i;
+      }
+    }
+    if (line_index_ == 0) request_line_ += c;
+    if (line_index_ > 0 && in_name_) {
+      if (c == ':') {
+        in_name_ = false;
+      } else if (c == ' ' || c == '\t') {
+        scan_error_status_ = 400;
+        scan_error_reason_ = "whitespace between a header field name and the colon";
+        return i;
+      }
+    }
+  }
+  return data.size();
+}
+
+std::size_t RequestParser::scan_chunked(std::string_view data) {
+  auto bad = [&](std::size_t i, const char* why) {
+    scan_error_status_ = 400;
+    scan_error_reason_ = why;
+    return i;
+  };
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    const char c = data[i];
+    switch (chunk_state_) {
+      case ChunkState::kSize: {
+        int digit = -1;
+        if (c >= '0' && c <= '9')
+          digit = c - '0';
+        else if (c >= 'a' && c <= 'f')
+          digit = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+          digit = c - 'A' + 10;
+        if (digit >= 0) {
+          if (chunk_size_ > (UINT64_MAX >> 4)) return bad(i, "chunk size overflows");
+          chunk_size_ = (chunk_size_ << 4) | static_cast<std::uint64_t>(digit);
+          ++chunk_digits_;
+          break;
+        }
+        if (chunk_digits_ == 0) return bad(i, "invalid chunk size");
+        if (c == ';')
+          chunk_state_ = ChunkState::kExt;
+        else if (c == '\r')
+          chunk_state_ = ChunkState::kSizeLf;
+        else
+          return bad(i, "invalid chunk size");
+        break;
+      }
+      case ChunkState::kExt:
+        if (c == '\r')
+          chunk_state_ = ChunkState::kSizeLf;
+        else if (c == '\n' || (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f) {
+          return bad(i, "invalid chunk extension");
+        }
+        break;
+      case ChunkState::kSizeLf:
+        if (c != '\n') return bad(i, "chunk size line must end in CRLF");
+        chunk_state_ = chunk_size_ == 0 ? ChunkState::kTrailerLineStart : ChunkState::kData;
+        break;
+      case ChunkState::kData: {
+        const std::size_t take =
+            static_cast<std::size_t>(std::min<std::uint64_t>(chunk_size_, data.size() - i));
+        chunk_size_ -= take;
+        i += take - 1;
+        if (chunk_size_ == 0) chunk_state_ = ChunkState::kDataCr;
+        break;
+      }
+      case ChunkState::kDataCr:
+        if (c != '\r') return bad(i, "chunk data must be followed by CRLF");
+        chunk_state_ = ChunkState::kDataLf;
+        break;
+      case ChunkState::kDataLf:
+        if (c != '\n') return bad(i, "chunk data must be followed by CRLF");
+        chunk_state_ = ChunkState::kSize;
+        chunk_digits_ = 0;
+        break;
+      case ChunkState::kTrailerLineStart:
+      case ChunkState::kTrailerLine:
+        if (++trailer_bytes_ > limits_.max_header_bytes) {
+          scan_error_status_ = 431;
+          scan_error_reason_ = "request trailer section is larger than the limit";
+          return i;
+        }
+        if (c == '\r') {
+          chunk_state_ = chunk_state_ == ChunkState::kTrailerLineStart ? ChunkState::kEndLf
+                                                                       : ChunkState::kTrailerLf;
+        } else if (c == '\n') {
+          return bad(i, "bare LF in the trailer section");
+        } else if (chunk_state_ == ChunkState::kTrailerLineStart && (c == ' ' || c == '\t')) {
+          return bad(i, "obsolete line folding in the trailer section");
+        } else {
+          chunk_state_ = ChunkState::kTrailerLine;
+        }
+        break;
+      case ChunkState::kTrailerLf:
+        if (c != '\n') return bad(i, "bare CR in the trailer section");
+        chunk_state_ = ChunkState::kTrailerLineStart;
+        break;
+      case ChunkState::kEndLf:
+        if (c != '\n') return bad(i, "bare CR at the end of a chunked body");
+        chunk_state_ = ChunkState::kDone;
+        return i + 1;
+      case ChunkState::kDone:
+        return i;
+    }
+  }
+  return data.size();
+}
+
+int RequestParser::on_headers_complete() {
+  llhttp_t* p = &llhttp_->parser;
+  headers_done_ = true;
+  auto reject = [&](int status, std::string reason) {
+    error_status_ = status;
+    error_reason_ = std::move(reason);
+    return -1;
+  };
+  if (llhttp_get_http_major(p) != 1) return reject(505, "only HTTP/1.0 and HTTP/1.1 are served");
+  request_.method = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(p)));
+  request_.version_minor = llhttp_get_http_minor(p);
+  const std::size_t q = request_.target.find('?');
+  request_.path = request_.target.substr(0, q);
+  request_.query = q == std::string::npos ? std::string() : request_.target.substr(q + 1);
+
+  const HttpHeaders& headers = request_.headers;
+  const std::size_t hosts = headers.count("Host");
+  if (hosts > 1) return reject(400, "request has more than one Host field");
+  if (hosts == 0 && request_.version_minor >= 1)
+    return reject(400, "HTTP/1.1 request without Host");
+
+  const std::vector<std::string_view> lengths = headers.get_all("Content-Length");
+  const std::vector<std::string_view> encodings = headers.get_all("Transfer-Encoding");
+  if (!lengths.empty() && !encodings.empty()) {
+    return reject(400, "request has both Content-Length and Transfer-Encoding");
+  }
+  std::uint64_t content_length = 0;
+  if (lengths.size() > 1) return reject(400, "request has more than one Content-Length field");
+  if (lengths.size() == 1 && !parse_content_length(lengths[0], content_length)) {
+    return reject(400, "invalid Content-Length");
+  }
+  if (!encodings.empty()) {
+    if (request_.version_minor == 0) return reject(400, "Transfer-Encoding in an HTTP/1.0 request");
+    // The codings of every field, in order; the last must be chunked, and only the last.
+    std::vector<std::string_view> codings;
+    for (std::string_view field : encodings) {
+      while (true) {
+        const std::size_t comma = field.find(',');
+        codings.push_back(trim_ows(field.substr(0, comma)));
+        if (comma == std::string_view::npos) break;
+        field.remove_prefix(comma + 1);
+      }
+    }
+    bool other = false;
+    for (std::size_t i = 0; i < codings.size(); ++i) {
+      const std::string_view coding = codings[i];
+      if (coding.empty()) return reject(400, "empty element in Transfer-Encoding");
+      for (char c : coding) {
+        if (!is_tchar(c)) return reject(400, "invalid Transfer-Encoding");
+      }
+      const bool chunked = equals_ignore_case(coding, "chunked");
+      if (chunked != (i + 1 == codings.size())) {
+        return reject(400, "Transfer-Encoding must end with chunked, once");
+      }
+      if (!chunked) other = true;
+    }
+    if (other) return reject(501, "only the chunked transfer coding is supported");
+  }
+  if (const auto expect = headers.get("Expect")) {
+    if (headers.count("Expect") > 1 || !equals_ignore_case(*expect, "100-continue")) {
+      return reject(417, "only 'Expect: 100-continue' is supported");
+    }
+    expect_continue_ = request_.version_minor >= 1;
+  }
+  chunked_ = !encodings.empty();
+  if (content_length > limits_.max_body_bytes) {
+    return reject(413, "request body is larger than the limit of " +
+                           std::to_string(limits_.max_body_bytes) + " bytes");
+  }
+  return 0;
+}
+
+RequestParser::Step RequestParser::feed(std::string_view data) {
+  llhttp_t* p = &llhttp_->parser;
+  switch (phase_) {
+    case Phase::kClosed:
+      return fail(400, "data after the last request of the connection", 0);
+    case Phase::kHead: {
+      if (message_done_) reset_message();  // take_request() was not called: drop the request
+      const std::size_t n = scan_head(data);
+      // llhttp sees what was scanned (up to the error, if any) so that its own finding about
+      // the same bytes, e.g. an invalid method, is reported rather than ours.
+      const llhttp_errno_t err = llhttp_execute(p, data.data(), n);
+      if (err == HPE_PAUSED && message_done_) {
+        llhttp_resume(p);
+        phase_ = keep_alive_ ? Phase::kHead : Phase::kClosed;
+        return {Event::kMessageComplete, n};
+      }
+      if (err != HPE_OK) {
+        return fail(400, "malformed request: " + error_text(p), n);
+      }
+      if (scan_error_status_ != 0) return fail(scan_error_status_, scan_error_reason_, n);
+      if (head_done_) {
+        if (!headers_done_) return fail(400, "malformed request header section", n);
+        phase_ = Phase::kBody;
+        return {Event::kHeadersComplete, n};
+      }
+      return {Event::kNeedMore, n};
+    }
+    case Phase::kBody: {
+      // As in the head: llhttp sees what was scanned, so that where the input is split does
+      // not change which finding is reported.
+      if (chunked_) data = data.substr(0, scan_chunked(data));
+      const llhttp_errno_t err = llhttp_execute(p, data.data(), data.size());
+      if (err == HPE_OK) {
+        if (scan_error_status_ != 0)
+          return fail(scan_error_status_, scan_error_reason_, data.size());
+        return {Event::kNeedMore, data.size()};
+      }
+      const std::size_t consumed =
+          llhttp_get_error_pos(p) != nullptr
+              ? static_cast<std::size_t>(llhttp_get_error_pos(p) - data.data())
+              : data.size();
+      if (err == HPE_PAUSED && message_done_) {
+        llhttp_resume(p);
+        phase_ = keep_alive_ ? Phase::kHead : Phase::kClosed;
+        return {Event::kMessageComplete, consumed};
+      }
+      return fail(400, "malformed request body: " + error_text(p), consumed);
+    }
+  }
+  return fail(500, "unreachable", 0);
+}
+
+HttpRequest RequestParser::take_request() {
+  HttpRequest out = std::move(request_);
+  const bool keep = keep_alive_;
+  const Phase phase = phase_;
+  reset_message();
+  keep_alive_ = keep;
+  phase_ = phase;
+  return out;
+}
+
+}  // namespace civicbus::http::detail

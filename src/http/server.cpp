@@ -1,0 +1,416 @@
+// The server: one accept loop and, per connection, two coroutines on the connection's strand:
+// `run` reads, feeds the RequestParser, calls the handler and writes; `watchdog` waits for the
+// connection's current deadline (header, body, idle, write, linger) and cancels the socket's
+// operations when it passes, so `run` sees operation_aborted and answers 408 or closes.
+#include "civicbus/http/server.hpp"
+
+#include <array>
+#include <asio.hpp>
+#include <atomic>
+#include <ctime>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "http/request_parser.hpp"
+
+namespace civicbus::http {
+
+namespace {
+
+using asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr std::chrono::milliseconds kLingerTime{500};
+
+// RFC 9110 IMF-fixdate: "Tue, 01 Dec 2026 14:30:00 GMT" (not locale-dependent).
+std::string http_date(std::chrono::system_clock::time_point now) {
+  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday % 7],
+                tm.tm_mday, kMonths[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                tm.tm_sec);
+  return buf;
+}
+
+bool safe_field_text(std::string_view s) {
+  return s.find_first_of("\r\n") == std::string_view::npos &&
+         s.find('\0') == std::string_view::npos;
+}
+
+bool framing_field(std::string_view name) {
+  return equals_ignore_case(name, "Content-Length") ||
+         equals_ignore_case(name, "Transfer-Encoding") || equals_ignore_case(name, "Connection");
+}
+
+void append_response(std::string& out, const HttpResponse& response, bool head_request,
+                     bool keep_alive, int request_minor) {
+  const int status = (response.status >= 100 && response.status <= 999) ? response.status : 500;
+  std::string_view reason = response.reason.empty() || !safe_field_text(response.reason)
+                                ? reason_phrase(status)
+                                : std::string_view(response.reason);
+  out += "HTTP/1.1 ";
+  out += std::to_string(status);
+  out += ' ';
+  out += reason;
+  out += "\r\n";
+  for (const auto& [name, value] : response.headers) {
+    // A field that could split the response, or one the server owns, is dropped.
+    if (name.empty() || !safe_field_text(name) || !safe_field_text(value) || framing_field(name)) {
+      continue;
+    }
+    out += name;
+    out += ": ";
+    out += value;
+    out += "\r\n";
+  }
+  if (!response.headers.contains("Date")) {
+    out += "Date: " + http_date(std::chrono::system_clock::now()) + "\r\n";
+  }
+  if (!response.headers.contains("Server")) out += "Server: civicbus\r\n";
+  const bool no_body = status < 200 || status == 204 || status == 304;
+  if (!no_body) out += "Content-Length: " + std::to_string(response.body.size()) + "\r\n";
+  if (!keep_alive) {
+    out += "Connection: close\r\n";
+  } else if (request_minor == 0) {
+    out += "Connection: keep-alive\r\n";
+  }
+  out += "\r\n";
+  if (!no_body && !head_request) out += response.body;
+}
+
+class Connection;
+
+}  // namespace
+
+namespace detail {
+
+// What the connections share: the HttpServer's state, outside its private Impl.
+struct ServerCore {
+  HttpServerOptions options;
+  HttpHandler handler;
+  asio::io_context io;
+  std::optional<asio::strand<asio::io_context::executor_type>> accept_strand;
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+  std::vector<std::thread> threads;
+  std::atomic<std::uint16_t> port{0};
+  bool started = false;
+
+  std::mutex mu;  // guards stopping and connections
+  bool stopping = false;
+  std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
+
+  asio::awaitable<void> accept_loop();
+};
+
+}  // namespace detail
+
+struct HttpServer::Impl : detail::ServerCore {};
+
+namespace {
+
+class Connection {
+ public:
+  Connection(detail::ServerCore& server, tcp::socket socket)
+      : server_(server),
+        socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        parser_(detail::RequestLimits{server.options.max_header_count,
+                                      server.options.max_header_bytes,
+                                      server.options.max_body_bytes}) {}
+
+  ~Connection() {
+    std::lock_guard lock(server_.mu);
+    server_.connections.erase(this);
+  }
+
+  auto executor() { return socket_.get_executor(); }
+
+  // On the strand.
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    asio::error_code ec;
+    socket_.close(ec);
+    timer_.cancel();
+  }
+
+  // `self` keeps the connection alive: a parameter is copied into the coroutine frame when
+  // the coroutine is created, before co_spawn first resumes it.
+  asio::awaitable<void> watchdog([[maybe_unused]] std::shared_ptr<Connection> self) {
+    while (!closed_) {
+      timer_.expires_at(deadline_);
+      asio::error_code ec;
+      co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (closed_) break;
+      if (SteadyClock::now() >= deadline_) {
+        fired_ = true;
+        deadline_ = SteadyClock::time_point::max();
+        asio::error_code ignored;
+        socket_.cancel(ignored);
+      }
+    }
+  }
+
+  asio::awaitable<void> run([[maybe_unused]] std::shared_ptr<Connection> self) {
+    const HttpServerOptions& options = server_.options;
+    // The first request's header timeout runs from the accept.
+    Phase phase = Phase::kHeader;
+    set_deadline(options.header_timeout);
+    std::string in;   // received, not yet parsed
+    std::string out;  // responses not yet written
+    std::size_t queued = 0;
+
+    while (!closed_) {
+      if (in.empty()) {
+        if (!out.empty()) {
+          if (!co_await write(out)) co_return close();
+          queued = 0;
+        }
+        if (phase == Phase::kIdle) set_deadline(options.idle_timeout);
+        asio::error_code ec;
+        const std::size_t n = co_await socket_.async_read_some(
+            asio::buffer(buffer_), asio::redirect_error(asio::use_awaitable, ec));
+        if (closed_) co_return;
+        if (ec) {
+          if (fired_ && (phase == Phase::kHeader || phase == Phase::kBody)) {
+            co_await fail(out, 408, "request not received within its time limit");
+          }
+          co_return close();
+        }
+        if (phase == Phase::kIdle) {
+          phase = Phase::kHeader;
+          set_deadline(options.header_timeout);
+        }
+        in.append(buffer_.data(), n);
+      }
+
+      const detail::RequestParser::Step step = parser_.feed(in);
+      in.erase(0, step.consumed);
+      switch (step.event) {
+        case detail::RequestParser::Event::kNeedMore:
+          break;
+        case detail::RequestParser::Event::kHeadersComplete:
+          phase = Phase::kBody;
+          set_deadline(options.body_timeout);
+          // A client that already sent body bytes is not waiting for the interim response.
+          if (parser_.expects_continue() && in.empty()) {
+            out += "HTTP/1.1 100 Continue\r\n\r\n";
+            if (!co_await write(out)) co_return close();
+            queued = 0;
+          }
+          break;
+        case detail::RequestParser::Event::kMessageComplete: {
+          HttpRequest request = parser_.take_request();
+          const bool keep_alive = parser_.keep_alive();
+          HttpResponse response = call_handler(request);
+          append_response(out, response, request.method == "HEAD", keep_alive,
+                          request.version_minor);
+          ++queued;
+          if (!keep_alive) {
+            co_await finish(out);
+            co_return;
+          }
+          phase = Phase::kIdle;
+          if (!in.empty()) {
+            phase = Phase::kHeader;
+            set_deadline(options.header_timeout);
+          }
+          if (queued >= options.max_pipelined_requests) {
+            if (!co_await write(out)) co_return close();
+            queued = 0;
+          }
+          break;
+        }
+        case detail::RequestParser::Event::kError:
+          co_await fail(out, parser_.error_status(), parser_.error_reason());
+          co_return;
+      }
+    }
+  }
+
+ private:
+  enum class Phase { kIdle, kHeader, kBody };
+
+  void set_deadline(std::chrono::milliseconds after) {
+    fired_ = false;
+    deadline_ = SteadyClock::now() + after;
+    timer_.cancel();  // the watchdog re-arms with the new deadline
+  }
+
+  HttpResponse call_handler(const HttpRequest& request) {
+    try {
+      return server_.handler(request);
+    } catch (...) {
+      return HttpResponse::text(500, "internal error\n");
+    }
+  }
+
+  // Writes and clears `out`; false when the peer is gone or too slow to read.
+  asio::awaitable<bool> write(std::string& out) {
+    const SteadyClock::time_point saved = deadline_;
+    set_deadline(server_.options.body_timeout);
+    asio::error_code ec;
+    co_await asio::async_write(socket_, asio::buffer(out),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    out.clear();
+    if (ec || closed_) co_return false;
+    fired_ = false;
+    deadline_ = saved;
+    timer_.cancel();
+    co_return true;
+  }
+
+  // Answers `status` after what is queued, then closes.
+  asio::awaitable<void> fail(std::string& out, int status, const std::string& reason) {
+    HttpResponse response = HttpResponse::text(status, reason + "\n");
+    append_response(out, response, false, false, 1);
+    co_await finish(out);
+  }
+
+  // Writes what is queued and closes gracefully: our FIN first, then what the client still
+  // sends is read and dropped for a moment, so that closing with unread data does not reset
+  // the connection before the client has read the response.
+  asio::awaitable<void> finish(std::string& out) {
+    if (!out.empty() && !co_await write(out)) co_return close();
+    asio::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    set_deadline(kLingerTime);
+    while (!ec && !closed_) {
+      co_await socket_.async_read_some(asio::buffer(buffer_),
+                                       asio::redirect_error(asio::use_awaitable, ec));
+    }
+    close();
+  }
+
+  detail::ServerCore& server_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  detail::RequestParser parser_;
+  std::array<char, 16 * 1024> buffer_{};
+  SteadyClock::time_point deadline_ = SteadyClock::time_point::max();
+  bool fired_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+asio::awaitable<void> detail::ServerCore::accept_loop() {
+  while (true) {
+    asio::error_code ec;
+    tcp::socket socket = co_await acceptor->async_accept(
+        asio::make_strand(io), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+      // E.g. the peer reset before the accept, or EMFILE: keep serving, without spinning.
+      asio::steady_timer pause(io, std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    auto connection = std::make_shared<Connection>(*this, std::move(socket));
+    {
+      std::lock_guard lock(mu);
+      if (stopping) co_return;
+      connections.emplace(connection.get(), connection);
+    }
+    asio::co_spawn(connection->executor(), connection->watchdog(connection), asio::detached);
+    asio::co_spawn(connection->executor(), connection->run(connection), asio::detached);
+  }
+}
+
+Status HttpServerOptions::validate() const {
+  if (threads == 0) return invalid_argument("HttpServerOptions.threads must be at least 1");
+  if (max_header_count == 0 || max_header_bytes == 0) {
+    return invalid_argument("HttpServerOptions header limits must be positive");
+  }
+  if (max_pipelined_requests == 0) {
+    return invalid_argument("HttpServerOptions.max_pipelined_requests must be at least 1");
+  }
+  if (header_timeout.count() <= 0 || body_timeout.count() <= 0 || idle_timeout.count() <= 0) {
+    return invalid_argument("HttpServerOptions timeouts must be positive");
+  }
+  return Status();
+}
+
+HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  impl_->handler = std::move(handler);
+}
+
+HttpServer::~HttpServer() {
+  stop();
+}
+
+std::uint16_t HttpServer::port() const {
+  return impl_->port.load();
+}
+
+Result<std::uint16_t> HttpServer::start() {
+  Impl& s = *impl_;
+  if (s.started) return failed_precondition("HttpServer already started");
+  CIVICBUS_RETURN_IF_ERROR(s.options.validate());
+  if (!s.handler) return invalid_argument("HttpServer needs a handler");
+  asio::error_code ec;
+  const asio::ip::address address = asio::ip::make_address(s.options.bind_address, ec);
+  if (ec) {
+    return invalid_argument("HttpServerOptions.bind_address '" + s.options.bind_address +
+                            "' is not an IP address");
+  }
+  const tcp::endpoint endpoint(address, s.options.port);
+  tcp::acceptor acceptor(s.io);
+  if (acceptor.open(endpoint.protocol(), ec); !ec) {
+    acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    acceptor.bind(endpoint, ec);
+  }
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return unavailable("cannot listen on " + s.options.bind_address + ":" +
+                       std::to_string(s.options.port) + ": " + ec.message());
+  }
+  s.port = acceptor.local_endpoint().port();
+  s.acceptor.emplace(std::move(acceptor));
+  s.accept_strand.emplace(asio::make_strand(s.io));
+  s.guard.emplace(asio::make_work_guard(s.io));
+  asio::co_spawn(*s.accept_strand, s.accept_loop(), asio::detached);
+  for (std::size_t i = 0; i < s.options.threads; ++i) {
+    s.threads.emplace_back([&io = s.io] { io.run(); });
+  }
+  s.started = true;
+  return s.port.load();
+}
+
+void HttpServer::stop() {
+  Impl& s = *impl_;
+  if (!s.started) return;
+  std::vector<std::shared_ptr<Connection>> open;
+  {
+    std::lock_guard lock(s.mu);
+    if (s.stopping) return;
+    s.stopping = true;
+    for (auto& [ptr, weak] : s.connections) {
+      if (auto c = weak.lock()) open.push_back(std::move(c));
+    }
+  }
+  asio::post(*s.accept_strand, [&s] {
+    asio::error_code ec;
+    s.acceptor->close(ec);
+  });
+  for (auto& c : open) asio::post(c->executor(), [c] { c->close(); });
+  open.clear();
+  s.guard.reset();
+  for (std::thread& t : s.threads) t.join();
+  s.threads.clear();
+  s.port = 0;
+}
+
+}  // namespace civicbus::http

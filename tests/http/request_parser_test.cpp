@@ -1,0 +1,129 @@
+#include "http/request_parser.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+namespace civicbus::http::detail {
+namespace {
+
+struct Parsed {
+  std::vector<HttpRequest> requests;
+  int error = 0;
+};
+
+// Feeds `input` in pieces of `piece` bytes and collects the requests (or the error).
+Parsed parse(std::string_view input, std::size_t piece, RequestLimits limits = {}) {
+  RequestParser parser(limits);
+  Parsed out;
+  std::size_t pos = 0;
+  std::string_view rest;
+  while (true) {
+    if (rest.empty()) {
+      if (pos >= input.size()) break;
+      rest = input.substr(pos, piece);
+      pos += rest.size();
+    }
+    const auto step = parser.feed(rest);
+    rest.remove_prefix(step.consumed);
+    if (step.event == RequestParser::Event::kMessageComplete) {
+      out.requests.push_back(parser.take_request());
+      if (!parser.keep_alive()) break;
+    } else if (step.event == RequestParser::Event::kError) {
+      out.error = parser.error_status();
+      break;
+    }
+  }
+  return out;
+}
+
+TEST_CASE("http parser: headers are ordered, case-insensitive and keep repeats") {
+  const Parsed p =
+      parse("GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: h\r\nAccept: a\r\naccept: b\r\nX-Pad:  v  \r\n\r\n",
+            1000);
+  REQUIRE(p.requests.size() == 1);
+  const HttpRequest& r = p.requests[0];
+  CHECK(r.method == "GET");
+  CHECK(r.target == "/a/b?x=1&y=2");
+  CHECK(r.path == "/a/b");
+  CHECK(r.query == "x=1&y=2");
+  CHECK(r.version_minor == 1);
+  CHECK(r.headers.get("ACCEPT") == "a");
+  CHECK(r.headers.get_all("Accept") == std::vector<std::string_view>{"a", "b"});
+  CHECK(r.headers.get("x-pad") == "v");
+  CHECK_FALSE(r.headers.get("Missing").has_value());
+}
+
+TEST_CASE("http parser: any split of the input gives the same requests") {
+  const std::string input =
+      "POST /1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+      "POST /2 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n"
+      "0\r\nT: 1\r\n\r\n"
+      "GET /3 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+  for (std::size_t piece : {std::size_t{1}, std::size_t{2}, std::size_t{7}, input.size()}) {
+    CAPTURE(piece);
+    const Parsed p = parse(input, piece);
+    CHECK(p.error == 0);
+    REQUIRE(p.requests.size() == 3);
+    CHECK(p.requests[0].body == "hello");
+    CHECK(p.requests[1].body == "abcde");
+    CHECK_FALSE(p.requests[1].headers.contains("T"));  // trailers are dropped
+    CHECK(p.requests[2].path == "/3");
+  }
+}
+
+TEST_CASE("http parser: headers complete is reported before a body, with 100-continue") {
+  RequestParser parser(RequestLimits{});
+  const std::string head =
+      "PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n";
+  auto step = parser.feed(head + "o");
+  CHECK(step.event == RequestParser::Event::kHeadersComplete);
+  CHECK(step.consumed == head.size());
+  CHECK(parser.expects_continue());
+  CHECK(parser.in_body());
+  step = parser.feed("o");
+  CHECK(step.event == RequestParser::Event::kNeedMore);
+  step = parser.feed("k");
+  CHECK(step.event == RequestParser::Event::kMessageComplete);
+  CHECK(parser.take_request().body == "ok");
+}
+
+TEST_CASE("http parser: limits give 431 and 413") {
+  RequestLimits limits;
+  limits.max_header_count = 2;
+  limits.max_header_bytes = 64;
+  limits.max_body_bytes = 4;
+  CHECK(parse("GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n", 100, limits).error == 431);
+  CHECK(parse("GET / HTTP/1.1\r\nHost: h\r\nA: " + std::string(60, 'a') + "\r\n\r\n", 100, limits)
+            .error == 431);
+  CHECK(parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n", 100, limits).error == 413);
+  CHECK(
+      parse(
+          "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n0\r\n\r\n",
+          100, limits)
+          .error == 413);
+}
+
+TEST_CASE("http parser: data after a closing request is an error") {
+  const Parsed p = parse("GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n", 1000);
+  CHECK(p.requests.size() == 1);
+}
+
+TEST_CASE("http headers: set replaces every field of the name, remove counts") {
+  HttpHeaders h;
+  h.add("X-A", "1");
+  h.add("x-a", "2");
+  h.add("Other", "3");
+  CHECK(h.count("X-A") == 2);
+  h.set("X-a", "9");
+  CHECK(h.get_all("x-A") == std::vector<std::string_view>{"9"});
+  CHECK(h.remove("OTHER") == 1);
+  CHECK(h.size() == 1);
+  CHECK(equals_ignore_case("Content-Length", "content-length"));
+  CHECK_FALSE(equals_ignore_case("Content-Length", "content-lengt"));
+  CHECK(reason_phrase(431) == "Request Header Fields Too Large");
+}
+
+}  // namespace
+}  // namespace civicbus::http::detail
