@@ -1,0 +1,628 @@
+// The client: every call is one coroutine (`exchange`) on the client's single io thread, so
+// the pools need no lock. An exchange has one timer, used in turn to wait for a pooled
+// connection, as the deadline of a connect or a request/response round trip (the timer closes
+// the socket when it fires) and for backoff between retries. The destructor cancels every
+// exchange through the same timer and socket, so each ends with kCancelled.
+#include "civicbus/http/client.hpp"
+
+#include <algorithm>
+#include <array>
+#include <asio.hpp>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "http/response_parser.hpp"
+
+namespace civicbus::http {
+
+namespace {
+
+using asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+
+bool is_tchar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
+}
+
+bool safe_field_value(std::string_view s) {
+  return std::none_of(s.begin(), s.end(), [](char c) { return c == '\r' || c == '\n' || c == 0; });
+}
+
+bool framing_field(std::string_view name) {
+  return equals_ignore_case(name, "Content-Length") ||
+         equals_ignore_case(name, "Transfer-Encoding") || equals_ignore_case(name, "Connection");
+}
+
+// A pooled TCP connection.
+struct Connection {
+  explicit Connection(asio::io_context& io) : socket(io) {}
+  tcp::socket socket;
+  SteadyClock::time_point idle_since{};
+  bool reused = false;  // it carried an earlier exchange
+};
+
+struct Exchange;
+
+struct Pool {
+  std::vector<std::unique_ptr<Connection>> idle;  // most recently used last
+  std::size_t open = 0;                           // idle + in use + connecting
+  std::deque<Exchange*> waiters;
+};
+
+// One send: its timer and the socket of its current operation, so that the destructor can
+// cancel it.
+struct Exchange {
+  explicit Exchange(asio::io_context& io) : timer(io) {}
+  asio::steady_timer timer;
+  tcp::socket* socket = nullptr;
+  bool woken = false;
+  bool cancelled = false;
+};
+
+// Arms `timer` for `deadline`; when it passes while the Watch lives, `on_fire` runs (it
+// closes the socket of the operation in progress, which then fails).
+class Watch {
+ public:
+  Watch(asio::steady_timer& timer, SteadyClock::time_point deadline, std::function<void()> on_fire)
+      : timer_(timer), state_(std::make_shared<State>()) {
+    timer_.expires_at(deadline);
+    timer_.async_wait([state = state_, on_fire = std::move(on_fire)](const asio::error_code& ec) {
+      if (ec || !state->armed) return;
+      state->fired = true;
+      on_fire();
+    });
+  }
+  ~Watch() {
+    state_->armed = false;
+    timer_.cancel();
+  }
+  Watch(const Watch&) = delete;
+  Watch& operator=(const Watch&) = delete;
+  bool fired() const { return state_->fired; }
+
+ private:
+  struct State {
+    bool armed = true;
+    bool fired = false;
+  };
+  asio::steady_timer& timer_;
+  std::shared_ptr<State> state_;
+};
+
+// A pending close, or bytes nobody asked for, on an idle connection: not reusable.
+bool is_stale(tcp::socket& socket) {
+  asio::error_code ec;
+  socket.non_blocking(true, ec);
+  if (ec) return true;
+  char byte;
+  socket.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
+  return ec != asio::error::would_block;
+}
+
+std::string ms_text(std::chrono::milliseconds ms) {
+  return std::to_string(ms.count()) + " ms";
+}
+
+// How one attempt ended.
+struct Attempt {
+  Result<HttpResponse> result = Status(ErrorCode::kInternal, "attempt not run");
+  bool reusable = false;       // the connection may go back to the pool
+  bool bytes_sent = false;     // some of the request was written
+  bool response_seen = false;  // some of a response was read
+  bool lost = false;           // EOF or a socket error (not a timeout, not a parse error)
+};
+
+}  // namespace
+
+// ---- Upstream, options ----------------------------------------------------------------------
+
+Result<Upstream> Upstream::parse(std::string_view host_port) {
+  auto bad = [&] {
+    return invalid_argument("upstream '" + std::string(host_port) +
+                            "' is not host:port (e.g. 'permits.internal:8080' or '[::1]:80')");
+  };
+  std::string_view host;
+  std::string_view port;
+  if (!host_port.empty() && host_port.front() == '[') {
+    const std::size_t close = host_port.find(']');
+    if (close == std::string_view::npos || close + 1 >= host_port.size() ||
+        host_port[close + 1] != ':') {
+      return bad();
+    }
+    host = host_port.substr(1, close - 1);
+    port = host_port.substr(close + 2);
+  } else {
+    const std::size_t colon = host_port.rfind(':');
+    if (colon == std::string_view::npos) return bad();
+    host = host_port.substr(0, colon);
+    port = host_port.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) return bad();
+  }
+  if (host.empty() || port.empty() || port.size() > 5) return bad();
+  unsigned value = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return bad();
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (value == 0 || value > 65535) return bad();
+  for (char c : host) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == '/' || c == '@' || c == 0x7f) return bad();
+  }
+  return Upstream{std::string(host), static_cast<std::uint16_t>(value)};
+}
+
+std::string Upstream::to_string() const {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+Status HttpClientOptions::validate() const {
+  if (connect_timeout.count() <= 0 || request_timeout.count() <= 0) {
+    return invalid_argument("HttpClientOptions timeouts must be positive");
+  }
+  if (max_connections_per_upstream == 0) {
+    return invalid_argument("HttpClientOptions.max_connections_per_upstream must be at least 1");
+  }
+  if (idle_connection_lifetime.count() < 0 || retry_initial_backoff.count() < 0 ||
+      retry_max_backoff < retry_initial_backoff) {
+    return invalid_argument(
+        "HttpClientOptions: idle_connection_lifetime and retry_initial_backoff must not be "
+        "negative, and retry_max_backoff must be at least retry_initial_backoff");
+  }
+  if (max_response_header_count == 0 || max_response_header_bytes == 0) {
+    return invalid_argument("HttpClientOptions response header limits must be positive");
+  }
+  return Status();
+}
+
+bool is_idempotent_method(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" ||
+         method == "OPTIONS" || method == "TRACE";
+}
+
+// ---- the client -------------------------------------------------------------------------------
+
+struct HttpClient::Impl {
+  HttpClientOptions options;
+  asio::io_context io;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+  std::thread thread;
+
+  std::mutex mu;  // guards stopping
+  bool stopping = false;
+
+  // On the io thread only.
+  std::unordered_map<std::string, Pool> pools;
+  std::unordered_set<Exchange*> active;
+  bool shut_down = false;
+
+  asio::awaitable<void> exchange(Upstream upstream, HttpRequest request, HttpResponseCallback done);
+  asio::awaitable<Result<HttpResponse>> send_with_retries(Exchange& ex, const Upstream& upstream,
+                                                          const HttpRequest& request);
+  asio::awaitable<Result<std::unique_ptr<Connection>>> acquire(Exchange& ex,
+                                                               const Upstream& upstream,
+                                                               const std::string& key,
+                                                               SteadyClock::time_point deadline,
+                                                               bool fresh);
+  asio::awaitable<Result<std::unique_ptr<Connection>>> connect(Exchange& ex,
+                                                               const Upstream& upstream,
+                                                               SteadyClock::time_point deadline);
+  asio::awaitable<Attempt> round_trip(Exchange& ex, Connection& conn, const std::string& wire,
+                                      bool head_request, SteadyClock::time_point deadline);
+  void release(const std::string& key, std::unique_ptr<Connection> conn, bool reusable);
+  void wake_one(Pool& pool);
+  void shutdown();  // on the io thread
+};
+
+void HttpClient::Impl::wake_one(Pool& pool) {
+  if (pool.waiters.empty()) return;
+  Exchange* ex = pool.waiters.front();
+  pool.waiters.pop_front();
+  ex->woken = true;
+  ex->timer.cancel();
+}
+
+void HttpClient::Impl::release(const std::string& key, std::unique_ptr<Connection> conn,
+                               bool reusable) {
+  Pool& pool = pools[key];
+  if (reusable && !shut_down) {
+    conn->idle_since = SteadyClock::now();
+    conn->reused = true;
+    pool.idle.push_back(std::move(conn));
+  } else {
+    asio::error_code ec;
+    conn->socket.close(ec);
+    --pool.open;
+  }
+  wake_one(pool);
+}
+
+void HttpClient::Impl::shutdown() {
+  shut_down = true;
+  for (auto& [key, pool] : pools) {
+    for (auto& conn : pool.idle) {
+      asio::error_code ec;
+      conn->socket.close(ec);
+    }
+    pool.open -= pool.idle.size();
+    pool.idle.clear();
+  }
+  for (Exchange* ex : active) {
+    ex->cancelled = true;
+    if (ex->socket != nullptr) {
+      asio::error_code ec;
+      ex->socket->close(ec);
+    }
+    ex->timer.cancel();
+  }
+}
+
+asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
+    Exchange& ex, const Upstream& upstream, SteadyClock::time_point deadline) {
+  const std::string name = upstream.to_string();
+  const SteadyClock::time_point connect_deadline =
+      std::min(deadline, SteadyClock::now() + options.connect_timeout);
+  auto conn = std::make_unique<Connection>(io);
+  asio::error_code ec;
+  std::vector<tcp::endpoint> endpoints;
+  const asio::ip::address address = asio::ip::make_address(upstream.host, ec);
+  bool fired = false;
+  if (!ec) {
+    endpoints.emplace_back(address, upstream.port);
+  } else {
+    tcp::resolver resolver(io);
+    Watch watch(ex.timer, connect_deadline, [&resolver] { resolver.cancel(); });
+    const auto results =
+        co_await resolver.async_resolve(upstream.host, std::to_string(upstream.port),
+                                        asio::redirect_error(asio::use_awaitable, ec));
+    fired = watch.fired();
+    if (ex.cancelled) co_return cancelled("request to upstream " + name + " cancelled");
+    if (ec && !fired) {
+      co_return unavailable("cannot resolve upstream " + name + ": " + ec.message());
+    }
+    for (const auto& entry : results) endpoints.push_back(entry.endpoint());
+  }
+  if (!fired) {
+    Watch watch(ex.timer, connect_deadline, [&conn] {
+      asio::error_code ignored;
+      conn->socket.close(ignored);
+    });
+    ex.socket = &conn->socket;
+    co_await asio::async_connect(conn->socket, endpoints,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    ex.socket = nullptr;
+    fired = watch.fired();
+  }
+  if (ex.cancelled) co_return cancelled("request to upstream " + name + " cancelled");
+  if (fired) {
+    co_return deadline_exceeded(
+        "connecting to upstream " + name + " took longer than " +
+        ms_text(connect_deadline == deadline ? options.request_timeout : options.connect_timeout));
+  }
+  if (ec) co_return unavailable("cannot connect to upstream " + name + ": " + ec.message());
+  conn->socket.set_option(tcp::no_delay(true), ec);
+  co_return std::move(conn);
+}
+
+asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
+    Exchange& ex, const Upstream& upstream, const std::string& key,
+    SteadyClock::time_point deadline, bool fresh) {
+  while (true) {
+    if (ex.cancelled) co_return cancelled("request to upstream " + key + " cancelled");
+    Pool& pool = pools[key];  // references into an unordered_map survive rehashing
+    const SteadyClock::time_point now = SteadyClock::now();
+    // Idle connections past their lifetime, or closed by the server meanwhile, are dropped.
+    std::erase_if(pool.idle, [&](std::unique_ptr<Connection>& conn) {
+      if (now - conn->idle_since < options.idle_connection_lifetime && !is_stale(conn->socket)) {
+        return false;
+      }
+      asio::error_code ec;
+      conn->socket.close(ec);
+      --pool.open;
+      return true;
+    });
+    if (fresh && !pool.idle.empty() && pool.open >= options.max_connections_per_upstream) {
+      asio::error_code ec;
+      pool.idle.front()->socket.close(ec);
+      pool.idle.erase(pool.idle.begin());
+      --pool.open;
+    }
+    if (!fresh && !pool.idle.empty()) {
+      std::unique_ptr<Connection> conn = std::move(pool.idle.back());
+      pool.idle.pop_back();
+      co_return std::move(conn);
+    }
+    if (pool.open < options.max_connections_per_upstream) {
+      ++pool.open;
+      auto conn = co_await connect(ex, upstream, deadline);
+      if (!conn.ok()) {
+        Pool& again = pools[key];
+        --again.open;
+        wake_one(again);
+      }
+      co_return conn;
+    }
+    // Every connection is busy: wait for one to be released (or closed).
+    ex.woken = false;
+    ex.timer.expires_at(deadline);
+    pool.waiters.push_back(&ex);
+    asio::error_code ec;
+    co_await ex.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!ex.woken) {
+      std::erase(pools[key].waiters, &ex);
+      if (ex.cancelled) co_return cancelled("request to upstream " + key + " cancelled");
+      co_return deadline_exceeded("no connection to upstream " + key + " became free within " +
+                                  ms_text(options.request_timeout) + " (" +
+                                  std::to_string(options.max_connections_per_upstream) +
+                                  " connections busy)");
+    }
+  }
+}
+
+asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& conn,
+                                                      const std::string& wire, bool head_request,
+                                                      SteadyClock::time_point deadline) {
+  Attempt out;
+  Watch watch(ex.timer, deadline, [&conn] {
+    asio::error_code ignored;
+    conn.socket.close(ignored);
+  });
+  ex.socket = &conn.socket;
+  struct ClearSocket {
+    Exchange& ex;
+    ~ClearSocket() { ex.socket = nullptr; }
+  } clear_socket{ex};
+
+  asio::error_code ec;
+  const std::size_t written = co_await asio::async_write(
+      conn.socket, asio::buffer(wire), asio::redirect_error(asio::use_awaitable, ec));
+  out.bytes_sent = written > 0;
+  detail::ResponseParser parser(
+      detail::ResponseLimits{options.max_response_header_count, options.max_response_header_bytes,
+                             options.max_response_body_bytes},
+      head_request);
+  std::array<char, 16 * 1024> buffer;
+  while (!ec) {
+    const std::size_t n = co_await conn.socket.async_read_some(
+        asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, ec));
+    detail::ResponseParser::Step step{detail::ResponseParser::Event::kNeedMore, 0};
+    if (ec == asio::error::eof && !watch.fired() && !ex.cancelled) {
+      out.response_seen = parser.started();
+      step = parser.finish();
+      if (step.event == detail::ResponseParser::Event::kError && !out.response_seen) break;
+    } else if (ec) {
+      break;
+    } else {
+      step = parser.feed(std::string_view(buffer.data(), n));
+    }
+    out.response_seen = parser.started();
+    if (step.event == detail::ResponseParser::Event::kMessageComplete) {
+      // Bytes after the response (nothing was asked for) make the connection unusable.
+      out.reusable = !ec && parser.keep_alive() && step.consumed == n;
+      out.result = parser.take_response();
+      co_return out;
+    }
+    if (step.event == detail::ResponseParser::Event::kError) {
+      out.result = parser.error().with_context("malformed response from upstream");
+      co_return out;
+    }
+  }
+  out.response_seen = parser.started();
+  out.lost = !watch.fired() && !ex.cancelled;
+  out.result =
+      unavailable(ec == asio::error::eof ? std::string("connection closed") : ec.message());
+  if (watch.fired()) out.result = deadline_exceeded("timed out");
+  if (ex.cancelled) out.result = cancelled("cancelled");
+  co_return out;
+}
+
+asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
+    Exchange& ex, const Upstream& upstream, const HttpRequest& request) {
+  const std::string name = upstream.to_string();
+  const SteadyClock::time_point deadline = SteadyClock::now() + options.request_timeout;
+  const bool idempotent = is_idempotent_method(request.method);
+
+  // The request on the wire.
+  if (!is_token(request.method)) {
+    co_return invalid_argument("request method '" + request.method + "' is not a token");
+  }
+  const std::string target = request.target.empty() ? "/" : request.target;
+  for (char c : target) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+      co_return invalid_argument("request target '" + target +
+                                 "' contains a space or control character");
+    }
+  }
+  std::string wire = request.method + " " + target + " HTTP/1.1\r\n";
+  if (!request.headers.contains("Host")) wire += "Host: " + name + "\r\n";
+  for (const auto& [field, value] : request.headers) {
+    if (!is_token(field) || !safe_field_value(value)) {
+      co_return invalid_argument("request header '" + field +
+                                 "' has an invalid name or a CR, LF or NUL in its value");
+    }
+    if (framing_field(field)) continue;
+    wire += field + ": " + value + "\r\n";
+  }
+  if (!request.body.empty() || request.method == "POST" || request.method == "PUT" ||
+      request.method == "PATCH") {
+    wire += "Content-Length: " + std::to_string(request.body.size()) + "\r\n";
+  }
+  wire += "Connection: keep-alive\r\n\r\n";
+  wire += request.body;
+
+  Status last;
+  std::size_t retries = 0;
+  bool fresh = false;  // the next attempt must not reuse a pooled connection
+  std::chrono::milliseconds backoff = options.retry_initial_backoff;
+  while (true) {
+    auto conn = co_await acquire(ex, upstream, name, deadline, fresh);
+    fresh = false;
+    bool retry = false;
+    bool immediate = false;
+    std::optional<HttpResponse> retry_response;
+    if (!conn.ok()) {
+      last = conn.status();
+      // A connect failure sent nothing: every method may retry it.
+      retry = last.code() == ErrorCode::kUnavailable ||
+              (last.code() == ErrorCode::kDeadlineExceeded && SteadyClock::now() < deadline);
+      if (!retry) co_return last;
+    } else {
+      const bool reused = (*conn)->reused;
+      Attempt attempt = co_await round_trip(ex, **conn, wire, request.method == "HEAD", deadline);
+      release(name, std::move(*conn), attempt.reusable);
+      if (attempt.result.ok()) {
+        const int status = attempt.result->status;
+        if (!(idempotent && (status == 502 || status == 503 || status == 504))) {
+          co_return std::move(attempt.result);
+        }
+        retry = true;
+        retry_response = std::move(attempt.result).value();
+        last = unavailable("upstream " + name + " answered " + std::to_string(status));
+      } else {
+        const Status& error = attempt.result.status();
+        if (!attempt.lost) {
+          if (error.code() == ErrorCode::kDeadlineExceeded) {
+            co_return deadline_exceeded("request " + request.method + " " + target +
+                                        " to upstream " + name + " took longer than " +
+                                        ms_text(options.request_timeout));
+          }
+          if (error.code() == ErrorCode::kCancelled) {
+            co_return cancelled("request to upstream " + name + " cancelled");
+          }
+          co_return error.with_context("upstream " + name);
+        }
+        last = unavailable(
+            "upstream " + name + " closed the connection " +
+            (attempt.response_seen ? "in the middle of the response" : "without a response") +
+            " to " + request.method + " " + target + " (" + error.message() + ")");
+        if (!attempt.bytes_sent || idempotent) {
+          retry = true;
+          // A kept-alive connection the server closed meanwhile: try a new one at once.
+          if (reused && !attempt.response_seen) {
+            immediate = true;
+            fresh = true;
+          }
+        } else {
+          co_return last.with_context("not retried: a " + request.method +
+                                      " may have reached the server");
+        }
+      }
+    }
+    if (!retry) co_return last;
+    if (immediate) {
+      // Does not count as a retry, but only once in a row: the new connection is fresh.
+      continue;
+    }
+    if (retries >= options.max_retries) {
+      if (retry_response) co_return std::move(*retry_response);
+      co_return last.with_context("after " + std::to_string(retries + 1) + " attempts");
+    }
+    ++retries;
+    const SteadyClock::time_point wake = SteadyClock::now() + backoff;
+    if (wake >= deadline) {
+      if (retry_response) co_return std::move(*retry_response);
+      co_return deadline_exceeded(last.message() + "; no time left within " +
+                                  ms_text(options.request_timeout) + " to retry");
+    }
+    ex.timer.expires_at(wake);
+    asio::error_code ec;
+    co_await ex.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (ex.cancelled) co_return cancelled("request to upstream " + name + " cancelled");
+    backoff = std::min(options.retry_max_backoff, backoff * 2);
+  }
+}
+
+asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest request,
+                                                 HttpResponseCallback done) {
+  Exchange ex(io);
+  active.insert(&ex);
+  if (shut_down) ex.cancelled = true;
+  Result<HttpResponse> result = cancelled("HttpClient is shutting down");
+  if (!ex.cancelled) {
+    try {
+      result = co_await send_with_retries(ex, upstream, request);
+    } catch (const std::exception& e) {
+      result = internal_error("HTTP client failed: " + std::string(e.what()));
+    }
+  }
+  active.erase(&ex);
+  if (ex.cancelled && result.ok()) result = cancelled("HttpClient is shutting down");
+  try {
+    done(std::move(result));
+  } catch (...) {
+    // A callback must not throw; the exchange is over either way.
+  }
+}
+
+Result<std::unique_ptr<HttpClient>> HttpClient::create(HttpClientOptions options) {
+  CIVICBUS_RETURN_IF_ERROR(options.validate());
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  impl->guard.emplace(asio::make_work_guard(impl->io));
+  impl->thread = std::thread([&io = impl->io] { io.run(); });
+  return std::unique_ptr<HttpClient>(new HttpClient(std::move(impl)));
+}
+
+HttpClient::HttpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HttpClient::~HttpClient() {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  asio::post(impl_->io, [impl = impl_.get()] { impl->shutdown(); });
+  impl_->guard.reset();
+  impl_->thread.join();
+}
+
+void HttpClient::send_async(const Upstream& upstream, HttpRequest request,
+                            HttpResponseCallback done) {
+  {
+    std::lock_guard lock(impl_->mu);
+    if (!impl_->stopping) {
+      asio::co_spawn(impl_->io, impl_->exchange(upstream, std::move(request), std::move(done)),
+                     asio::detached);
+      return;
+    }
+  }
+  done(cancelled("HttpClient is shutting down"));
+}
+
+void HttpClient::send_async(std::string_view host_port, HttpRequest request,
+                            HttpResponseCallback done) {
+  auto upstream = Upstream::parse(host_port);
+  if (!upstream.ok()) return done(upstream.status());
+  send_async(*upstream, std::move(request), std::move(done));
+}
+
+Result<HttpResponse> HttpClient::send(const Upstream& upstream, HttpRequest request) {
+  if (std::this_thread::get_id() == impl_->thread.get_id()) {
+    // It would wait for the thread it blocks.
+    return failed_precondition(
+        "HttpClient::send called from a send_async callback; use "
+        "send_async there");
+  }
+  std::promise<Result<HttpResponse>> promise;
+  auto future = promise.get_future();
+  send_async(upstream, std::move(request),
+             [&promise](Result<HttpResponse> result) { promise.set_value(std::move(result)); });
+  return future.get();
+}
+
+Result<HttpResponse> HttpClient::send(std::string_view host_port, HttpRequest request) {
+  CIVICBUS_ASSIGN_OR_RETURN(Upstream upstream, Upstream::parse(host_port));
+  return send(upstream, std::move(request));
+}
+
+}  // namespace civicbus::http

@@ -1,0 +1,435 @@
+#include "http/response_parser.hpp"
+
+#include <llhttp.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace civicbus::http::detail {
+
+namespace {
+
+bool is_tchar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool parse_content_length(std::string_view text, std::uint64_t& out) {
+  if (text.empty()) return false;
+  std::uint64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    const auto digit = static_cast<std::uint64_t>(c - '0');
+    if (value > (UINT64_MAX - digit) / 10) return false;
+    value = value * 10 + digit;
+  }
+  out = value;
+  return true;
+}
+
+// status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ]; the SP before an empty reason is
+// often left out, which we accept.
+bool valid_status_line(std::string_view line) {
+  if (line.size() < 12 || line.substr(0, 5) != "HTTP/" || line[6] != '.' || line[8] != ' ') {
+    return false;
+  }
+  if (line[5] < '0' || line[5] > '9' || line[7] < '0' || line[7] > '9') return false;
+  for (std::size_t i = 9; i < 12; ++i) {
+    if (line[i] < '0' || line[i] > '9') return false;
+  }
+  return line.size() == 12 || line[12] == ' ';
+}
+
+std::string error_text(const llhttp_t* p) {
+  const char* reason = llhttp_get_error_reason(p);
+  return reason != nullptr ? reason : llhttp_errno_name(llhttp_get_errno(p));
+}
+
+}  // namespace
+
+struct ResponseParser::Llhttp {
+  llhttp_t parser;
+  llhttp_settings_t settings;
+};
+
+struct ResponseCallbacks {
+  static ResponseParser& self(llhttp_t* p) { return *static_cast<ResponseParser*>(p->data); }
+
+  static int on_status(llhttp_t* p, const char* at, std::size_t n) {
+    self(p).response_.reason.append(at, n);
+    return 0;
+  }
+  static int on_header_field(llhttp_t* p, const char* at, std::size_t n) {
+    ResponseParser& s = self(p);
+    if (!s.headers_done_) s.field_.append(at, n);
+    return 0;
+  }
+  static int on_header_value(llhttp_t* p, const char* at, std::size_t n) {
+    ResponseParser& s = self(p);
+    if (!s.headers_done_) s.value_.append(at, n);
+    return 0;
+  }
+  static int on_header_value_complete(llhttp_t* p) {
+    ResponseParser& s = self(p);
+    if (!s.headers_done_) {
+      s.response_.headers.add(std::move(s.field_), std::string(trim_ows(s.value_)));
+    }
+    s.field_.clear();
+    s.value_.clear();
+    return 0;
+  }
+  static int on_headers_complete(llhttp_t* p) { return self(p).on_headers_complete(); }
+  static int on_body(llhttp_t* p, const char* at, std::size_t n) {
+    ResponseParser& s = self(p);
+    if (s.response_.body.size() + n > s.limits_.max_body_bytes) {
+      s.error_ = resource_exhausted("response body is larger than the limit of " +
+                                    std::to_string(s.limits_.max_body_bytes) + " bytes");
+      return HPE_USER;
+    }
+    s.response_.body.append(at, n);
+    return 0;
+  }
+  static int on_message_complete(llhttp_t* p) {
+    ResponseParser& s = self(p);
+    s.message_done_ = true;
+    s.keep_alive_ = llhttp_should_keep_alive(p) != 0;
+    return HPE_PAUSED;
+  }
+};
+
+ResponseParser::ResponseParser(ResponseLimits limits, bool head_request)
+    : limits_(limits), head_request_(head_request), llhttp_(std::make_unique<Llhttp>()) {
+  llhttp_settings_init(&llhttp_->settings);
+  llhttp_->settings.on_status = &ResponseCallbacks::on_status;
+  llhttp_->settings.on_header_field = &ResponseCallbacks::on_header_field;
+  llhttp_->settings.on_header_value = &ResponseCallbacks::on_header_value;
+  llhttp_->settings.on_header_value_complete = &ResponseCallbacks::on_header_value_complete;
+  llhttp_->settings.on_headers_complete = &ResponseCallbacks::on_headers_complete;
+  llhttp_->settings.on_body = &ResponseCallbacks::on_body;
+  llhttp_->settings.on_message_complete = &ResponseCallbacks::on_message_complete;
+  llhttp_init(&llhttp_->parser, HTTP_RESPONSE, &llhttp_->settings);
+  llhttp_->parser.data = this;
+  llhttp_set_lenient_headers(&llhttp_->parser, 0);
+  llhttp_set_lenient_chunked_length(&llhttp_->parser, 0);
+  llhttp_set_lenient_keep_alive(&llhttp_->parser, 0);
+  llhttp_set_lenient_transfer_encoding(&llhttp_->parser, 0);
+}
+
+ResponseParser::~ResponseParser() = default;
+
+ResponseParser::Step ResponseParser::fail(Status status, std::size_t consumed) {
+  closed_ = true;
+  if (error_.ok()) error_ = std::move(status);
+  return {Event::kError, consumed};
+}
+
+void ResponseParser::reset_head() {
+  head_bytes_ = 0;
+  field_count_ = 0;
+  line_index_ = 0;
+  line_empty_ = true;
+  in_name_ = false;
+  prev_cr_ = false;
+  head_done_ = false;
+  status_line_.clear();
+  response_ = HttpResponse();
+  field_.clear();
+  value_.clear();
+  headers_done_ = false;
+  message_done_ = false;
+  interim_ = false;
+  in_body_ = false;
+}
+
+std::size_t ResponseParser::scan_head(std::string_view data) {
+  auto bad = [&](std::size_t i, const char* why) {
+    scan_error_ = data_loss(why);
+    return i;
+  };
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    const char c = data[i];
+    if (++head_bytes_ > limits_.max_header_bytes) {
+      scan_error_ = resource_exhausted("response header section is larger than the limit of " +
+                                       std::to_string(limits_.max_header_bytes) + " bytes");
+      return i;
+    }
+    if (prev_cr_) {
+      prev_cr_ = false;
+      if (c != '\n') return bad(i, "bare CR in the response header section");
+      if (line_empty_) {
+        if (line_index_ == 0) return bad(i, "empty line before the status line");
+        head_done_ = true;
+        return i + 1;
+      }
+      if (line_index_ == 0 && !valid_status_line(status_line_)) {
+        return bad(i, "malformed status line");
+      }
+      if (line_index_ > 0 && ++field_count_ > limits_.max_header_count) {
+        scan_error_ =
+            resource_exhausted("response has more than " +
+                               std::to_string(limits_.max_header_count) + " header fields");
+        return i;
+      }
+      ++line_index_;
+      line_empty_ = true;
+      in_name_ = true;
+      continue;
+    }
+    if (c == '\r') {
+      prev_cr_ = true;
+      continue;
+    }
+    if (c == '\n') return bad(i, "bare LF in the response header section");
+    if (line_empty_) {
+      line_empty_ = false;
+      if (line_index_ > 0 && (c == ' ' || c == '\t')) {
+        return bad(i, "obsolete line folding in the response header section");
+      }
+    }
+    if (line_index_ == 0) status_line_ += c;
+    if (line_index_ > 0 && in_name_) {
+      if (c == ':') {
+        in_name_ = false;
+      } else if (c == ' ' || c == '\t') {
+        return bad(i, "whitespace between a response header field name and the colon");
+      }
+    }
+  }
+  return data.size();
+}
+
+std::size_t ResponseParser::scan_chunked(std::string_view data) {
+  auto bad = [&](std::size_t i, const char* why) {
+    scan_error_ = data_loss(why);
+    return i;
+  };
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    const char c = data[i];
+    switch (chunk_state_) {
+      case ChunkState::kSize: {
+        int digit = -1;
+        if (c >= '0' && c <= '9')
+          digit = c - '0';
+        else if (c >= 'a' && c <= 'f')
+          digit = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+          digit = c - 'A' + 10;
+        if (digit >= 0) {
+          if (chunk_size_ > (UINT64_MAX >> 4)) return bad(i, "chunk size overflows");
+          chunk_size_ = (chunk_size_ << 4) | static_cast<std::uint64_t>(digit);
+          ++chunk_digits_;
+          break;
+        }
+        if (chunk_digits_ == 0) return bad(i, "invalid chunk size");
+        if (c == ';')
+          chunk_state_ = ChunkState::kExt;
+        else if (c == '\r')
+          chunk_state_ = ChunkState::kSizeLf;
+        else
+          return bad(i, "invalid chunk size");
+        break;
+      }
+      case ChunkState::kExt:
+        if (c == '\r')
+          chunk_state_ = ChunkState::kSizeLf;
+        else if (c == '\n' || (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f)
+          return bad(i, "invalid chunk extension");
+        break;
+      case ChunkState::kSizeLf:
+        if (c != '\n') return bad(i, "chunk size line must end in CRLF");
+        chunk_state_ = chunk_size_ == 0 ? ChunkState::kTrailerLineStart : ChunkState::kData;
+        break;
+      case ChunkState::kData: {
+        const std::size_t take =
+            static_cast<std::size_t>(std::min<std::uint64_t>(chunk_size_, data.size() - i));
+        chunk_size_ -= take;
+        i += take - 1;
+        if (chunk_size_ == 0) chunk_state_ = ChunkState::kDataCr;
+        break;
+      }
+      case ChunkState::kDataCr:
+      case ChunkState::kDataLf:
+        if (c != (chunk_state_ == ChunkState::kDataCr ? '\r' : '\n')) {
+          return bad(i, "chunk data must be followed by CRLF");
+        }
+        if (chunk_state_ == ChunkState::kDataCr) {
+          chunk_state_ = ChunkState::kDataLf;
+        } else {
+          chunk_state_ = ChunkState::kSize;
+          chunk_digits_ = 0;
+        }
+        break;
+      case ChunkState::kTrailerLineStart:
+      case ChunkState::kTrailerLine:
+        if (++trailer_bytes_ > limits_.max_header_bytes) {
+          scan_error_ = resource_exhausted("response trailer section is larger than the limit");
+          return i;
+        }
+        if (c == '\r') {
+          chunk_state_ = chunk_state_ == ChunkState::kTrailerLineStart ? ChunkState::kEndLf
+                                                                       : ChunkState::kTrailerLf;
+        } else if (c == '\n') {
+          return bad(i, "bare LF in the trailer section");
+        } else if (chunk_state_ == ChunkState::kTrailerLineStart && (c == ' ' || c == '\t')) {
+          return bad(i, "obsolete line folding in the trailer section");
+        } else {
+          chunk_state_ = ChunkState::kTrailerLine;
+        }
+        break;
+      case ChunkState::kTrailerLf:
+        if (c != '\n') return bad(i, "bare CR in the trailer section");
+        chunk_state_ = ChunkState::kTrailerLineStart;
+        break;
+      case ChunkState::kEndLf:
+        if (c != '\n') return bad(i, "bare CR at the end of a chunked body");
+        chunk_state_ = ChunkState::kDone;
+        return i + 1;
+      case ChunkState::kDone:
+        return i;
+    }
+  }
+  return data.size();
+}
+
+int ResponseParser::on_headers_complete() {
+  llhttp_t* p = &llhttp_->parser;
+  headers_done_ = true;
+  auto reject = [&](std::string reason) {
+    error_ = data_loss(std::move(reason));
+    return -1;
+  };
+  if (llhttp_get_http_major(p) != 1) return reject("response is not HTTP/1.x");
+  const int status = llhttp_get_status_code(p);
+  response_.status = status;
+  if (status < 100 || status > 599)
+    return reject("response status " + std::to_string(status) + " is out of range");
+  if (status == 101) return reject("unexpected 101 Switching Protocols (no upgrade was asked)");
+  interim_ = status < 200;
+
+  const HttpHeaders& headers = response_.headers;
+  const std::vector<std::string_view> lengths = headers.get_all("Content-Length");
+  const std::vector<std::string_view> encodings = headers.get_all("Transfer-Encoding");
+  const bool no_body = interim_ || status == 204 || status == 304 || head_request_;
+  if (!lengths.empty() && !encodings.empty()) {
+    return reject("response has both Content-Length and Transfer-Encoding");
+  }
+  if (lengths.size() > 1) return reject("response has more than one Content-Length field");
+  std::uint64_t content_length = 0;
+  if (lengths.size() == 1 && !parse_content_length(lengths[0], content_length)) {
+    return reject("invalid Content-Length in the response");
+  }
+  if (!encodings.empty() && !no_body) {
+    if (llhttp_get_http_minor(p) == 0) return reject("Transfer-Encoding in an HTTP/1.0 response");
+    std::vector<std::string_view> codings;
+    for (std::string_view field : encodings) {
+      while (true) {
+        const std::size_t comma = field.find(',');
+        codings.push_back(trim_ows(field.substr(0, comma)));
+        if (comma == std::string_view::npos) break;
+        field.remove_prefix(comma + 1);
+      }
+    }
+    if (codings.size() != 1 || !equals_ignore_case(codings[0], "chunked")) {
+      for (std::string_view coding : codings) {
+        if (coding.empty()) return reject("empty element in Transfer-Encoding");
+        for (char c : coding) {
+          if (!is_tchar(c)) return reject("invalid Transfer-Encoding in the response");
+        }
+      }
+      return reject("only the chunked transfer coding is supported in responses");
+    }
+    chunked_ = true;
+  }
+  if (no_body) return 1;  // llhttp: skip the body
+  if (content_length > limits_.max_body_bytes) {
+    error_ = resource_exhausted("response body of " + std::to_string(content_length) +
+                                " bytes is larger than the limit of " +
+                                std::to_string(limits_.max_body_bytes) + " bytes");
+    return -1;
+  }
+  return 0;
+}
+
+ResponseParser::Step ResponseParser::feed(std::string_view data) {
+  std::size_t total = 0;
+  while (true) {
+    const Step step = feed_one(data.substr(total));
+    total += step.consumed;
+    if (step.event == Event::kMessageComplete && interim_) {
+      // A 1xx interim response: forget it and parse the final one.
+      reset_head();
+      if (total == data.size()) return {Event::kNeedMore, total};
+      continue;
+    }
+    // The head scanner stops at the end of the header section; the body is the next step.
+    if (step.event == Event::kNeedMore && step.consumed > 0 && total < data.size()) continue;
+    return {step.event, total};
+  }
+}
+
+ResponseParser::Step ResponseParser::feed_one(std::string_view data) {
+  llhttp_t* p = &llhttp_->parser;
+  if (closed_) return fail(data_loss("data after the end of the response"), 0);
+  if (!data.empty()) started_ = true;
+  if (!in_body_) {
+    const std::size_t n = scan_head(data);
+    const llhttp_errno_t err = llhttp_execute(p, data.data(), n);
+    if (err == HPE_PAUSED && message_done_) {
+      llhttp_resume(p);
+      if (!interim_) closed_ = true;
+      const std::size_t consumed =
+          llhttp_get_error_pos(p) != nullptr
+              ? static_cast<std::size_t>(llhttp_get_error_pos(p) - data.data())
+              : n;
+      return {Event::kMessageComplete, consumed};
+    }
+    if (err != HPE_OK) {
+      if (!error_.ok()) return fail(error_, n);
+      return fail(data_loss("malformed response: " + error_text(p)), n);
+    }
+    if (!scan_error_.ok()) return fail(scan_error_, n);
+    if (head_done_) {
+      if (!headers_done_) return fail(data_loss("malformed response header section"), n);
+      in_body_ = true;
+    }
+    return {Event::kNeedMore, n};
+  }
+  if (chunked_) data = data.substr(0, scan_chunked(data));
+  const llhttp_errno_t err = llhttp_execute(p, data.data(), data.size());
+  if (err == HPE_OK) {
+    if (!scan_error_.ok()) return fail(scan_error_, data.size());
+    return {Event::kNeedMore, data.size()};
+  }
+  const std::size_t consumed = llhttp_get_error_pos(p) != nullptr
+                                   ? static_cast<std::size_t>(llhttp_get_error_pos(p) - data.data())
+                                   : data.size();
+  if (err == HPE_PAUSED && message_done_) {
+    llhttp_resume(p);
+    closed_ = true;
+    return {Event::kMessageComplete, consumed};
+  }
+  if (!error_.ok()) return fail(error_, consumed);
+  return fail(data_loss("malformed response body: " + error_text(p)), consumed);
+}
+
+ResponseParser::Step ResponseParser::finish() {
+  if (closed_) return fail(data_loss("connection closed after the response"), 0);
+  if (!started_) return fail(unavailable("connection closed before any response byte"), 0);
+  if (in_body_ && !chunked_) {
+    const llhttp_errno_t err = llhttp_finish(&llhttp_->parser);
+    if ((err == HPE_OK || err == HPE_PAUSED) && message_done_) {
+      closed_ = true;
+      keep_alive_ = false;
+      return {Event::kMessageComplete, 0};
+    }
+  }
+  return fail(data_loss("connection closed before the response was complete"), 0);
+}
+
+}  // namespace civicbus::http::detail

@@ -1,0 +1,155 @@
+#include "http/response_parser.hpp"
+
+#include <doctest/doctest.h>
+
+#include <optional>
+#include <string>
+
+namespace civicbus::http::detail {
+namespace {
+
+struct Parsed {
+  std::optional<HttpResponse> response;
+  bool keep_alive = false;
+  std::size_t left_over = 0;  // input bytes after the response
+  ErrorCode error = ErrorCode::kOk;
+};
+
+// Feeds `input` in pieces of `piece` bytes; `eof`: the connection closes after it.
+Parsed parse(std::string_view input, std::size_t piece, bool head = false, bool eof = false,
+             ResponseLimits limits = {}) {
+  ResponseParser parser(limits, head);
+  Parsed out;
+  std::size_t pos = 0;
+  while (pos < input.size()) {
+    std::string_view rest = input.substr(pos, piece);
+    const auto step = parser.feed(rest);
+    pos += step.consumed;
+    if (step.event == ResponseParser::Event::kMessageComplete) {
+      out.response = parser.take_response();
+      out.keep_alive = parser.keep_alive();
+      out.left_over = input.size() - pos;
+      return out;
+    }
+    if (step.event == ResponseParser::Event::kError) {
+      out.error = parser.error().code();
+      return out;
+    }
+    REQUIRE(step.consumed == rest.size());
+  }
+  if (eof) {
+    const auto step = parser.finish();
+    if (step.event == ResponseParser::Event::kMessageComplete) {
+      out.response = parser.take_response();
+      out.keep_alive = parser.keep_alive();
+    } else {
+      out.error = parser.error().code();
+    }
+  }
+  return out;
+}
+
+// The same result whether the input comes whole or byte by byte.
+Parsed parse_both(std::string_view input, bool head = false, bool eof = false,
+                  ResponseLimits limits = {}) {
+  const Parsed whole = parse(input, input.size(), head, eof, limits);
+  const Parsed bytes = parse(input, 1, head, eof, limits);
+  CHECK(whole.error == bytes.error);
+  CHECK(whole.response.has_value() == bytes.response.has_value());
+  if (whole.response && bytes.response) {
+    CHECK(whole.response->status == bytes.response->status);
+    CHECK(whole.response->body == bytes.response->body);
+    CHECK(whole.keep_alive == bytes.keep_alive);
+  }
+  return whole;
+}
+
+TEST_CASE("http response parser: Content-Length, reason and headers") {
+  const auto p = parse_both("HTTP/1.1 404 Not Found\r\nX-A:  one \r\nContent-Length: 3\r\n\r\nabc");
+  REQUIRE(p.response);
+  CHECK(p.response->status == 404);
+  CHECK(p.response->reason == "Not Found");
+  CHECK(p.response->headers.get("x-a") == "one");
+  CHECK(p.response->body == "abc");
+  CHECK(p.keep_alive);
+}
+
+TEST_CASE("http response parser: chunked body with extension and trailer") {
+  const auto p = parse_both(
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3;a=b\r\nabc\r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n");
+  REQUIRE(p.response);
+  CHECK(p.response->body == "abc0123456789");
+  CHECK_FALSE(p.response->headers.contains("T"));
+  CHECK(p.keep_alive);
+}
+
+TEST_CASE("http response parser: 1xx skipped, no body for HEAD, 204, 304") {
+  auto p = parse_both("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
+  REQUIRE(p.response);
+  CHECK(p.response->status == 200);
+  CHECK(p.response->body == "x");
+  p = parse_both("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/1.1", /*head=*/true);
+  REQUIRE(p.response);
+  CHECK(p.response->body.empty());
+  CHECK(p.left_over == 8);
+  p = parse_both("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n");
+  REQUIRE(p.response);
+  CHECK(p.response->status == 304);
+  p = parse_both("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n");
+  REQUIRE(p.response);
+  CHECK(p.response->body.empty());
+}
+
+TEST_CASE("http response parser: body delimited by the close") {
+  const auto p = parse_both("HTTP/1.1 200 OK\r\nX: y\r\n\r\nall of it", false, /*eof=*/true);
+  REQUIRE(p.response);
+  CHECK(p.response->body == "all of it");
+  CHECK_FALSE(p.keep_alive);
+  CHECK(parse_both("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", false, true).error ==
+        ErrorCode::kDataLoss);
+  CHECK(
+      parse_both("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").keep_alive ==
+      false);
+  CHECK(parse_both("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive == false);
+}
+
+TEST_CASE("http response parser: framing errors are kDataLoss") {
+  const char* bad[] = {
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY0\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\n0\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nx\r\n",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx",
+      "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "HTTP/1.1 200 OK\rX: 1\r\n\r\n",
+      "HTTP/2 200 OK\r\n\r\n",
+      "HTTP/1.1 2000 OK\r\n\r\n",
+      "\r\nHTTP/1.1 200 OK\r\n\r\n",
+  };
+  for (const char* input : bad) {
+    CAPTURE(input);
+    CHECK(parse_both(input).error == ErrorCode::kDataLoss);
+  }
+}
+
+TEST_CASE("http response parser: limits are kResourceExhausted") {
+  ResponseLimits limits;
+  limits.max_header_count = 2;
+  limits.max_header_bytes = 64;
+  limits.max_body_bytes = 4;
+  CHECK(parse_both("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", false, false, limits).error ==
+        ErrorCode::kResourceExhausted);
+  CHECK(
+      parse_both("HTTP/1.1 200 OK\r\nA: " + std::string(64, 'x') + "\r\n\r\n", false, false, limits)
+          .error == ErrorCode::kResourceExhausted);
+  CHECK(
+      parse_both("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n12345", false, false, limits).error ==
+      ErrorCode::kResourceExhausted);
+  CHECK(parse_both("HTTP/1.1 200 OK\r\n\r\n12345", false, true, limits).error ==
+        ErrorCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace civicbus::http::detail
