@@ -17,6 +17,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "http/framing.hpp"
 #include "http/response_parser.hpp"
 
 namespace civicbus::http {
@@ -26,10 +27,7 @@ namespace {
 using asio::ip::tcp;
 using SteadyClock = std::chrono::steady_clock;
 
-bool is_tchar(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
+using detail::is_tchar;  // http/framing.hpp
 
 bool is_token(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);

@@ -2,57 +2,12 @@
 
 #include <llhttp.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 namespace civicbus::http::detail {
 
 namespace {
-
-bool is_tchar(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-      return true;
-    default:
-      return false;
-  }
-}
-
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-// 1*DIGIT that fits in uint64; nothing else (no sign, no inner space, no list).
-bool parse_content_length(std::string_view text, std::uint64_t& out) {
-  if (text.empty()) return false;
-  std::uint64_t value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return false;
-    const auto digit = static_cast<std::uint64_t>(c - '0');
-    if (value > (UINT64_MAX - digit) / 10) return false;
-    value = value * 10 + digit;
-  }
-  out = value;
-  return true;
-}
 
 std::string error_text(const llhttp_t* p) {
   const char* reason = llhttp_get_error_reason(p);
@@ -126,7 +81,10 @@ struct LlhttpCallbacks {
 };
 
 RequestParser::RequestParser(RequestLimits limits)
-    : limits_(limits), llhttp_(std::make_unique<Llhttp>()) {
+    : limits_(limits),
+      llhttp_(std::make_unique<Llhttp>()),
+      head_(Peer::kRequest, limits.max_header_count, limits.max_header_bytes, &valid_request_line),
+      chunks_(Peer::kRequest, limits.max_header_bytes) {
   llhttp_settings_init(&llhttp_->settings);
   llhttp_->settings.on_url = &LlhttpCallbacks::on_url;
   llhttp_->settings.on_header_field = &LlhttpCallbacks::on_header_field;
@@ -147,7 +105,7 @@ RequestParser::RequestParser(RequestLimits limits)
 RequestParser::~RequestParser() = default;
 
 bool RequestParser::in_header() const {
-  return phase_ == Phase::kHead && head_bytes_ > 0;
+  return phase_ == Phase::kHead && head_.bytes() > 0;
 }
 bool RequestParser::in_body() const {
   return phase_ == Phase::kBody;
@@ -163,186 +121,24 @@ RequestParser::Step RequestParser::fail(int status, std::string reason, std::siz
 }
 
 void RequestParser::reset_message() {
-  head_bytes_ = 0;
-  field_count_ = 0;
-  line_index_ = 0;
-  line_empty_ = true;
-  in_name_ = false;
-  prev_cr_ = false;
-  head_done_ = false;
-  request_line_.clear();
+  head_.reset();
   request_ = HttpRequest();
   field_.clear();
   value_.clear();
   headers_done_ = false;
   message_done_ = false;
   chunked_ = false;
-  chunk_state_ = ChunkState::kSize;
-  chunk_size_ = 0;
-  chunk_digits_ = 0;
-  trailer_bytes_ = 0;
+  chunks_.reset();
   expect_continue_ = false;
 }
 
-std::size_t RequestParser::scan_head(std::string_view data) {
-  for (std::size_t i = 0; i < data.size(); ++i) {
-    const char c = data[i];
-    if (++head_bytes_ > limits_.max_header_bytes) {
-      scan_error_status_ = 431;
-      scan_error_reason_ = "request header section is larger than the limit of " +
-                           std::to_string(limits_.max_header_bytes) + " bytes";
-      return i;
-    }
-    if (prev_cr_) {
-      prev_cr_ = false;
-      if (c != '\n') {
-        scan_error_status_ = 400;
-        scan_error_reason_ = "bare CR in the request header section";
-        return i;
-      }
-      if (line_empty_) {
-        if (line_index_ == 0) continue;  // empty lines before the request line are ignored
-        head_done_ = true;
-        return i + 1;
-      }
-      if (line_index_ == 0 && !valid_request_line(request_line_)) {
-        scan_error_status_ = 400;
-        scan_error_reason_ = "malformed request line";
-        return i;
-      }
-      if (line_index_ > 0 && ++field_count_ > limits_.max_header_count) {
-        scan_error_status_ = 431;
-        scan_error_reason_ =
-            "request has more than " + std::to_string(limits_.max_header_count) + " header fields";
-        return i;
-      }
-      ++line_index_;
-      line_empty_ = true;
-      in_name_ = true;
-      continue;
-    }
-    if (c == '\r') {
-      prev_cr_ = true;
-      continue;
-    }
-    if (c == '\n') {
-      scan_error_status_ = 400;
-      scan_error_reason_ = "bare LF in the request header section (lines must end in CRLF)";
-      return i;
-    }
-    if (line_empty_) {
-      line_empty_ = false;
-      if (line_index_ > 0 && (c == ' ' || c == '\t')) {
-        scan_error_status_ = 400;
-        scan_error_reason_ = "obsolete line folding in the request header section";
-        return i;
-      }
-    }
-    if (line_index_ == 0) request_line_ += c;
-    if (line_index_ > 0 && in_name_) {
-      if (c == ':') {
-        in_name_ = false;
-      } else if (c == ' ' || c == '\t') {
-        scan_error_status_ = 400;
-        scan_error_reason_ = "whitespace between a header field name and the colon";
-        return i;
-      }
-    }
+// The scanners are shared with ResponseParser; here their findings become statuses.
+std::size_t RequestParser::scanned(const FramingFindings& scanner, std::size_t n) {
+  if (scanner.error() != FramingError::kNone) {
+    scan_error_status_ = scanner.error() == FramingError::kLimitExceeded ? 431 : 400;
+    scan_error_reason_ = scanner.reason();
   }
-  return data.size();
-}
-
-std::size_t RequestParser::scan_chunked(std::string_view data) {
-  auto bad = [&](std::size_t i, const char* why) {
-    scan_error_status_ = 400;
-    scan_error_reason_ = why;
-    return i;
-  };
-  for (std::size_t i = 0; i < data.size(); ++i) {
-    const char c = data[i];
-    switch (chunk_state_) {
-      case ChunkState::kSize: {
-        int digit = -1;
-        if (c >= '0' && c <= '9')
-          digit = c - '0';
-        else if (c >= 'a' && c <= 'f')
-          digit = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-          digit = c - 'A' + 10;
-        if (digit >= 0) {
-          if (chunk_size_ > (UINT64_MAX >> 4)) return bad(i, "chunk size overflows");
-          chunk_size_ = (chunk_size_ << 4) | static_cast<std::uint64_t>(digit);
-          ++chunk_digits_;
-          break;
-        }
-        if (chunk_digits_ == 0) return bad(i, "invalid chunk size");
-        if (c == ';')
-          chunk_state_ = ChunkState::kExt;
-        else if (c == '\r')
-          chunk_state_ = ChunkState::kSizeLf;
-        else
-          return bad(i, "invalid chunk size");
-        break;
-      }
-      case ChunkState::kExt:
-        if (c == '\r')
-          chunk_state_ = ChunkState::kSizeLf;
-        else if (c == '\n' || (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f) {
-          return bad(i, "invalid chunk extension");
-        }
-        break;
-      case ChunkState::kSizeLf:
-        if (c != '\n') return bad(i, "chunk size line must end in CRLF");
-        chunk_state_ = chunk_size_ == 0 ? ChunkState::kTrailerLineStart : ChunkState::kData;
-        break;
-      case ChunkState::kData: {
-        const std::size_t take =
-            static_cast<std::size_t>(std::min<std::uint64_t>(chunk_size_, data.size() - i));
-        chunk_size_ -= take;
-        i += take - 1;
-        if (chunk_size_ == 0) chunk_state_ = ChunkState::kDataCr;
-        break;
-      }
-      case ChunkState::kDataCr:
-        if (c != '\r') return bad(i, "chunk data must be followed by CRLF");
-        chunk_state_ = ChunkState::kDataLf;
-        break;
-      case ChunkState::kDataLf:
-        if (c != '\n') return bad(i, "chunk data must be followed by CRLF");
-        chunk_state_ = ChunkState::kSize;
-        chunk_digits_ = 0;
-        break;
-      case ChunkState::kTrailerLineStart:
-      case ChunkState::kTrailerLine:
-        if (++trailer_bytes_ > limits_.max_header_bytes) {
-          scan_error_status_ = 431;
-          scan_error_reason_ = "request trailer section is larger than the limit";
-          return i;
-        }
-        if (c == '\r') {
-          chunk_state_ = chunk_state_ == ChunkState::kTrailerLineStart ? ChunkState::kEndLf
-                                                                       : ChunkState::kTrailerLf;
-        } else if (c == '\n') {
-          return bad(i, "bare LF in the trailer section");
-        } else if (chunk_state_ == ChunkState::kTrailerLineStart && (c == ' ' || c == '\t')) {
-          return bad(i, "obsolete line folding in the trailer section");
-        } else {
-          chunk_state_ = ChunkState::kTrailerLine;
-        }
-        break;
-      case ChunkState::kTrailerLf:
-        if (c != '\n') return bad(i, "bare CR in the trailer section");
-        chunk_state_ = ChunkState::kTrailerLineStart;
-        break;
-      case ChunkState::kEndLf:
-        if (c != '\n') return bad(i, "bare CR at the end of a chunked body");
-        chunk_state_ = ChunkState::kDone;
-        return i + 1;
-      case ChunkState::kDone:
-        return i;
-    }
-  }
-  return data.size();
+  return n;
 }
 
 int RequestParser::on_headers_complete() {
@@ -379,15 +175,7 @@ int RequestParser::on_headers_complete() {
   if (!encodings.empty()) {
     if (request_.version_minor == 0) return reject(400, "Transfer-Encoding in an HTTP/1.0 request");
     // The codings of every field, in order; the last must be chunked, and only the last.
-    std::vector<std::string_view> codings;
-    for (std::string_view field : encodings) {
-      while (true) {
-        const std::size_t comma = field.find(',');
-        codings.push_back(trim_ows(field.substr(0, comma)));
-        if (comma == std::string_view::npos) break;
-        field.remove_prefix(comma + 1);
-      }
-    }
+    const std::vector<std::string_view> codings = split_codings(encodings);
     bool other = false;
     for (std::size_t i = 0; i < codings.size(); ++i) {
       const std::string_view coding = codings[i];
@@ -424,7 +212,7 @@ RequestParser::Step RequestParser::feed(std::string_view data) {
       return fail(400, "data after the last request of the connection", 0);
     case Phase::kHead: {
       if (message_done_) reset_message();  // take_request() was not called: drop the request
-      const std::size_t n = scan_head(data);
+      const std::size_t n = scanned(head_, head_.scan(data));
       // llhttp sees what was scanned (up to the error, if any) so that its own finding about
       // the same bytes, e.g. an invalid method, is reported rather than ours.
       const llhttp_errno_t err = llhttp_execute(p, data.data(), n);
@@ -437,7 +225,7 @@ RequestParser::Step RequestParser::feed(std::string_view data) {
         return fail(400, "malformed request: " + error_text(p), n);
       }
       if (scan_error_status_ != 0) return fail(scan_error_status_, scan_error_reason_, n);
-      if (head_done_) {
+      if (head_.done()) {
         if (!headers_done_) return fail(400, "malformed request header section", n);
         phase_ = Phase::kBody;
         return {Event::kHeadersComplete, n};
@@ -447,7 +235,7 @@ RequestParser::Step RequestParser::feed(std::string_view data) {
     case Phase::kBody: {
       // As in the head: llhttp sees what was scanned, so that where the input is split does
       // not change which finding is reported.
-      if (chunked_) data = data.substr(0, scan_chunked(data));
+      if (chunked_) data = data.substr(0, scanned(chunks_, chunks_.scan(data)));
       const llhttp_errno_t err = llhttp_execute(p, data.data(), data.size());
       if (err == HPE_OK) {
         if (scan_error_status_ != 0)

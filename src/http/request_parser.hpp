@@ -1,11 +1,16 @@
 // RequestParser: the server's HTTP/1.1 request parser, llhttp (strict: no lenient flags) plus
 // our own checks where llhttp is lenient or where RFC 9112 asks more of a server:
 //
-//  - a scanner over the header section that refuses bare CR, bare LF, obs-fold and
-//    whitespace between a field name and its colon, and counts fields and bytes (431);
+//  - a scanner over the header section (HeadScanner, framing.hpp, shared with the client's
+//    ResponseParser) that refuses bare CR, bare LF, obs-fold and whitespace between a field
+//    name and its colon, and counts fields and bytes (431); the request line is checked here
+//    (single spaces, an HTTP-version), and empty lines before it are ignored;
 //  - at the end of the header section: one Content-Length at most, digits only, no overflow;
 //    never with Transfer-Encoding; Transfer-Encoding only as "chunked" last and once; one Host
-//    at most; Expect only "100-continue" (417); a declared body over the limit (413).
+//    at most; Expect only "100-continue" (417); a declared body over the limit (413);
+//  - chunked bodies through ChunkScanner (framing.hpp): hex sizes without overflow, the CRLF
+//    after chunk data (llhttp 8.1 skips those two bytes unchecked), extensions and trailer
+//    lines.
 //
 // It reads no socket: the connection feeds it bytes and acts on the events it returns. Not
 // thread-safe; one per connection.
@@ -18,6 +23,7 @@
 #include <string_view>
 
 #include "civicbus/http/message.hpp"
+#include "http/framing.hpp"
 
 namespace civicbus::http::detail {
 
@@ -68,12 +74,9 @@ class RequestParser {
   enum class Phase { kHead, kBody, kClosed };
 
   Step fail(int status, std::string reason, std::size_t consumed);
-  // Scans header-section bytes; returns how many belong to the head (up to its end
-  // inclusive), or sets scan_error_status_.
-  std::size_t scan_head(std::string_view data);
-  // The same for a chunked body: checks the framing llhttp 8 does not (the CRLF after chunk
-  // data, extensions, trailer lines) and returns how many bytes belong to the message.
-  std::size_t scan_chunked(std::string_view data);
+  // Records the finding of a scanner (framing.hpp) that scanned `n` bytes as
+  // scan_error_status_; returns `n`.
+  std::size_t scanned(const FramingFindings& scanner, std::size_t n);
   int on_headers_complete();
   void reset_message();
 
@@ -83,37 +86,13 @@ class RequestParser {
   std::unique_ptr<Llhttp> llhttp_;
   Phase phase_ = Phase::kHead;
 
-  // Head scanner.
-  std::size_t head_bytes_ = 0;
-  std::size_t field_count_ = 0;
-  std::size_t line_index_ = 0;  // 0: the request line
-  bool line_empty_ = true;
-  bool in_name_ = false;
-  bool prev_cr_ = false;
-  bool head_done_ = false;
-  std::string request_line_;
+  // Head and chunked-body scanners (framing.hpp); their findings, as the status to answer.
+  HeadScanner head_;
   int scan_error_status_ = 0;
   std::string scan_error_reason_;
 
-  // Chunked-body scanner.
-  enum class ChunkState {
-    kSize,
-    kExt,
-    kSizeLf,
-    kData,
-    kDataCr,
-    kDataLf,
-    kTrailerLineStart,
-    kTrailerLine,
-    kTrailerLf,
-    kEndLf,
-    kDone
-  };
   bool chunked_ = false;
-  ChunkState chunk_state_ = ChunkState::kSize;
-  std::uint64_t chunk_size_ = 0;
-  std::size_t chunk_digits_ = 0;
-  std::size_t trailer_bytes_ = 0;
+  ChunkScanner chunks_;
 
   // The message being parsed.
   HttpRequest request_;

@@ -2,36 +2,11 @@
 
 #include <llhttp.h>
 
-#include <algorithm>
 #include <vector>
 
 namespace civicbus::http::detail {
 
 namespace {
-
-bool is_tchar(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-bool parse_content_length(std::string_view text, std::uint64_t& out) {
-  if (text.empty()) return false;
-  std::uint64_t value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return false;
-    const auto digit = static_cast<std::uint64_t>(c - '0');
-    if (value > (UINT64_MAX - digit) / 10) return false;
-    value = value * 10 + digit;
-  }
-  out = value;
-  return true;
-}
 
 // status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ]; the SP before an empty reason is
 // often left out, which we accept.
@@ -104,7 +79,11 @@ struct ResponseCallbacks {
 };
 
 ResponseParser::ResponseParser(ResponseLimits limits, bool head_request)
-    : limits_(limits), head_request_(head_request), llhttp_(std::make_unique<Llhttp>()) {
+    : limits_(limits),
+      head_request_(head_request),
+      llhttp_(std::make_unique<Llhttp>()),
+      head_(Peer::kResponse, limits.max_header_count, limits.max_header_bytes, &valid_status_line),
+      chunks_(Peer::kResponse, limits.max_header_bytes) {
   llhttp_settings_init(&llhttp_->settings);
   llhttp_->settings.on_status = &ResponseCallbacks::on_status;
   llhttp_->settings.on_header_field = &ResponseCallbacks::on_header_field;
@@ -130,14 +109,7 @@ ResponseParser::Step ResponseParser::fail(Status status, std::size_t consumed) {
 }
 
 void ResponseParser::reset_head() {
-  head_bytes_ = 0;
-  field_count_ = 0;
-  line_index_ = 0;
-  line_empty_ = true;
-  in_name_ = false;
-  prev_cr_ = false;
-  head_done_ = false;
-  status_line_.clear();
+  head_.reset();
   response_ = HttpResponse();
   field_.clear();
   value_.clear();
@@ -147,154 +119,14 @@ void ResponseParser::reset_head() {
   in_body_ = false;
 }
 
-std::size_t ResponseParser::scan_head(std::string_view data) {
-  auto bad = [&](std::size_t i, const char* why) {
-    scan_error_ = data_loss(why);
-    return i;
-  };
-  for (std::size_t i = 0; i < data.size(); ++i) {
-    const char c = data[i];
-    if (++head_bytes_ > limits_.max_header_bytes) {
-      scan_error_ = resource_exhausted("response header section is larger than the limit of " +
-                                       std::to_string(limits_.max_header_bytes) + " bytes");
-      return i;
-    }
-    if (prev_cr_) {
-      prev_cr_ = false;
-      if (c != '\n') return bad(i, "bare CR in the response header section");
-      if (line_empty_) {
-        if (line_index_ == 0) return bad(i, "empty line before the status line");
-        head_done_ = true;
-        return i + 1;
-      }
-      if (line_index_ == 0 && !valid_status_line(status_line_)) {
-        return bad(i, "malformed status line");
-      }
-      if (line_index_ > 0 && ++field_count_ > limits_.max_header_count) {
-        scan_error_ =
-            resource_exhausted("response has more than " +
-                               std::to_string(limits_.max_header_count) + " header fields");
-        return i;
-      }
-      ++line_index_;
-      line_empty_ = true;
-      in_name_ = true;
-      continue;
-    }
-    if (c == '\r') {
-      prev_cr_ = true;
-      continue;
-    }
-    if (c == '\n') return bad(i, "bare LF in the response header section");
-    if (line_empty_) {
-      line_empty_ = false;
-      if (line_index_ > 0 && (c == ' ' || c == '\t')) {
-        return bad(i, "obsolete line folding in the response header section");
-      }
-    }
-    if (line_index_ == 0) status_line_ += c;
-    if (line_index_ > 0 && in_name_) {
-      if (c == ':') {
-        in_name_ = false;
-      } else if (c == ' ' || c == '\t') {
-        return bad(i, "whitespace between a response header field name and the colon");
-      }
-    }
+// The scanners are shared with RequestParser; here their findings become a Status.
+std::size_t ResponseParser::scanned(const FramingFindings& scanner, std::size_t n) {
+  if (scanner.error() != FramingError::kNone) {
+    scan_error_ = scanner.error() == FramingError::kLimitExceeded
+                      ? resource_exhausted(scanner.reason())
+                      : data_loss(scanner.reason());
   }
-  return data.size();
-}
-
-std::size_t ResponseParser::scan_chunked(std::string_view data) {
-  auto bad = [&](std::size_t i, const char* why) {
-    scan_error_ = data_loss(why);
-    return i;
-  };
-  for (std::size_t i = 0; i < data.size(); ++i) {
-    const char c = data[i];
-    switch (chunk_state_) {
-      case ChunkState::kSize: {
-        int digit = -1;
-        if (c >= '0' && c <= '9')
-          digit = c - '0';
-        else if (c >= 'a' && c <= 'f')
-          digit = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-          digit = c - 'A' + 10;
-        if (digit >= 0) {
-          if (chunk_size_ > (UINT64_MAX >> 4)) return bad(i, "chunk size overflows");
-          chunk_size_ = (chunk_size_ << 4) | static_cast<std::uint64_t>(digit);
-          ++chunk_digits_;
-          break;
-        }
-        if (chunk_digits_ == 0) return bad(i, "invalid chunk size");
-        if (c == ';')
-          chunk_state_ = ChunkState::kExt;
-        else if (c == '\r')
-          chunk_state_ = ChunkState::kSizeLf;
-        else
-          return bad(i, "invalid chunk size");
-        break;
-      }
-      case ChunkState::kExt:
-        if (c == '\r')
-          chunk_state_ = ChunkState::kSizeLf;
-        else if (c == '\n' || (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f)
-          return bad(i, "invalid chunk extension");
-        break;
-      case ChunkState::kSizeLf:
-        if (c != '\n') return bad(i, "chunk size line must end in CRLF");
-        chunk_state_ = chunk_size_ == 0 ? ChunkState::kTrailerLineStart : ChunkState::kData;
-        break;
-      case ChunkState::kData: {
-        const std::size_t take =
-            static_cast<std::size_t>(std::min<std::uint64_t>(chunk_size_, data.size() - i));
-        chunk_size_ -= take;
-        i += take - 1;
-        if (chunk_size_ == 0) chunk_state_ = ChunkState::kDataCr;
-        break;
-      }
-      case ChunkState::kDataCr:
-      case ChunkState::kDataLf:
-        if (c != (chunk_state_ == ChunkState::kDataCr ? '\r' : '\n')) {
-          return bad(i, "chunk data must be followed by CRLF");
-        }
-        if (chunk_state_ == ChunkState::kDataCr) {
-          chunk_state_ = ChunkState::kDataLf;
-        } else {
-          chunk_state_ = ChunkState::kSize;
-          chunk_digits_ = 0;
-        }
-        break;
-      case ChunkState::kTrailerLineStart:
-      case ChunkState::kTrailerLine:
-        if (++trailer_bytes_ > limits_.max_header_bytes) {
-          scan_error_ = resource_exhausted("response trailer section is larger than the limit");
-          return i;
-        }
-        if (c == '\r') {
-          chunk_state_ = chunk_state_ == ChunkState::kTrailerLineStart ? ChunkState::kEndLf
-                                                                       : ChunkState::kTrailerLf;
-        } else if (c == '\n') {
-          return bad(i, "bare LF in the trailer section");
-        } else if (chunk_state_ == ChunkState::kTrailerLineStart && (c == ' ' || c == '\t')) {
-          return bad(i, "obsolete line folding in the trailer section");
-        } else {
-          chunk_state_ = ChunkState::kTrailerLine;
-        }
-        break;
-      case ChunkState::kTrailerLf:
-        if (c != '\n') return bad(i, "bare CR in the trailer section");
-        chunk_state_ = ChunkState::kTrailerLineStart;
-        break;
-      case ChunkState::kEndLf:
-        if (c != '\n') return bad(i, "bare CR at the end of a chunked body");
-        chunk_state_ = ChunkState::kDone;
-        return i + 1;
-      case ChunkState::kDone:
-        return i;
-    }
-  }
-  return data.size();
+  return n;
 }
 
 int ResponseParser::on_headers_complete() {
@@ -326,15 +158,7 @@ int ResponseParser::on_headers_complete() {
   }
   if (!encodings.empty() && !no_body) {
     if (llhttp_get_http_minor(p) == 0) return reject("Transfer-Encoding in an HTTP/1.0 response");
-    std::vector<std::string_view> codings;
-    for (std::string_view field : encodings) {
-      while (true) {
-        const std::size_t comma = field.find(',');
-        codings.push_back(trim_ows(field.substr(0, comma)));
-        if (comma == std::string_view::npos) break;
-        field.remove_prefix(comma + 1);
-      }
-    }
+    const std::vector<std::string_view> codings = split_codings(encodings);
     if (codings.size() != 1 || !equals_ignore_case(codings[0], "chunked")) {
       for (std::string_view coding : codings) {
         if (coding.empty()) return reject("empty element in Transfer-Encoding");
@@ -378,7 +202,7 @@ ResponseParser::Step ResponseParser::feed_one(std::string_view data) {
   if (closed_) return fail(data_loss("data after the end of the response"), 0);
   if (!data.empty()) started_ = true;
   if (!in_body_) {
-    const std::size_t n = scan_head(data);
+    const std::size_t n = scanned(head_, head_.scan(data));
     const llhttp_errno_t err = llhttp_execute(p, data.data(), n);
     if (err == HPE_PAUSED && message_done_) {
       llhttp_resume(p);
@@ -394,13 +218,13 @@ ResponseParser::Step ResponseParser::feed_one(std::string_view data) {
       return fail(data_loss("malformed response: " + error_text(p)), n);
     }
     if (!scan_error_.ok()) return fail(scan_error_, n);
-    if (head_done_) {
+    if (head_.done()) {
       if (!headers_done_) return fail(data_loss("malformed response header section"), n);
       in_body_ = true;
     }
     return {Event::kNeedMore, n};
   }
-  if (chunked_) data = data.substr(0, scan_chunked(data));
+  if (chunked_) data = data.substr(0, scanned(chunks_, chunks_.scan(data)));
   const llhttp_errno_t err = llhttp_execute(p, data.data(), data.size());
   if (err == HPE_OK) {
     if (!scan_error_.ok()) return fail(scan_error_, data.size());

@@ -1,14 +1,15 @@
 // ResponseParser: the client's HTTP/1.1 response parser, llhttp in HTTP_RESPONSE mode (no
 // lenient flags) plus our own byte scanners where llhttp is lenient, as strict as the
-// server's RequestParser:
+// server's RequestParser (the scanners are the same ones, framing.hpp):
 //
-//  - the header section: status line shape, bare CR, bare LF, obs-fold, whitespace before a
-//    colon, field count and byte limits;
+//  - the header section (HeadScanner): bare CR, bare LF, obs-fold, whitespace before a
+//    colon, field count and byte limits; the status line shape is checked here, and an empty
+//    line before it is refused;
 //  - at the end of the header section: one Content-Length at most, digits only; never with
 //    Transfer-Encoding; Transfer-Encoding only "chunked", last and once; 101 refused (the
 //    client never asks for an upgrade);
-//  - chunked bodies: hex sizes without overflow, the CRLF after chunk data (llhttp 8.1 skips
-//    those two bytes unchecked), extensions and trailer lines;
+//  - chunked bodies (ChunkScanner): hex sizes without overflow, the CRLF after chunk data
+//    (llhttp 8.1 skips those two bytes unchecked), extensions and trailer lines;
 //  - no body for HEAD responses, 1xx, 204 and 304 (a Content-Length there is not a body);
 //    without Content-Length or chunked the body runs to the connection's close (finish());
 //  - 1xx interim responses (100 Continue) are skipped.
@@ -24,6 +25,7 @@
 
 #include "civicbus/core/status.hpp"
 #include "civicbus/http/message.hpp"
+#include "http/framing.hpp"
 
 namespace civicbus::http::detail {
 
@@ -73,8 +75,9 @@ class ResponseParser {
 
   Step feed_one(std::string_view data);
   Step fail(Status status, std::size_t consumed);
-  std::size_t scan_head(std::string_view data);
-  std::size_t scan_chunked(std::string_view data);
+  // Records the finding of a scanner (framing.hpp) that scanned `n` bytes as scan_error_;
+  // returns `n`.
+  std::size_t scanned(const FramingFindings& scanner, std::size_t n);
   int on_headers_complete();
   void reset_head();
 
@@ -85,36 +88,13 @@ class ResponseParser {
   bool in_body_ = false;
   bool closed_ = false;
 
-  // Head scanner (restarted after every interim response).
-  std::size_t head_bytes_ = 0;
-  std::size_t field_count_ = 0;
-  std::size_t line_index_ = 0;  // 0: the status line
-  bool line_empty_ = true;
-  bool in_name_ = false;
-  bool prev_cr_ = false;
-  bool head_done_ = false;
-  std::string status_line_;
+  // Head scanner (restarted after every interim response) and chunked-body scanner
+  // (framing.hpp); their findings, as a Status.
+  HeadScanner head_;
   Status scan_error_;
 
-  // Chunked-body scanner (mirrors RequestParser's).
-  enum class ChunkState {
-    kSize,
-    kExt,
-    kSizeLf,
-    kData,
-    kDataCr,
-    kDataLf,
-    kTrailerLineStart,
-    kTrailerLine,
-    kTrailerLf,
-    kEndLf,
-    kDone
-  };
   bool chunked_ = false;
-  ChunkState chunk_state_ = ChunkState::kSize;
-  std::uint64_t chunk_size_ = 0;
-  std::size_t chunk_digits_ = 0;
-  std::size_t trailer_bytes_ = 0;
+  ChunkScanner chunks_;
 
   HttpResponse response_;
   std::string field_;

@@ -1,0 +1,252 @@
+#include "http/framing.hpp"
+
+#include <algorithm>
+#include <utility>
+
+namespace civicbus::http::detail {
+
+namespace {
+
+const char* noun(Peer peer) {
+  return peer == Peer::kRequest ? "request" : "response";
+}
+
+}  // namespace
+
+std::size_t FramingFindings::fail(FramingError error, std::string reason, std::size_t at) {
+  error_ = error;
+  reason_ = std::move(reason);
+  return at;
+}
+
+void FramingFindings::clear_findings() {
+  error_ = FramingError::kNone;
+  reason_.clear();
+}
+
+HeadScanner::HeadScanner(Peer peer, std::size_t max_header_count, std::size_t max_header_bytes,
+                         StartLineCheck valid_start_line)
+    : peer_(peer),
+      max_header_count_(max_header_count),
+      max_header_bytes_(max_header_bytes),
+      valid_start_line_(valid_start_line) {}
+
+void HeadScanner::reset() {
+  bytes_ = 0;
+  field_count_ = 0;
+  line_index_ = 0;
+  line_empty_ = true;
+  in_name_ = false;
+  prev_cr_ = false;
+  done_ = false;
+  start_line_.clear();
+  clear_findings();
+}
+
+std::size_t HeadScanner::scan(std::string_view data) {
+  const bool request = peer_ == Peer::kRequest;
+  auto section = [&] { return std::string(noun(peer_)) + " header section"; };
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    const char c = data[i];
+    if (++bytes_ > max_header_bytes_) {
+      return fail(FramingError::kLimitExceeded,
+                  section() + " is larger than the limit of " + std::to_string(max_header_bytes_) +
+                      " bytes",
+                  i);
+    }
+    if (prev_cr_) {
+      prev_cr_ = false;
+      if (c != '\n') return fail(FramingError::kMalformed, "bare CR in the " + section(), i);
+      if (line_empty_) {
+        if (line_index_ == 0) {
+          // A server ignores empty lines before the request line; a client does not expect
+          // any before a status line.
+          if (request) continue;
+          return fail(FramingError::kMalformed, "empty line before the status line", i);
+        }
+        done_ = true;
+        return i + 1;
+      }
+      if (line_index_ == 0 && !valid_start_line_(start_line_)) {
+        return fail(FramingError::kMalformed,
+                    request ? "malformed request line" : "malformed status line", i);
+      }
+      if (line_index_ > 0 && ++field_count_ > max_header_count_) {
+        return fail(FramingError::kLimitExceeded,
+                    std::string(noun(peer_)) + " has more than " +
+                        std::to_string(max_header_count_) + " header fields",
+                    i);
+      }
+      ++line_index_;
+      line_empty_ = true;
+      in_name_ = true;
+      continue;
+    }
+    if (c == '\r') {
+      prev_cr_ = true;
+      continue;
+    }
+    if (c == '\n') {
+      return fail(FramingError::kMalformed,
+                  request ? "bare LF in the request header section (lines must end in CRLF)"
+                          : "bare LF in the response header section",
+                  i);
+    }
+    if (line_empty_) {
+      line_empty_ = false;
+      if (line_index_ > 0 && (c == ' ' || c == '\t')) {
+        return fail(FramingError::kMalformed, "obsolete line folding in the " + section(), i);
+      }
+    }
+    if (line_index_ == 0) start_line_ += c;
+    if (line_index_ > 0 && in_name_) {
+      if (c == ':') {
+        in_name_ = false;
+      } else if (c == ' ' || c == '\t') {
+        return fail(FramingError::kMalformed,
+                    request ? "whitespace between a header field name and the colon"
+                            : "whitespace between a response header field name and the colon",
+                    i);
+      }
+    }
+  }
+  return data.size();
+}
+
+ChunkScanner::ChunkScanner(Peer peer, std::size_t max_trailer_bytes)
+    : peer_(peer), max_trailer_bytes_(max_trailer_bytes) {}
+
+void ChunkScanner::reset() {
+  state_ = State::kSize;
+  size_ = 0;
+  digits_ = 0;
+  trailer_bytes_ = 0;
+  clear_findings();
+}
+
+std::size_t ChunkScanner::scan(std::string_view data) {
+  auto bad = [&](std::size_t i, const char* why) { return fail(FramingError::kMalformed, why, i); };
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    const char c = data[i];
+    switch (state_) {
+      case State::kSize: {
+        int digit = -1;
+        if (c >= '0' && c <= '9')
+          digit = c - '0';
+        else if (c >= 'a' && c <= 'f')
+          digit = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+          digit = c - 'A' + 10;
+        if (digit >= 0) {
+          if (size_ > (UINT64_MAX >> 4)) return bad(i, "chunk size overflows");
+          size_ = (size_ << 4) | static_cast<std::uint64_t>(digit);
+          ++digits_;
+          break;
+        }
+        if (digits_ == 0) return bad(i, "invalid chunk size");
+        if (c == ';')
+          state_ = State::kExt;
+        else if (c == '\r')
+          state_ = State::kSizeLf;
+        else
+          return bad(i, "invalid chunk size");
+        break;
+      }
+      case State::kExt:
+        if (c == '\r')
+          state_ = State::kSizeLf;
+        else if (c == '\n' || (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f)
+          return bad(i, "invalid chunk extension");
+        break;
+      case State::kSizeLf:
+        if (c != '\n') return bad(i, "chunk size line must end in CRLF");
+        state_ = size_ == 0 ? State::kTrailerLineStart : State::kData;
+        break;
+      case State::kData: {
+        const std::size_t take =
+            static_cast<std::size_t>(std::min<std::uint64_t>(size_, data.size() - i));
+        size_ -= take;
+        i += take - 1;
+        if (size_ == 0) state_ = State::kDataCr;
+        break;
+      }
+      // The CRLF after chunk data: llhttp 8.1 (Debian's) skips these two bytes without
+      // looking at them, so this scanner is what checks them.
+      case State::kDataCr:
+        if (c != '\r') return bad(i, "chunk data must be followed by CRLF");
+        state_ = State::kDataLf;
+        break;
+      case State::kDataLf:
+        if (c != '\n') return bad(i, "chunk data must be followed by CRLF");
+        state_ = State::kSize;
+        digits_ = 0;
+        break;
+      case State::kTrailerLineStart:
+      case State::kTrailerLine:
+        if (++trailer_bytes_ > max_trailer_bytes_) {
+          return fail(FramingError::kLimitExceeded,
+                      std::string(noun(peer_)) + " trailer section is larger than the limit", i);
+        }
+        if (c == '\r') {
+          state_ = state_ == State::kTrailerLineStart ? State::kEndLf : State::kTrailerLf;
+        } else if (c == '\n') {
+          return bad(i, "bare LF in the trailer section");
+        } else if (state_ == State::kTrailerLineStart && (c == ' ' || c == '\t')) {
+          return bad(i, "obsolete line folding in the trailer section");
+        } else {
+          state_ = State::kTrailerLine;
+        }
+        break;
+      case State::kTrailerLf:
+        if (c != '\n') return bad(i, "bare CR in the trailer section");
+        state_ = State::kTrailerLineStart;
+        break;
+      case State::kEndLf:
+        if (c != '\n') return bad(i, "bare CR at the end of a chunked body");
+        state_ = State::kDone;
+        return i + 1;
+      case State::kDone:
+        return i;
+    }
+  }
+  return data.size();
+}
+
+bool is_tchar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool parse_content_length(std::string_view text, std::uint64_t& out) {
+  if (text.empty()) return false;
+  std::uint64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    const auto digit = static_cast<std::uint64_t>(c - '0');
+    if (value > (UINT64_MAX - digit) / 10) return false;
+    value = value * 10 + digit;
+  }
+  out = value;
+  return true;
+}
+
+std::vector<std::string_view> split_codings(const std::vector<std::string_view>& fields) {
+  std::vector<std::string_view> codings;
+  for (std::string_view field : fields) {
+    while (true) {
+      const std::size_t comma = field.find(',');
+      codings.push_back(trim_ows(field.substr(0, comma)));
+      if (comma == std::string_view::npos) break;
+      field.remove_prefix(comma + 1);
+    }
+  }
+  return codings;
+}
+
+}  // namespace civicbus::http::detail

@@ -1,0 +1,135 @@
+// The byte scanners and small helpers that RequestParser and ResponseParser share: llhttp
+// (strict, no lenient flags) parses, and these check what llhttp 8 is lenient about or does
+// not check at all, so that the server and the client are equally strict about HTTP/1.1
+// framing (RFC 9112).
+//
+//  - HeadScanner: the header section. Refuses bare CR, bare LF, obs-fold and whitespace
+//    between a field name and its colon; counts fields and bytes against the limits. The
+//    start line is collected and handed to a check of the parser's own (request line or
+//    status line), since only the parser knows its shape.
+//  - ChunkScanner: a chunked body. Hex sizes without overflow, the CRLF after chunk data
+//    (llhttp 8.1, as Debian ships it, skips those two bytes unchecked), extensions, trailer
+//    lines and the trailer byte limit.
+//
+// A scanner returns how many of the bytes belong to the message (up to its end, or up to the
+// byte at fault); the parser feeds exactly those to llhttp, so that llhttp's own finding
+// about the same bytes is reported first and where the input is split does not change which
+// finding is reported. After an error, error() and reason() say what; the parser turns them
+// into its own kind of error (an HTTP status or a Status).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace civicbus::http::detail {
+
+// Which side of the exchange a scanner serves: it names the section in error reasons, and a
+// server ignores empty lines before the request line (RFC 9112 section 2.2) while a client
+// refuses them before a status line.
+enum class Peer { kRequest, kResponse };
+
+enum class FramingError {
+  kNone,
+  kMalformed,      // the bytes break the grammar (a server answers 400)
+  kLimitExceeded,  // a count or byte limit (a server answers 431)
+};
+
+// What both scanners report after an error.
+class FramingFindings {
+ public:
+  FramingError error() const { return error_; }
+  const std::string& reason() const { return reason_; }
+
+ protected:
+  // Records the finding; returns `at`, the bytes before the one at fault.
+  std::size_t fail(FramingError error, std::string reason, std::size_t at);
+  void clear_findings();
+
+ private:
+  FramingError error_ = FramingError::kNone;
+  std::string reason_;
+};
+
+class HeadScanner : public FramingFindings {
+ public:
+  // Checks the start line (without its CRLF) once it is complete.
+  using StartLineCheck = bool (*)(std::string_view line);
+
+  HeadScanner(Peer peer, std::size_t max_header_count, std::size_t max_header_bytes,
+              StartLineCheck valid_start_line);
+
+  // Scans header-section bytes; returns how many belong to the head (up to its end
+  // inclusive, or up to the byte at fault).
+  std::size_t scan(std::string_view data);
+  // For the next message (a new request on the connection, or after a 1xx response).
+  void reset();
+
+  // Bytes of the head seen so far (empty lines before a request line included).
+  std::size_t bytes() const { return bytes_; }
+  // The empty line that ends the header section has been scanned.
+  bool done() const { return done_; }
+
+ private:
+  Peer peer_;
+  std::size_t max_header_count_;
+  std::size_t max_header_bytes_;
+  StartLineCheck valid_start_line_;
+
+  std::size_t bytes_ = 0;
+  std::size_t field_count_ = 0;
+  std::size_t line_index_ = 0;  // 0: the start line
+  bool line_empty_ = true;
+  bool in_name_ = false;
+  bool prev_cr_ = false;
+  bool done_ = false;
+  std::string start_line_;
+};
+
+class ChunkScanner : public FramingFindings {
+ public:
+  // The trailer section counts against the same byte limit as the header section.
+  ChunkScanner(Peer peer, std::size_t max_trailer_bytes);
+
+  // Scans chunked-body bytes: checks the framing llhttp 8 does not (the CRLF after chunk
+  // data, extensions, trailer lines) and returns how many bytes belong to the message.
+  std::size_t scan(std::string_view data);
+  void reset();
+
+ private:
+  enum class State {
+    kSize,
+    kExt,
+    kSizeLf,
+    kData,
+    kDataCr,
+    kDataLf,
+    kTrailerLineStart,
+    kTrailerLine,
+    kTrailerLf,
+    kEndLf,
+    kDone
+  };
+
+  Peer peer_;
+  std::size_t max_trailer_bytes_;
+
+  State state_ = State::kSize;
+  std::uint64_t size_ = 0;
+  std::size_t digits_ = 0;
+  std::size_t trailer_bytes_ = 0;
+};
+
+// token characters (RFC 9110 section 5.6.2).
+bool is_tchar(char c);
+// Without leading and trailing spaces and tabs.
+std::string_view trim_ows(std::string_view s);
+// 1*DIGIT that fits in uint64; nothing else (no sign, no inner space, no list).
+bool parse_content_length(std::string_view text, std::uint64_t& out);
+// The codings of every Transfer-Encoding field, in order, each trimmed (empty ones kept, for
+// the caller to refuse).
+std::vector<std::string_view> split_codings(const std::vector<std::string_view>& fields);
+
+}  // namespace civicbus::http::detail
