@@ -1,0 +1,71 @@
+// ApiVersionPolicy: the lifecycle headers of one API version — Deprecation (RFC 9745), Sunset
+// (RFC 8594) and Link rel="successor-version" / rel="deprecation" — and, once the sunset date
+// has passed, the 410 Gone the gateway answers instead of forwarding. Pure: reads time only
+// from the injected Clock (which must outlive the policy); immutable after create(), so any
+// number of threads may share one policy. Also the HTTP-date helpers (RFC 9110 §5.6.7).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "civicbus/core/clock.hpp"
+#include "civicbus/core/status.hpp"
+#include "civicbus/http/message.hpp"
+
+namespace civicbus::gateway {
+
+// IMF-fixdate, the preferred HTTP-date: "Sun, 06 Nov 1994 08:49:37 GMT". Sub-second parts are
+// dropped (rounded down).
+std::string format_http_date(SystemTime t);
+// Parses an HTTP-date in any of the three forms recipients must accept (RFC 9110 §5.6.7):
+// IMF-fixdate, obsolete RFC 850 ("Sunday, 06-Nov-94 08:49:37 GMT") and asctime
+// ("Sun Nov  6 08:49:37 1994"). Names are case-sensitive; the day name is checked for syntax only
+// (RFC 8594's own example has the wrong one).
+// An RFC 850 two-digit year is 19yy for yy >= 70 and 20yy below (a fixed pivot, not the
+// "50 years in the future" rule, so parsing does not depend on the clock).
+Result<SystemTime> parse_http_date(std::string_view text);
+// An RFC 9651 structured-field Date as RFC 9745 uses it: "@1688169599" (seconds, rounded down).
+std::string format_structured_date(SystemTime t);
+
+struct ApiVersionOptions {
+  std::string version;                      // "v1"; named in the 410 body. Required.
+  std::optional<SystemTime> deprecated_at;  // when the version is (or was) deprecated
+  std::optional<SystemTime> sunset_at;      // when it stops answering; not before deprecated_at
+  std::string successor_url;                // "https://api.example.ca/v2/"; "" = none
+  std::string deprecation_doc_url;          // human documentation of the deprecation; "" = none
+};
+
+enum class VersionPhase {
+  kActive,      // before deprecated_at (or none set)
+  kDeprecated,  // from deprecated_at until sunset_at
+  kSunset,      // from sunset_at on: answer `gone`
+};
+
+struct VersionDecision {
+  VersionPhase phase = VersionPhase::kActive;
+  // To add to the response in every phase: dates in the future announce what is coming.
+  http::HttpHeaders headers;
+  // Set in kSunset only: the 410 to answer instead of forwarding (already carries `headers`).
+  std::optional<http::HttpResponse> gone;
+};
+
+class ApiVersionPolicy {
+ public:
+  static Result<ApiVersionPolicy> create(const Clock& clock, ApiVersionOptions options);
+
+  // The decision at clock.now().
+  VersionDecision decide() const { return decide_at(clock_->now()); }
+  VersionDecision decide_at(SystemTime now) const;
+
+  const ApiVersionOptions& options() const { return options_; }
+
+ private:
+  ApiVersionPolicy(const Clock& clock, ApiVersionOptions options)
+      : clock_(&clock), options_(std::move(options)) {}
+
+  const Clock* clock_;  // not owned
+  ApiVersionOptions options_;
+};
+
+}  // namespace civicbus::gateway
