@@ -2,7 +2,7 @@
 // (RFC 8594) and Link rel="successor-version" / rel="deprecation" — and, once the sunset date
 // has passed, the 410 Gone the gateway answers instead of forwarding. Pure: reads time only
 // from the injected Clock (which must outlive the policy); immutable after create(), so any
-// number of threads may share one policy. Also the HTTP-date helpers (RFC 9110 §5.6.7).
+// number of threads may share one policy.
 #pragma once
 
 #include <optional>
@@ -15,16 +15,9 @@
 
 namespace civicbus::gateway {
 
-// IMF-fixdate, the preferred HTTP-date: "Sun, 06 Nov 1994 08:49:37 GMT". Sub-second parts are
-// dropped (rounded down).
-std::string format_http_date(SystemTime t);
-// Parses an HTTP-date in any of the three forms recipients must accept (RFC 9110 §5.6.7):
-// IMF-fixdate, obsolete RFC 850 ("Sunday, 06-Nov-94 08:49:37 GMT") and asctime
-// ("Sun Nov  6 08:49:37 1994"). Names are case-sensitive; the day name is checked for syntax only
-// (RFC 8594's own example has the wrong one).
-// An RFC 850 two-digit year is 19yy for yy >= 70 and 20yy below (a fixed pivot, not the
-// "50 years in the future" rule, so parsing does not depend on the clock).
-Result<SystemTime> parse_http_date(std::string_view text);
+// HTTP-dates: civicbus::format_http_date and parse_http_date (civicbus/core/clock.hpp).
+using civicbus::format_http_date;
+using civicbus::parse_http_date;
 // An RFC 9651 structured-field Date as RFC 9745 uses it: "@1688169599" (seconds, rounded down).
 std::string format_structured_date(SystemTime t);
 

@@ -4,6 +4,8 @@
 // operations when it passes, so `run` sees operation_aborted and answers 408 or closes.
 #include "civicbus/http/server.hpp"
 
+#include "civicbus/core/clock.hpp"
+
 #include <array>
 #include <asio.hpp>
 #include <atomic>
@@ -24,21 +26,6 @@ using asio::ip::tcp;
 using SteadyClock = std::chrono::steady_clock;
 
 constexpr std::chrono::milliseconds kLingerTime{500};
-
-// RFC 9110 IMF-fixdate: "Tue, 01 Dec 2026 14:30:00 GMT" (not locale-dependent).
-std::string http_date(std::chrono::system_clock::time_point now) {
-  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday % 7],
-                tm.tm_mday, kMonths[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                tm.tm_sec);
-  return buf;
-}
 
 bool safe_field_text(std::string_view s) {
   return s.find_first_of("\r\n") == std::string_view::npos &&
@@ -72,7 +59,7 @@ void append_response(std::string& out, const HttpResponse& response, bool head_r
     out += "\r\n";
   }
   if (!response.headers.contains("Date")) {
-    out += "Date: " + http_date(std::chrono::system_clock::now()) + "\r\n";
+    out += "Date: " + format_http_date(std::chrono::system_clock::now()) + "\r\n";
   }
   if (!response.headers.contains("Server")) out += "Server: civicbus\r\n";
   const bool no_body = status < 200 || status == 204 || status == 304;

@@ -56,4 +56,14 @@ std::string format_rfc3339(SystemTime t);
 // Accepts any RFC 3339 date-time (offsets, fractional seconds of any length).
 Result<SystemTime> parse_rfc3339(std::string_view text);
 
+// IMF-fixdate, the preferred HTTP-date (RFC 9110 §5.6.7): "Sun, 06 Nov 1994 08:49:37 GMT".
+// Sub-second parts are dropped (rounded down).
+std::string format_http_date(SystemTime t);
+// Parses an HTTP-date in any of the three forms recipients must accept: IMF-fixdate, obsolete
+// RFC 850 ("Sunday, 06-Nov-94 08:49:37 GMT") and asctime ("Sun Nov  6 08:49:37 1994"). Names
+// are case-sensitive; the day name is checked for syntax only (RFC 8594's own example has the
+// wrong one). An RFC 850 two-digit year is 19yy for yy >= 70 and 20yy below (a fixed pivot,
+// not the "50 years in the future" rule, so parsing does not depend on the clock).
+Result<SystemTime> parse_http_date(std::string_view text);
+
 }  // namespace civicbus
