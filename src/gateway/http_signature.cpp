@@ -323,7 +323,8 @@ Result<HttpSignatureParams> params_from_sf(const std::vector<SfItem>& items, con
     p.components.push_back(id);
   }
   for (const auto& [name, value] : sf) {
-    auto need = [&](SfBare::Kind kind, const char* what) -> Status {
+    // Init-captures: clang before 16 cannot capture structured bindings (P1091).
+    auto need = [&name = name, &value = value](SfBare::Kind kind, const char* what) -> Status {
       if (value.kind != kind) return invalid_argument("parameter '" + name + "' must be " + what);
       return Status();
     };

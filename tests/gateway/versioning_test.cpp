@@ -47,6 +47,7 @@ TEST_CASE("versioning: malformed HTTP-dates are refused") {
         "Sun, 6 Nov 1994 08:49:37 GMT", "Sun,  06 Nov 1994 08:49:37 GMT",
         "Xyz, 06 Nov 1994 08:49:37 GMT", "Sunday, 06 Nov 1994 08:49:37 GMT",
         "Sun, 31 Nov 1994 08:49:37 GMT", "Sun, 06 Nov 1994 24:00:00 GMT",
+        "Sat, 29 Feb 9020 23:59:60 GMT", "Mon, 01 Jan 1600 00:00:00 GMT",
         "Sun, 06 Nov 1994 08:60:00 GMT", "Sun, 06 Nov 1994 08:49:37 GMT ",
         "Sun Nov 6 08:49:37 1994", "Sun, 06-Nov-94 08:49:37 GMT", "1994-11-06T08:49:37Z"}) {
     CAPTURE(bad);
