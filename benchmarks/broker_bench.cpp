@@ -12,6 +12,7 @@
 //
 // Flags: the shared workload flags, plus --memory-events N (0 skips), --skip-peers,
 // --maintenance-ms MS (broker maintenance period, default 1000 as on a node; 0 turns it off).
+#include <fmt/format.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,8 +24,6 @@
 #include <mutex>
 #include <thread>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "bench_common.hpp"
 #include "civicbus/broker/broker.hpp"
@@ -67,8 +66,8 @@ struct Stack {
     // Maintenance (retention, publish audit, lag gauges) runs every second as on a node.
     bo.maintenance_interval = g_maintenance;
     Logger logger(LogOptions{LogLevel::kWarn, LogFormat::kText, {}}, clock);
-    broker = check(broker::Broker::open(bo, broker::BrokerContext{*db, *transport, *executor, clock,
-                                                                  metrics, random, logger}));
+    broker = check(broker::Broker::open(
+        bo, broker::BrokerContext{*db, *transport, *executor, clock, metrics, random, logger}));
     broker::TopicOptions t;
     t.name = std::string(kTopic);
     t.owner = "permits";
@@ -122,8 +121,9 @@ PublishRun publish_storm(broker::Broker& b, const WorkloadOptions& w, std::size_
       std::mutex mu;
       std::condition_variable cv;
       std::size_t in_flight = 0;
-      const std::size_t mine = count / static_cast<std::size_t>(w.publishers) +
-                               (static_cast<std::size_t>(p) < count % static_cast<std::size_t>(w.publishers));
+      const std::size_t mine =
+          count / static_cast<std::size_t>(w.publishers) +
+          (static_cast<std::size_t>(p) < count % static_cast<std::size_t>(w.publishers));
       // Flow control as a producer of an asynchronous API does it: keep up to `window` events
       // in flight and, once full, refill when half of them are acknowledged (waking the
       // thread for every single ack would measure the scheduler, not the broker).
@@ -267,17 +267,16 @@ PeerLatency civicbus_latency(const WorkloadOptions& w) {
     // The log's own histograms (bucketed, so approximate): one group commit, insert + fsync.
     Histogram& commit = s.metrics.histogram("civicbus_log_commit_seconds", "");
     Histogram& batch = s.metrics.histogram("civicbus_log_commit_batch_records", "");
-    print_bench("broker_latency_parts",
-                {{"peer", "civicbus"},
-                 {"send_lag_p99_us", lag.p99_us},
-                 {"send_lag_p999_us", lag.p999_us},
-                 {"ack_p50_us", ack.p50_us},
-                 {"ack_p99_us", ack.p99_us},
-                 {"commits", static_cast<std::size_t>(commit.count())},
-                 {"commit_p50_us", commit.quantile(0.5) * 1e6},
-                 {"commit_p99_us", commit.quantile(0.99) * 1e6},
-                 {"commit_p999_us", commit.quantile(0.999) * 1e6},
-                 {"batch_p50", batch.quantile(0.5)}});
+    print_bench("broker_latency_parts", {{"peer", "civicbus"},
+                                         {"send_lag_p99_us", lag.p99_us},
+                                         {"send_lag_p999_us", lag.p999_us},
+                                         {"ack_p50_us", ack.p50_us},
+                                         {"ack_p99_us", ack.p99_us},
+                                         {"commits", static_cast<std::size_t>(commit.count())},
+                                         {"commit_p50_us", commit.quantile(0.5) * 1e6},
+                                         {"commit_p99_us", commit.quantile(0.99) * 1e6},
+                                         {"commit_p999_us", commit.quantile(0.999) * 1e6},
+                                         {"batch_p50", batch.quantile(0.5)}});
   } catch (const std::exception& e) {
     r.error = e.what();
   }
@@ -293,16 +292,15 @@ void civicbus_memory(const WorkloadOptions& w, std::size_t events) {
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
   auto usage = s.transport->usage(std::string(kTopic));
-  print_bench("broker_memory",
-              {{"peer", "civicbus"},
-               {"events", usage.records},
-               {"acked", run.acked},
-               {"errors", run.errors},
-               {"log_mb", static_cast<double>(usage.bytes) / (1 << 20)},
-               {"rss_mb", after},
-               {"rss_before_mb", before},
-               {"max_rss_mb", static_cast<double>(ru.ru_maxrss) / 1024.0},
-               {"events_per_s", static_cast<double>(events) / run.seconds}});
+  print_bench("broker_memory", {{"peer", "civicbus"},
+                                {"events", usage.records},
+                                {"acked", run.acked},
+                                {"errors", run.errors},
+                                {"log_mb", static_cast<double>(usage.bytes) / (1 << 20)},
+                                {"rss_mb", after},
+                                {"rss_before_mb", before},
+                                {"max_rss_mb", static_cast<double>(ru.ru_maxrss) / 1024.0},
+                                {"events_per_s", static_cast<double>(events) / run.seconds}});
 }
 
 }  // namespace
@@ -323,14 +321,18 @@ int main(int argc, char** argv) {
     } else if (flags.rest[i] == "--maintenance-ms" && i + 1 < flags.rest.size()) {
       g_maintenance = std::chrono::milliseconds(std::stoll(flags.rest[++i]));
     } else if (flags.rest[i] == "--help" || flags.rest[i] == "-h") {
-      std::printf("usage: broker_bench [flags]\n%s  --memory-events N  --skip-peers  --maintenance-ms MS (0: off)\n",
-                  workload_flags_help().c_str());
+      std::printf(
+          "usage: broker_bench [flags]\n%s  --memory-events N  --skip-peers  --maintenance-ms MS "
+          "(0: off)\n",
+          workload_flags_help().c_str());
       return 0;
     } else if (flags.rest[i] == "--skip-peers") {
       skip_peers = true;
     } else {
-      std::fprintf(stderr, "unknown flag %s\n%s  --memory-events N  --skip-peers  --maintenance-ms MS (0: off)\n", flags.rest[i].c_str(),
-                   workload_flags_help().c_str());
+      std::fprintf(
+          stderr,
+          "unknown flag %s\n%s  --memory-events N  --skip-peers  --maintenance-ms MS (0: off)\n",
+          flags.rest[i].c_str(), workload_flags_help().c_str());
       return 2;
     }
   }

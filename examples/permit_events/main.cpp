@@ -59,7 +59,8 @@ int main() {
   topic.sensitivity = broker::Sensitivity::kConfidential;
   topic.pii_fields = {"/applicant_email"};
   topic.schema_subject = "permit.issued";
-  if (Status st = bus.create_topic(topic, "permits"); !st.ok()) return fail(st, "creating the topic");
+  if (Status st = bus.create_topic(topic, "permits"); !st.ok())
+    return fail(st, "creating the topic");
   if (Status st = bus.grant_pii("permit.issued", "tax", "permits"); !st.ok()) {
     return fail(st, "granting the tax module");
   }
@@ -106,7 +107,8 @@ int main() {
   for (auto event : {first, permit("BP-2026-1042", "190101234567891", "j.singh@example.ca")}) {
     auto ack = bus.publish(event);
     if (!ack.ok()) return fail(ack.status(), "publishing");
-    std::printf("published %s at offset %lld\n", ack->id.c_str(), static_cast<long long>(ack->offset));
+    std::printf("published %s at offset %lld\n", ack->id.c_str(),
+                static_cast<long long>(ack->offset));
   }
   auto bad = bus.publish(permit("BP-2026-1043", "1901-01", "not-an-email"));
   std::printf("refused: %s\n", bad.ok() ? "(nothing: accepted!)" : bad.status().message().c_str());

@@ -62,20 +62,24 @@ Json build_asyncapi(const std::vector<AsyncApiChannel>& channels, std::string_vi
                                                      {"version", c.schema_version}}));
     }
     messages.set(id, std::move(message));
-    chans.set(id, Json::object({
-                      {"address", c.topic.name},
-                      {"description", c.topic.description},
-                      {"messages", Json::object({{id, Json::object({{"$ref", "#/components/messages/" + id}})}})},
-                      {"x-civicbus-owner", c.topic.owner},
-                      {"x-civicbus-sensitivity", std::string(to_string(c.topic.sensitivity))},
-                      {"x-civicbus-retention-seconds", static_cast<std::int64_t>(c.topic.retention.count())},
-                      {"x-civicbus-retention-bytes", c.topic.retention_bytes},
-                      {"x-civicbus-pii-fields", std::move(pii)},
-                  }));
+    chans.set(
+        id,
+        Json::object({
+            {"address", c.topic.name},
+            {"description", c.topic.description},
+            {"messages",
+             Json::object({{id, Json::object({{"$ref", "#/components/messages/" + id}})}})},
+            {"x-civicbus-owner", c.topic.owner},
+            {"x-civicbus-sensitivity", std::string(to_string(c.topic.sensitivity))},
+            {"x-civicbus-retention-seconds", static_cast<std::int64_t>(c.topic.retention.count())},
+            {"x-civicbus-retention-bytes", c.topic.retention_bytes},
+            {"x-civicbus-pii-fields", std::move(pii)},
+        }));
     Json channel_ref = Json::object({{"$ref", "#/channels/" + id}});
-    ops.set("publish_" + id, Json::object({{"action", "send"},
-                                           {"channel", channel_ref},
-                                           {"summary", fmt::format("Publish {} events", c.topic.name)}}));
+    ops.set("publish_" + id,
+            Json::object({{"action", "send"},
+                          {"channel", channel_ref},
+                          {"summary", fmt::format("Publish {} events", c.topic.name)}}));
     for (const auto& g : c.consumer_groups) {
       ops.set(fmt::format("{}_receives_{}", id_of(g), id),
               Json::object({{"action", "receive"},

@@ -10,8 +10,8 @@ namespace civicbus::broker {
 
 struct AsyncApiChannel {
   TopicOptions topic;
-  int schema_version = 0;     // 0: no active schema
-  Json data_schema;           // the active JSON Schema of the event data
+  int schema_version = 0;  // 0: no active schema
+  Json data_schema;        // the active JSON Schema of the event data
   std::vector<std::string> consumer_groups;
 };
 

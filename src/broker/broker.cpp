@@ -3,6 +3,8 @@
 // Transport underneath; the broker's own state lives in the broker_* tables.
 #include "civicbus/broker/broker.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <future>
@@ -12,8 +14,6 @@
 #include <set>
 #include <shared_mutex>
 #include <unordered_map>
-
-#include <fmt/format.h>
 
 #include "broker/asyncapi.hpp"
 #include "broker/audit_log.hpp"
@@ -32,10 +32,14 @@ namespace civicbus::broker {
 
 std::string_view to_string(Sensitivity s) {
   switch (s) {
-    case Sensitivity::kPublic: return "public";
-    case Sensitivity::kInternal: return "internal";
-    case Sensitivity::kConfidential: return "confidential";
-    case Sensitivity::kRestricted: return "restricted";
+    case Sensitivity::kPublic:
+      return "public";
+    case Sensitivity::kInternal:
+      return "internal";
+    case Sensitivity::kConfidential:
+      return "confidential";
+    case Sensitivity::kRestricted:
+      return "restricted";
   }
   return "internal";
 }
@@ -51,19 +55,22 @@ Result<Sensitivity> parse_sensitivity(std::string_view text) {
 
 std::string_view to_string(SchemaState s) {
   switch (s) {
-    case SchemaState::kProposed: return "proposed";
-    case SchemaState::kActive: return "active";
-    case SchemaState::kSuperseded: return "superseded";
+    case SchemaState::kProposed:
+      return "proposed";
+    case SchemaState::kActive:
+      return "active";
+    case SchemaState::kSuperseded:
+      return "superseded";
   }
   return "proposed";
 }
 
 namespace {
 
-using storage::Blob;
-using storage::Value;
 using detail::ConsumerGroupRuntime;
 using detail::GroupHost;
+using storage::Blob;
+using storage::Value;
 
 std::string human_bytes(std::size_t n) {
   if (n >= (1u << 20)) return fmt::format("{:.1f} MiB", static_cast<double>(n) / (1 << 20));
@@ -106,9 +113,10 @@ Status validate_topic_options(const TopicOptions& t) {
   }
   for (const auto& p : t.pii_fields) {
     if (p.empty() || p.front() != '/') {
-      return invalid_argument(fmt::format(
-          "topic '{}': PII field '{}' must be a JSON pointer into the event data, like '/owner_name'",
-          t.name, p));
+      return invalid_argument(
+          fmt::format("topic '{}': PII field '{}' must be a JSON pointer into the event data, like "
+                      "'/owner_name'",
+                      t.name, p));
     }
   }
   return {};
@@ -134,9 +142,7 @@ class SubscriptionImpl;
 class BrokerImpl final : public Broker, public GroupHost {
  public:
   BrokerImpl(BrokerOptions options, BrokerContext ctx)
-      : options_(std::move(options)),
-        ctx_(std::move(ctx)),
-        ids_(ctx_.clock, ctx_.random) {}
+      : options_(std::move(options)), ctx_(std::move(ctx)), ids_(ctx_.clock, ctx_.random) {}
 
   ~BrokerImpl() override { close(); }
 
@@ -145,13 +151,14 @@ class BrokerImpl final : public Broker, public GroupHost {
     // Without a master key the audit chain still detects accidental edits, but anyone with
     // the file could re-forge it; PII topics are refused.
     static const std::string kNoKey(32, '\0');
-    CIVICBUS_ASSIGN_OR_RETURN(audit_, AuditLog::open(ctx_.db, options_.master_key.empty() ? kNoKey
-                                                                                         : options_.master_key,
-                                                     ctx_.clock));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        audit_, AuditLog::open(ctx_.db, options_.master_key.empty() ? kNoKey : options_.master_key,
+                               ctx_.clock));
     if (options_.master_key.empty()) {
       ctx_.logger.warn("no master key: PII topics are disabled and the audit chain is unkeyed");
     } else {
-      CIVICBUS_ASSIGN_OR_RETURN(keys_, KeyStore::open(ctx_.db, options_.master_key, ctx_.random, ctx_.clock));
+      CIVICBUS_ASSIGN_OR_RETURN(
+          keys_, KeyStore::open(ctx_.db, options_.master_key, ctx_.random, ctx_.clock));
     }
     schemas_ = std::make_unique<detail::SchemaRegistry>(
         ctx_.db, *audit_, ctx_.clock,
@@ -162,7 +169,8 @@ class BrokerImpl final : public Broker, public GroupHost {
     CIVICBUS_RETURN_IF_ERROR(load_topics());
     CIVICBUS_RETURN_IF_ERROR(load_groups());
     audit_base_ = ctx_.transport.append_counts();
-    listener_id_ = ctx_.transport.add_commit_listener([this](std::int64_t last) { on_commit(last); });
+    listener_id_ =
+        ctx_.transport.add_commit_listener([this](std::int64_t last) { on_commit(last); });
     schedule_maintenance();
     return {};
   }
@@ -183,8 +191,9 @@ class BrokerImpl final : public Broker, public GroupHost {
       auto it = topics_.find(options.name);
       if (it != topics_.end()) {
         if (same_options(it->second->options, options)) return {};
-        return already_exists(fmt::format(
-            "topic '{}' exists with other settings; use update_topic to change them", options.name));
+        return already_exists(
+            fmt::format("topic '{}' exists with other settings; use update_topic to change them",
+                        options.name));
       }
     }
     const std::int64_t now = to_unix_micros(ctx_.clock.now());
@@ -199,15 +208,16 @@ class BrokerImpl final : public Broker, public GroupHost {
   Status update_topic(const TopicOptions& options, std::string_view actor) override {
     CIVICBUS_RETURN_IF_ERROR(validate_topic_options(options));
     if (!options.pii_fields.empty() && !keys_) {
-      return failed_precondition(fmt::format(
-          "topic '{}' has PII fields but the node has no master key", options.name));
+      return failed_precondition(
+          fmt::format("topic '{}' has PII fields but the node has no master key", options.name));
     }
     std::lock_guard write(topics_write_mu_);
     SystemTime created;
     {
       std::shared_lock lock(topics_mu_);
       auto it = topics_.find(options.name);
-      if (it == topics_.end()) return not_found(fmt::format("topic '{}' does not exist", options.name));
+      if (it == topics_.end())
+        return not_found(fmt::format("topic '{}' does not exist", options.name));
       if (same_options(it->second->options, options)) return {};
       created = it->second->created_at;
     }
@@ -238,7 +248,8 @@ class BrokerImpl final : public Broker, public GroupHost {
   Result<PublishAck> publish(CloudEvent event) override {
     std::promise<Result<PublishAck>> promise;
     auto future = promise.get_future();
-    publish_async(std::move(event), [&promise](Result<PublishAck> r) { promise.set_value(std::move(r)); });
+    publish_async(std::move(event),
+                  [&promise](Result<PublishAck> r) { promise.set_value(std::move(r)); });
     return future.get();
   }
 
@@ -252,8 +263,8 @@ class BrokerImpl final : public Broker, public GroupHost {
     std::string id = request.event_id;
     std::size_t bytes = request.payload.size();
     ctx_.transport.append(std::move(request),
-                          [done = std::move(done), id = std::move(id), state = state, bytes](
-                              Result<transport::AppendResult> r) mutable {
+                          [done = std::move(done), id = std::move(id), state = state,
+                           bytes](Result<transport::AppendResult> r) mutable {
                             if (!r.ok()) {
                               done(r.status());
                               return;
@@ -268,7 +279,8 @@ class BrokerImpl final : public Broker, public GroupHost {
 
   // --- consumer groups ---------------------------------------------------------------------
 
-  Result<std::unique_ptr<Subscription>> subscribe(ConsumerGroupOptions options, Handler handler) override {
+  Result<std::unique_ptr<Subscription>> subscribe(ConsumerGroupOptions options,
+                                                  Handler handler) override {
     if (!handler) return invalid_argument("subscribe needs a handler");
     AsyncHandler async = [handler = std::move(handler)](const DeliveredEvent& ev,
                                                         std::function<void(Status)> done) {
@@ -282,16 +294,16 @@ class BrokerImpl final : public Broker, public GroupHost {
 
   Result<std::vector<GroupInfo>> groups() override {
     std::vector<GroupInfo> out;
-    CIVICBUS_RETURN_IF_ERROR(ctx_.db.query(
-        "SELECT name, topics, committed_offset FROM broker_groups ORDER BY name", {},
-        [&](const storage::Row& row) {
-          GroupInfo g;
-          g.group = std::string(row.get_text(0));
-          g.topics = parse_string_array(row.get_text(1));
-          g.committed_offset = row.get_int(2);
-          out.push_back(std::move(g));
-          return true;
-        }));
+    CIVICBUS_RETURN_IF_ERROR(
+        ctx_.db.query("SELECT name, topics, committed_offset FROM broker_groups ORDER BY name", {},
+                      [&](const storage::Row& row) {
+                        GroupInfo g;
+                        g.group = std::string(row.get_text(0));
+                        g.topics = parse_string_array(row.get_text(1));
+                        g.committed_offset = row.get_int(2);
+                        out.push_back(std::move(g));
+                        return true;
+                      }));
     for (auto& g : out) {
       if (auto rt = runtime(g.group)) {
         g.active = true;
@@ -308,9 +320,11 @@ class BrokerImpl final : public Broker, public GroupHost {
         g.oldest_unacked_age = std::chrono::duration_cast<std::chrono::microseconds>(
             std::max(SystemTime::duration::zero(), ctx_.clock.now() - oldest));
       }
-      CIVICBUS_ASSIGN_OR_RETURN(auto dlq, ctx_.db.query_int(
-          "SELECT count(*) FROM broker_dlq WHERE group_name = ? AND replayed_at IS NULL",
-          {Value{std::string_view(g.group)}}));
+      CIVICBUS_ASSIGN_OR_RETURN(
+          auto dlq,
+          ctx_.db.query_int(
+              "SELECT count(*) FROM broker_dlq WHERE group_name = ? AND replayed_at IS NULL",
+              {Value{std::string_view(g.group)}}));
       g.dlq_events = dlq.value_or(0);
     }
     return out;
@@ -321,9 +335,12 @@ class BrokerImpl final : public Broker, public GroupHost {
       return failed_precondition(fmt::format(
           "group '{}' has an active subscription; stop it before moving its offset", group));
     }
-    CIVICBUS_ASSIGN_OR_RETURN(std::int64_t changed, ctx_.db.execute(
-        "UPDATE broker_groups SET committed_offset = ?, updated_at = ? WHERE name = ?",
-        {Value{std::max<std::int64_t>(0, offset - 1)}, Value{to_unix_micros(ctx_.clock.now())}, Value{group}}));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        std::int64_t changed,
+        ctx_.db.execute(
+            "UPDATE broker_groups SET committed_offset = ?, updated_at = ? WHERE name = ?",
+            {Value{std::max<std::int64_t>(0, offset - 1)}, Value{to_unix_micros(ctx_.clock.now())},
+             Value{group}}));
     if (changed == 0) return not_found(fmt::format("consumer group '{}' does not exist", group));
     return audit_->append("system", "group.seek", group, Json::object({{"offset", offset}}));
   }
@@ -353,17 +370,20 @@ class BrokerImpl final : public Broker, public GroupHost {
 
   // --- schemas -----------------------------------------------------------------------------
 
-  Status set_compatibility(std::string_view subject, SchemaCompatibility mode, std::string_view actor) override {
+  Status set_compatibility(std::string_view subject, SchemaCompatibility mode,
+                           std::string_view actor) override {
     return schemas_->set_compatibility(subject, mode, actor);
   }
   Result<SchemaVersion> register_schema(std::string_view subject, const Json& schema,
                                         std::string_view actor) override {
     return schemas_->register_version(subject, schema, actor);
   }
-  Result<SchemaVersion> acknowledge_schema(std::string_view subject, int version, std::string_view group) override {
+  Result<SchemaVersion> acknowledge_schema(std::string_view subject, int version,
+                                           std::string_view group) override {
     return schemas_->acknowledge(subject, version, group);
   }
-  Result<SchemaVersion> activate_schema(std::string_view subject, int version, std::string_view actor) override {
+  Result<SchemaVersion> activate_schema(std::string_view subject, int version,
+                                        std::string_view actor) override {
     return schemas_->activate(subject, version, actor);
   }
   Result<std::vector<SchemaVersion>> schema_versions(std::string_view subject) override {
@@ -406,7 +426,9 @@ class BrokerImpl final : public Broker, public GroupHost {
       d.topic = std::string(row.get_text(2));
       if (!filter.topic.empty() && !topic_matches(filter.topic, d.topic)) return true;
       d.error = std::string(row.get_text(7));
-      if (!filter.error_contains.empty() && d.error.find(filter.error_contains) == std::string::npos) return true;
+      if (!filter.error_contains.empty() &&
+          d.error.find(filter.error_contains) == std::string::npos)
+        return true;
       d.offset = row.get_int(3);
       d.event_id = std::string(row.get_text(4));
       d.source = std::string(row.get_text(5));
@@ -422,7 +444,8 @@ class BrokerImpl final : public Broker, public GroupHost {
     return out;
   }
 
-  Result<std::int64_t> replay_dead_letters(const DlqFilter& filter, std::string_view actor) override {
+  Result<std::int64_t> replay_dead_letters(const DlqFilter& filter,
+                                           std::string_view actor) override {
     DlqFilter f = filter;
     f.include_replayed = false;
     f.limit = std::numeric_limits<std::size_t>::max();
@@ -431,15 +454,18 @@ class BrokerImpl final : public Broker, public GroupHost {
     std::set<std::string> touched_groups;
     CIVICBUS_RETURN_IF_ERROR(ctx_.db.transaction([&]() -> Status {
       for (const auto& d : letters) {
-        CIVICBUS_RETURN_IF_ERROR(ctx_.db.execute("UPDATE broker_dlq SET replay_requested_at = ? WHERE id = ?",
-                                                 {Value{now}, Value{d.id}})
-                                     .status());
+        CIVICBUS_RETURN_IF_ERROR(
+            ctx_.db
+                .execute("UPDATE broker_dlq SET replay_requested_at = ? WHERE id = ?",
+                         {Value{now}, Value{d.id}})
+                .status());
         touched_groups.insert(d.group);
       }
       Json ids = Json::array();
       for (const auto& d : letters) ids.push_back(d.id);
-      return audit_->append(actor, "dlq.replay_requested", filter.group.empty() ? "*" : filter.group,
-                            Json::object({{"count", static_cast<std::int64_t>(letters.size())}, {"ids", ids}}));
+      return audit_->append(
+          actor, "dlq.replay_requested", filter.group.empty() ? "*" : filter.group,
+          Json::object({{"count", static_cast<std::int64_t>(letters.size())}, {"ids", ids}}));
     }));
     for (const auto& g : touched_groups) {
       if (auto rt = runtime(g)) {
@@ -451,19 +477,23 @@ class BrokerImpl final : public Broker, public GroupHost {
 
   // --- PII ---------------------------------------------------------------------------------
 
-  Status grant_pii(std::string_view topic, std::string_view group, std::string_view actor) override {
+  Status grant_pii(std::string_view topic, std::string_view group,
+                   std::string_view actor) override {
     CIVICBUS_RETURN_IF_ERROR(require_pii_topic(topic));
     return ctx_.db.transaction([&]() -> Status {
       CIVICBUS_RETURN_IF_ERROR(keys_->grant(topic, group, actor));
-      return audit_->append(actor, "pii.granted", topic, Json::object({{"group", std::string(group)}}));
+      return audit_->append(actor, "pii.granted", topic,
+                            Json::object({{"group", std::string(group)}}));
     });
   }
 
-  Status revoke_pii(std::string_view topic, std::string_view group, std::string_view actor) override {
+  Status revoke_pii(std::string_view topic, std::string_view group,
+                    std::string_view actor) override {
     CIVICBUS_RETURN_IF_ERROR(require_pii_topic(topic));
     return ctx_.db.transaction([&]() -> Status {
       CIVICBUS_RETURN_IF_ERROR(keys_->revoke(topic, group));
-      return audit_->append(actor, "pii.revoked", topic, Json::object({{"group", std::string(group)}}));
+      return audit_->append(actor, "pii.revoked", topic,
+                            Json::object({{"group", std::string(group)}}));
     });
   }
 
@@ -477,7 +507,8 @@ class BrokerImpl final : public Broker, public GroupHost {
 
   // --- audit -------------------------------------------------------------------------------
 
-  Result<std::vector<AuditRecord>> audit_records(std::int64_t from_seq, std::size_t limit) override {
+  Result<std::vector<AuditRecord>> audit_records(std::int64_t from_seq,
+                                                 std::size_t limit) override {
     return audit_->records(from_seq, limit);
   }
   Result<AuditReport> verify_audit() override { return audit_->verify(); }
@@ -514,24 +545,30 @@ class BrokerImpl final : public Broker, public GroupHost {
       SystemTime older_than = t.options.retention.count() == 0
                                   ? SystemTime::min() + std::chrono::hours(1)
                                   : now - t.options.retention;
-      CIVICBUS_ASSIGN_OR_RETURN(std::int64_t removed,
-                                ctx_.transport.expire(t.options.name, older_than, t.options.retention_bytes));
+      CIVICBUS_ASSIGN_OR_RETURN(
+          std::int64_t removed,
+          ctx_.transport.expire(t.options.name, older_than, t.options.retention_bytes));
       if (removed > 0) {
-        ctx_.logger.info("retention removed events", {{"topic", t.options.name}, {"count", std::to_string(removed)}});
+        ctx_.logger.info("retention removed events",
+                         {{"topic", t.options.name}, {"count", std::to_string(removed)}});
       }
     }
     // Dead letters are kept for dlq_retention.
-    CIVICBUS_ASSIGN_OR_RETURN(std::int64_t purged, ctx_.db.execute(
-        "DELETE FROM broker_dlq WHERE dead_at < ?",
-        {Value{to_unix_micros(now - options_.dlq_retention)}}));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        std::int64_t purged,
+        ctx_.db.execute("DELETE FROM broker_dlq WHERE dead_at < ?",
+                        {Value{to_unix_micros(now - options_.dlq_retention)}}));
     if (purged > 0) {
-      CIVICBUS_RETURN_IF_ERROR(audit_->append("system", "dlq.expired", "*", Json::object({{"count", purged}})));
+      CIVICBUS_RETURN_IF_ERROR(
+          audit_->append("system", "dlq.expired", "*", Json::object({{"count", purged}})));
     }
     CIVICBUS_RETURN_IF_ERROR(audit_published_ranges());
     // Offsets, replays, proposed schemas and lag gauges.
     for (const auto& rt : runtimes()) {
       Status st = rt->flush_offset();
-      if (!st.ok()) ctx_.logger.error("offset commit failed", {{"group", rt->group()}, {"error", st.to_string()}});
+      if (!st.ok())
+        ctx_.logger.error("offset commit failed",
+                          {{"group", rt->group()}, {"error", st.to_string()}});
       rt->poll_replays();
     }
     CIVICBUS_RETURN_IF_ERROR(schemas_->reconcile());
@@ -555,7 +592,8 @@ class BrokerImpl final : public Broker, public GroupHost {
     // Wait for a maintenance pass in progress, then record what was published last.
     std::lock_guard lock(maintenance_mu_);
     Status st = audit_ ? audit_published_ranges() : Status();
-    if (!st.ok()) ctx_.logger.error("audit of the last published events failed", {{"error", st.to_string()}});
+    if (!st.ok())
+      ctx_.logger.error("audit of the last published events failed", {{"error", st.to_string()}});
   }
 
   // --- GroupHost ---------------------------------------------------------------------------
@@ -565,7 +603,8 @@ class BrokerImpl final : public Broker, public GroupHost {
   const Clock& clock() const override { return ctx_.clock; }
   const Logger& logger() const override { return ctx_.logger; }
 
-  Result<DeliveredEvent> decode(const transport::StoredRecord& record, std::string_view group) override {
+  Result<DeliveredEvent> decode(const transport::StoredRecord& record,
+                                std::string_view group) override {
     auto doc = Json::parse(record.payload);
     if (!doc.ok()) {
       return data_loss(fmt::format("stored event at offset {} is not valid JSON: {}", record.offset,
@@ -580,35 +619,47 @@ class BrokerImpl final : public Broker, public GroupHost {
       Json* data = doc->find("data");
       if (data != nullptr) {
         bool granted = !group.empty() && keys_->is_granted(record.topic, group);
-        CIVICBUS_RETURN_IF_ERROR(reveal_pii(*data, state->options.pii_fields, record.topic, *keys_, granted));
+        CIVICBUS_RETURN_IF_ERROR(
+            reveal_pii(*data, state->options.pii_fields, record.topic, *keys_, granted));
       }
     }
     auto event = CloudEvent::from_json(std::move(doc).value());
-    if (!event.ok()) return data_loss(fmt::format("stored event at offset {} is not a valid CloudEvent: {}",
-                                                  record.offset, event.status().message()));
+    if (!event.ok())
+      return data_loss(fmt::format("stored event at offset {} is not a valid CloudEvent: {}",
+                                   record.offset, event.status().message()));
     ev.event = std::move(event).value();
     return ev;
   }
 
-  Status dead_letter(std::string_view group, const transport::StoredRecord& record, std::int64_t replayed_dlq_id,
-                     std::string_view error, int attempts, SystemTime first_failed_at) override {
+  Status dead_letter(std::string_view group, const transport::StoredRecord& record,
+                     std::int64_t replayed_dlq_id, std::string_view error, int attempts,
+                     SystemTime first_failed_at) override {
     const std::int64_t now = to_unix_micros(ctx_.clock.now());
     return ctx_.db.transaction([&]() -> Status {
       std::int64_t id = replayed_dlq_id;
       if (replayed_dlq_id > 0) {
-        CIVICBUS_RETURN_IF_ERROR(ctx_.db.execute(
-            "UPDATE broker_dlq SET error = ?, attempts = attempts + ?, dead_at = ?, "
-            "replay_requested_at = NULL WHERE id = ?",
-            {Value{error}, Value{static_cast<std::int64_t>(attempts)}, Value{now}, Value{replayed_dlq_id}}).status());
+        CIVICBUS_RETURN_IF_ERROR(
+            ctx_.db
+                .execute("UPDATE broker_dlq SET error = ?, attempts = attempts + ?, dead_at = ?, "
+                         "replay_requested_at = NULL WHERE id = ?",
+                         {Value{error}, Value{static_cast<std::int64_t>(attempts)}, Value{now},
+                          Value{replayed_dlq_id}})
+                .status());
       } else {
-        CIVICBUS_RETURN_IF_ERROR(ctx_.db.execute(
-            "INSERT INTO broker_dlq(group_name, topic, log_offset, event_id, source, partition_key, stored_at, "
-            "payload, error, attempts, first_failed_at, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            {Value{group}, Value{std::string_view(record.topic)}, Value{record.offset},
-             Value{std::string_view(record.event_id)}, Value{std::string_view(record.source)},
-             Value{std::string_view(record.partition_key)}, Value{to_unix_micros(record.stored_at)},
-             Value{Blob{record.payload}}, Value{error}, Value{static_cast<std::int64_t>(attempts)},
-             Value{to_unix_micros(first_failed_at)}, Value{now}}).status());
+        CIVICBUS_RETURN_IF_ERROR(
+            ctx_.db
+                .execute("INSERT INTO broker_dlq(group_name, topic, log_offset, event_id, source, "
+                         "partition_key, stored_at, "
+                         "payload, error, attempts, first_failed_at, dead_at) VALUES (?, ?, ?, ?, "
+                         "?, ?, ?, ?, ?, ?, ?, ?)",
+                         {Value{group}, Value{std::string_view(record.topic)}, Value{record.offset},
+                          Value{std::string_view(record.event_id)},
+                          Value{std::string_view(record.source)},
+                          Value{std::string_view(record.partition_key)},
+                          Value{to_unix_micros(record.stored_at)}, Value{Blob{record.payload}},
+                          Value{error}, Value{static_cast<std::int64_t>(attempts)},
+                          Value{to_unix_micros(first_failed_at)}, Value{now}})
+                .status());
         id = ctx_.db.last_insert_id();
       }
       return audit_->append(group, "dlq.moved", record.topic,
@@ -621,37 +672,41 @@ class BrokerImpl final : public Broker, public GroupHost {
   }
 
   Status mark_replayed(std::int64_t dlq_id) override {
-    return ctx_.db.execute("UPDATE broker_dlq SET replayed_at = ? WHERE id = ?",
-                           {Value{to_unix_micros(ctx_.clock.now())}, Value{dlq_id}})
+    return ctx_.db
+        .execute("UPDATE broker_dlq SET replayed_at = ? WHERE id = ?",
+                 {Value{to_unix_micros(ctx_.clock.now())}, Value{dlq_id}})
         .status();
   }
 
   Status commit_offset(std::string_view group, std::int64_t offset) override {
-    return ctx_.db.execute("UPDATE broker_groups SET committed_offset = ?, updated_at = ? WHERE name = ?",
-                           {Value{offset}, Value{to_unix_micros(ctx_.clock.now())}, Value{group}})
+    return ctx_.db
+        .execute("UPDATE broker_groups SET committed_offset = ?, updated_at = ? WHERE name = ?",
+                 {Value{offset}, Value{to_unix_micros(ctx_.clock.now())}, Value{group}})
         .status();
   }
 
-  Result<std::vector<detail::ReplayItem>> pending_replays(std::string_view group,
-                                                          const std::set<std::int64_t>& in_progress) override {
+  Result<std::vector<detail::ReplayItem>> pending_replays(
+      std::string_view group, const std::set<std::int64_t>& in_progress) override {
     std::vector<detail::ReplayItem> out;
-    CIVICBUS_RETURN_IF_ERROR(ctx_.db.query(
-        "SELECT id, topic, log_offset, event_id, source, partition_key, stored_at, payload FROM broker_dlq "
-        "WHERE group_name = ? AND replay_requested_at IS NOT NULL AND replayed_at IS NULL ORDER BY id LIMIT 1000",
-        {Value{group}}, [&](const storage::Row& row) {
-          std::int64_t id = row.get_int(0);
-          if (in_progress.count(id)) return true;
-          auto rec = std::make_shared<transport::StoredRecord>();
-          rec->topic = std::string(row.get_text(1));
-          rec->offset = row.get_int(2);
-          rec->event_id = std::string(row.get_text(3));
-          rec->source = std::string(row.get_text(4));
-          rec->partition_key = std::string(row.get_text(5));
-          rec->stored_at = from_unix_micros(row.get_int(6));
-          rec->payload = std::string(row.get_blob(7));
-          out.push_back(detail::ReplayItem{id, std::move(rec)});
-          return true;
-        }));
+    CIVICBUS_RETURN_IF_ERROR(
+        ctx_.db.query("SELECT id, topic, log_offset, event_id, source, partition_key, stored_at, "
+                      "payload FROM broker_dlq "
+                      "WHERE group_name = ? AND replay_requested_at IS NOT NULL AND replayed_at IS "
+                      "NULL ORDER BY id LIMIT 1000",
+                      {Value{group}}, [&](const storage::Row& row) {
+                        std::int64_t id = row.get_int(0);
+                        if (in_progress.count(id)) return true;
+                        auto rec = std::make_shared<transport::StoredRecord>();
+                        rec->topic = std::string(row.get_text(1));
+                        rec->offset = row.get_int(2);
+                        rec->event_id = std::string(row.get_text(3));
+                        rec->source = std::string(row.get_text(4));
+                        rec->partition_key = std::string(row.get_text(5));
+                        rec->stored_at = from_unix_micros(row.get_int(6));
+                        rec->payload = std::string(row.get_blob(7));
+                        out.push_back(detail::ReplayItem{id, std::move(rec)});
+                        return true;
+                      }));
     return out;
   }
 
@@ -664,8 +719,9 @@ class BrokerImpl final : public Broker, public GroupHost {
     }
     Labels labels{{"group", std::string(group)}, {"topic", std::string(topic)}};
     Counters c;
-    c.delivered = &ctx_.metrics.counter("civicbus_broker_delivered_total",
-                                        "Events acknowledged by a consumer group's handler", labels);
+    c.delivered =
+        &ctx_.metrics.counter("civicbus_broker_delivered_total",
+                              "Events acknowledged by a consumer group's handler", labels);
     c.errors = &ctx_.metrics.counter("civicbus_broker_delivery_errors_total",
                                      "Failed handler attempts", labels);
     c.dead_lettered = &ctx_.metrics.counter("civicbus_broker_dead_lettered_total",
@@ -681,13 +737,15 @@ class BrokerImpl final : public Broker, public GroupHost {
   friend class SubscriptionImpl;
 
   // Validates, assigns id and time, checks the schema, encrypts PII and serialises.
-  Result<std::pair<transport::AppendRequest, std::shared_ptr<TopicState>>> prepare(CloudEvent& event) {
+  Result<std::pair<transport::AppendRequest, std::shared_ptr<TopicState>>> prepare(
+      CloudEvent& event) {
     if (closed_) return unavailable("broker is closed");
     const std::string type = event.type();
     auto state = topic_state(type);
     if (!state) {
       return not_found(fmt::format(
-          "topic '{}' does not exist: the event's type names its topic; create the topic first", type));
+          "topic '{}' does not exist: the event's type names its topic; create the topic first",
+          type));
     }
     auto reject = [&](Status st) {
       state->rejected->inc();
@@ -707,10 +765,11 @@ class BrokerImpl final : public Broker, public GroupHost {
     if (!state->options.schema_subject.empty()) {
       auto active = schemas_->active(state->options.schema_subject);
       if (!active.schema) {
-        return reject(failed_precondition(fmt::format(
-            "topic '{}' has schema subject '{}' with no active version; register one or publish to a "
-            "topic without schema",
-            type, state->options.schema_subject)));
+        return reject(
+            failed_precondition(fmt::format("topic '{}' has schema subject '{}' with no active "
+                                            "version; register one or publish to a "
+                                            "topic without schema",
+                                            type, state->options.schema_subject)));
       }
       Status ok = active.schema->validate(event.data());
       if (!ok.ok()) {
@@ -735,9 +794,9 @@ class BrokerImpl final : public Broker, public GroupHost {
     request.partition_key = event.partition_key();
     request.payload = std::move(event).to_json();
     if (request.payload.size() > options_.max_event_bytes) {
-      return reject(invalid_argument(fmt::format("event '{}' is {}; the limit is {}", request.event_id,
-                                                 human_bytes(request.payload.size()),
-                                                 human_bytes(options_.max_event_bytes))));
+      return reject(invalid_argument(
+          fmt::format("event '{}' is {}; the limit is {}", request.event_id,
+                      human_bytes(request.payload.size()), human_bytes(options_.max_event_bytes))));
     }
     return std::make_pair(std::move(request), std::move(state));
   }
@@ -771,21 +830,30 @@ class BrokerImpl final : public Broker, public GroupHost {
   Status store_topic(const TopicOptions& t, std::int64_t now, bool create) {
     const std::string pii = string_array(t.pii_fields).dump();
     if (create) {
-      return ctx_.db.execute(
-          "INSERT INTO broker_topics(name, owner, description, retention_seconds, retention_bytes, "
-          "sensitivity, pii_fields, schema_subject, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-          {Value{std::string_view(t.name)}, Value{std::string_view(t.owner)},
-           Value{std::string_view(t.description)}, Value{static_cast<std::int64_t>(t.retention.count())},
-           Value{t.retention_bytes}, Value{to_string(t.sensitivity)}, Value{std::string_view(pii)},
-           Value{std::string_view(t.schema_subject)}, Value{now}, Value{now}}).status();
+      return ctx_.db
+          .execute(
+              "INSERT INTO broker_topics(name, owner, description, retention_seconds, "
+              "retention_bytes, "
+              "sensitivity, pii_fields, schema_subject, created_at, updated_at) VALUES "
+              "(?,?,?,?,?,?,?,?,?,?)",
+              {Value{std::string_view(t.name)}, Value{std::string_view(t.owner)},
+               Value{std::string_view(t.description)},
+               Value{static_cast<std::int64_t>(t.retention.count())}, Value{t.retention_bytes},
+               Value{to_string(t.sensitivity)}, Value{std::string_view(pii)},
+               Value{std::string_view(t.schema_subject)}, Value{now}, Value{now}})
+          .status();
     }
-    return ctx_.db.execute(
-        "UPDATE broker_topics SET owner = ?, description = ?, retention_seconds = ?, retention_bytes = ?, "
-        "sensitivity = ?, pii_fields = ?, schema_subject = ?, updated_at = ? WHERE name = ?",
-        {Value{std::string_view(t.owner)}, Value{std::string_view(t.description)},
-         Value{static_cast<std::int64_t>(t.retention.count())}, Value{t.retention_bytes},
-         Value{to_string(t.sensitivity)}, Value{std::string_view(pii)},
-         Value{std::string_view(t.schema_subject)}, Value{now}, Value{std::string_view(t.name)}}).status();
+    return ctx_.db
+        .execute(
+            "UPDATE broker_topics SET owner = ?, description = ?, retention_seconds = ?, "
+            "retention_bytes = ?, "
+            "sensitivity = ?, pii_fields = ?, schema_subject = ?, updated_at = ? WHERE name = ?",
+            {Value{std::string_view(t.owner)}, Value{std::string_view(t.description)},
+             Value{static_cast<std::int64_t>(t.retention.count())}, Value{t.retention_bytes},
+             Value{to_string(t.sensitivity)}, Value{std::string_view(pii)},
+             Value{std::string_view(t.schema_subject)}, Value{now},
+             Value{std::string_view(t.name)}})
+        .status();
   }
 
   void install_topic(const TopicOptions& options, SystemTime created_at) {
@@ -793,9 +861,10 @@ class BrokerImpl final : public Broker, public GroupHost {
     state->options = options;
     state->created_at = created_at;
     Labels labels{{"topic", options.name}};
-    state->published = &ctx_.metrics.counter("civicbus_broker_published_total", "Events stored", labels);
-    state->published_bytes =
-        &ctx_.metrics.counter("civicbus_broker_published_bytes_total", "Bytes of events stored", labels);
+    state->published =
+        &ctx_.metrics.counter("civicbus_broker_published_total", "Events stored", labels);
+    state->published_bytes = &ctx_.metrics.counter("civicbus_broker_published_bytes_total",
+                                                   "Bytes of events stored", labels);
     state->rejected = &ctx_.metrics.counter("civicbus_broker_publish_rejected_total",
                                             "Events refused (invalid, schema, size)", labels);
     std::unique_lock lock(topics_mu_);
@@ -806,7 +875,8 @@ class BrokerImpl final : public Broker, public GroupHost {
     std::vector<std::pair<TopicOptions, SystemTime>> loaded;
     Status bad;
     CIVICBUS_RETURN_IF_ERROR(ctx_.db.query(
-        "SELECT name, owner, description, retention_seconds, retention_bytes, sensitivity, pii_fields, "
+        "SELECT name, owner, description, retention_seconds, retention_bytes, sensitivity, "
+        "pii_fields, "
         "schema_subject, created_at FROM broker_topics ORDER BY name",
         {}, [&](const storage::Row& row) {
           TopicOptions t;
@@ -833,10 +903,11 @@ class BrokerImpl final : public Broker, public GroupHost {
 
   Status load_groups() {
     std::lock_guard lock(groups_mu_);
-    return ctx_.db.query("SELECT name, topics FROM broker_groups", {}, [&](const storage::Row& row) {
-      group_topics_[std::string(row.get_text(0))] = parse_string_array(row.get_text(1));
-      return true;
-    });
+    return ctx_.db.query(
+        "SELECT name, topics FROM broker_groups", {}, [&](const storage::Row& row) {
+          group_topics_[std::string(row.get_text(0))] = parse_string_array(row.get_text(1));
+          return true;
+        });
   }
 
   static bool matches_any(const std::vector<std::string>& patterns, std::string_view topic) {
@@ -915,8 +986,9 @@ class BrokerImpl final : public Broker, public GroupHost {
     transport::Transport::AppendCounts now = ctx_.transport.append_counts();
     const std::int64_t last = now.next_offset - 1;
     if (audited_through_ < 0) {
-      CIVICBUS_ASSIGN_OR_RETURN(auto recorded, ctx_.db.query_int(
-          "SELECT value FROM broker_state WHERE name = 'audited_through'"));
+      CIVICBUS_ASSIGN_OR_RETURN(
+          auto recorded,
+          ctx_.db.query_int("SELECT value FROM broker_state WHERE name = 'audited_through'"));
       audited_through_ = recorded.value_or(0);
     }
     if (last <= audited_through_) return {};
@@ -950,9 +1022,12 @@ class BrokerImpl final : public Broker, public GroupHost {
                                                             {"last_offset", last},
                                                             {"events", total},
                                                             {"topics", counts}})));
-      return ctx_.db.execute("INSERT INTO broker_state(name, value) VALUES ('audited_through', ?) "
-                             "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                             {Value{last}}).status();
+      return ctx_.db
+          .execute(
+              "INSERT INTO broker_state(name, value) VALUES ('audited_through', ?) "
+              "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+              {Value{last}})
+          .status();
     }));
     audited_through_ = last;
     audit_base_ = std::move(now);
@@ -963,9 +1038,13 @@ class BrokerImpl final : public Broker, public GroupHost {
     CIVICBUS_ASSIGN_OR_RETURN(auto infos, groups());
     for (const auto& g : infos) {
       Labels labels{{"group", g.group}};
-      ctx_.metrics.gauge("civicbus_broker_lag_events", "Matching events above the group's committed offset", labels)
+      ctx_.metrics
+          .gauge("civicbus_broker_lag_events", "Matching events above the group's committed offset",
+                 labels)
           .set(static_cast<double>(g.lag_events));
-      ctx_.metrics.gauge("civicbus_broker_lag_oldest_seconds", "Age of the oldest unacknowledged event", labels)
+      ctx_.metrics
+          .gauge("civicbus_broker_lag_oldest_seconds", "Age of the oldest unacknowledged event",
+                 labels)
           .set(std::chrono::duration<double>(g.oldest_unacked_age).count());
       ctx_.metrics.gauge("civicbus_broker_dlq_events", "Dead letters not yet replayed", labels)
           .set(static_cast<double>(g.dlq_events));
@@ -1043,7 +1122,8 @@ Result<std::unique_ptr<Subscription>> BrokerImpl::subscribe_async(ConsumerGroupO
   if (!handler) return invalid_argument("subscribe needs a handler");
   if (options.group.empty()) return invalid_argument("a consumer group needs a name");
   if (options.topics.empty()) {
-    return invalid_argument(fmt::format("consumer group '{}' subscribes to no topics", options.group));
+    return invalid_argument(
+        fmt::format("consumer group '{}' subscribes to no topics", options.group));
   }
   for (const auto& p : options.topics) {
     std::string check = p;
@@ -1051,7 +1131,8 @@ Result<std::unique_ptr<Subscription>> BrokerImpl::subscribe_async(ConsumerGroupO
       if (c == '*' || c == '>') c = 'x';
     }
     if (!validate_topic_name(check).ok()) {
-      return invalid_argument(fmt::format("consumer group '{}': '{}' is not a topic pattern", options.group, p));
+      return invalid_argument(
+          fmt::format("consumer group '{}': '{}' is not a topic pattern", options.group, p));
     }
   }
   if (options.max_deliveries < 1 || options.parallelism < 1 || options.max_in_flight < 1 ||
@@ -1074,20 +1155,26 @@ Result<std::unique_ptr<Subscription>> BrokerImpl::subscribe_async(ConsumerGroupO
   const std::string patterns = string_array(options.topics).dump();
   std::optional<std::int64_t> committed;
   CIVICBUS_RETURN_IF_ERROR(ctx_.db.transaction([&]() -> Status {
-    CIVICBUS_ASSIGN_OR_RETURN(committed, ctx_.db.query_int(
-        "SELECT committed_offset FROM broker_groups WHERE name = ?", {Value{std::string_view(options.group)}}));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        committed, ctx_.db.query_int("SELECT committed_offset FROM broker_groups WHERE name = ?",
+                                     {Value{std::string_view(options.group)}}));
     if (!committed) {
       committed = options.start_from == StartFrom::kEarliest ? 0 : ctx_.transport.next_offset() - 1;
-      CIVICBUS_RETURN_IF_ERROR(ctx_.db.execute(
-          "INSERT INTO broker_groups(name, topics, committed_offset, created_at, updated_at) VALUES (?,?,?,?,?)",
-          {Value{std::string_view(options.group)}, Value{std::string_view(patterns)}, Value{*committed},
-           Value{now}, Value{now}}).status());
+      CIVICBUS_RETURN_IF_ERROR(
+          ctx_.db
+              .execute("INSERT INTO broker_groups(name, topics, committed_offset, created_at, "
+                       "updated_at) VALUES (?,?,?,?,?)",
+                       {Value{std::string_view(options.group)}, Value{std::string_view(patterns)},
+                        Value{*committed}, Value{now}, Value{now}})
+              .status());
       return audit_->append(options.group, "group.created", options.group,
                             Json::object({{"topics", string_array(options.topics)},
                                           {"committed_offset", *committed}}));
     }
-    return ctx_.db.execute("UPDATE broker_groups SET topics = ?, updated_at = ? WHERE name = ?",
-                           {Value{std::string_view(patterns)}, Value{now}, Value{std::string_view(options.group)}})
+    return ctx_.db
+        .execute(
+            "UPDATE broker_groups SET topics = ?, updated_at = ? WHERE name = ?",
+            {Value{std::string_view(patterns)}, Value{now}, Value{std::string_view(options.group)}})
         .status();
   }));
   {
@@ -1107,9 +1194,11 @@ Result<std::unique_ptr<Subscription>> BrokerImpl::subscribe_async(ConsumerGroupO
 
 Result<std::unique_ptr<Broker>> Broker::open(BrokerOptions options, BrokerContext context) {
   if (!options.master_key.empty() && options.master_key.size() != 32) {
-    return invalid_argument(fmt::format("master key must be 32 bytes, got {}", options.master_key.size()));
+    return invalid_argument(
+        fmt::format("master key must be 32 bytes, got {}", options.master_key.size()));
   }
-  if (options.max_event_bytes < 256) return invalid_argument("max_event_bytes must be at least 256");
+  if (options.max_event_bytes < 256)
+    return invalid_argument("max_event_bytes must be at least 256");
   auto broker = std::make_unique<BrokerImpl>(std::move(options), std::move(context));
   CIVICBUS_RETURN_IF_ERROR(broker->start());
   return std::unique_ptr<Broker>(std::move(broker));

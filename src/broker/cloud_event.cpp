@@ -12,8 +12,8 @@ namespace {
 
 bool is_context_attribute(std::string_view name) {
   return name == "id" || name == "source" || name == "specversion" || name == "type" ||
-         name == "datacontenttype" || name == "dataschema" || name == "subject" ||
-         name == "time" || name == "data" || name == "data_base64";
+         name == "datacontenttype" || name == "dataschema" || name == "subject" || name == "time" ||
+         name == "data" || name == "data_base64";
 }
 
 // CloudEvents 1.0 §3.1.1: attribute names are lower-case ASCII letters and digits.
@@ -43,7 +43,8 @@ bool absolute_uri(std::string_view s) {
   if (!std::isalpha(static_cast<unsigned char>(s[0]))) return false;
   for (std::size_t i = 1; i < colon; ++i) {
     char c = s[i];
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') return false;
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.')
+      return false;
   }
   return plausible_uri_reference(s);
 }
@@ -52,7 +53,8 @@ Status require_string(const Json& doc, std::string_view name, bool required) {
   const Json* v = doc.find(name);
   if (v == nullptr) {
     if (required) {
-      return invalid_argument(fmt::format("CloudEvent has no '{}' attribute; it is required", name));
+      return invalid_argument(
+          fmt::format("CloudEvent has no '{}' attribute; it is required", name));
     }
     return {};
   }
@@ -96,10 +98,11 @@ Result<CloudEvent> CloudEvent::from_json(Json document) {
 Status CloudEvent::validate() const {
   if (!doc_.is_object()) return invalid_argument("CloudEvent must be a JSON object");
   const Json* spec = doc_.find("specversion");
-  if (spec == nullptr) return invalid_argument("CloudEvent has no 'specversion' attribute; it is required");
+  if (spec == nullptr)
+    return invalid_argument("CloudEvent has no 'specversion' attribute; it is required");
   if (!spec->is_string() || spec->as_string() != "1.0") {
-    return invalid_argument(fmt::format("CloudEvent attribute 'specversion' must be \"1.0\", got {}",
-                                        spec->dump()));
+    return invalid_argument(
+        fmt::format("CloudEvent attribute 'specversion' must be \"1.0\", got {}", spec->dump()));
   }
   // `id` may be empty here: publish() assigns one.
   const Json* id = doc_.find("id");
@@ -108,15 +111,17 @@ Status CloudEvent::validate() const {
   }
   CIVICBUS_RETURN_IF_ERROR(require_string(doc_, "source", true));
   if (!plausible_uri_reference(doc_.find("source")->as_string())) {
-    return invalid_argument(fmt::format("CloudEvent attribute 'source' must be a URI-reference, got {}",
-                                        doc_.find("source")->dump()));
+    return invalid_argument(
+        fmt::format("CloudEvent attribute 'source' must be a URI-reference, got {}",
+                    doc_.find("source")->dump()));
   }
   CIVICBUS_RETURN_IF_ERROR(require_string(doc_, "type", true));
   for (std::string_view name : {"datacontenttype", "dataschema", "subject", "time"}) {
     CIVICBUS_RETURN_IF_ERROR(require_string(doc_, name, false));
     const Json* v = doc_.find(name);
     if (v != nullptr && v->as_string().empty()) {
-      return invalid_argument(fmt::format("CloudEvent attribute '{}' must not be empty when present", name));
+      return invalid_argument(
+          fmt::format("CloudEvent attribute '{}' must not be empty when present", name));
     }
   }
   if (const Json* t = doc_.find("time")) {
@@ -127,8 +132,8 @@ Status CloudEvent::validate() const {
   }
   if (const Json* s = doc_.find("dataschema")) {
     if (!absolute_uri(s->as_string())) {
-      return invalid_argument(fmt::format("CloudEvent attribute 'dataschema' must be an absolute URI, got {}",
-                                          s->dump()));
+      return invalid_argument(fmt::format(
+          "CloudEvent attribute 'dataschema' must be an absolute URI, got {}", s->dump()));
     }
   }
   if (doc_.contains("data") && doc_.contains("data_base64")) {
@@ -140,9 +145,10 @@ Status CloudEvent::validate() const {
   for (const auto& [name, value] : doc_.as_object()) {
     if (is_context_attribute(name)) continue;
     if (!valid_attribute_name(name)) {
-      return invalid_argument(fmt::format(
-          "CloudEvent attribute name '{}' is invalid: names are lower-case letters a-z and digits 0-9",
-          name));
+      return invalid_argument(
+          fmt::format("CloudEvent attribute name '{}' is invalid: names are lower-case letters a-z "
+                      "and digits 0-9",
+                      name));
     }
     if (!(value.is_string() || value.is_bool() || value.is_int())) {
       return invalid_argument(fmt::format(
@@ -235,9 +241,11 @@ bool topic_matches(std::string_view pattern, std::string_view topic) {
   while (true) {
     std::size_t pe = pattern.find('.', p);
     std::size_t te = topic.find('.', t);
-    std::string_view ptok = pattern.substr(p, pe == std::string_view::npos ? std::string_view::npos : pe - p);
+    std::string_view ptok =
+        pattern.substr(p, pe == std::string_view::npos ? std::string_view::npos : pe - p);
     if (ptok == ">") return t < topic.size();  // one or more tokens remain
-    std::string_view ttok = topic.substr(t, te == std::string_view::npos ? std::string_view::npos : te - t);
+    std::string_view ttok =
+        topic.substr(t, te == std::string_view::npos ? std::string_view::npos : te - t);
     if (ptok != "*" && ptok != ttok) return false;
     bool p_end = pe == std::string_view::npos;
     bool t_end = te == std::string_view::npos;

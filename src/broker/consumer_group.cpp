@@ -1,11 +1,11 @@
 #include "broker/consumer_group.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <functional>
-
-#include <fmt/format.h>
 
 #include "civicbus/core/executor.hpp"
 #include "civicbus/core/metrics.hpp"
@@ -148,8 +148,9 @@ void ConsumerGroupRuntime::run_lane(std::size_t lane_index) {
     if (!decoded.ok()) {
       // An event this node cannot read (corrupt payload, shredded key material it needs) will
       // not get better by retrying: finish() dead-letters kDataLoss at once.
-      if (!finish(lane_index, Status(ErrorCode::kDataLoss,
-                                     "event could not be decoded: " + decoded.status().message()),
+      if (!finish(lane_index,
+                  Status(ErrorCode::kDataLoss,
+                         "event could not be decoded: " + decoded.status().message()),
                   /*continue_inline=*/true)) {
         return;
       }
@@ -161,7 +162,8 @@ void ConsumerGroupRuntime::run_lane(std::size_t lane_index) {
     auto counters = host_.counters(options_.group, item.record->topic);
     if (counters.latency != nullptr && item.attempt == 1 && item.dlq_id == 0) {
       counters.latency->observe(std::max(
-          0.0, std::chrono::duration<double>(host_.clock().now() - item.record->stored_at).count()));
+          0.0,
+          std::chrono::duration<double>(host_.clock().now() - item.record->stored_at).count()));
     }
     // Whoever comes second of "the handler called done" and "the handler returned" settles
     // the event: done during the call leaves it to this loop (inline), done after the call
@@ -210,7 +212,8 @@ bool ConsumerGroupRuntime::finish(std::size_t lane_index, Status result, bool co
       lock.unlock();
       Status st = host_.mark_replayed(dlq_id);
       lock.lock();
-      if (!st.ok()) host_.logger().error("could not mark dead letter replayed", {{"error", st.to_string()}});
+      if (!st.ok())
+        host_.logger().error("could not mark dead letter replayed", {{"error", st.to_string()}});
     }
     done = true;
   } else {
@@ -223,14 +226,16 @@ bool ConsumerGroupRuntime::finish(std::size_t lane_index, Status result, bool co
       const int attempts = item.attempt;
       const SystemTime first_failed = item.first_failed_at;
       lock.unlock();
-      Status st = host_.dead_letter(options_.group, *record, dlq_id, result.message(), attempts, first_failed);
+      Status st = host_.dead_letter(options_.group, *record, dlq_id, result.message(), attempts,
+                                    first_failed);
       lock.lock();
       if (st.ok()) {
         if (counters.dead_lettered) counters.dead_lettered->inc();
         done = true;
       } else {
         host_.logger().error("could not store dead letter; will retry delivery",
-                             {{"group", options_.group}, {"offset", std::to_string(record->offset)},
+                             {{"group", options_.group},
+                              {"offset", std::to_string(record->offset)},
                               {"error", st.to_string()}});
       }
     }
@@ -244,9 +249,9 @@ bool ConsumerGroupRuntime::finish(std::size_t lane_index, Status result, bool co
     }
     Item& again = lane.queue.front();
     ++again.attempt;
-    host_.executor().post_after(backoff(again.attempt - 1), [self = shared_from_this(), lane_index] {
-      self->run_lane(lane_index);
-    });
+    host_.executor().post_after(
+        backoff(again.attempt - 1),
+        [self = shared_from_this(), lane_index] { self->run_lane(lane_index); });
     return false;  // the lane stays busy: later events of its keys wait for this one
   }
   Item finished = std::move(lane.queue.front());
@@ -262,7 +267,8 @@ bool ConsumerGroupRuntime::finish(std::size_t lane_index, Status result, bool co
     if (continue_inline) {
       run_next_here = true;  // the lane stays busy; the caller runs its next event
     } else {
-      host_.executor().post([self = shared_from_this(), lane_index] { self->run_lane(lane_index); });
+      host_.executor().post(
+          [self = shared_from_this(), lane_index] { self->run_lane(lane_index); });
     }
   } else {
     lane.busy = false;

@@ -7,12 +7,12 @@
 // highest offset below which every matching event is done (acknowledged or dead-lettered).
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <condition_variable>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -43,15 +43,16 @@ class GroupHost {
   virtual const Clock& clock() const = 0;
   virtual const Logger& logger() const = 0;
   // Parses a stored record into what the group's handler sees (PII revealed or redacted).
-  virtual Result<DeliveredEvent> decode(const transport::StoredRecord& record, std::string_view group) = 0;
+  virtual Result<DeliveredEvent> decode(const transport::StoredRecord& record,
+                                        std::string_view group) = 0;
   // Stores a dead letter (or, for a replayed one, updates its row). Durable on return.
   virtual Status dead_letter(std::string_view group, const transport::StoredRecord& record,
                              std::int64_t replayed_dlq_id, std::string_view error, int attempts,
                              SystemTime first_failed_at) = 0;
   virtual Status mark_replayed(std::int64_t dlq_id) = 0;
   virtual Status commit_offset(std::string_view group, std::int64_t offset) = 0;
-  virtual Result<std::vector<ReplayItem>> pending_replays(std::string_view group,
-                                                          const std::set<std::int64_t>& in_progress) = 0;
+  virtual Result<std::vector<ReplayItem>> pending_replays(
+      std::string_view group, const std::set<std::int64_t>& in_progress) = 0;
   struct Counters {
     Counter* delivered = nullptr;
     Counter* errors = nullptr;
@@ -117,16 +118,16 @@ class ConsumerGroupRuntime : public std::enable_shared_from_this<ConsumerGroupRu
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;
   std::vector<Lane> lanes_;
-  std::int64_t fetch_from_;            // next offset to read
-  std::int64_t known_last_ = 0;        // highest offset known to be in the log
-  std::set<std::int64_t> outstanding_; // fetched, not yet done
+  std::int64_t fetch_from_;             // next offset to read
+  std::int64_t known_last_ = 0;         // highest offset known to be in the log
+  std::set<std::int64_t> outstanding_;  // fetched, not yet done
   std::set<std::int64_t> replays_in_progress_;
   std::int64_t committed_;
   std::int64_t flushed_;
   bool fetch_scheduled_ = false;
   bool fetching_ = false;
   bool stopping_ = false;
-  int executing_ = 0;                  // handlers called and not yet finished
+  int executing_ = 0;  // handlers called and not yet finished
   std::unordered_map<std::string, bool> topic_matches_;
 };
 

@@ -1,9 +1,9 @@
 #include "broker/schema_registry.hpp"
 
-#include <algorithm>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <algorithm>
 
 #include "broker/audit_log.hpp"
 #include "civicbus/storage/database.hpp"
@@ -21,7 +21,8 @@ SchemaState parse_state(std::string_view s) {
 
 }  // namespace
 
-SchemaRegistry::SchemaRegistry(storage::Database& db, AuditLog& audit, const Clock& clock, Hooks hooks)
+SchemaRegistry::SchemaRegistry(storage::Database& db, AuditLog& audit, const Clock& clock,
+                               Hooks hooks)
     : db_(db), audit_(audit), clock_(clock), hooks_(std::move(hooks)) {}
 
 Status SchemaRegistry::load() {
@@ -61,11 +62,12 @@ SchemaRegistry::Active SchemaRegistry::active(std::string_view subject) const {
 
 Result<SchemaCompatibility> SchemaRegistry::compatibility_of(std::string_view subject) {
   std::string mode = "BACKWARD";
-  CIVICBUS_RETURN_IF_ERROR(db_.query("SELECT compatibility FROM broker_schema_subjects WHERE subject = ?",
-                                     {Value{subject}}, [&](const storage::Row& row) {
-                                       mode = std::string(row.get_text(0));
-                                       return false;
-                                     }));
+  CIVICBUS_RETURN_IF_ERROR(
+      db_.query("SELECT compatibility FROM broker_schema_subjects WHERE subject = ?",
+                {Value{subject}}, [&](const storage::Row& row) {
+                  mode = std::string(row.get_text(0));
+                  return false;
+                }));
   return parse_schema_compatibility(mode);
 }
 
@@ -94,7 +96,8 @@ Result<SchemaVersion> SchemaRegistry::load_version(std::string_view subject, int
         found = true;
         auto doc = Json::parse(row.get_text(0));
         if (!doc.ok()) {
-          parse_error = data_loss(fmt::format("stored schema {} v{} is not valid JSON", subject, version));
+          parse_error =
+              data_loss(fmt::format("stored schema {} v{} is not valid JSON", subject, version));
           return false;
         }
         v.schema = std::move(doc).value();
@@ -110,14 +113,16 @@ Result<SchemaVersion> SchemaRegistry::load_version(std::string_view subject, int
   v.subject = std::string(subject);
   v.version = version;
   CIVICBUS_RETURN_IF_ERROR(db_.query(
-      "SELECT group_name FROM broker_schema_acks WHERE subject = ? AND version = ? ORDER BY group_name",
+      "SELECT group_name FROM broker_schema_acks WHERE subject = ? AND version = ? ORDER BY "
+      "group_name",
       {Value{subject}, Value{static_cast<std::int64_t>(version)}}, [&](const storage::Row& row) {
         v.acknowledged_by.emplace_back(row.get_text(0));
         return true;
       }));
   if (v.state == SchemaState::kProposed) {
     for (auto& g : hooks_.groups_of_subject(subject)) {
-      if (std::find(v.acknowledged_by.begin(), v.acknowledged_by.end(), g) == v.acknowledged_by.end()) {
+      if (std::find(v.acknowledged_by.begin(), v.acknowledged_by.end(), g) ==
+          v.acknowledged_by.end()) {
         v.waiting_for.push_back(std::move(g));
       }
     }
@@ -127,12 +132,12 @@ Result<SchemaVersion> SchemaRegistry::load_version(std::string_view subject, int
 
 Result<std::vector<SchemaVersion>> SchemaRegistry::versions(std::string_view subject) {
   std::vector<int> numbers;
-  CIVICBUS_RETURN_IF_ERROR(db_.query(
-      "SELECT version FROM broker_schema_versions WHERE subject = ? ORDER BY version", {Value{subject}},
-      [&](const storage::Row& row) {
-        numbers.push_back(static_cast<int>(row.get_int(0)));
-        return true;
-      }));
+  CIVICBUS_RETURN_IF_ERROR(
+      db_.query("SELECT version FROM broker_schema_versions WHERE subject = ? ORDER BY version",
+                {Value{subject}}, [&](const storage::Row& row) {
+                  numbers.push_back(static_cast<int>(row.get_int(0)));
+                  return true;
+                }));
   std::vector<SchemaVersion> out;
   for (int n : numbers) {
     CIVICBUS_ASSIGN_OR_RETURN(auto v, load_version(subject, n));
@@ -146,7 +151,8 @@ Result<SchemaVersion> SchemaRegistry::register_version(std::string_view subject,
   if (subject.empty()) return invalid_argument("schema subject must not be empty");
   auto compiled = JsonSchema::compile(schema);
   if (!compiled.ok()) {
-    return compiled.status().with_context(fmt::format("schema for subject '{}' is not a valid JSON Schema", subject));
+    return compiled.status().with_context(
+        fmt::format("schema for subject '{}' is not a valid JSON Schema", subject));
   }
   std::lock_guard lock(write_mu_);
   CIVICBUS_ASSIGN_OR_RETURN(auto existing, versions(subject));
@@ -159,8 +165,9 @@ Result<SchemaVersion> SchemaRegistry::register_version(std::string_view subject,
     for (const auto& v : existing) earlier.push_back(v.schema);
     Status compatible = check_compatibility(mode, earlier, schema);
     if (!compatible.ok()) {
-      return Status(ErrorCode::kFailedPrecondition,
-                    fmt::format("schema for subject '{}' rejected: {}", subject, compatible.message()));
+      return Status(
+          ErrorCode::kFailedPrecondition,
+          fmt::format("schema for subject '{}' rejected: {}", subject, compatible.message()));
     }
   }
   const int version = existing.empty() ? 1 : existing.back().version + 1;
@@ -168,22 +175,25 @@ Result<SchemaVersion> SchemaRegistry::register_version(std::string_view subject,
   const std::string text = schema.dump();
   CIVICBUS_RETURN_IF_ERROR(db_.transaction([&]() -> Status {
     CIVICBUS_RETURN_IF_ERROR(
-        db_.execute("INSERT INTO broker_schema_subjects(subject, compatibility) VALUES (?, 'BACKWARD') "
-                    "ON CONFLICT(subject) DO NOTHING",
-                    {Value{subject}})
+        db_.execute(
+               "INSERT INTO broker_schema_subjects(subject, compatibility) VALUES (?, 'BACKWARD') "
+               "ON CONFLICT(subject) DO NOTHING",
+               {Value{subject}})
             .status());
-    CIVICBUS_RETURN_IF_ERROR(db_.execute("INSERT INTO broker_schema_versions(subject, version, schema, "
-                                         "state, created_at) VALUES (?, ?, ?, 'proposed', ?)",
-                                         {Value{subject}, Value{static_cast<std::int64_t>(version)},
-                                          Value{std::string_view(text)}, Value{now}})
-                                 .status());
+    CIVICBUS_RETURN_IF_ERROR(
+        db_.execute("INSERT INTO broker_schema_versions(subject, version, schema, "
+                    "state, created_at) VALUES (?, ?, ?, 'proposed', ?)",
+                    {Value{subject}, Value{static_cast<std::int64_t>(version)},
+                     Value{std::string_view(text)}, Value{now}})
+            .status());
     return audit_.append(actor, "schema.registered", fmt::format("{}@{}", subject, version),
                          Json::object({{"subject", std::string(subject)}, {"version", version}}));
   }));
   // The first version has nobody to wait for; later ones wait for the subject's groups.
   if (existing.empty() || hooks_.groups_of_subject(subject).empty()) {
-    CIVICBUS_RETURN_IF_ERROR(make_active(subject, version, actor,
-                                         existing.empty() ? "first version" : "no consumer groups to wait for"));
+    CIVICBUS_RETURN_IF_ERROR(
+        make_active(subject, version, actor,
+                    existing.empty() ? "first version" : "no consumer groups to wait for"));
   }
   return load_version(subject, version);
 }
@@ -211,7 +221,8 @@ Result<SchemaVersion> SchemaRegistry::acknowledge(std::string_view subject, int 
   }));
   CIVICBUS_ASSIGN_OR_RETURN(v, load_version(subject, version));
   if (v.state == SchemaState::kProposed && v.waiting_for.empty()) {
-    CIVICBUS_RETURN_IF_ERROR(make_active(subject, version, group, "acknowledged by every consumer group"));
+    CIVICBUS_RETURN_IF_ERROR(
+        make_active(subject, version, group, "acknowledged by every consumer group"));
     return load_version(subject, version);
   }
   return v;
@@ -227,7 +238,8 @@ Result<SchemaVersion> SchemaRegistry::activate(std::string_view subject, int ver
         "'{}' may not activate schema {}@{}: only the owner of a topic using the subject may "
         "override consumer acknowledgement{}",
         actor, subject, version,
-        owners.empty() ? " (no topic uses this subject)" : fmt::format(" (owners: {})", fmt::join(owners, ", "))));
+        owners.empty() ? " (no topic uses this subject)"
+                       : fmt::format(" (owners: {})", fmt::join(owners, ", "))));
   }
   if (v.state == SchemaState::kActive) return v;
   CIVICBUS_RETURN_IF_ERROR(make_active(subject, version, actor, "owner override"));
@@ -237,7 +249,8 @@ Result<SchemaVersion> SchemaRegistry::activate(std::string_view subject, int ver
 Status SchemaRegistry::reconcile() {
   std::vector<std::pair<std::string, int>> proposed;
   CIVICBUS_RETURN_IF_ERROR(db_.query(
-      "SELECT subject, version FROM broker_schema_versions WHERE state = 'proposed' ORDER BY subject, version",
+      "SELECT subject, version FROM broker_schema_versions WHERE state = 'proposed' ORDER BY "
+      "subject, version",
       {}, [&](const storage::Row& row) {
         proposed.emplace_back(std::string(row.get_text(0)), static_cast<int>(row.get_int(1)));
         return true;
@@ -246,7 +259,8 @@ Status SchemaRegistry::reconcile() {
   for (const auto& [subject, version] : proposed) {
     CIVICBUS_ASSIGN_OR_RETURN(auto v, load_version(subject, version));
     if (v.waiting_for.empty()) {
-      CIVICBUS_RETURN_IF_ERROR(make_active(subject, version, "system", "no consumer groups left to wait for"));
+      CIVICBUS_RETURN_IF_ERROR(
+          make_active(subject, version, "system", "no consumer groups left to wait for"));
     }
   }
   return {};
@@ -265,14 +279,16 @@ Status SchemaRegistry::make_active(std::string_view subject, int version, std::s
                                          {Value{subject}})
                                  .status());
     // Proposed versions older than the one activated can never become active.
-    CIVICBUS_RETURN_IF_ERROR(db_.execute("UPDATE broker_schema_versions SET state = 'superseded' "
-                                         "WHERE subject = ? AND state = 'proposed' AND version < ?",
-                                         {Value{subject}, Value{static_cast<std::int64_t>(version)}})
-                                 .status());
-    CIVICBUS_RETURN_IF_ERROR(db_.execute("UPDATE broker_schema_versions SET state = 'active', activated_at = ? "
-                                         "WHERE subject = ? AND version = ?",
-                                         {Value{now}, Value{subject}, Value{static_cast<std::int64_t>(version)}})
-                                 .status());
+    CIVICBUS_RETURN_IF_ERROR(
+        db_.execute("UPDATE broker_schema_versions SET state = 'superseded' "
+                    "WHERE subject = ? AND state = 'proposed' AND version < ?",
+                    {Value{subject}, Value{static_cast<std::int64_t>(version)}})
+            .status());
+    CIVICBUS_RETURN_IF_ERROR(
+        db_.execute("UPDATE broker_schema_versions SET state = 'active', activated_at = ? "
+                    "WHERE subject = ? AND version = ?",
+                    {Value{now}, Value{subject}, Value{static_cast<std::int64_t>(version)}})
+            .status());
     return audit_.append(actor, "schema.activated", fmt::format("{}@{}", subject, version),
                          Json::object({{"reason", std::string(reason)}}));
   }));

@@ -35,7 +35,8 @@ class SchemaRegistry {
   // Loads the active versions. Called once at broker start-up.
   Status load();
 
-  Status set_compatibility(std::string_view subject, SchemaCompatibility mode, std::string_view actor);
+  Status set_compatibility(std::string_view subject, SchemaCompatibility mode,
+                           std::string_view actor);
   Result<SchemaVersion> register_version(std::string_view subject, const Json& schema,
                                          std::string_view actor);
   Result<SchemaVersion> acknowledge(std::string_view subject, int version, std::string_view group);

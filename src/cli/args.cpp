@@ -1,9 +1,9 @@
 #include "cli/args.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <limits>
-
-#include <fmt/format.h>
 
 #include "core/edit_distance.hpp"
 
@@ -38,9 +38,8 @@ std::optional<Args> Args::parse(std::span<const std::string> argv,
     const std::string& word = argv[i];
     if (options_done || word.size() < 2 || word[0] != '-' || word == "-") {
       if (out.positionals_.size() >= max_positionals) {
-        error.message = max_positionals == 0
-                            ? fmt::format("unexpected argument '{}'", word)
-                            : fmt::format("too many arguments at '{}'", word);
+        error.message = max_positionals == 0 ? fmt::format("unexpected argument '{}'", word)
+                                             : fmt::format("too many arguments at '{}'", word);
         return std::nullopt;
       }
       out.positionals_.push_back(word);

@@ -2,6 +2,7 @@
 // directory with the topics a city would have, starts consumer groups (one of them flaky),
 // publishes steady traffic, evolves a schema, replays the dead-letter queue and verifies the
 // audit log, printing what happens as it goes.
+#include <fmt/format.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -12,8 +13,6 @@
 #include <map>
 #include <mutex>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "civicbus/broker/broker.hpp"
 #include "civicbus/core/json.hpp"
@@ -38,8 +37,8 @@ constexpr std::string_view kFlakyError = "SMS gateway refused the message (HTTP 
 const char* const kOwners[] = {"Marie Tremblay", "Jean Gagnon",   "Aisha Khan",  "Liam O'Brien",
                                "Sofia Rossi",    "Wei Chen",      "Noah Martin", "Emma Roy",
                                "Olivia Singh",   "Lucas Bouchard"};
-const char* const kStreets[] = {"Rue Principale", "King St W", "Boulevard Laurier", "Elm Ave",
-                                "Rideau St", "Chemin du Lac"};
+const char* const kStreets[] = {"Rue Principale", "King St W", "Boulevard Laurier",
+                                "Elm Ave",        "Rideau St", "Chemin du Lac"};
 const char* const kPermitKinds[] = {"building", "demolition", "sign", "plumbing", "patio"};
 const char* const kPaymentMethods[] = {"card", "pre-authorized debit", "online banking", "cash"};
 const char* const kMetrics[] = {"water_level_cm", "pressure_kpa", "air_quality_aqi", "noise_db"};
@@ -122,13 +121,14 @@ CloudEvent make_event(std::uint64_t n, bool with_ward) {
   if (kind < 8) {
     const char* owner = kOwners[n % std::size(kOwners)];
     std::string email = fmt::format("owner{}@example.ca", n % 5000);
-    Json data = Json::object({{"roll_number", roll_number(n)},
-                              {"assessed_value", static_cast<std::int64_t>(250'000 + (n * 7919) % 900'000)},
-                              {"previous_value", static_cast<std::int64_t>(240'000 + (n * 6007) % 880'000)},
-                              {"tax_class", n % 5 == 0 ? "commercial" : "residential"},
-                              {"owner_name", owner},
-                              {"owner_email", email},
-                              {"seq", static_cast<std::int64_t>(n)}});
+    Json data =
+        Json::object({{"roll_number", roll_number(n)},
+                      {"assessed_value", static_cast<std::int64_t>(250'000 + (n * 7919) % 900'000)},
+                      {"previous_value", static_cast<std::int64_t>(240'000 + (n * 6007) % 880'000)},
+                      {"tax_class", n % 5 == 0 ? "commercial" : "residential"},
+                      {"owner_name", owner},
+                      {"owner_email", email},
+                      {"seq", static_cast<std::int64_t>(n)}});
     if (with_ward) data.set("ward", static_cast<std::int64_t>(1 + n % 24));
     CloudEvent ev(std::string(kAssessmentTopic), "/tax/assessment-roll", std::move(data));
     ev.set_subject(roll_number(n));
@@ -136,24 +136,26 @@ CloudEvent make_event(std::uint64_t n, bool with_ward) {
   }
   if (kind < 13) {
     std::string permit = fmt::format("BP-2026-{:05}", n % 100000);
-    CloudEvent ev(std::string(kPermitTopic), "/permits/portal",
-                  Json::object({{"permit_id", permit},
-                                {"kind", kPermitKinds[n % std::size(kPermitKinds)]},
-                                {"address", fmt::format("{} {}", 10 + n % 990,
-                                                        kStreets[n % std::size(kStreets)])},
-                                {"valuation", static_cast<std::int64_t>(5'000 + (n * 131) % 400'000)},
-                                {"seq", static_cast<std::int64_t>(n)}}));
+    CloudEvent ev(
+        std::string(kPermitTopic), "/permits/portal",
+        Json::object(
+            {{"permit_id", permit},
+             {"kind", kPermitKinds[n % std::size(kPermitKinds)]},
+             {"address", fmt::format("{} {}", 10 + n % 990, kStreets[n % std::size(kStreets)])},
+             {"valuation", static_cast<std::int64_t>(5'000 + (n * 131) % 400'000)},
+             {"seq", static_cast<std::int64_t>(n)}}));
     ev.set_subject(permit);
     return ev;
   }
   if (kind < 18) {
     std::string account = fmt::format("TX-{:06}", (n * 17) % 1'000'000);
-    CloudEvent ev(std::string(kPaymentTopic), "/finance/payments",
-                  Json::object({{"payment_id", fmt::format("PAY-{:08}", n)},
-                                {"account", account},
-                                {"amount_cents", static_cast<std::int64_t>(2'500 + (n * 97) % 350'000)},
-                                {"method", kPaymentMethods[n % std::size(kPaymentMethods)]},
-                                {"seq", static_cast<std::int64_t>(n)}}));
+    CloudEvent ev(
+        std::string(kPaymentTopic), "/finance/payments",
+        Json::object({{"payment_id", fmt::format("PAY-{:08}", n)},
+                      {"account", account},
+                      {"amount_cents", static_cast<std::int64_t>(2'500 + (n * 97) % 350'000)},
+                      {"method", kPaymentMethods[n % std::size(kPaymentMethods)]},
+                      {"seq", static_cast<std::int64_t>(n)}}));
     ev.set_subject(account);
     return ev;
   }
@@ -284,7 +286,8 @@ Status Demo::subscribe() {
       {"tax", {"property.>", std::string(kPaymentTopic)}, "granted PII of assessments"},
       {"gis", {std::string(kAssessmentTopic), std::string(kPermitTopic)}, "sees PII redacted"},
       {"finance", {std::string(kPaymentTopic)}, ""},
-      {std::string(kFlakyGroup), {std::string(kAlertTopic), std::string(kPermitTopic)},
+      {std::string(kFlakyGroup),
+       {std::string(kAlertTopic), std::string(kPermitTopic)},
        "flaky: refuses every 9th event, 3 attempts, then DLQ"},
   };
   CIVICBUS_RETURN_IF_ERROR(broker_.grant_pii(kAssessmentTopic, "tax", "assessment-team"));
@@ -302,26 +305,27 @@ Status Demo::subscribe() {
     }
     GroupStats& stats = stats_[spec.group];
     std::string group = spec.group;
-    auto sub = broker_.subscribe(options, [this, &stats, group, flaky](const broker::DeliveredEvent& ev) {
-      if (flaky && !notifier_fixed_.load()) {
-        const Json* seq = ev.event.data().find("seq");
-        if (seq != nullptr && seq->is_int() && seq->as_int() % 9 == 0) {
-          stats.failed_attempts.fetch_add(1);
-          return unavailable(std::string(kFlakyError));
-        }
-      }
-      if (ev.replay) stats.replayed.fetch_add(1);
-      stats.delivered.fetch_add(1);
-      if (ev.topic == kAssessmentTopic && (group == "tax" || group == "gis")) {
-        const Json* owner = ev.event.data().find("owner_name");
-        if (owner != nullptr && owner->is_string()) {
-          std::lock_guard lock(mu_);
-          std::string& sample = group == "tax" ? tax_sample_ : gis_sample_;
-          if (sample.empty()) sample = owner->as_string();
-        }
-      }
-      return Status();
-    });
+    auto sub =
+        broker_.subscribe(options, [this, &stats, group, flaky](const broker::DeliveredEvent& ev) {
+          if (flaky && !notifier_fixed_.load()) {
+            const Json* seq = ev.event.data().find("seq");
+            if (seq != nullptr && seq->is_int() && seq->as_int() % 9 == 0) {
+              stats.failed_attempts.fetch_add(1);
+              return unavailable(std::string(kFlakyError));
+            }
+          }
+          if (ev.replay) stats.replayed.fetch_add(1);
+          stats.delivered.fetch_add(1);
+          if (ev.topic == kAssessmentTopic && (group == "tax" || group == "gis")) {
+            const Json* owner = ev.event.data().find("owner_name");
+            if (owner != nullptr && owner->is_string()) {
+              std::lock_guard lock(mu_);
+              std::string& sample = group == "tax" ? tax_sample_ : gis_sample_;
+              if (sample.empty()) sample = owner->as_string();
+            }
+          }
+          return Status();
+        });
     if (!sub.ok()) return sub.status().with_context(fmt::format("subscribing group '{}'", group));
     subscriptions_.push_back(std::move(sub).value());
     std::string topics;
@@ -339,19 +343,23 @@ void Demo::show_refusal_and_dedup() {
                                {"tax_class", "residential"}}));
   auto refused = broker_.publish(std::move(bad));
   if (refused.ok()) {
-    fmt::print("refused  NO: an assessment with a text assessed_value was stored at offset {} "
-               "(the schema should have refused it)\n",
-               refused->offset);
+    fmt::print(
+        "refused  NO: an assessment with a text assessed_value was stored at offset {} "
+        "(the schema should have refused it)\n",
+        refused->offset);
     ++failures_;
   } else {
-    fmt::print("refused  an assessment with assessed_value \"four hundred thousand\":\n"
-               "           {}\n",
-               refused.status().message());
+    fmt::print(
+        "refused  an assessment with assessed_value \"four hundred thousand\":\n"
+        "           {}\n",
+        refused.status().message());
   }
 
   CloudEvent permit(std::string(kPermitTopic), "/permits/portal",
-                    Json::object({{"permit_id", "BP-2026-DEMO"}, {"kind", "building"},
-                                  {"address", "1 Rue Principale"}, {"valuation", 125000}}));
+                    Json::object({{"permit_id", "BP-2026-DEMO"},
+                                  {"kind", "building"},
+                                  {"address", "1 Rue Principale"},
+                                  {"valuation", 125000}}));
   permit.set_id("demo-permit-0001").set_subject("BP-2026-DEMO");
   CloudEvent again = permit;
   auto first = broker_.publish(std::move(permit));
@@ -362,11 +370,11 @@ void Demo::show_refusal_and_dedup() {
     ++failures_;
     return;
   }
-  fmt::print("dedup    permit demo-permit-0001 stored at offset {}; sent again: {}\n",
-             first->offset,
-             second->duplicate ? fmt::format("acknowledged as a duplicate of offset {}, not stored",
-                                             second->offset)
-                               : fmt::format("stored AGAIN at offset {} (unexpected)", second->offset));
+  fmt::print(
+      "dedup    permit demo-permit-0001 stored at offset {}; sent again: {}\n", first->offset,
+      second->duplicate
+          ? fmt::format("acknowledged as a duplicate of offset {}, not stored", second->offset)
+          : fmt::format("stored AGAIN at offset {} (unexpected)", second->offset));
   if (!second->duplicate) ++failures_;
 }
 
@@ -440,8 +448,8 @@ Status Demo::traffic() {
       }
     }
 
-    auto target = static_cast<std::int64_t>(
-        static_cast<double>(rate_) * std::chrono::duration<double>(elapsed).count());
+    auto target = static_cast<std::int64_t>(static_cast<double>(rate_) *
+                                            std::chrono::duration<double>(elapsed).count());
     while (published_.load() < target + 1 &&
            published_.load() - acked_.load() - refused_.load() < kMaxInFlight) {
       CloudEvent ev = make_event(n++, v2_active && proposed_version > 0);
@@ -501,7 +509,8 @@ void Demo::drain(std::string_view what) {
     }
   }
   fmt::print("drain    {}: {} in {:.1f}s (dlq {})\n", what,
-             totals.lag == 0 ? "every group caught up" : fmt::format("{} events still lagging", totals.lag),
+             totals.lag == 0 ? "every group caught up"
+                             : fmt::format("{} events still lagging", totals.lag),
              std::chrono::duration<double>(SteadyClock::now() - start).count(), totals.dlq);
 }
 
@@ -513,8 +522,8 @@ Status Demo::replay_dlq() {
   fmt::print("\ndlq      {} dead letters in group {}", letters->size(), kFlakyGroup);
   if (!letters->empty()) {
     const auto& d = letters->front();
-    fmt::print("; e.g. #{} {} offset {} after {} attempts: {}", d.id, d.topic, d.offset,
-               d.attempts, truncate(d.error, 70));
+    fmt::print("; e.g. #{} {} offset {} after {} attempts: {}", d.id, d.topic, d.offset, d.attempts,
+               truncate(d.error, 70));
   }
   fmt::print("\n");
   if (letters->empty()) return {};
@@ -618,12 +627,11 @@ int Demo::run() {
     return fail(fmt::format("the demo saw {} unexpected result{} (see above)", failures_,
                             failures_ == 1 ? "" : "s"));
   }
-  fmt::print("\ndemo finished: {} events published, {} delivered in total\n", acked_.load(),
-             [&] {
-               std::int64_t total = 0;
-               for (const auto& [name, s] : stats_) total += s.delivered.load();
-               return total;
-             }());
+  fmt::print("\ndemo finished: {} events published, {} delivered in total\n", acked_.load(), [&] {
+    std::int64_t total = 0;
+    for (const auto& [name, s] : stats_) total += s.delivered.load();
+    return total;
+  }());
   return kExitOk;
 }
 
@@ -631,7 +639,8 @@ int Demo::run() {
 
 int run_demo(const Args& args) {
   auto duration = parse_duration(args.value_or("duration", "5s"));
-  if (!duration.ok()) return usage_error("demo", fmt::format("--duration: {}", duration.status().message()));
+  if (!duration.ok())
+    return usage_error("demo", fmt::format("--duration: {}", duration.status().message()));
   if (*duration < 500ms || *duration > std::chrono::hours(24)) {
     return usage_error("demo", "--duration must be between 500ms and 24h");
   }
@@ -672,8 +681,7 @@ int run_demo(const Args& args) {
 
   fmt::print("civicbus demo: a municipal integration node, {} at {} events/s\n",
              format_duration(*duration), rate);
-  fmt::print("data     {}{}\n", dir.path,
-             dir.remove ? " (removed at exit; --keep keeps it)" : "");
+  fmt::print("data     {}{}\n", dir.path, dir.remove ? " (removed at exit; --keep keeps it)" : "");
   auto created = Node::create(std::move(options));
   if (!created.ok()) return fail(created.status());
   std::unique_ptr<Node> node = std::move(created).value();

@@ -1,9 +1,8 @@
 // `civicbus serve`: a node from a configuration file, until SIGINT or SIGTERM.
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdio>
-
-#include <fmt/format.h>
 
 #include "civicbus/broker/broker.hpp"
 #include "cli/commands.hpp"
@@ -23,9 +22,10 @@ int run_serve(const Args& args) {
   if (auto level = args.value("log-level")) {
     auto parsed = parse_log_level(*level);
     if (!parsed.ok()) {
-      return usage_error("serve", fmt::format("--log-level must be one of trace, debug, info, warn, "
-                                              "error, off; got '{}'",
-                                              *level));
+      return usage_error("serve",
+                         fmt::format("--log-level must be one of trace, debug, info, warn, "
+                                     "error, off; got '{}'",
+                                     *level));
     }
     options.logging.level = *parsed;
   }
@@ -34,8 +34,9 @@ int run_serve(const Args& args) {
   if (!created.ok()) return fail(created.status());
   std::unique_ptr<Node> node = std::move(created).value();
   const NodeOptions& o = node->options();
-  fmt::print("civicbus: node '{}' serving {} topics from {} (pid {}); stop with Ctrl-C or SIGTERM\n",
-             o.name, node->broker().topics().size(), o.data_dir, ::getpid());
+  fmt::print(
+      "civicbus: node '{}' serving {} topics from {} (pid {}); stop with Ctrl-C or SIGTERM\n",
+      o.name, node->broker().topics().size(), o.data_dir, ::getpid());
   std::fflush(stdout);
 
   Status s = node->run();

@@ -1,5 +1,7 @@
 // Operator commands that open a node's data directory: topics, publish, tail, dlq, asyncapi,
 // audit.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <charconv>
@@ -11,8 +13,6 @@
 #include <iostream>
 #include <mutex>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "civicbus/broker/broker.hpp"
 #include "civicbus/core/json.hpp"
@@ -31,8 +31,9 @@ std::optional<std::int64_t> parse_int(std::string_view text) {
 }
 
 // Reads --NAME as an integer in [min, max]; `error` gets the usage message on failure.
-std::optional<std::int64_t> int_option(const Args& args, std::string_view name, std::int64_t fallback,
-                                       std::int64_t min, std::int64_t max, std::string& error) {
+std::optional<std::int64_t> int_option(const Args& args, std::string_view name,
+                                       std::int64_t fallback, std::int64_t min, std::int64_t max,
+                                       std::string& error) {
   auto text = args.value(name);
   if (!text) return fallback;
   auto v = parse_int(*text);
@@ -45,10 +46,10 @@ std::optional<std::int64_t> int_option(const Args& args, std::string_view name, 
 }
 
 std::string retention_text(const broker::TopicOptions& t) {
-  std::string out = t.retention.count() == 0
-                        ? std::string("forever")
-                        : format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(
-                              t.retention));
+  std::string out =
+      t.retention.count() == 0
+          ? std::string("forever")
+          : format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(t.retention));
   if (t.retention_bytes > 0) out += " / " + format_size(t.retention_bytes);
   return out;
 }
@@ -97,7 +98,8 @@ std::optional<broker::DlqFilter> dlq_filter(const Args& args, std::string_view c
   if (auto id = args.value("id")) {
     auto v = parse_int(*id);
     if (!v || *v <= 0) {
-      exit_code = usage_error(command, fmt::format("--id must be a positive number; got '{}'", *id));
+      exit_code =
+          usage_error(command, fmt::format("--id must be a positive number; got '{}'", *id));
       return std::nullopt;
     }
     filter.id = *v;
@@ -122,9 +124,8 @@ int run_topics(const Args& args) {
   auto node = open_node(args, "topics", code);
   if (!node) return code;
   std::vector<broker::TopicInfo> topics = node->broker().topics();
-  std::sort(topics.begin(), topics.end(), [](const auto& a, const auto& b) {
-    return a.options.name < b.options.name;
-  });
+  std::sort(topics.begin(), topics.end(),
+            [](const auto& a, const auto& b) { return a.options.name < b.options.name; });
   if (args.has("json")) {
     Json out = Json::array();
     for (const auto& t : topics) {
@@ -155,9 +156,9 @@ int run_topics(const Args& args) {
   for (const auto& t : topics) {
     std::string pii;
     for (const auto& p : t.options.pii_fields) pii += (pii.empty() ? "" : ",") + p;
-    table.add({t.options.name, t.options.owner, std::string(broker::to_string(t.options.sensitivity)),
-               retention_text(t.options), std::to_string(t.records), human_bytes(t.bytes),
-               pii.empty() ? "-" : pii,
+    table.add({t.options.name, t.options.owner,
+               std::string(broker::to_string(t.options.sensitivity)), retention_text(t.options),
+               std::to_string(t.records), human_bytes(t.bytes), pii.empty() ? "-" : pii,
                t.options.schema_subject.empty() ? "-" : t.options.schema_subject});
   }
   fmt::print("{}", table.render());
@@ -250,8 +251,7 @@ int publish_lines(broker::Broker& broker, const std::string& name, const std::st
     (o.result->value().duplicate ? duplicates : stored) += 1;
     print_ack(prefix, o.topic, o.result->value());
   }
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   fmt::print("{}: {} stored, {} duplicates, {} refused in {:.2f}s\n", name, stored, duplicates,
              refused, seconds);
   if (refused > 0) {
@@ -267,7 +267,8 @@ int run_publish(const Args& args) {
                 args.has("subject") || args.has("partition-key");
   int modes = (fields ? 1 : 0) + (args.has("event") ? 1 : 0) + (args.has("file") ? 1 : 0);
   if (modes == 0) {
-    return usage_error("publish", "give --type and --source (with --data), --event JSON or --file FILE");
+    return usage_error("publish",
+                       "give --type and --source (with --data), --event JSON or --file FILE");
   }
   if (modes > 1) {
     return usage_error("publish", "use one of --type/--source/--data, --event or --file");
@@ -277,8 +278,10 @@ int run_publish(const Args& args) {
   if (fields) {
     auto type = args.value("type");
     auto source = args.value("source");
-    if (!type) return usage_error("publish", "--type is required (the event type, which is the topic)");
-    if (!source) return usage_error("publish", "--source is required (who publishes, e.g. /tax/roll)");
+    if (!type)
+      return usage_error("publish", "--type is required (the event type, which is the topic)");
+    if (!source)
+      return usage_error("publish", "--source is required (who publishes, e.g. /tax/roll)");
     Json data;
     if (auto text = args.value("data")) {
       auto parsed = Json::parse(*text);
@@ -295,8 +298,8 @@ int run_publish(const Args& args) {
   } else if (auto text = args.value("event")) {
     auto parsed = CloudEvent::parse(*text);
     if (!parsed.ok()) {
-      return usage_error("publish",
-                         fmt::format("--event is not a valid CloudEvent: {}", parsed.status().message()));
+      return usage_error("publish", fmt::format("--event is not a valid CloudEvent: {}",
+                                                parsed.status().message()));
     }
     event.emplace(std::move(parsed).value());
   }
@@ -446,7 +449,7 @@ int run_dlq_list(const Args& args) {
   }
   Table table({"ID", "GROUP", "TOPIC", "OFFSET", "ATTEMPTS", "DEAD AT", "STATE", "ERROR"});
   for (const auto& d : *letters) {
-    std::string state = d.replayed_at            ? "replayed"
+    std::string state = d.replayed_at           ? "replayed"
                         : d.replay_requested_at ? "replay queued"
                                                 : "dead";
     table.add({std::to_string(d.id), d.group, d.topic, std::to_string(d.offset),
@@ -462,8 +465,8 @@ int run_dlq_replay(const Args& args) {
   bool filtered = args.has("group") || args.has("topic") || args.has("id") || args.has("since") ||
                   args.has("until") || args.has("error");
   if (!filtered && !args.has("all")) {
-    return usage_error("dlq replay",
-                       "give a filter (--group, --topic, --id, --since, --until, --error) or --all");
+    return usage_error(
+        "dlq replay", "give a filter (--group, --topic, --id, --since, --until, --error) or --all");
   }
   int code = kExitOk;
   auto node = open_node(args, "dlq replay", code);

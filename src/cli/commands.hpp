@@ -19,9 +19,9 @@ inline constexpr int kExitFailure = 1;  // the command ran and something failed
 inline constexpr int kExitUsage = 2;    // the command line is wrong
 
 struct Command {
-  std::string_view name;     // "serve", "dlq list"
-  std::string_view summary;  // one line for `civicbus help`
-  std::string_view synopsis; // "civicbus serve --config FILE"
+  std::string_view name;      // "serve", "dlq list"
+  std::string_view summary;   // one line for `civicbus help`
+  std::string_view synopsis;  // "civicbus serve --config FILE"
   std::span<const OptionSpec> options;
   std::size_t max_positionals = 0;
   int (*run)(const Args& args);

@@ -1,11 +1,10 @@
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-
-#include <fmt/format.h>
 
 #include "cli/commands.hpp"
 
@@ -27,7 +26,9 @@ int fail(std::string_view message) {
   return kExitFailure;
 }
 
-int fail(const Status& status) { return fail(status.message()); }
+int fail(const Status& status) {
+  return fail(status.message());
+}
 
 int usage_error(std::string_view command, std::string_view message) {
   std::fflush(stdout);
@@ -62,7 +63,8 @@ Result<NodeOptions> load_options(const Args& args, std::string_view command, int
     }
     options.data_dir = *data_dir;
   }
-  if (!args.has("verbose") && static_cast<int>(options.logging.level) < static_cast<int>(LogLevel::kWarn)) {
+  if (!args.has("verbose") &&
+      static_cast<int>(options.logging.level) < static_cast<int>(LogLevel::kWarn)) {
     options.logging.level = LogLevel::kWarn;
   }
   return options;
@@ -87,7 +89,9 @@ void install_stop_handlers() {
   ::sigaction(SIGTERM, &action, nullptr);
 }
 
-bool stop_requested() { return g_signals.load() > 0; }
+bool stop_requested() {
+  return g_signals.load() > 0;
+}
 
 Result<SystemTime> parse_time_or_ago(std::string_view text, SystemTime now) {
   if (auto t = parse_rfc3339(text); t.ok()) return *t;

@@ -1,10 +1,10 @@
 // The civicbus command: runs a node from a YAML file and hosts the operator tools. See
 // docs/CLI.md. Exit codes: 0 success, 1 failure, 2 usage error.
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "cli/commands.hpp"
 
@@ -45,11 +45,13 @@ constexpr OptionSpec kPublishOptions[] = {
 constexpr OptionSpec kTailOptions[] = {
     kConfigOption,
     kDataDirOption,
-    {"topic", true, "PATTERN", "topics to show: a name or a pattern (permit.*, property.>); default >"},
+    {"topic", true, "PATTERN",
+     "topics to show: a name or a pattern (permit.*, property.>); default >"},
     {"from", true, "OFFSET", "first offset to show (default: the last --limit events)"},
     {"limit", true, "N", "events to show (default 10; with --follow, the backlog shown first)"},
     {"follow", false, "", "keep printing new events until Ctrl-C"},
-    {"events-only", false, "", "print bare CloudEvents instead of {offset, topic, stored_at, event}"},
+    {"events-only", false, "",
+     "print bare CloudEvents instead of {offset, topic, stored_at, event}"},
     kVerboseOption,
 };
 
@@ -84,11 +86,11 @@ constexpr OptionSpec kDlqReplayOptions[] = {
 
 constexpr OptionSpec kAsyncApiOptions[] = {kConfigOption, kDataDirOption, kVerboseOption};
 constexpr OptionSpec kAuditVerifyOptions[] = {kConfigOption, kDataDirOption, kVerboseOption};
-constexpr OptionSpec kAuditListOptions[] = {
-    kConfigOption, kDataDirOption,
-    {"from", true, "SEQ", "first record (default 1)"},
-    {"limit", true, "N", "records to show (default 100)"},
-    kVerboseOption};
+constexpr OptionSpec kAuditListOptions[] = {kConfigOption,
+                                            kDataDirOption,
+                                            {"from", true, "SEQ", "first record (default 1)"},
+                                            {"limit", true, "N", "records to show (default 100)"},
+                                            kVerboseOption};
 constexpr OptionSpec kNoOptions[] = {{"help", false, "", "show this help"}};
 
 int run_version(const Args&) {
@@ -127,7 +129,8 @@ constexpr Command kCommands[] = {
      "schema error; nothing is stored.\n\n"
      "Examples:\n"
      "  civicbus publish --config node.yaml --type permit.issued --source /permits \\\n"
-     "      --subject BP-2026-0042 --data '{\"permit_id\":\"BP-2026-0042\",\"kind\":\"building\"}'\n"
+     "      --subject BP-2026-0042 --data "
+     "'{\"permit_id\":\"BP-2026-0042\",\"kind\":\"building\"}'\n"
      "  civicbus publish --config node.yaml --file events.ndjson\n"},
     {"tail", "print stored events as JSON lines (PII redacted)",
      "civicbus tail (--config FILE | --data-dir DIR) [--topic PATTERN] [--from OFFSET]\n"
@@ -258,9 +261,9 @@ int dispatch(const std::vector<std::string>& words) {
         return usage_error(first, fmt::format("needs a subcommand: {}", list));
       }
       auto hint = closest(words[1], subs);
-      return usage_error(first, fmt::format("unknown subcommand '{}'{}; expected {}", words[1],
-                                            hint ? fmt::format(" (did you mean '{}'?)", *hint) : "",
-                                            list));
+      return usage_error(
+          first, fmt::format("unknown subcommand '{}'{}; expected {}", words[1],
+                             hint ? fmt::format(" (did you mean '{}'?)", *hint) : "", list));
     }
     auto names = command_names();
     auto hint = closest(first, names);
@@ -286,7 +289,9 @@ int dispatch(const std::vector<std::string>& words) {
 
 }  // namespace
 
-std::span<const Command> commands() { return kCommands; }
+std::span<const Command> commands() {
+  return kCommands;
+}
 
 }  // namespace civicbus::cli
 

@@ -1,13 +1,13 @@
 #include "core/ecma_regex.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "core/json_text.hpp"
 #include "core/unicode_categories.hpp"
@@ -77,11 +77,15 @@ bool is_line_terminator(char32_t c) {
   return c == '\n' || c == '\r' || c == 0x2028 || c == 0x2029;
 }
 
-Ranges digit_ranges() { return {{'0', '9'}}; }
-Ranges word_ranges() { return {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}}; }
+Ranges digit_ranges() {
+  return {{'0', '9'}};
+}
+Ranges word_ranges() {
+  return {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}};
+}
 Ranges space_ranges() {
   // ECMA-262 WhiteSpace and LineTerminator.
-  return {{0x09, 0x0D}, {0x20, 0x20},     {0xA0, 0xA0},     {0x1680, 0x1680}, {0x2000, 0x200A},
+  return {{0x09, 0x0D},     {0x20, 0x20},     {0xA0, 0xA0},     {0x1680, 0x1680}, {0x2000, 0x200A},
           {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000}, {0xFEFF, 0xFEFF}};
 }
 
@@ -113,20 +117,48 @@ std::uint32_t mask_of(std::string_view prefix_or_name) {
 // General_Category values by their long names and aliases (UCD PropertyValueAliases.txt).
 std::uint32_t general_category_mask(std::string_view value) {
   static constexpr std::pair<std::string_view, std::string_view> kAliases[] = {
-      {"Letter", "L"},         {"Cased_Letter", "LC"},       {"Uppercase_Letter", "Lu"},
-      {"Lowercase_Letter", "Ll"}, {"Titlecase_Letter", "Lt"}, {"Modifier_Letter", "Lm"},
-      {"Other_Letter", "Lo"},  {"Mark", "M"},                {"Combining_Mark", "M"},
-      {"Nonspacing_Mark", "Mn"}, {"Spacing_Mark", "Mc"},     {"Enclosing_Mark", "Me"},
-      {"Number", "N"},         {"Decimal_Number", "Nd"},     {"digit", "Nd"},
-      {"Letter_Number", "Nl"}, {"Other_Number", "No"},       {"Punctuation", "P"},
-      {"punct", "P"},          {"Connector_Punctuation", "Pc"}, {"Dash_Punctuation", "Pd"},
-      {"Open_Punctuation", "Ps"}, {"Close_Punctuation", "Pe"}, {"Initial_Punctuation", "Pi"},
-      {"Final_Punctuation", "Pf"}, {"Other_Punctuation", "Po"}, {"Symbol", "S"},
-      {"Math_Symbol", "Sm"},   {"Currency_Symbol", "Sc"},    {"Modifier_Symbol", "Sk"},
-      {"Other_Symbol", "So"},  {"Separator", "Z"},           {"Space_Separator", "Zs"},
-      {"Line_Separator", "Zl"}, {"Paragraph_Separator", "Zp"}, {"Other", "C"},
-      {"Control", "Cc"},       {"cntrl", "Cc"},              {"Format", "Cf"},
-      {"Surrogate", "Cs"},     {"Private_Use", "Co"},        {"Unassigned", "Cn"}};
+      {"Letter", "L"},
+      {"Cased_Letter", "LC"},
+      {"Uppercase_Letter", "Lu"},
+      {"Lowercase_Letter", "Ll"},
+      {"Titlecase_Letter", "Lt"},
+      {"Modifier_Letter", "Lm"},
+      {"Other_Letter", "Lo"},
+      {"Mark", "M"},
+      {"Combining_Mark", "M"},
+      {"Nonspacing_Mark", "Mn"},
+      {"Spacing_Mark", "Mc"},
+      {"Enclosing_Mark", "Me"},
+      {"Number", "N"},
+      {"Decimal_Number", "Nd"},
+      {"digit", "Nd"},
+      {"Letter_Number", "Nl"},
+      {"Other_Number", "No"},
+      {"Punctuation", "P"},
+      {"punct", "P"},
+      {"Connector_Punctuation", "Pc"},
+      {"Dash_Punctuation", "Pd"},
+      {"Open_Punctuation", "Ps"},
+      {"Close_Punctuation", "Pe"},
+      {"Initial_Punctuation", "Pi"},
+      {"Final_Punctuation", "Pf"},
+      {"Other_Punctuation", "Po"},
+      {"Symbol", "S"},
+      {"Math_Symbol", "Sm"},
+      {"Currency_Symbol", "Sc"},
+      {"Modifier_Symbol", "Sk"},
+      {"Other_Symbol", "So"},
+      {"Separator", "Z"},
+      {"Space_Separator", "Zs"},
+      {"Line_Separator", "Zl"},
+      {"Paragraph_Separator", "Zp"},
+      {"Other", "C"},
+      {"Control", "Cc"},
+      {"cntrl", "Cc"},
+      {"Format", "Cf"},
+      {"Surrogate", "Cs"},
+      {"Private_Use", "Co"},
+      {"Unassigned", "Cn"}};
   for (const auto& [alias, code] : kAliases) {
     if (value == alias) {
       value = code;
@@ -144,8 +176,20 @@ std::uint32_t general_category_mask(std::string_view value) {
 // ---- Syntax tree ------------------------------------------------------------------------
 
 struct Node {
-  enum class Kind { kEmpty, kChar, kClass, kAny, kBegin, kEnd, kWordBoundary, kNotWordBoundary,
-                    kConcat, kAlternation, kRepeat, kLookahead };
+  enum class Kind {
+    kEmpty,
+    kChar,
+    kClass,
+    kAny,
+    kBegin,
+    kEnd,
+    kWordBoundary,
+    kNotWordBoundary,
+    kConcat,
+    kAlternation,
+    kRepeat,
+    kLookahead
+  };
   Kind kind = Kind::kEmpty;
   char32_t c = 0;
   std::uint32_t class_index = 0;
@@ -164,7 +208,17 @@ NodePtr make(Node::Kind kind) {
 }
 
 enum class Op : std::uint8_t {
-  kChar, kClass, kAny, kSplit, kJmp, kBegin, kEnd, kWordBoundary, kNotWordBoundary, kLook, kMatch
+  kChar,
+  kClass,
+  kAny,
+  kSplit,
+  kJmp,
+  kBegin,
+  kEnd,
+  kWordBoundary,
+  kNotWordBoundary,
+  kLook,
+  kMatch
 };
 
 struct Inst {
@@ -295,8 +349,7 @@ class Parser {
       default:
         break;
     }
-    if (peek() == '*' || peek() == '+' || peek() == '?' ||
-        (peek() == '{' && [&] {
+    if (peek() == '*' || peek() == '+' || peek() == '?' || (peek() == '{' && [&] {
           int a = 0, b = 0;
           const std::size_t saved = pos_;
           const bool is_quantifier = read_braces(a, b);
@@ -335,12 +388,21 @@ class Parser {
   NodePtr parse_atom(int depth) {
     const char32_t c = p_[pos_];
     switch (c) {
-      case '^': ++pos_; return make(Node::Kind::kBegin);
-      case '$': ++pos_; return make(Node::Kind::kEnd);
-      case '.': ++pos_; return make(Node::Kind::kAny);
-      case '(': return parse_group(depth);
-      case '[': return parse_class();
-      case '\\': return parse_atom_escape();
+      case '^':
+        ++pos_;
+        return make(Node::Kind::kBegin);
+      case '$':
+        ++pos_;
+        return make(Node::Kind::kEnd);
+      case '.':
+        ++pos_;
+        return make(Node::Kind::kAny);
+      case '(':
+        return parse_group(depth);
+      case '[':
+        return parse_class();
+      case '\\':
+        return parse_atom_escape();
       case '*':
       case '+':
       case '?':
@@ -457,8 +519,8 @@ class Parser {
     } else if (value.starts_with("gc=")) {
       value.remove_prefix(3);
     } else if (value.find('=') != std::string_view::npos) {
-      error_ = fmt::format("Unicode property \\p{{{}}} is not supported (only General_Category)",
-                           name);
+      error_ =
+          fmt::format("Unicode property \\p{{{}}} is not supported (only General_Category)", name);
       return false;
     }
     Ranges ranges;
@@ -485,11 +547,21 @@ class Parser {
   // backspace and allows \-.
   bool read_character_escape(char32_t e, bool in_class, char32_t& out) {
     switch (e) {
-      case 't': out = '\t'; return true;
-      case 'n': out = '\n'; return true;
-      case 'v': out = '\v'; return true;
-      case 'f': out = '\f'; return true;
-      case 'r': out = '\r'; return true;
+      case 't':
+        out = '\t';
+        return true;
+      case 'n':
+        out = '\n';
+        return true;
+      case 'v':
+        out = '\v';
+        return true;
+      case 'f':
+        out = '\f';
+        return true;
+      case 'r':
+        out = '\r';
+        return true;
       case 'b':
         if (!in_class) return false;
         out = '\b';
@@ -527,17 +599,30 @@ class Parser {
     is_class = true;
     Ranges r;
     switch (e) {
-      case 'd': r = digit_ranges(); break;
-      case 'D': r = complement(digit_ranges()); break;
-      case 'w': r = word_ranges(); break;
-      case 'W': r = complement(word_ranges()); break;
-      case 's': r = space_ranges(); break;
-      case 'S': r = complement(space_ranges()); break;
+      case 'd':
+        r = digit_ranges();
+        break;
+      case 'D':
+        r = complement(digit_ranges());
+        break;
+      case 'w':
+        r = word_ranges();
+        break;
+      case 'W':
+        r = complement(word_ranges());
+        break;
+      case 's':
+        r = space_ranges();
+        break;
+      case 'S':
+        r = complement(space_ranges());
+        break;
       case 'p':
       case 'P':
         if (!read_property(e == 'P', out)) {
-          if (error_.empty()) error_ = fmt::format("malformed \\{} escape at character {}",
-                                                   static_cast<char>(e), pos_);
+          if (error_.empty())
+            error_ =
+                fmt::format("malformed \\{} escape at character {}", static_cast<char>(e), pos_);
           return false;
         }
         return true;
@@ -559,7 +644,8 @@ class Parser {
     if (e == 'k') return fail("named backreferences are not supported");
     Ranges ranges;
     bool is_class = false;
-    if (!read_class_escape(e, ranges, is_class)) return fail(error_.empty() ? "bad escape" : error_);
+    if (!read_class_escape(e, ranges, is_class))
+      return fail(error_.empty() ? "bad escape" : error_);
     if (is_class) return class_node(std::move(ranges), false);
     char32_t c = 0;
     if (!read_character_escape(e, false, c)) {
@@ -617,7 +703,8 @@ class Parser {
       }
       char32_t lo = 0;
       bool lo_single = false;
-      if (!parse_class_atom(ranges, lo, lo_single)) return fail(error_.empty() ? "bad class" : error_);
+      if (!parse_class_atom(ranges, lo, lo_single))
+        return fail(error_.empty() ? "bad class" : error_);
       if (peek() == '-' && peek(1) != ']' && peek(1) != kNoChar) {
         ++pos_;
         char32_t hi = 0;
@@ -780,7 +867,8 @@ class Compiler {
           sub.other_programs_ = other_programs_ + code.size();
           if (!sub.compile(*n.children.front(), index)) too_big_ = true;
           // What the lookahead (and lookaheads inside it) emitted now counts against ours.
-          other_programs_ = sub.other_programs_ - code.size() + program_.programs[index].code.size();
+          other_programs_ =
+              sub.other_programs_ - code.size() + program_.programs[index].code.size();
           program_.programs[index].anchored = true;
         }
         code.push_back(Inst{Op::kLook, n.negate, index});
@@ -949,10 +1037,17 @@ bool run(MatchContext& ctx, std::uint32_t program_index, std::size_t start, char
       const Inst& inst = code[pc];
       bool step = false;
       switch (inst.op) {
-        case Op::kChar: step = cur == inst.c; break;
-        case Op::kClass: step = ctx.program.classes[inst.x].contains(cur); break;
-        case Op::kAny: step = !is_line_terminator(cur); break;
-        default: break;
+        case Op::kChar:
+          step = cur == inst.c;
+          break;
+        case Op::kClass:
+          step = ctx.program.classes[inst.x].contains(cur);
+          break;
+        case Op::kAny:
+          step = !is_line_terminator(cur);
+          break;
+        default:
+          break;
       }
       if (step) add_thread(*nlist, pc + 1, next, cur, following);
     }
@@ -993,6 +1088,8 @@ bool EcmaRegex::search(std::string_view text) const {
   return run(ctx, 0, 0, kNoChar);
 }
 
-const std::string& EcmaRegex::pattern() const { return program_->pattern; }
+const std::string& EcmaRegex::pattern() const {
+  return program_->pattern;
+}
 
 }  // namespace civicbus::detail

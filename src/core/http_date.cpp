@@ -68,8 +68,8 @@ Result<SystemTime> build(std::string_view text, int weekday, int year, int month
   // SystemTime counts nanoseconds in 64 bits: 1677-09-21 to 2262-04-11. Found by fuzzing
   // ("Sat, 29 Feb 9020 23:59:60 GMT" overflowed).
   if (year < 1678 || year > 2261) {
-    return invalid_argument(
-        fmt::format("HTTP-date '{}' is outside the years 1678 to 2261 this node can represent", text));
+    return invalid_argument(fmt::format(
+        "HTTP-date '{}' is outside the years 1678 to 2261 this node can represent", text));
   }
   // The day name is checked for syntax only (as Go's net/http does): senders get it wrong, RFC
   // 8594's own example among them ("Sat, 31 Dec 2018" was a Monday).

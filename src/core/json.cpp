@@ -1,5 +1,6 @@
 #include "civicbus/core/json.hpp"
 
+#include <fmt/format.h>
 #include <simdjson.h>
 
 #include <algorithm>
@@ -10,8 +11,6 @@
 #include <limits>
 #include <tuple>
 #include <unordered_map>
-
-#include <fmt/format.h>
 
 #include "core/json_text.hpp"
 
@@ -28,7 +27,9 @@ constexpr std::size_t kLinearDuplicateScanLimit = 16;
 
 constexpr double kTwoPow63 = 9223372036854775808.0;
 
-bool double_fits_int64(double d) { return d >= -kTwoPow63 && d < kTwoPow63; }
+bool double_fits_int64(double d) {
+  return d >= -kTwoPow63 && d < kTwoPow63;
+}
 
 void fill(simdjson::dom::element element, Json& out);
 
@@ -218,7 +219,8 @@ bool objects_equal(const Json::Object& a, const Json::Object& b) {
   for (const Json::Member& member : a) {
     // Not a structured binding: clang before 16 cannot capture one in a lambda (P1091).
     const std::string& key = member.first;
-    auto it = std::find_if(b.begin(), b.end(), [&](const Json::Member& m) { return m.first == key; });
+    auto it =
+        std::find_if(b.begin(), b.end(), [&](const Json::Member& m) { return m.first == key; });
     if (it == b.end() || !(member.second == it->second)) return false;
   }
   return true;
@@ -371,8 +373,8 @@ Json& Json::operator[](std::string_view key) {
 bool Json::erase(std::string_view key) {
   if (!is_object()) return false;
   Object& members = std::get<Object>(v_);
-  auto it = std::find_if(members.begin(), members.end(),
-                         [&](const Member& m) { return m.first == key; });
+  auto it =
+      std::find_if(members.begin(), members.end(), [&](const Member& m) { return m.first == key; });
   if (it == members.end()) return false;
   members.erase(it);
   return true;
@@ -415,9 +417,13 @@ bool Json::get_bool(std::string_view key, bool fallback) const {
   return member->as_bool();
 }
 
-const Json* Json::at_pointer(std::string_view pointer) const { return walk_pointer(this, pointer); }
+const Json* Json::at_pointer(std::string_view pointer) const {
+  return walk_pointer(this, pointer);
+}
 
-Json* Json::at_pointer(std::string_view pointer) { return walk_pointer(this, pointer); }
+Json* Json::at_pointer(std::string_view pointer) {
+  return walk_pointer(this, pointer);
+}
 
 std::string Json::dump(int indent) const {
   std::string out;
@@ -425,7 +431,9 @@ std::string Json::dump(int indent) const {
   return out;
 }
 
-void Json::dump_to(std::string& out) const { dump_value(*this, out, 0, 0); }
+void Json::dump_to(std::string& out) const {
+  dump_value(*this, out, 0, 0);
+}
 
 bool operator==(const Json& a, const Json& b) {
   if (a.is_number() && b.is_number()) return numbers_equal(a, b);
@@ -494,13 +502,27 @@ void append_json_escaped(std::string& out, std::string_view s) {
     }
     flush(p);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default: {
         const char escaped[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
         out.append(escaped, sizeof escaped);

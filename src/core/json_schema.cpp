@@ -1,5 +1,7 @@
 #include "civicbus/core/json_schema.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -10,8 +12,6 @@
 #include <unordered_set>
 #include <utility>
 #include <variant>
-
-#include <fmt/format.h>
 
 #include "core/ecma_regex.hpp"
 #include "core/json_schema_formats.hpp"
@@ -49,10 +49,9 @@ enum Vocabulary : std::uint32_t {
   kVocabFormatAssertion = 1u << 6,
   kVocabContent = 1u << 7,
 };
-constexpr std::uint32_t kDefaultVocabularies = kVocabCore | kVocabApplicator |
-                                               kVocabUnevaluated | kVocabValidation |
-                                               kVocabMetaData | kVocabFormatAnnotation |
-                                               kVocabContent;
+constexpr std::uint32_t kDefaultVocabularies = kVocabCore | kVocabApplicator | kVocabUnevaluated |
+                                               kVocabValidation | kVocabMetaData |
+                                               kVocabFormatAnnotation | kVocabContent;
 
 constexpr std::string_view kDialect202012 = "https://json-schema.org/draft/2020-12/schema";
 
@@ -110,12 +109,18 @@ std::uint8_t type_bit(std::string_view name) {
 
 bool type_matches(std::uint8_t mask, const Json& v) {
   switch (v.type()) {
-    case Json::Type::kNull: return mask & kTypeNull;
-    case Json::Type::kBool: return mask & kTypeBoolean;
-    case Json::Type::kObject: return mask & kTypeObject;
-    case Json::Type::kArray: return mask & kTypeArray;
-    case Json::Type::kString: return mask & kTypeString;
-    case Json::Type::kInt: return mask & (kTypeNumber | kTypeInteger);
+    case Json::Type::kNull:
+      return mask & kTypeNull;
+    case Json::Type::kBool:
+      return mask & kTypeBoolean;
+    case Json::Type::kObject:
+      return mask & kTypeObject;
+    case Json::Type::kArray:
+      return mask & kTypeArray;
+    case Json::Type::kString:
+      return mask & kTypeString;
+    case Json::Type::kInt:
+      return mask & (kTypeNumber | kTypeInteger);
     case Json::Type::kDouble:
       return (mask & kTypeNumber) || ((mask & kTypeInteger) && v.is_integral());
   }
@@ -124,21 +129,28 @@ bool type_matches(std::uint8_t mask, const Json& v) {
 
 std::string_view type_name(const Json& v) {
   switch (v.type()) {
-    case Json::Type::kNull: return "null";
-    case Json::Type::kBool: return "boolean";
-    case Json::Type::kObject: return "object";
-    case Json::Type::kArray: return "array";
-    case Json::Type::kString: return "string";
-    case Json::Type::kInt: return "integer";
-    case Json::Type::kDouble: return v.is_integral() ? "integer" : "number";
+    case Json::Type::kNull:
+      return "null";
+    case Json::Type::kBool:
+      return "boolean";
+    case Json::Type::kObject:
+      return "object";
+    case Json::Type::kArray:
+      return "array";
+    case Json::Type::kString:
+      return "string";
+    case Json::Type::kInt:
+      return "integer";
+    case Json::Type::kDouble:
+      return v.is_integral() ? "integer" : "number";
   }
   return "value";
 }
 
 std::string type_list(std::uint8_t mask) {
   static constexpr std::pair<std::uint8_t, std::string_view> kNames[] = {
-      {kTypeNull, "null"},     {kTypeBoolean, "boolean"}, {kTypeObject, "object"},
-      {kTypeArray, "array"},   {kTypeNumber, "number"},   {kTypeString, "string"},
+      {kTypeNull, "null"},      {kTypeBoolean, "boolean"}, {kTypeObject, "object"},
+      {kTypeArray, "array"},    {kTypeNumber, "number"},   {kTypeString, "string"},
       {kTypeInteger, "integer"}};
   std::string out;
   for (const auto& [bit, name] : kNames) {
@@ -191,9 +203,12 @@ std::size_t hash_combine(std::size_t seed, std::size_t v) {
 // A hash consistent with Json equality (1 and 1.0 hash alike; member order is ignored).
 std::size_t json_hash(const Json& v) {
   switch (v.type()) {
-    case Json::Type::kNull: return 0x6e756c6c;
-    case Json::Type::kBool: return v.as_bool() ? 0x74727565 : 0x66616c73;
-    case Json::Type::kInt: return std::hash<std::int64_t>()(v.as_int());
+    case Json::Type::kNull:
+      return 0x6e756c6c;
+    case Json::Type::kBool:
+      return v.as_bool() ? 0x74727565 : 0x66616c73;
+    case Json::Type::kInt:
+      return std::hash<std::int64_t>()(v.as_int());
     case Json::Type::kDouble: {
       const double d = v.as_double();
       if (v.is_integral() && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
@@ -201,7 +216,8 @@ std::size_t json_hash(const Json& v) {
       }
       return std::hash<double>()(d);
     }
-    case Json::Type::kString: return std::hash<std::string_view>()(v.as_string());
+    case Json::Type::kString:
+      return std::hash<std::string_view>()(v.as_string());
     case Json::Type::kArray: {
       std::size_t h = 0x5b5d;
       for (const Json& item : v.as_array()) h = hash_combine(h, json_hash(item));
@@ -459,8 +475,8 @@ class Compiler {
   };
 
   static Status schema_error(std::string_view location, std::string_view message) {
-    return invalid_argument(fmt::format("invalid schema at {}: {}",
-                                        location.empty() ? "the root" : location, message));
+    return invalid_argument(
+        fmt::format("invalid schema at {}: {}", location.empty() ? "the root" : location, message));
   }
 
   static std::string child_location(std::string_view parent, std::string_view token) {
@@ -530,8 +546,8 @@ class Compiler {
               return schema_error(child_location(item.location, "$schema"), "must be a string");
             }
             CIVICBUS_ASSIGN_OR_RETURN(
-                vocabularies,
-                dialect_vocabularies(dialect->as_string(), child_location(item.location, "$schema")));
+                vocabularies, dialect_vocabularies(dialect->as_string(),
+                                                   child_location(item.location, "$schema")));
           }
         }
         for (std::string_view keyword : {"$anchor", "$dynamicAnchor"}) {
@@ -558,8 +574,7 @@ class Compiler {
         const std::string location = child_location(item.location, key);
         if (key == "additionalProperties" || key == "propertyNames" || key == "items" ||
             key == "contains" || key == "not" || key == "if" || key == "then" || key == "else" ||
-            key == "unevaluatedItems" || key == "unevaluatedProperties" ||
-            key == "contentSchema") {
+            key == "unevaluatedItems" || key == "unevaluatedProperties" || key == "contentSchema") {
           stack.push_back({&value, base, resource, vocabularies, location});
         } else if (key == "allOf" || key == "anyOf" || key == "oneOf" || key == "prefixItems") {
           if (!value.is_array()) continue;
@@ -617,7 +632,8 @@ class Compiler {
     const Json* vocabulary = meta->find("$vocabulary");
     if (vocabulary == nullptr) return kDefaultVocabularies;
     if (!vocabulary->is_object()) {
-      return schema_error(location, fmt::format("meta-schema '{}' has a malformed $vocabulary", uri));
+      return schema_error(location,
+                          fmt::format("meta-schema '{}' has a malformed $vocabulary", uri));
     }
     std::uint32_t bits = kVocabCore;
     for (const auto& [vocab_uri, required] : vocabulary->as_object()) {
@@ -650,10 +666,10 @@ class Compiler {
     if (it == resource_by_uri_.end()) {
       Result<const Json*> loaded = load_document(uri);
       if (!loaded.ok()) {
-        return Status(loaded.status().code(),
-                      fmt::format("cannot resolve reference '{}' at {}: {}", reference,
-                                  location.empty() ? "the root" : location,
-                                  loaded.status().message()));
+        return Status(
+            loaded.status().code(),
+            fmt::format("cannot resolve reference '{}' at {}: {}", reference,
+                        location.empty() ? "the root" : location, loaded.status().message()));
       }
       it = resource_by_uri_.find(uri);
       if (it == resource_by_uri_.end()) return internal_error("loaded schema was not registered");
@@ -674,9 +690,9 @@ class Compiler {
       if (!node_info_.contains(target.node)) {
         // Not at a place where a schema is expected (e.g. inside an unknown keyword): treat
         // it as a schema of the resource it sits in.
-        scan_subschema(target.node, NodeInfo{target.resource,
-                                             node_info_.at(resource.root).vocabularies,
-                                             resource.location + fragment});
+        scan_subschema(target.node,
+                       NodeInfo{target.resource, node_info_.at(resource.root).vocabularies,
+                                resource.location + fragment});
       }
     } else {
       target.anchor = fragment;
@@ -761,7 +777,8 @@ class Compiler {
   Result<detail::EcmaRegex> regex(const std::string& pattern, std::string_view location) {
     Result<detail::EcmaRegex> re = detail::EcmaRegex::compile(pattern);
     if (!re.ok()) {
-      return schema_error(location, fmt::format("pattern '{}': {}", pattern, re.status().message()));
+      return schema_error(location,
+                          fmt::format("pattern '{}': {}", pattern, re.status().message()));
     }
     return re;
   }
@@ -972,8 +989,9 @@ class Compiler {
           for (const Json& name : value.as_array()) ok = ok && add_type(name);
         }
         if (!ok) {
-          return schema_error(loc, "must be a type name (null, boolean, object, array, number, "
-                                   "string, integer) or an array of distinct type names");
+          return schema_error(loc,
+                              "must be a type name (null, boolean, object, array, number, "
+                              "string, integer) or an array of distinct type names");
         }
         // "type" goes first: it is the cheapest check and the clearest error.
         keywords.insert(keywords.begin(), Keyword{TypeKw{mask}, loc});
@@ -991,8 +1009,8 @@ class Compiler {
           return schema_error(loc, "must be a number greater than 0");
         }
         add(MultipleOfKw{value}, loc);
-      } else if (validation && (key == "minimum" || key == "maximum" ||
-                                key == "exclusiveMinimum" || key == "exclusiveMaximum")) {
+      } else if (validation && (key == "minimum" || key == "maximum" || key == "exclusiveMinimum" ||
+                                key == "exclusiveMaximum")) {
         if (!value.is_number()) return schema_error(loc, "must be a number");
         const BoundKw::Kind kind = key == "minimum"            ? BoundKw::Kind::kMinimum
                                    : key == "maximum"          ? BoundKw::Kind::kMaximum
@@ -1201,8 +1219,8 @@ class Evaluator {
         instance_location += std::to_string(segment.index);
       }
     }
-    errors_->push_back(SchemaError{std::move(instance_location), keyword_location,
-                                   std::move(message)});
+    errors_->push_back(
+        SchemaError{std::move(instance_location), keyword_location, std::move(message)});
   }
 
   struct Segment {
@@ -1305,9 +1323,9 @@ class Evaluator {
     if (!v.is_string()) return true;
     const std::size_t length = detail::count_code_points(v.as_string());
     if (kw.is_max ? length <= kw.limit : length >= kw.limit) return true;
-    report(k.location, fmt::format("string has {} characters, {} than the {} {}", length,
-                                   kw.is_max ? "more" : "fewer", kw.is_max ? "maximum" : "minimum",
-                                   kw.limit));
+    report(k.location,
+           fmt::format("string has {} characters, {} than the {} {}", length,
+                       kw.is_max ? "more" : "fewer", kw.is_max ? "maximum" : "minimum", kw.limit));
     return false;
   }
 
@@ -1392,9 +1410,9 @@ class Evaluator {
     if (!v.is_array()) return true;
     const std::size_t n = v.as_array().size();
     if (kw.is_max ? n <= kw.limit : n >= kw.limit) return true;
-    report(k.location, fmt::format("the array has {} items, {} than the {} {}", n,
-                                   kw.is_max ? "more" : "fewer", kw.is_max ? "maximum" : "minimum",
-                                   kw.limit));
+    report(k.location,
+           fmt::format("the array has {} items, {} than the {} {}", n, kw.is_max ? "more" : "fewer",
+                       kw.is_max ? "maximum" : "minimum", kw.limit));
     return false;
   }
 
@@ -1402,8 +1420,8 @@ class Evaluator {
     if (!v.is_array()) return true;
     const auto [first, second] = find_duplicate(v.as_array());
     if (first == std::numeric_limits<std::size_t>::max()) return true;
-    report(k.location, fmt::format("items {} and {} are equal, but items must be unique", first,
-                                   second));
+    report(k.location,
+           fmt::format("items {} and {} are equal, but items must be unique", first, second));
     return false;
   }
 
@@ -1464,9 +1482,9 @@ class Evaluator {
     if (!v.is_object()) return true;
     const std::size_t n = v.as_object().size();
     if (kw.is_max ? n <= kw.limit : n >= kw.limit) return true;
-    report(k.location, fmt::format("the object has {} properties, {} than the {} {}", n,
-                                   kw.is_max ? "more" : "fewer", kw.is_max ? "maximum" : "minimum",
-                                   kw.limit));
+    report(k.location,
+           fmt::format("the object has {} properties, {} than the {} {}", n,
+                       kw.is_max ? "more" : "fewer", kw.is_max ? "maximum" : "minimum", kw.limit));
     return false;
   }
 
@@ -1536,8 +1554,8 @@ class Evaluator {
       }
     }
     if (any) return true;
-    report(k.location, fmt::format("value does not match any of the {} schemas in anyOf",
-                                   kw.nodes.size()));
+    report(k.location,
+           fmt::format("value does not match any of the {} schemas in anyOf", kw.nodes.size()));
     return false;
   }
 
@@ -1556,8 +1574,8 @@ class Evaluator {
       return true;
     }
     if (matches.empty()) {
-      report(k.location, fmt::format("value does not match any of the {} schemas in oneOf",
-                                     kw.nodes.size()));
+      report(k.location,
+             fmt::format("value does not match any of the {} schemas in oneOf", kw.nodes.size()));
     } else {
       report(k.location, fmt::format("value matches more than one schema in oneOf (at least "
                                      "{} and {})",
@@ -1595,8 +1613,7 @@ class Evaluator {
     return evaluate(kw.initial, v, ann);
   }
 
-  bool apply(const UnevaluatedPropertiesKw& kw, const Keyword& k, const Json& v,
-             Annotations* ann) {
+  bool apply(const UnevaluatedPropertiesKw& kw, const Keyword& k, const Json& v, Annotations* ann) {
     if (!v.is_object()) return true;
     const Json::Object& members = v.as_object();
     const bool none_allowed = c_.nodes[kw.node].kind == SchemaNode::Kind::kFalse;
@@ -1607,8 +1624,8 @@ class Evaluator {
       if (none_allowed) {
         PathScope scope(*this, &key, 0);
         report(k.location, fmt::format("property '{}' is not allowed (unevaluatedProperties is "
-                                        "false and no other keyword covers it)",
-                                        key));
+                                       "false and no other keyword covers it)",
+                                       key));
         valid = false;
         if (!keep_going()) return false;
         continue;
@@ -1700,6 +1717,8 @@ Status JsonSchema::validate(const Json& instance) const {
   return invalid_argument(std::move(message));
 }
 
-const Json& JsonSchema::document() const { return compiled_->documents.front(); }
+const Json& JsonSchema::document() const {
+  return compiled_->documents.front();
+}
 
 }  // namespace civicbus

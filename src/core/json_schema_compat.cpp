@@ -1,12 +1,12 @@
 #include "civicbus/core/json_schema_compat.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <set>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace civicbus {
 namespace {
@@ -14,24 +14,53 @@ namespace {
 constexpr int kMaxDepth = 64;
 
 // Keywords that only annotate: they never change which instances are valid.
-const std::set<std::string_view> kAnnotations = {
-    "$schema", "$id", "$comment", "$defs", "definitions", "title", "description", "default",
-    "examples", "deprecated", "readOnly", "writeOnly", "$anchor", "contentMediaType",
-    "contentEncoding", "contentSchema"};
+const std::set<std::string_view> kAnnotations = {"$schema",         "$id",
+                                                 "$comment",        "$defs",
+                                                 "definitions",     "title",
+                                                 "description",     "default",
+                                                 "examples",        "deprecated",
+                                                 "readOnly",        "writeOnly",
+                                                 "$anchor",         "contentMediaType",
+                                                 "contentEncoding", "contentSchema"};
 
 // Keywords this checker reasons about structurally.
-const std::set<std::string_view> kUnderstood = {
-    "type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "multipleOf", "minLength", "maxLength", "pattern", "format", "properties", "required",
-    "additionalProperties", "patternProperties", "minProperties", "maxProperties", "items",
-    "prefixItems", "minItems", "maxItems", "uniqueItems", "$ref", "anyOf", "oneOf", "allOf"};
+const std::set<std::string_view> kUnderstood = {"type",
+                                                "enum",
+                                                "const",
+                                                "minimum",
+                                                "maximum",
+                                                "exclusiveMinimum",
+                                                "exclusiveMaximum",
+                                                "multipleOf",
+                                                "minLength",
+                                                "maxLength",
+                                                "pattern",
+                                                "format",
+                                                "properties",
+                                                "required",
+                                                "additionalProperties",
+                                                "patternProperties",
+                                                "minProperties",
+                                                "maxProperties",
+                                                "items",
+                                                "prefixItems",
+                                                "minItems",
+                                                "maxItems",
+                                                "uniqueItems",
+                                                "$ref",
+                                                "anyOf",
+                                                "oneOf",
+                                                "allOf"};
 
 std::string escape_token(std::string_view s) {
   std::string out;
   for (char c : s) {
-    if (c == '~') out += "~0";
-    else if (c == '/') out += "~1";
-    else out += c;
+    if (c == '~')
+      out += "~0";
+    else if (c == '/')
+      out += "~1";
+    else
+      out += c;
   }
   return out;
 }
@@ -45,7 +74,8 @@ class Checker {
     if (depth > kMaxDepth) return fail(path, "schemas nest too deeply (or recurse) to compare");
     const Json* a = resolve(a_in, root_a_);
     const Json* b = resolve(b_in, root_b_);
-    if (a == nullptr || b == nullptr) return fail(path, "a $ref could not be resolved inside the document");
+    if (a == nullptr || b == nullptr)
+      return fail(path, "a $ref could not be resolved inside the document");
     if (is_true(*b)) return true;
     if (is_false(*a)) return true;
     if (*a == *b) return true;
@@ -67,7 +97,8 @@ class Checker {
       Json rest = without(*b, "allOf");
       if (!accepts(*a, rest, path, depth + 1)) return false;
       for (std::size_t i = 0; i < all->size(); ++i) {
-        if (!accepts(*a, all->as_array()[i], fmt::format("{}/allOf/{}", path, i), depth + 1)) return false;
+        if (!accepts(*a, all->as_array()[i], fmt::format("{}/allOf/{}", path, i), depth + 1))
+          return false;
       }
       return true;
     }
@@ -78,7 +109,8 @@ class Checker {
         Checker probe(root_a_, root_b_);
         if (probe.accepts(*a, alt, path, depth + 1)) return true;
       }
-      return fail(path + "/anyOf", "no alternative of the new anyOf accepts what the old schema allowed");
+      return fail(path + "/anyOf",
+                  "no alternative of the new anyOf accepts what the old schema allowed");
     }
 
     // Keywords neither side may change without proof.
@@ -86,15 +118,19 @@ class Checker {
       if (kAnnotations.count(key) || kUnderstood.count(key)) continue;
       const Json* other = a->find(key);
       if (other == nullptr || *other != value) {
-        return fail(path + "/" + escape_token(key),
-                    fmt::format("keyword '{}' was added or changed and its effect cannot be proven compatible", key));
+        return fail(
+            path + "/" + escape_token(key),
+            fmt::format(
+                "keyword '{}' was added or changed and its effect cannot be proven compatible",
+                key));
       }
     }
     for (std::string_view k : {"allOf", "oneOf", "anyOf"}) {
       const Json* x = a->find(k);
       const Json* y = b->find(k);
       if (y != nullptr && (x == nullptr || *x != *y)) {
-        return fail(path + "/" + std::string(k), fmt::format("'{}' changed and cannot be proven compatible", k));
+        return fail(path + "/" + std::string(k),
+                    fmt::format("'{}' changed and cannot be proven compatible", k));
       }
     }
     return types(*a, *b, path) && enums(*a, *b, path, depth) && numbers(*a, *b, path) &&
@@ -104,7 +140,9 @@ class Checker {
   const std::string& reason() const { return reason_; }
 
  private:
-  static bool is_true(const Json& s) { return (s.is_bool() && s.as_bool()) || (s.is_object() && s.size() == 0); }
+  static bool is_true(const Json& s) {
+    return (s.is_bool() && s.as_bool()) || (s.is_object() && s.size() == 0);
+  }
   static bool is_false(const Json& s) { return s.is_bool() && !s.as_bool(); }
 
   static Json without(const Json& s, std::string_view key) {
@@ -154,13 +192,20 @@ class Checker {
 
   static std::string json_type_of(const Json& v) {
     switch (v.type()) {
-      case Json::Type::kNull: return "null";
-      case Json::Type::kBool: return "boolean";
-      case Json::Type::kInt: return "integer";
-      case Json::Type::kDouble: return v.is_integral() ? "integer" : "number";
-      case Json::Type::kString: return "string";
-      case Json::Type::kArray: return "array";
-      case Json::Type::kObject: return "object";
+      case Json::Type::kNull:
+        return "null";
+      case Json::Type::kBool:
+        return "boolean";
+      case Json::Type::kInt:
+        return "integer";
+      case Json::Type::kDouble:
+        return v.is_integral() ? "integer" : "number";
+      case Json::Type::kString:
+        return "string";
+      case Json::Type::kArray:
+        return "array";
+      case Json::Type::kObject:
+        return "object";
     }
     return "null";
   }
@@ -177,8 +222,9 @@ class Checker {
     if (ta.empty()) {
       if (const Json* e = a.find("enum"); e && e->is_array()) return true;  // checked by enums()
       if (a.contains("const")) return true;
-      return fail(path + "/type", fmt::format("the old schema allowed any type, the new one only {}",
-                                              Json(b.find("type")->dump()).as_string()));
+      return fail(path + "/type",
+                  fmt::format("the old schema allowed any type, the new one only {}",
+                              Json(b.find("type")->dump()).as_string()));
     }
     for (const auto& t : ta) {
       if (!type_allows(tb, t)) {
@@ -217,18 +263,22 @@ class Checker {
           return fail(path + "/enum", fmt::format("value {} is no longer allowed", v.dump()));
         }
         if (!type_allows(tb, json_type_of(v))) {
-          return fail(path + "/type", fmt::format("value {} no longer has an allowed type", v.dump()));
+          return fail(path + "/type",
+                      fmt::format("value {} no longer has an allowed type", v.dump()));
         }
       }
       return true;
     }
-    if (b_finite) return fail(path + "/enum", "the new schema restricts values to an enumeration the old one did not have");
+    if (b_finite)
+      return fail(path + "/enum",
+                  "the new schema restricts values to an enumeration the old one did not have");
     return true;
   }
 
   // For a bound where B's limit must be no tighter than A's: A must state a bound at least as
   // strict. `lower` says whether the bound is a minimum.
-  bool bound(const Json& a, const Json& b, std::string_view key, bool lower, const std::string& path) {
+  bool bound(const Json& a, const Json& b, std::string_view key, bool lower,
+             const std::string& path) {
     const Json* kb = b.find(key);
     if (kb == nullptr || !kb->is_number()) return true;
     const Json* ka = a.find(key);
@@ -251,21 +301,25 @@ class Checker {
     }
     if (const Json* mb = b.find("multipleOf"); mb && mb->is_number()) {
       const Json* ma = a.find("multipleOf");
-      if (ma == nullptr || !ma->is_number()) return fail(path + "/multipleOf", "'multipleOf' was added");
+      if (ma == nullptr || !ma->is_number())
+        return fail(path + "/multipleOf", "'multipleOf' was added");
       double q = ma->as_double() / mb->as_double();
       if (std::fabs(q - std::round(q)) > 1e-9) {
-        return fail(path + "/multipleOf", fmt::format("'multipleOf' changed from {} to {}", ma->dump(), mb->dump()));
+        return fail(path + "/multipleOf",
+                    fmt::format("'multipleOf' changed from {} to {}", ma->dump(), mb->dump()));
       }
     }
     return true;
   }
 
-  bool same_if_present(const Json& a, const Json& b, std::string_view key, const std::string& path) {
+  bool same_if_present(const Json& a, const Json& b, std::string_view key,
+                       const std::string& path) {
     const Json* kb = b.find(key);
     if (kb == nullptr) return true;
     const Json* ka = a.find(key);
     if (ka == nullptr || *ka != *kb) {
-      return fail(path + "/" + std::string(key), fmt::format("'{}' was added or changed to {}", key, kb->dump()));
+      return fail(path + "/" + std::string(key),
+                  fmt::format("'{}' was added or changed to {}", key, kb->dump()));
     }
     return true;
   }
@@ -286,7 +340,8 @@ class Checker {
   }
 
   bool objects(const Json& a, const Json& b, const std::string& path, int depth) {
-    if (!bound(a, b, "minProperties", true, path) || !bound(a, b, "maxProperties", false, path)) return false;
+    if (!bound(a, b, "minProperties", true, path) || !bound(a, b, "maxProperties", false, path))
+      return false;
     auto req_a = required_of(a);
     for (const auto& r : required_of(b)) {
       if (std::find(req_a.begin(), req_a.end(), r) == req_a.end()) {
@@ -309,7 +364,9 @@ class Checker {
         // The old schema let this property through under its additionalProperties schema.
         if (!accepts(*addl_a, schema_b, p, depth + 1)) return false;
       } else if (a.contains("patternProperties")) {
-        return fail(p, fmt::format("property '{}' may have been sent under the old patternProperties", name));
+        return fail(
+            p,
+            fmt::format("property '{}' may have been sent under the old patternProperties", name));
       }
       // Otherwise the old schema did not declare it: producers did not send it.
     }
@@ -319,7 +376,10 @@ class Checker {
       const std::string p = path + "/properties/" + escape_token(name);
       if (addl_b != nullptr && is_false(*addl_b)) {
         if (!is_false(schema_a)) {
-          return fail(p, fmt::format("property '{}' was removed and the new schema forbids unknown properties", name));
+          return fail(
+              p,
+              fmt::format("property '{}' was removed and the new schema forbids unknown properties",
+                          name));
         }
       } else if (addl_b != nullptr && addl_b->is_object()) {
         if (!accepts(schema_a, *addl_b, p, depth + 1)) return false;
@@ -334,7 +394,8 @@ class Checker {
     }
     if (const Json* pb = b.find("patternProperties")) {
       const Json* pa = a.find("patternProperties");
-      if (pa == nullptr || *pa != *pb) return fail(path + "/patternProperties", "'patternProperties' was added or changed");
+      if (pa == nullptr || *pa != *pb)
+        return fail(path + "/patternProperties", "'patternProperties' was added or changed");
     }
     return true;
   }
@@ -342,7 +403,8 @@ class Checker {
   bool arrays(const Json& a, const Json& b, const std::string& path, int depth) {
     if (!bound(a, b, "minItems", true, path) || !bound(a, b, "maxItems", false, path)) return false;
     if (const Json* ub = b.find("uniqueItems"); ub && ub->is_bool() && ub->as_bool()) {
-      if (!a.get_bool("uniqueItems")) return fail(path + "/uniqueItems", "items must now be unique");
+      if (!a.get_bool("uniqueItems"))
+        return fail(path + "/uniqueItems", "items must now be unique");
     }
     static const Json kTrue(true);
     const Json* pre_a = a.find("prefixItems");
@@ -396,13 +458,20 @@ Result<SchemaCompatibility> parse_schema_compatibility(std::string_view text) {
 
 std::string_view to_string(SchemaCompatibility mode) {
   switch (mode) {
-    case SchemaCompatibility::kNone: return "NONE";
-    case SchemaCompatibility::kBackward: return "BACKWARD";
-    case SchemaCompatibility::kForward: return "FORWARD";
-    case SchemaCompatibility::kFull: return "FULL";
-    case SchemaCompatibility::kBackwardTransitive: return "BACKWARD_TRANSITIVE";
-    case SchemaCompatibility::kForwardTransitive: return "FORWARD_TRANSITIVE";
-    case SchemaCompatibility::kFullTransitive: return "FULL_TRANSITIVE";
+    case SchemaCompatibility::kNone:
+      return "NONE";
+    case SchemaCompatibility::kBackward:
+      return "BACKWARD";
+    case SchemaCompatibility::kForward:
+      return "FORWARD";
+    case SchemaCompatibility::kFull:
+      return "FULL";
+    case SchemaCompatibility::kBackwardTransitive:
+      return "BACKWARD_TRANSITIVE";
+    case SchemaCompatibility::kForwardTransitive:
+      return "FORWARD_TRANSITIVE";
+    case SchemaCompatibility::kFullTransitive:
+      return "FULL_TRANSITIVE";
   }
   return "NONE";
 }
@@ -414,22 +483,27 @@ bool schema_accepts_all(const Json& narrower, const Json& wider, std::string* re
   return ok;
 }
 
-Status check_compatibility(SchemaCompatibility mode, const std::vector<Json>& earlier, const Json& next) {
+Status check_compatibility(SchemaCompatibility mode, const std::vector<Json>& earlier,
+                           const Json& next) {
   if (mode == SchemaCompatibility::kNone || earlier.empty()) return {};
   const bool transitive = mode == SchemaCompatibility::kBackwardTransitive ||
                           mode == SchemaCompatibility::kForwardTransitive ||
                           mode == SchemaCompatibility::kFullTransitive;
-  const bool backward = mode != SchemaCompatibility::kForward && mode != SchemaCompatibility::kForwardTransitive;
-  const bool forward = mode != SchemaCompatibility::kBackward && mode != SchemaCompatibility::kBackwardTransitive;
+  const bool backward =
+      mode != SchemaCompatibility::kForward && mode != SchemaCompatibility::kForwardTransitive;
+  const bool forward =
+      mode != SchemaCompatibility::kBackward && mode != SchemaCompatibility::kBackwardTransitive;
   const std::size_t first = transitive ? 0 : earlier.size() - 1;
   // Newest first, so the message names the closest version that breaks.
   for (std::size_t i = earlier.size(); i-- > first;) {
     std::string why;
     if (backward && !schema_accepts_all(earlier[i], next, &why)) {
-      return failed_precondition(fmt::format("BACKWARD incompatible with version {}: {}", i + 1, why));
+      return failed_precondition(
+          fmt::format("BACKWARD incompatible with version {}: {}", i + 1, why));
     }
     if (forward && !schema_accepts_all(next, earlier[i], &why)) {
-      return failed_precondition(fmt::format("FORWARD incompatible with version {}: {}", i + 1, why));
+      return failed_precondition(
+          fmt::format("FORWARD incompatible with version {}: {}", i + 1, why));
     }
   }
   return {};

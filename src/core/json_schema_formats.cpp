@@ -9,9 +9,15 @@
 namespace civicbus::detail {
 namespace {
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_alpha(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+bool is_hex(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
 
 // Reads exactly `n` ASCII digits at `pos` as a number.
 bool read_digits(std::string_view s, std::size_t& pos, std::size_t n, int& out) {
@@ -33,7 +39,9 @@ bool expect(std::string_view s, std::size_t& pos, char c) {
 
 // ---- Dates and times (RFC 3339 §5.6) ----------------------------------------------------
 
-bool leap_year(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+bool leap_year(int y) {
+  return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
 
 bool parse_full_date(std::string_view s, std::size_t& pos) {
   int year = 0, month = 0, day = 0;
@@ -43,7 +51,8 @@ bool parse_full_date(std::string_view s, std::size_t& pos) {
   }
   static constexpr std::array<int, 12> kDays = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   if (month < 1 || month > 12 || day < 1) return false;
-  const int max_day = month == 2 && leap_year(year) ? 29 : kDays[static_cast<std::size_t>(month - 1)];
+  const int max_day =
+      month == 2 && leap_year(year) ? 29 : kDays[static_cast<std::size_t>(month - 1)];
   return day <= max_day;
 }
 
@@ -146,7 +155,8 @@ bool is_ipv4(std::string_view s) {
     if (part > 0 && !expect(s, pos, '.')) return false;
     const std::size_t start = pos;
     int value = 0;
-    while (pos < s.size() && is_digit(s[pos]) && pos - start < 3) value = value * 10 + (s[pos++] - '0');
+    while (pos < s.size() && is_digit(s[pos]) && pos - start < 3)
+      value = value * 10 + (s[pos++] - '0');
     const std::size_t length = pos - start;
     if (length == 0 || value > 255 || (length > 1 && s[start] == '0')) return false;
   }
@@ -217,7 +227,8 @@ bool is_hostname(std::string_view s, bool international = false) {
   std::size_t start = 0;
   while (true) {
     const std::size_t dot = s.find('.', start);
-    const std::string_view label = s.substr(start, dot == std::string_view::npos ? dot : dot - start);
+    const std::string_view label =
+        s.substr(start, dot == std::string_view::npos ? dot : dot - start);
     if (!is_hostname_label(label, international)) return false;
     if (dot == std::string_view::npos) return true;
     start = dot + 1;
@@ -284,7 +295,9 @@ constexpr std::string_view kSubDelims = "!$&'()*+,;=";
 bool is_unreserved(char c) {
   return is_alpha(c) || is_digit(c) || c == '-' || c == '.' || c == '_' || c == '~';
 }
-bool is_sub_delim(char c) { return kSubDelims.find(c) != std::string_view::npos; }
+bool is_sub_delim(char c) {
+  return kSubDelims.find(c) != std::string_view::npos;
+}
 
 // Checks that every character of `part` is unreserved, a sub-delim, a valid %XX, one of
 // `extra`, or (for IRIs) a non-ASCII character.
@@ -374,7 +387,8 @@ bool is_uri(std::string_view s, bool allow_relative, bool iri) {
     const std::string_view scheme = s.substr(0, colon);
     bool valid_scheme = !scheme.empty() && is_alpha(scheme[0]);
     for (char c : scheme) {
-      valid_scheme = valid_scheme && (is_alpha(c) || is_digit(c) || c == '+' || c == '-' || c == '.');
+      valid_scheme =
+          valid_scheme && (is_alpha(c) || is_digit(c) || c == '+' || c == '-' || c == '.');
     }
     if (!valid_scheme) return false;  // also: a colon in a relative path's first segment
     has_scheme = true;
@@ -424,8 +438,8 @@ bool is_uri_template(std::string_view s) {
       if (close == std::string_view::npos) return false;
       std::string_view expression = s.substr(i + 1, close - i - 1);
       i = close;
-      if (!expression.empty() && std::string_view("+#./;?&").find(expression[0]) !=
-                                     std::string_view::npos) {
+      if (!expression.empty() &&
+          std::string_view("+#./;?&").find(expression[0]) != std::string_view::npos) {
         expression.remove_prefix(1);
       }
       if (expression.empty()) return false;
@@ -475,8 +489,8 @@ bool is_uri_template(std::string_view s) {
       i += length - 1;
       continue;
     }
-    if (c <= 0x20 || c == 0x7F || std::string_view("\"<>\\^`|}").find(static_cast<char>(c)) !=
-                                      std::string_view::npos) {
+    if (c <= 0x20 || c == 0x7F ||
+        std::string_view("\"<>\\^`|}").find(static_cast<char>(c)) != std::string_view::npos) {
       return false;
     }
   }
@@ -484,8 +498,24 @@ bool is_uri_template(std::string_view s) {
 }
 
 enum class Format {
-  kUnknown, kDateTime, kDate, kTime, kDuration, kEmail, kIdnEmail, kHostname, kIpv4, kIpv6,
-  kUri, kUriReference, kIri, kIriReference, kUuid, kJsonPointer, kRelativeJsonPointer, kRegex,
+  kUnknown,
+  kDateTime,
+  kDate,
+  kTime,
+  kDuration,
+  kEmail,
+  kIdnEmail,
+  kHostname,
+  kIpv4,
+  kIpv6,
+  kUri,
+  kUriReference,
+  kIri,
+  kIriReference,
+  kUuid,
+  kJsonPointer,
+  kRelativeJsonPointer,
+  kRegex,
   kUriTemplate
 };
 
@@ -518,29 +548,50 @@ Format format_of(std::string_view name) {
 
 }  // namespace
 
-bool is_known_format(std::string_view format) { return format_of(format) != Format::kUnknown; }
+bool is_known_format(std::string_view format) {
+  return format_of(format) != Format::kUnknown;
+}
 
 bool format_matches(std::string_view format, std::string_view value) {
   switch (format_of(format)) {
-    case Format::kUnknown: return true;
-    case Format::kDateTime: return is_date_time(value);
-    case Format::kDate: return is_date(value);
-    case Format::kTime: return is_time(value);
-    case Format::kDuration: return is_duration(value);
-    case Format::kEmail: return is_email(value, false);
-    case Format::kIdnEmail: return is_email(value, true);
-    case Format::kHostname: return is_hostname(value);
-    case Format::kIpv4: return is_ipv4(value);
-    case Format::kIpv6: return is_ipv6(value);
-    case Format::kUri: return is_uri(value, false, false);
-    case Format::kUriReference: return is_uri(value, true, false);
-    case Format::kIri: return is_uri(value, false, true);
-    case Format::kIriReference: return is_uri(value, true, true);
-    case Format::kUuid: return is_uuid(value);
-    case Format::kJsonPointer: return is_json_pointer(value);
-    case Format::kRelativeJsonPointer: return is_relative_json_pointer(value);
-    case Format::kRegex: return EcmaRegex::compile(value).ok();
-    case Format::kUriTemplate: return is_uri_template(value);
+    case Format::kUnknown:
+      return true;
+    case Format::kDateTime:
+      return is_date_time(value);
+    case Format::kDate:
+      return is_date(value);
+    case Format::kTime:
+      return is_time(value);
+    case Format::kDuration:
+      return is_duration(value);
+    case Format::kEmail:
+      return is_email(value, false);
+    case Format::kIdnEmail:
+      return is_email(value, true);
+    case Format::kHostname:
+      return is_hostname(value);
+    case Format::kIpv4:
+      return is_ipv4(value);
+    case Format::kIpv6:
+      return is_ipv6(value);
+    case Format::kUri:
+      return is_uri(value, false, false);
+    case Format::kUriReference:
+      return is_uri(value, true, false);
+    case Format::kIri:
+      return is_uri(value, false, true);
+    case Format::kIriReference:
+      return is_uri(value, true, true);
+    case Format::kUuid:
+      return is_uuid(value);
+    case Format::kJsonPointer:
+      return is_json_pointer(value);
+    case Format::kRelativeJsonPointer:
+      return is_relative_json_pointer(value);
+    case Format::kRegex:
+      return EcmaRegex::compile(value).ok();
+    case Format::kUriTemplate:
+      return is_uri_template(value);
   }
   return true;
 }

@@ -36,16 +36,23 @@ struct SfItem {
 struct SfMember {
   std::string key;
   bool inner_list = false;
-  SfItem item;                 // when !inner_list
-  std::vector<SfItem> items;   // when inner_list
-  SfParams params;             // the inner list's parameters
+  SfItem item;                // when !inner_list
+  std::vector<SfItem> items;  // when inner_list
+  SfParams params;            // the inner list's parameters
 };
 
-bool is_lcalpha(char c) { return c >= 'a' && c <= 'z'; }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_alpha(char c) { return is_lcalpha(c) || (c >= 'A' && c <= 'Z'); }
+bool is_lcalpha(char c) {
+  return c >= 'a' && c <= 'z';
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_alpha(char c) {
+  return is_lcalpha(c) || (c >= 'A' && c <= 'Z');
+}
 bool is_tchar(char c) {
-  return is_alpha(c) || is_digit(c) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  return is_alpha(c) || is_digit(c) ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
 class SfParser {
@@ -78,7 +85,8 @@ class SfParser {
       members.push_back(std::move(m));
       skip_ows();
       if (eof()) break;
-      if (peek() != ',') return fail(std::string("expected ',' between members, found '") + peek() + "'");
+      if (peek() != ',')
+        return fail(std::string("expected ',' between members, found '") + peek() + "'");
       ++pos_;
       skip_ows();
       if (eof()) return fail("trailing ',' in dictionary");
@@ -98,8 +106,12 @@ class SfParser {
  private:
   bool eof() const { return pos_ >= in_.size(); }
   char peek() const { return eof() ? '\0' : in_[pos_]; }
-  void skip_sp() { while (peek() == ' ') ++pos_; }
-  void skip_ows() { while (peek() == ' ' || peek() == '\t') ++pos_; }
+  void skip_sp() {
+    while (peek() == ' ') ++pos_;
+  }
+  void skip_ows() {
+    while (peek() == ' ' || peek() == '\t') ++pos_;
+  }
   Status fail(std::string what) const {
     return invalid_argument(what + " at offset " + std::to_string(pos_));
   }
@@ -295,8 +307,8 @@ std::string sha512(std::string_view data) {
   unsigned char out[64];
   // mbedtls_md has the same signature in 2.28 and 3.x.
   const mbedtls_md_info_t* info = mbedtls_md_info_from_type(MBEDTLS_MD_SHA512);
-  if (info == nullptr ||
-      mbedtls_md(info, reinterpret_cast<const unsigned char*>(data.data()), data.size(), out) != 0) {
+  if (info == nullptr || mbedtls_md(info, reinterpret_cast<const unsigned char*>(data.data()),
+                                    data.size(), out) != 0) {
     return {};
   }
   return std::string(reinterpret_cast<const char*>(out), sizeof out);
@@ -309,8 +321,8 @@ Result<HttpSignatureParams> params_from_sf(const std::vector<SfItem>& items, con
       return invalid_argument("covered component identifiers must be strings");
     }
     if (!item.params.empty()) {
-      return invalid_argument("component parameters (;" + item.params.front().first +
-                              ") on \"" + item.value.text + "\" are not supported");
+      return invalid_argument("component parameters (;" + item.params.front().first + ") on \"" +
+                              item.value.text + "\" are not supported");
     }
     const std::string& id = item.value.text;
     if (id.empty()) return invalid_argument("empty component identifier");
@@ -334,8 +346,10 @@ Result<HttpSignatureParams> params_from_sf(const std::vector<SfItem>& items, con
       (name == "created" ? p.created : p.expires) = value.integer;
     } else if (name == "nonce" || name == "alg" || name == "keyid" || name == "tag") {
       CIVICBUS_RETURN_IF_ERROR(need(SfBare::Kind::kString, "a string"));
-      (name == "nonce" ? p.nonce : name == "alg" ? p.alg : name == "keyid" ? p.keyid : p.tag) =
-          value.text;
+      (name == "nonce"   ? p.nonce
+       : name == "alg"   ? p.alg
+       : name == "keyid" ? p.keyid
+                         : p.tag) = value.text;
     } else {
       return invalid_argument("unknown signature parameter '" + name + "'");
     }
@@ -495,8 +509,7 @@ Status sign_http_request(HttpRequest& request, const HttpSignatureSignOptions& o
   CIVICBUS_ASSIGN_OR_RETURN(std::string base, http_signature_base(request, params, options.scheme));
   std::string signature = crypto::hmac_sha256(options.key, base);
   request.headers.set("Signature-Input", options.label + "=" + serialize_signature_params(params));
-  request.headers.set("Signature",
-                      options.label + "=:" + crypto::base64_encode(signature) + ":");
+  request.headers.set("Signature", options.label + "=:" + crypto::base64_encode(signature) + ":");
   return Status();
 }
 
@@ -513,7 +526,8 @@ struct HttpSignatureVerifier::Impl {
   mutable std::deque<std::pair<std::string, SystemTime>> order;
 
   void expire(SystemTime now) const {
-    while (!order.empty() && (order.front().second <= now || seen.size() > options.replay_cache_capacity)) {
+    while (!order.empty() &&
+           (order.front().second <= now || seen.size() > options.replay_cache_capacity)) {
       auto it = seen.find(order.front().first);
       if (it != seen.end() && it->second == order.front().second) seen.erase(it);
       order.pop_front();
@@ -642,8 +656,8 @@ Result<VerifiedHttpSignature> HttpSignatureVerifier::verify(const HttpRequest& r
     CIVICBUS_RETURN_IF_ERROR(check_content_digest(request));
   }
 
-  if (opt.reject_replays && !impl_->remember(replay_key(*params.keyid, params, signature),
-                                              impl_->clock->now())) {
+  if (opt.reject_replays &&
+      !impl_->remember(replay_key(*params.keyid, params, signature), impl_->clock->now())) {
     return unauth("replay: this signature (or nonce) was already accepted");
   }
   return VerifiedHttpSignature{label, *params.keyid, std::move(params)};

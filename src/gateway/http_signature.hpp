@@ -94,7 +94,7 @@ struct HttpSignatureSignOptions {
   std::string label = "sig1";
   std::vector<std::string> components = {"@method", "@target-uri", "content-digest"};
   std::string keyid;
-  std::string key;  // the shared secret
+  std::string key;                      // the shared secret
   std::optional<std::int64_t> created;  // Unix seconds; set it (e.g. from a Clock)
   std::optional<std::int64_t> expires;
   std::optional<std::string> nonce;

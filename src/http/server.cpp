@@ -4,8 +4,6 @@
 // operations when it passes, so `run` sees operation_aborted and answers 408 or closes.
 #include "civicbus/http/server.hpp"
 
-#include "civicbus/core/clock.hpp"
-
 #include <array>
 #include <asio.hpp>
 #include <atomic>
@@ -16,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "civicbus/core/clock.hpp"
 #include "http/request_parser.hpp"
 
 namespace civicbus::http {

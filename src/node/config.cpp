@@ -1,6 +1,7 @@
 // The YAML loader for NodeOptions and the duration and size syntax it shares with the command
 // line. yaml-cpp is used only here, and its exceptions never leave this file. Every error
 // names the origin and the line it is about, so an operator can go straight to it.
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -18,12 +19,9 @@
 #include <utility>
 #include <vector>
 
-#include <fmt/format.h>
-
-#include "core/edit_distance.hpp"
-
 #include "civicbus/core/json_schema_compat.hpp"
 #include "civicbus/node/node.hpp"
+#include "core/edit_distance.hpp"
 
 namespace civicbus {
 namespace {
@@ -120,7 +118,8 @@ class Loader {
   Result<milliseconds> read_duration(const Entry& e) const;
   Result<std::int64_t> read_size(const Entry& e) const;
   Result<std::vector<std::string>> read_string_list(const Entry& e) const;
-  Result<std::string> read_choice(const Entry& e, const std::vector<std::string_view>& choices) const;
+  Result<std::string> read_choice(const Entry& e,
+                                  const std::vector<std::string_view>& choices) const;
   std::string resolve(const std::string& path) const;
 
   Status load_node(const Entry& e, NodeOptions& out);
@@ -135,8 +134,7 @@ class Loader {
   std::optional<fs::path> base_dir_;
 };
 
-Result<Fields> Loader::fields(const YAML::Node& node, std::string_view what,
-                              std::string_view where,
+Result<Fields> Loader::fields(const YAML::Node& node, std::string_view what, std::string_view where,
                               const std::vector<std::string_view>& allowed) const {
   Fields out;
   if (!node.IsDefined() || node.IsNull()) return out;
@@ -148,7 +146,8 @@ Result<Fields> Loader::fields(const YAML::Node& node, std::string_view what,
     // through a temporary proxy, so `const YAML::Node& k = it->first` dangles at once (ASan:
     // stack-use-after-scope on every key of every configuration).
     const YAML::Node key_node = it->first;
-    if (!key_node.IsScalar()) return fail(key_node, fmt::format("keys {} must be plain names", where));
+    if (!key_node.IsScalar())
+      return fail(key_node, fmt::format("keys {} must be plain names", where));
     std::string key = key_node.Scalar();
     if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
       if (where.empty()) {
@@ -159,9 +158,10 @@ Result<Fields> Loader::fields(const YAML::Node& node, std::string_view what,
                   fmt::format("unknown key '{}' {}{}", key, where, did_you_mean(key, allowed)));
     }
     if (const Entry* earlier = out.get(key)) {
-      return fail(key_node, fmt::format("key '{}' appears twice {} (first at line {})", key,
-                                        where.empty() ? std::string_view("at the top level") : where,
-                                        earlier->key_node.Mark().line + 1));
+      return fail(key_node,
+                  fmt::format("key '{}' appears twice {} (first at line {})", key,
+                              where.empty() ? std::string_view("at the top level") : where,
+                              earlier->key_node.Mark().line + 1));
     }
     out.entries().push_back(Entry{key, key_node, it->second});
   }
@@ -176,7 +176,8 @@ Result<std::string> Loader::read_string(const Entry& e) const {
   return e.value.Scalar();
 }
 
-Result<std::int64_t> Loader::read_integer(const Entry& e, std::int64_t min, std::int64_t max) const {
+Result<std::int64_t> Loader::read_integer(const Entry& e, std::int64_t min,
+                                          std::int64_t max) const {
   CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_string(e));
   std::string_view t = trim(text);
   std::int64_t v = 0;
@@ -185,8 +186,7 @@ Result<std::int64_t> Loader::read_integer(const Entry& e, std::int64_t min, std:
     return fail(e.value, fmt::format("'{}' must be a whole number; got '{}'", e.key, text));
   }
   if (v < min || v > max) {
-    return fail(e.value,
-                fmt::format("'{}' must be between {} and {}; got {}", e.key, min, max, v));
+    return fail(e.value, fmt::format("'{}' must be between {} and {}; got {}", e.key, min, max, v));
   }
   return v;
 }
@@ -195,8 +195,9 @@ Result<milliseconds> Loader::read_duration(const Entry& e) const {
   CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_string(e));
   auto d = parse_duration(text);
   if (!d.ok()) {
-    return fail(e.value, fmt::format("'{}' must be a duration like 30s, 15m, 12h, 7d or 0; got '{}'",
-                                     e.key, text));
+    return fail(
+        e.value,
+        fmt::format("'{}' must be a duration like 30s, 15m, 12h, 7d or 0; got '{}'", e.key, text));
   }
   return *d;
 }
@@ -245,8 +246,8 @@ std::string Loader::resolve(const std::string& path) const {
 }
 
 Status Loader::load_node(const Entry& e, NodeOptions& out) {
-  CIVICBUS_ASSIGN_OR_RETURN(Fields f, fields(e.value, "'node'", "in node",
-                                             {"name", "data_dir", "worker_threads"}));
+  CIVICBUS_ASSIGN_OR_RETURN(
+      Fields f, fields(e.value, "'node'", "in node", {"name", "data_dir", "worker_threads"}));
   if (const Entry* v = f.get("name")) {
     CIVICBUS_ASSIGN_OR_RETURN(out.name, read_string(*v));
     if (trim(out.name).empty()) return fail(v->value, "'name' must not be empty");
@@ -264,7 +265,8 @@ Status Loader::load_node(const Entry& e, NodeOptions& out) {
 }
 
 Status Loader::load_logging(const Entry& e, NodeOptions& out) {
-  CIVICBUS_ASSIGN_OR_RETURN(Fields f, fields(e.value, "'logging'", "in logging", {"level", "format"}));
+  CIVICBUS_ASSIGN_OR_RETURN(Fields f,
+                            fields(e.value, "'logging'", "in logging", {"level", "format"}));
   if (const Entry* v = f.get("level")) {
     CIVICBUS_ASSIGN_OR_RETURN(std::string level,
                               read_choice(*v, {"trace", "debug", "info", "warn", "error", "off"}));
@@ -336,10 +338,9 @@ Status Loader::load_log(const Entry& e, NodeOptions& out) {
 }
 
 Status Loader::load_broker(const Entry& e, NodeOptions& out) {
-  CIVICBUS_ASSIGN_OR_RETURN(
-      Fields f, fields(e.value, "'broker'", "in broker",
-                       {"max_event_bytes", "dlq_retention_days", "maintenance_interval",
-                        "node_source"}));
+  CIVICBUS_ASSIGN_OR_RETURN(Fields f, fields(e.value, "'broker'", "in broker",
+                                             {"max_event_bytes", "dlq_retention_days",
+                                              "maintenance_interval", "node_source"}));
   if (const Entry* v = f.get("max_event_bytes")) {
     CIVICBUS_ASSIGN_OR_RETURN(auto n, read_size(*v));
     if (n < 1024 || n > (std::int64_t{256} << 20)) {
@@ -368,7 +369,8 @@ Status Loader::load_broker(const Entry& e, NodeOptions& out) {
 Status Loader::load_topics(const Entry& e, NodeOptions& out) {
   if (e.value.IsNull()) return {};
   if (!e.value.IsSequence()) {
-    return fail(e.value, "'topics' must be a list of topics (each a mapping with name, owner, ...)");
+    return fail(e.value,
+                "'topics' must be a list of topics (each a mapping with name, owner, ...)");
   }
   std::vector<std::pair<std::string, int>> seen;  // name, line
   for (std::size_t i = 0; i < e.value.size(); ++i) {
@@ -414,8 +416,8 @@ Status Loader::load_topics(const Entry& e, NodeOptions& out) {
     if (const Entry* v = f.get("retention")) {
       CIVICBUS_ASSIGN_OR_RETURN(auto d, read_duration(*v));
       if (d.count() % 1000 != 0) {
-        return fail(v->value, fmt::format("'retention' must be whole seconds; got '{}'",
-                                          v->value.Scalar()));
+        return fail(v->value,
+                    fmt::format("'retention' must be whole seconds; got '{}'", v->value.Scalar()));
       }
       topic.retention = std::chrono::duration_cast<std::chrono::seconds>(d);
     }
@@ -437,9 +439,10 @@ Status Loader::load_topics(const Entry& e, NodeOptions& out) {
       for (std::size_t j = 0; j < topic.pii_fields.size(); ++j) {
         const std::string& p = topic.pii_fields[j];
         if (p.size() < 2 || p.front() != '/') {
-          return fail(v->value[j], fmt::format("'pii_fields' entries must be JSON pointers into the "
-                                               "event data like /owner_name; got '{}'",
-                                               p));
+          return fail(v->value[j],
+                      fmt::format("'pii_fields' entries must be JSON pointers into the "
+                                  "event data like /owner_name; got '{}'",
+                                  p));
         }
       }
     }
@@ -462,7 +465,8 @@ Status Loader::load_schemas(const Entry& e, NodeOptions& out) {
     std::string where = fmt::format("in schemas[{}]", i);
     if (!item.IsMap()) {
       return fail(item, fmt::format("schemas[{}] must be a mapping with subject, file, "
-                                    "compatibility", i));
+                                    "compatibility",
+                                    i));
     }
     CIVICBUS_ASSIGN_OR_RETURN(Fields f, fields(item, fmt::format("schemas[{}]", i), where,
                                                {"subject", "file", "compatibility"}));
@@ -487,10 +491,10 @@ Status Loader::load_schemas(const Entry& e, NodeOptions& out) {
     schema.path = resolve(path);
     std::error_code ec;
     if (!fs::is_regular_file(schema.path, ec)) {
-      return fail(file->value, fmt::format("schema file '{}' for subject '{}' not found{}", path,
-                                           schema.subject,
-                                           schema.path != path ? " (looked at " + schema.path + ")"
-                                                               : std::string()));
+      return fail(
+          file->value,
+          fmt::format("schema file '{}' for subject '{}' not found{}", path, schema.subject,
+                      schema.path != path ? " (looked at " + schema.path + ")" : std::string()));
     }
     if (const Entry* v = f.get("compatibility")) {
       CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_string(*v));
@@ -520,12 +524,13 @@ Result<NodeOptions> Loader::load(std::string_view text) {
   NodeOptions out;
   try {
     if (root.IsDefined() && !root.IsNull() && !root.IsMap()) {
-      return fail(root, "the configuration must be a mapping with sections node, logging, "
-                        "security, log, broker, topics, schemas");
+      return fail(root,
+                  "the configuration must be a mapping with sections node, logging, "
+                  "security, log, broker, topics, schemas");
     }
-    CIVICBUS_ASSIGN_OR_RETURN(Fields f, fields(root, "the configuration", "",
-                                               {"node", "logging", "security", "log", "broker",
-                                                "topics", "schemas"}));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        Fields f, fields(root, "the configuration", "",
+                         {"node", "logging", "security", "log", "broker", "topics", "schemas"}));
     for (const Entry& e : f.entries()) {
       Status s;
       if (e.key == "node") s = load_node(e, out);
@@ -546,7 +551,9 @@ Result<NodeOptions> Loader::load(std::string_view text) {
   return out;
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 }  // namespace
 
@@ -575,13 +582,20 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
     std::string unit = lower(t.substr(0, u));
     t.remove_prefix(u);
     std::int64_t scale = 0;
-    if (unit == "ms") scale = 1;
-    else if (unit == "s") scale = 1000;
-    else if (unit == "m") scale = 60'000;
-    else if (unit == "h") scale = 3'600'000;
-    else if (unit == "d") scale = 86'400'000;
-    else if (unit == "w") scale = 7 * 86'400'000LL;
-    else return bad();
+    if (unit == "ms")
+      scale = 1;
+    else if (unit == "s")
+      scale = 1000;
+    else if (unit == "m")
+      scale = 60'000;
+    else if (unit == "h")
+      scale = 3'600'000;
+    else if (unit == "d")
+      scale = 86'400'000;
+    else if (unit == "w")
+      scale = 7 * 86'400'000LL;
+    else
+      return bad();
     if (value > kMax / scale || value * scale > kMax - total) {
       return invalid_argument(fmt::format("duration '{}' is too long", text));
     }
@@ -605,16 +619,26 @@ Result<std::int64_t> parse_size(std::string_view text) {
   if (ec != std::errc()) return bad();
   std::string unit = lower(trim(t.substr(n)));
   std::int64_t scale = 0;
-  if (unit.empty() || unit == "b") scale = 1;
-  else if (unit == "kib") scale = std::int64_t{1} << 10;
-  else if (unit == "mib") scale = std::int64_t{1} << 20;
-  else if (unit == "gib") scale = std::int64_t{1} << 30;
-  else if (unit == "tib") scale = std::int64_t{1} << 40;
-  else if (unit == "kb") scale = 1000;
-  else if (unit == "mb") scale = 1000'000;
-  else if (unit == "gb") scale = 1000'000'000;
-  else if (unit == "tb") scale = 1000'000'000'000;
-  else return bad();
+  if (unit.empty() || unit == "b")
+    scale = 1;
+  else if (unit == "kib")
+    scale = std::int64_t{1} << 10;
+  else if (unit == "mib")
+    scale = std::int64_t{1} << 20;
+  else if (unit == "gib")
+    scale = std::int64_t{1} << 30;
+  else if (unit == "tib")
+    scale = std::int64_t{1} << 40;
+  else if (unit == "kb")
+    scale = 1000;
+  else if (unit == "mb")
+    scale = 1000'000;
+  else if (unit == "gb")
+    scale = 1000'000'000;
+  else if (unit == "tb")
+    scale = 1000'000'000'000;
+  else
+    return bad();
   if (value > std::numeric_limits<std::int64_t>::max() / scale) {
     return invalid_argument(fmt::format("size '{}' is too large", text));
   }
@@ -628,8 +652,8 @@ std::string format_duration(std::chrono::milliseconds d) {
     std::int64_t scale;
     const char* name;
   };
-  static constexpr Unit kUnits[] = {{86'400'000, "d"}, {3'600'000, "h"}, {60'000, "m"},
-                                    {1000, "s"}};
+  static constexpr Unit kUnits[] = {
+      {86'400'000, "d"}, {3'600'000, "h"}, {60'000, "m"}, {1000, "s"}};
   for (const Unit& u : kUnits) {
     if (ms % u.scale == 0) return fmt::format("{}{}", ms / u.scale, u.name);
   }
@@ -671,11 +695,12 @@ Status NodeOptions::validate() const {
   if (trim(name).empty()) return invalid_argument("node name must not be empty");
   if (trim(data_dir).empty()) return invalid_argument("data_dir must not be empty");
   if (worker_threads > 256) {
-    return invalid_argument(fmt::format("worker_threads must be at most 256; got {}", worker_threads));
+    return invalid_argument(
+        fmt::format("worker_threads must be at most 256; got {}", worker_threads));
   }
   if (!broker.master_key.empty() && broker.master_key.size() != 32) {
-    return invalid_argument(fmt::format("the master key must be 32 bytes; got {}",
-                                        broker.master_key.size()));
+    return invalid_argument(
+        fmt::format("the master key must be 32 bytes; got {}", broker.master_key.size()));
   }
   if (broker.max_event_bytes < 1024) {
     return invalid_argument("broker max_event_bytes must be at least 1KiB");
@@ -704,13 +729,15 @@ Status NodeOptions::validate() const {
       return invalid_argument(fmt::format("duplicate topic '{}' (topics[{}])", t.name, i));
     }
     if (trim(t.owner).empty()) {
-      return invalid_argument(fmt::format("topic '{}' has no owner; every topic needs one", t.name));
+      return invalid_argument(
+          fmt::format("topic '{}' has no owner; every topic needs one", t.name));
     }
     if (t.retention.count() < 0) {
       return invalid_argument(fmt::format("topic '{}': retention must not be negative", t.name));
     }
     if (t.retention_bytes < 0) {
-      return invalid_argument(fmt::format("topic '{}': retention_bytes must not be negative", t.name));
+      return invalid_argument(
+          fmt::format("topic '{}': retention_bytes must not be negative", t.name));
     }
     std::set<std::string, std::less<>> pointers;
     for (const std::string& p : t.pii_fields) {
@@ -719,7 +746,8 @@ Status NodeOptions::validate() const {
             "topic '{}': PII field '{}' must be a JSON pointer like /owner_name", t.name, p));
       }
       if (!pointers.insert(p).second) {
-        return invalid_argument(fmt::format("topic '{}': PII field '{}' is listed twice", t.name, p));
+        return invalid_argument(
+            fmt::format("topic '{}': PII field '{}' is listed twice", t.name, p));
       }
     }
   }
@@ -730,14 +758,15 @@ Status NodeOptions::validate() const {
       return invalid_argument(fmt::format("schemas[{}] has no subject", i));
     }
     if (!subjects.insert(s.subject).second) {
-      return invalid_argument(fmt::format("duplicate schema subject '{}' (schemas[{}])", s.subject, i));
+      return invalid_argument(
+          fmt::format("duplicate schema subject '{}' (schemas[{}])", s.subject, i));
     }
     if (trim(s.path).empty()) {
       return invalid_argument(fmt::format("schema '{}' has no file", s.subject));
     }
     if (!s.compatibility.empty() && !parse_schema_compatibility(s.compatibility).ok()) {
-      return invalid_argument(fmt::format("schema '{}': unknown compatibility '{}'", s.subject,
-                                          s.compatibility));
+      return invalid_argument(
+          fmt::format("schema '{}': unknown compatibility '{}'", s.subject, s.compatibility));
     }
   }
   return {};

@@ -1,14 +1,15 @@
 #include "civicbus/node/node.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <csignal>
 #include <condition_variable>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -16,8 +17,6 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "broker/master_key.hpp"
 #include "civicbus/core/random.hpp"
@@ -34,7 +33,9 @@ namespace fs = std::filesystem;
 std::atomic<int> g_stop_signal{0};
 static_assert(std::atomic<int>::is_always_lock_free);
 
-extern "C" void civicbus_on_stop_signal(int signal) { g_stop_signal.store(signal); }
+extern "C" void civicbus_on_stop_signal(int signal) {
+  g_stop_signal.store(signal);
+}
 
 // An exclusive advisory lock on <data_dir>/LOCK, held while the Node lives (as LevelDB does),
 // so that two processes never append to one log.
@@ -88,7 +89,9 @@ Result<std::string> read_text_file(const std::string& path) {
 #define CIVICBUS_VERSION_STRING "unknown"
 #endif
 
-std::string_view library_version() { return CIVICBUS_VERSION_STRING; }
+std::string_view library_version() {
+  return CIVICBUS_VERSION_STRING;
+}
 
 struct Node::Impl {
   NodeOptions options;
@@ -141,9 +144,9 @@ Status Node::Impl::load_master_key(const Logger& logger) {
     file_exists = true;
   }
   if (from_env || file_exists) {
-    CIVICBUS_ASSIGN_OR_RETURN(o.broker.master_key,
-                              broker::load_master_key(from_env ? o.master_key_env : std::string(),
-                                                      o.master_key_file));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        o.broker.master_key,
+        broker::load_master_key(from_env ? o.master_key_env : std::string(), o.master_key_file));
     logger.info("master key loaded",
                 {{"source", from_env ? "$" + o.master_key_env : o.master_key_file}});
     return {};
@@ -176,10 +179,9 @@ Status Node::Impl::register_schemas(const Logger& logger) {
     if (!versions.ok() && versions.status().code() != ErrorCode::kNotFound) {
       return versions.status().with_context(fmt::format("subject '{}'", file.subject));
     }
-    if (versions.ok() && std::any_of(versions->begin(), versions->end(),
-                                     [&](const broker::SchemaVersion& v) {
-                                       return v.schema == *schema;
-                                     })) {
+    if (versions.ok() &&
+        std::any_of(versions->begin(), versions->end(),
+                    [&](const broker::SchemaVersion& v) { return v.schema == *schema; })) {
       continue;  // already registered (the registry would make this a no-op as well)
     }
     // The compatibility mode is applied together with a new version (the broker audits each
@@ -195,9 +197,10 @@ Status Node::Impl::register_schemas(const Logger& logger) {
       return registered.status().with_context(
           fmt::format("registering '{}' from '{}'", file.subject, file.path));
     }
-    logger.info("schema registered", {{"subject", file.subject},
-                                      {"version", std::to_string(registered->version)},
-                                      {"state", std::string(broker::to_string(registered->state))}});
+    logger.info("schema registered",
+                {{"subject", file.subject},
+                 {"version", std::to_string(registered->version)},
+                 {"state", std::string(broker::to_string(registered->state))}});
   }
   return {};
 }
@@ -253,13 +256,18 @@ Result<std::unique_ptr<Node>> Node::create(NodeOptions options, const Clock* clo
 
   storage::SqliteOptions db_options;
   db_options.path = db_path;
-  db_options.synchronous = o.log.synchronous_full ? storage::Synchronous::kFull
-                                                  : storage::Synchronous::kNormal;
+  db_options.synchronous =
+      o.log.synchronous_full ? storage::Synchronous::kFull : storage::Synchronous::kNormal;
   CIVICBUS_ASSIGN_OR_RETURN(impl->db, storage::open_sqlite(db_options));
   CIVICBUS_ASSIGN_OR_RETURN(impl->transport,
                             transport::open_in_process(o.log, *clock, impl->metrics.get()));
-  broker::BrokerContext context{*impl->db,      *impl->transport, *impl->executor, *clock,
-                                *impl->metrics, *impl->random,    impl->logger.with_component("broker")};
+  broker::BrokerContext context{*impl->db,
+                                *impl->transport,
+                                *impl->executor,
+                                *clock,
+                                *impl->metrics,
+                                *impl->random,
+                                impl->logger.with_component("broker")};
   CIVICBUS_ASSIGN_OR_RETURN(impl->broker, broker::Broker::open(o.broker, context));
 
   CIVICBUS_RETURN_IF_ERROR(impl->register_schemas(log));
@@ -274,25 +282,41 @@ Result<std::unique_ptr<Node>> Node::create(NodeOptions options, const Clock* clo
 Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Node::~Node() {
-  if (impl_) impl_->logger.with_component("node").info("node stopping", {{"name", impl_->options.name}});
+  if (impl_)
+    impl_->logger.with_component("node").info("node stopping", {{"name", impl_->options.name}});
 }
 
-broker::Broker& Node::broker() { return *impl_->broker; }
-MetricsRegistry& Node::metrics() { return *impl_->metrics; }
-Executor& Node::executor() { return *impl_->executor; }
-const Clock& Node::clock() const { return *impl_->clock; }
+broker::Broker& Node::broker() {
+  return *impl_->broker;
+}
+MetricsRegistry& Node::metrics() {
+  return *impl_->metrics;
+}
+Executor& Node::executor() {
+  return *impl_->executor;
+}
+const Clock& Node::clock() const {
+  return *impl_->clock;
+}
 Logger Node::logger(std::string_view component) const {
   return impl_->logger.with_component(component);
 }
-storage::Database& Node::database() { return *impl_->db; }
-transport::Transport& Node::transport() { return *impl_->transport; }
-const NodeOptions& Node::options() const { return impl_->options; }
+storage::Database& Node::database() {
+  return *impl_->db;
+}
+transport::Transport& Node::transport() {
+  return *impl_->transport;
+}
+const NodeOptions& Node::options() const {
+  return impl_->options;
+}
 
 Status Node::run() {
   struct sigaction action {};
   action.sa_handler = civicbus_on_stop_signal;
   sigemptyset(&action.sa_mask);
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int {
+  }, old_term{};
   g_stop_signal.store(0);
   ::sigaction(SIGINT, &action, &old_int);
   ::sigaction(SIGTERM, &action, &old_term);

@@ -563,9 +563,9 @@ Result<std::unique_ptr<Database>> open_sqlite(const SqliteOptions& options) {
   }
   if (options.page_size < 512 || options.page_size > 65536 ||
       (options.page_size & (options.page_size - 1)) != 0) {
-    return invalid_argument(fmt::format(
-        "SqliteOptions.page_size is {}; it must be a power of two from 512 to 65536",
-        options.page_size));
+    return invalid_argument(
+        fmt::format("SqliteOptions.page_size is {}; it must be a power of two from 512 to 65536",
+                    options.page_size));
   }
   const bool in_memory = options.path == ":memory:";
   if (!in_memory && (options.read_only || !options.create_if_missing)) {

@@ -110,8 +110,9 @@ void DedupWindow::insert_key(const Key& key, std::int64_t offset, std::int64_t s
     if (v == 0) ++used_slots_;
     // Empty, or pointing before the ring's head (expired): take it. Checking that needs no
     // trip to the ring; dead entries' slots are left for the next rehash to sweep.
-    if (v == 0 || static_cast<std::uint32_t>(static_cast<std::uint32_t>(v) -
-                                             static_cast<std::uint32_t>(head_seq_)) >= ring_.size()) {
+    if (v == 0 ||
+        static_cast<std::uint32_t>(static_cast<std::uint32_t>(v) -
+                                   static_cast<std::uint32_t>(head_seq_)) >= ring_.size()) {
       table_[i] = slot_value(key, seq);
       return;
     }

@@ -70,7 +70,7 @@ class DedupWindow {
 
   std::int64_t window_us_;
   std::size_t max_entries_;
-  std::deque<Entry> ring_;       // ring_[i] has sequence number head_seq_ + i
+  std::deque<Entry> ring_;  // ring_[i] has sequence number head_seq_ + i
   std::uint64_t head_seq_ = 0;
   // Each slot is 0 (empty) or a 32-bit fingerprint of the key (high half) and the entry's
   // sequence number modulo 2^32 (low half); lookups compare fingerprints before touching the

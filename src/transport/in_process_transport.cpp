@@ -5,6 +5,8 @@
 // therefore grows with concurrency while each append still waits for its own fsync.
 // Idempotency (source + id) is checked by the writer against an in-memory window that is
 // rebuilt from the log at start-up, so it survives restarts.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
@@ -14,8 +16,6 @@
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
-
-#include <fmt/format.h>
 
 #include "civicbus/core/metrics.hpp"
 #include "civicbus/storage/database.hpp"
@@ -62,7 +62,8 @@ std::string insert_records_sql(std::size_t rows) {
   std::string sql =
       "INSERT INTO log_records(seq, topic_id, source, event_id, partition_key, stored_at, payload) "
       "VALUES ";
-  for (std::size_t i = 0; i < rows; ++i) sql += i == 0 ? "(?, ?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?, ?)";
+  for (std::size_t i = 0; i < rows; ++i)
+    sql += i == 0 ? "(?, ?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?, ?)";
   return sql;
 }
 constexpr std::string_view kSelectFrom =
@@ -106,9 +107,9 @@ class InProcessTransport final : public Transport {
       appended_ = &metrics->counter("civicbus_log_appended_total", "Records stored in the log");
       duplicates_ = &metrics->counter("civicbus_log_duplicates_total",
                                       "Appends acknowledged as duplicates of source+id");
-      batch_size_ = &metrics->histogram("civicbus_log_commit_batch_records",
-                                        "Records per group commit", {},
-                                        {1, 4, 16, 64, 256, 1024, 4096, 16384});
+      batch_size_ =
+          &metrics->histogram("civicbus_log_commit_batch_records", "Records per group commit", {},
+                              {1, 4, 16, 64, 256, 1024, 4096, 16384});
       commit_seconds_ = &metrics->histogram("civicbus_log_commit_seconds",
                                             "Time to store and fsync one group commit");
     }
@@ -118,8 +119,8 @@ class InProcessTransport final : public Transport {
 
   Status start() {
     CIVICBUS_RETURN_IF_ERROR(storage::migrate(*writer_db_, "transport", kMigrations));
-    CIVICBUS_ASSIGN_OR_RETURN(auto next, writer_db_->query_int(
-                                             "SELECT value FROM log_meta WHERE name = 'next_seq'"));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        auto next, writer_db_->query_int("SELECT value FROM log_meta WHERE name = 'next_seq'"));
     CIVICBUS_ASSIGN_OR_RETURN(auto max_seq,
                               writer_db_->query_int("SELECT max(seq) FROM log_records"));
     next_offset_ = std::max(next.value_or(1), max_seq.value_or(0) + 1);
@@ -192,18 +193,20 @@ class InProcessTransport final : public Transport {
     {
       std::shared_lock lock(cache_mu_);
       if (!cache_.empty() && from >= cache_.front()->offset) {
-        auto it = std::lower_bound(cache_.begin(), cache_.end(), from,
-                                   [](const RecordPtr& r, std::int64_t off) { return r->offset < off; });
+        auto it =
+            std::lower_bound(cache_.begin(), cache_.end(), from,
+                             [](const RecordPtr& r, std::int64_t off) { return r->offset < off; });
         for (; it != cache_.end() && out.size() < max_records; ++it) out.push_back(*it);
         return out;
       }
     }
     out.reserve(std::min<std::size_t>(max_records, 1024));
-    Status st = reader().query(kSelectFrom, {Value{from}, Value{static_cast<std::int64_t>(max_records)}},
-                                  [&](const storage::Row& row) {
-                                    out.push_back(record_from_row(row, topic_name(row.get_int(1))));
-                                    return true;
-                                  });
+    Status st =
+        reader().query(kSelectFrom, {Value{from}, Value{static_cast<std::int64_t>(max_records)}},
+                       [&](const storage::Row& row) {
+                         out.push_back(record_from_row(row, topic_name(row.get_int(1))));
+                         return true;
+                       });
     if (!st.ok()) return st.with_context("reading the event log");
     return out;
   }
@@ -232,8 +235,8 @@ class InProcessTransport final : public Transport {
       std::int64_t found_seq = -1;
       std::int64_t found_at = 0;
       Status st = reader().query(
-          "SELECT seq, stored_at FROM log_records WHERE seq >= ? ORDER BY seq LIMIT 1", {Value{mid}},
-          [&](const storage::Row& row) {
+          "SELECT seq, stored_at FROM log_records WHERE seq >= ? ORDER BY seq LIMIT 1",
+          {Value{mid}}, [&](const storage::Row& row) {
             found_seq = row.get_int(0);
             found_at = row.get_int(1);
             return false;
@@ -248,10 +251,10 @@ class InProcessTransport final : public Transport {
     // lo is a seq position; return the first existing record at or after it.
     std::int64_t first = next_offset();
     Status st = reader().query("SELECT seq FROM log_records WHERE seq >= ? ORDER BY seq LIMIT 1",
-                                  {Value{lo}}, [&](const storage::Row& row) {
-                                    first = row.get_int(0);
-                                    return false;
-                                  });
+                               {Value{lo}}, [&](const storage::Row& row) {
+                                 first = row.get_int(0);
+                                 return false;
+                               });
     if (!st.ok()) return st;
     return first;
   }
@@ -291,13 +294,15 @@ class InProcessTransport final : public Transport {
     std::int64_t removed = 0;
     std::int64_t removed_bytes = 0;
     Status st = writer_db_->transaction([&]() -> Status {
-      CIVICBUS_ASSIGN_OR_RETURN(auto bytes, writer_db_->query_int(
-          "SELECT sum(length(payload)) FROM log_records WHERE topic_id = ? AND seq < ?",
-          {Value{*topic_id}, Value{cut}}));
+      CIVICBUS_ASSIGN_OR_RETURN(
+          auto bytes,
+          writer_db_->query_int(
+              "SELECT sum(length(payload)) FROM log_records WHERE topic_id = ? AND seq < ?",
+              {Value{*topic_id}, Value{cut}}));
       removed_bytes = bytes.value_or(0);
-      CIVICBUS_ASSIGN_OR_RETURN(removed, writer_db_->execute(
-          "DELETE FROM log_records WHERE topic_id = ? AND seq < ?",
-          {Value{*topic_id}, Value{cut}}));
+      CIVICBUS_ASSIGN_OR_RETURN(
+          removed, writer_db_->execute("DELETE FROM log_records WHERE topic_id = ? AND seq < ?",
+                                       {Value{*topic_id}, Value{cut}}));
       return {};
     });
     if (!st.ok()) return st.with_context(fmt::format("expiring records of topic '{}'", topic));
@@ -345,8 +350,9 @@ class InProcessTransport final : public Transport {
           });
       if (!st.ok()) return st.with_context("measuring the log's backlog");
       if (oldest_at < 0) continue;
-      auto count = reader().query_int(
-          "SELECT count(*) FROM log_records WHERE topic_id = ? AND seq > ?", {Value{id}, Value{after_offset}});
+      auto count =
+          reader().query_int("SELECT count(*) FROM log_records WHERE topic_id = ? AND seq > ?",
+                             {Value{id}, Value{after_offset}});
       if (!count.ok()) return count.status().with_context("measuring the log's backlog");
       out.push_back(Backlog{std::move(name), count->value_or(0), from_unix_micros(oldest_at)});
     }
@@ -412,15 +418,19 @@ class InProcessTransport final : public Transport {
 
   // On the writer thread, inside the batch's transaction: the id of `topic`, registering it
   // in log_topics when new. New ids become visible to readers only once the batch commits.
-  Result<std::int64_t> topic_id_for_write(const std::string& topic,
-                                          std::vector<std::pair<std::string, std::int64_t>>& added) {
-    if (auto it = topic_ids_.find(topic); it != topic_ids_.end()) return it->second;  // writer owns writes
+  Result<std::int64_t> topic_id_for_write(
+      const std::string& topic, std::vector<std::pair<std::string, std::int64_t>>& added) {
+    if (auto it = topic_ids_.find(topic); it != topic_ids_.end())
+      return it->second;  // writer owns writes
     for (const auto& [name, id] : added) {
       if (name == topic) return id;
     }
-    const auto id = static_cast<std::int64_t>(std::max<std::size_t>(topic_names_.size(), 1) + added.size());
-    CIVICBUS_RETURN_IF_ERROR(writer_db_->execute("INSERT INTO log_topics(id, name) VALUES (?, ?)",
-                                                 {Value{id}, Value{std::string_view(topic)}}).status());
+    const auto id =
+        static_cast<std::int64_t>(std::max<std::size_t>(topic_names_.size(), 1) + added.size());
+    CIVICBUS_RETURN_IF_ERROR(writer_db_
+                                 ->execute("INSERT INTO log_topics(id, name) VALUES (?, ?)",
+                                           {Value{id}, Value{std::string_view(topic)}})
+                                 .status());
     added.emplace_back(topic, id);
     return id;
   }
@@ -445,7 +455,8 @@ class InProcessTransport final : public Transport {
   void checkpoint_loop() {
     std::unique_lock lock(queue_mu_);
     for (;;) {
-      bool stop = checkpoint_cv_.wait_for(lock, options_.checkpoint_interval, [&] { return closing_; });
+      bool stop =
+          checkpoint_cv_.wait_for(lock, options_.checkpoint_interval, [&] { return closing_; });
       lock.unlock();
       Status st = checkpoint_db_->execute_script("PRAGMA wal_checkpoint(PASSIVE)");
       (void)st;  // a busy checkpoint is retried at the next interval
@@ -510,11 +521,11 @@ class InProcessTransport final : public Transport {
         }
         rec.offset = seq++;
         rec.stored_at = from_unix_micros(now_us);
-        params.insert(params.end(), {Value{rec.offset}, Value{last_topic_id},
-                                     Value{std::string_view(rec.source)},
-                                     Value{std::string_view(rec.event_id)},
-                                     Value{std::string_view(rec.partition_key)}, Value{now_us},
-                                     Value{Blob{rec.payload}}});
+        params.insert(
+            params.end(),
+            {Value{rec.offset}, Value{last_topic_id}, Value{std::string_view(rec.source)},
+             Value{std::string_view(rec.event_id)}, Value{std::string_view(rec.partition_key)},
+             Value{now_us}, Value{Blob{rec.payload}}});
         if (params.size() == kColumns * kRowsPerInsert) CIVICBUS_RETURN_IF_ERROR(flush_rows());
         // Remembered at once, so a second copy later in this batch is a duplicate too; a
         // failed commit forgets these keys again.
@@ -700,8 +711,9 @@ Result<std::unique_ptr<Transport>> open_in_process(const InProcessOptions& optio
     checkpoint_options.cache_size_kib = 256;  // it only copies WAL frames
     CIVICBUS_ASSIGN_OR_RETURN(checkpoint_db, storage::open_sqlite(checkpoint_options));
   }
-  auto transport = std::make_unique<InProcessTransport>(options, clock, metrics, std::move(writer_db),
-                                                        std::move(reader_db), std::move(checkpoint_db));
+  auto transport =
+      std::make_unique<InProcessTransport>(options, clock, metrics, std::move(writer_db),
+                                           std::move(reader_db), std::move(checkpoint_db));
   CIVICBUS_RETURN_IF_ERROR(transport->start());
   return std::unique_ptr<Transport>(std::move(transport));
 }

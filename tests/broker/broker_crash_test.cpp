@@ -1,7 +1,6 @@
 // Kills a publishing process with SIGKILL in the middle of a publish storm and checks that
 // every event it was told was durable is in the log exactly once after a restart.
 #include <doctest/doctest.h>
-
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,8 +34,9 @@ struct Stack {
     BrokerOptions bo;
     bo.maintenance_interval = std::chrono::milliseconds(50);
     Logger logger(LogOptions{LogLevel::kOff, LogFormat::kText, {}}, clock);
-    CIVICBUS_ASSIGN_OR_RETURN(broker, Broker::open(bo, BrokerContext{*db, *transport, *executor, clock,
-                                                                      metrics, random, logger}));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        broker, Broker::open(
+                    bo, BrokerContext{*db, *transport, *executor, clock, metrics, random, logger}));
     TopicOptions t;
     t.name = "payment.completed";
     t.owner = "finance";
@@ -103,7 +103,8 @@ TEST_CASE("every acknowledged event survives SIGKILL exactly once, offsets stay 
   ::kill(pid, SIGKILL);
   // Whatever the child wrote before dying was acknowledged too.
   ssize_t n;
-  while ((n = ::read(fds[0], buf, sizeof buf)) > 0) acked_text.append(buf, static_cast<std::size_t>(n));
+  while ((n = ::read(fds[0], buf, sizeof buf)) > 0)
+    acked_text.append(buf, static_cast<std::size_t>(n));
   ::close(fds[0]);
   int status = 0;
   ::waitpid(pid, &status, 0);

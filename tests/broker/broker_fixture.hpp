@@ -52,8 +52,8 @@ class BrokerFixture {
     REQUIRE_MESSAGE(t.ok(), t.status().to_string());
     transport_ = std::move(t).value();
     Logger logger(LogOptions{LogLevel::kWarn, LogFormat::kText, {}}, clock);
-    auto b = Broker::open(config_.broker,
-                          BrokerContext{*db_, *transport_, *executor_, clock, metrics_, random_, logger});
+    auto b = Broker::open(config_.broker, BrokerContext{*db_, *transport_, *executor_, clock,
+                                                        metrics_, random_, logger});
     REQUIRE_MESSAGE(b.ok(), b.status().to_string());
     broker_ = std::move(b).value();
   }

@@ -84,8 +84,10 @@ TEST_CASE("a PII topic needs a master key") {
 TEST_CASE("the audit log records admin actions and publishes, and detects tampering") {
   BrokerFixture f;
   f.topic("permit.issued");
-  REQUIRE(f.broker().register_schema("permit", Json::object({{"type", "object"}}), "architect").ok());
-  for (int i = 0; i < 5; ++i) REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
+  REQUIRE(
+      f.broker().register_schema("permit", Json::object({{"type", "object"}}), "architect").ok());
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
   REQUIRE(f.broker().run_maintenance().ok());
   auto records = f.broker().audit_records(1, 100);
   REQUIRE(records.ok());
@@ -93,8 +95,9 @@ TEST_CASE("the audit log records admin actions and publishes, and detects tamper
   for (const auto& r : *records) actions.push_back(r.action);
   CHECK(std::find(actions.begin(), actions.end(), "topic.created") != actions.end());
   CHECK(std::find(actions.begin(), actions.end(), "schema.registered") != actions.end());
-  auto published = std::find_if(records->begin(), records->end(),
-                                [](const AuditRecord& r) { return r.action == "events.published"; });
+  auto published = std::find_if(records->begin(), records->end(), [](const AuditRecord& r) {
+    return r.action == "events.published";
+  });
   REQUIRE(published != records->end());
   CHECK(published->detail.get_int("events") == 5);
   CHECK(published->detail.at_pointer("/topics/permit.issued")->as_int() == 5);
@@ -128,11 +131,15 @@ TEST_CASE("retention removes old events by time and by size") {
   capped.retention_bytes = 4000;
   REQUIRE(f.broker().create_topic(capped).ok());
 
-  for (int i = 0; i < 10; ++i) REQUIRE(f.broker().publish(event("iot.reading", Json::object({{"n", i}}))).ok());
+  for (int i = 0; i < 10; ++i)
+    REQUIRE(f.broker().publish(event("iot.reading", Json::object({{"n", i}}))).ok());
   clock.advance(std::chrono::hours(25));
-  for (int i = 10; i < 13; ++i) REQUIRE(f.broker().publish(event("iot.reading", Json::object({{"n", i}}))).ok());
+  for (int i = 10; i < 13; ++i)
+    REQUIRE(f.broker().publish(event("iot.reading", Json::object({{"n", i}}))).ok());
   for (int i = 0; i < 40; ++i) {
-    REQUIRE(f.broker().publish(event("iot.snapshot", Json::object({{"pad", std::string(100, 'x')}}))).ok());
+    REQUIRE(f.broker()
+                .publish(event("iot.snapshot", Json::object({{"pad", std::string(100, 'x')}})))
+                .ok());
   }
   REQUIRE(f.broker().run_maintenance().ok());
   CHECK(f.broker().topic("iot.reading")->records == 3);
@@ -171,12 +178,14 @@ TEST_CASE("the publish audit counts from the log's counters, and reads only what
   BrokerFixture f;
   f.topic("permit.issued");
   f.topic("permit.revoked");
-  for (int i = 0; i < 5; ++i) REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
   REQUIRE(f.broker().run_maintenance().ok());
   f.reopen();
   // As if the node had died after storing offsets 4 and 5 but before auditing them.
   REQUIRE(f.db().execute("UPDATE broker_state SET value = 3 WHERE name = 'audited_through'").ok());
-  for (int i = 0; i < 2; ++i) REQUIRE(f.broker().publish(event("permit.revoked", Json::object({{"n", i}}))).ok());
+  for (int i = 0; i < 2; ++i)
+    REQUIRE(f.broker().publish(event("permit.revoked", Json::object({{"n", i}}))).ok());
   REQUIRE(f.broker().run_maintenance().ok());
   auto records = f.broker().audit_records(1, 1000);
   REQUIRE(records.ok());

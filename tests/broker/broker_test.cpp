@@ -1,3 +1,5 @@
+#include "civicbus/broker/broker.hpp"
+
 #include <doctest/doctest.h>
 
 #include <map>
@@ -5,7 +7,6 @@
 #include <thread>
 
 #include "broker/broker_fixture.hpp"
-#include "civicbus/broker/broker.hpp"
 #include "civicbus/core/id.hpp"
 
 namespace civicbus::broker {
@@ -100,7 +101,8 @@ TEST_CASE("invalid events are refused and nothing is stored") {
     CHECK(r.status().message().find("'permit.revoked' does not exist") != std::string::npos);
   }
   SUBCASE("bad specversion") {
-    auto parsed = CloudEvent::parse(R"({"specversion":"0.3","id":"1","source":"x","type":"permit.issued"})");
+    auto parsed =
+        CloudEvent::parse(R"({"specversion":"0.3","id":"1","source":"x","type":"permit.issued"})");
     CHECK(parsed.status().message().find("specversion") != std::string::npos);
   }
   SUBCASE("missing source") {
@@ -121,7 +123,8 @@ TEST_CASE("invalid events are refused and nothing is stored") {
     CHECK(r.status().message().find("'Ward'") != std::string::npos);
   }
   SUBCASE("over the size limit") {
-    auto r = f.broker().publish(event("permit.issued", Json::object({{"blob", std::string(2 << 20, 'x')}})));
+    auto r = f.broker().publish(
+        event("permit.issued", Json::object({{"blob", std::string(2 << 20, 'x')}})));
     CHECK(r.status().code() == ErrorCode::kInvalidArgument);
     CHECK(r.status().message().find("the limit is 1.0 MiB") != std::string::npos);
   }
@@ -131,14 +134,17 @@ TEST_CASE("invalid events are refused and nothing is stored") {
 TEST_CASE("a repeated source+id is acknowledged but not stored again, also after a restart") {
   BrokerFixture f;
   f.topic("payment.completed");
-  auto first = f.broker().publish(event("payment.completed", Json::object({{"amount", 12}}), "pay-1"));
+  auto first =
+      f.broker().publish(event("payment.completed", Json::object({{"amount", 12}}), "pay-1"));
   REQUIRE(first.ok());
-  auto again = f.broker().publish(event("payment.completed", Json::object({{"amount", 12}}), "pay-1"));
+  auto again =
+      f.broker().publish(event("payment.completed", Json::object({{"amount", 12}}), "pay-1"));
   REQUIRE(again.ok());
   CHECK(again->duplicate);
   CHECK(again->offset == first->offset);
   f.reopen();
-  auto after_restart = f.broker().publish(event("payment.completed", Json::object({{"amount", 12}}), "pay-1"));
+  auto after_restart =
+      f.broker().publish(event("payment.completed", Json::object({{"amount", 12}}), "pay-1"));
   REQUIRE(after_restart.ok());
   CHECK(after_restart->duplicate);
   CHECK(f.broker().topic("payment.completed")->records == 1);
@@ -190,7 +196,8 @@ TEST_CASE("a group resumes after its committed offset when restarted") {
   g.group = "tax";
   g.topics = {"permit.issued"};
   g.start_from = StartFrom::kEarliest;
-  for (int i = 0; i < 5; ++i) REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
   {
     Collector got;
     auto sub = f.broker().subscribe(g, [&](const DeliveredEvent& e) {
@@ -200,7 +207,8 @@ TEST_CASE("a group resumes after its committed offset when restarted") {
     REQUIRE(sub.ok());
     REQUIRE(got.wait_for(5));
   }  // stopping commits the offset
-  for (int i = 5; i < 8; ++i) REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
+  for (int i = 5; i < 8; ++i)
+    REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
   f.reopen();
   Collector got;
   auto sub = f.broker().subscribe(g, [&](const DeliveredEvent& e) {
@@ -224,7 +232,8 @@ TEST_CASE("a group resumes after its committed offset when restarted") {
 TEST_CASE("a new group starting at latest sees only new events; seek replays from an offset") {
   BrokerFixture f;
   f.topic("permit.issued");
-  for (int i = 0; i < 3; ++i) REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
+  for (int i = 0; i < 3; ++i)
+    REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
   ConsumerGroupOptions g;
   g.group = "planning";
   g.topics = {"permit.issued"};
@@ -273,7 +282,9 @@ TEST_CASE("failing events are retried with backoff, then dead-lettered, and can 
     return Status();
   });
   REQUIRE(sub.ok());
-  REQUIRE(f.broker().publish(event("payment.completed", Json::object({{"poison", true}}), "bad-1")).ok());
+  REQUIRE(f.broker()
+              .publish(event("payment.completed", Json::object({{"poison", true}}), "bad-1"))
+              .ok());
   REQUIRE(f.broker().publish(event("payment.completed", Json::object({{"n", 2}}))).ok());
   REQUIRE(ok.wait_for(1));
   REQUIRE(civicbus::testing::wait_until([&] {
@@ -360,12 +371,14 @@ TEST_CASE("events of one partition key are handled in order while keys run in pa
       f.broker().publish_async(e, [](Result<PublishAck>) {});
     }
   }
-  REQUIRE(civicbus::testing::wait_until([&] {
-    std::lock_guard lock(mu);
-    std::size_t n = 0;
-    for (auto& [k, v] : seen) n += v.size();
-    return n == kKeys * kPerKey;
-  }, std::chrono::seconds(20)));
+  REQUIRE(civicbus::testing::wait_until(
+      [&] {
+        std::lock_guard lock(mu);
+        std::size_t n = 0;
+        for (auto& [k, v] : seen) n += v.size();
+        return n == kKeys * kPerKey;
+      },
+      std::chrono::seconds(20)));
   CHECK_FALSE(overlap_same_key);
   CHECK(max_concurrent > 1);
   for (auto& [key, seqs] : seen) {
@@ -384,15 +397,17 @@ TEST_CASE("asynchronous handlers acknowledge from another thread") {
   g.topics = {"permit.issued"};
   std::vector<std::thread> threads;
   std::mutex mu;
-  auto sub = f.broker().subscribe_async(g, [&](const DeliveredEvent& e, std::function<void(Status)> done) {
-    std::lock_guard lock(mu);
-    threads.emplace_back([&got, e, done] {
-      got.add(e);
-      done(Status());
-    });
-  });
+  auto sub =
+      f.broker().subscribe_async(g, [&](const DeliveredEvent& e, std::function<void(Status)> done) {
+        std::lock_guard lock(mu);
+        threads.emplace_back([&got, e, done] {
+          got.add(e);
+          done(Status());
+        });
+      });
   REQUIRE(sub.ok());
-  for (int i = 0; i < 10; ++i) REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
+  for (int i = 0; i < 10; ++i)
+    REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
   REQUIRE(got.wait_for(10));
   sub->reset();
   std::lock_guard lock(mu);
@@ -407,15 +422,20 @@ TEST_CASE("metrics and lag per topic and group") {
   g.topics = {"permit.issued"};
   g.start_from = StartFrom::kEarliest;
   // Register the group, then stop it so events pile up.
-  { auto sub = f.broker().subscribe(g, [](const DeliveredEvent&) { return Status(); }); REQUIRE(sub.ok()); }
-  for (int i = 0; i < 4; ++i) REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
+  {
+    auto sub = f.broker().subscribe(g, [](const DeliveredEvent&) { return Status(); });
+    REQUIRE(sub.ok());
+  }
+  for (int i = 0; i < 4; ++i)
+    REQUIRE(f.broker().publish(event("permit.issued", Json::object({{"n", i}}))).ok());
   auto infos = f.broker().groups();
   REQUIRE(infos.ok());
   CHECK(infos->front().lag_events == 4);
   CHECK(infos->front().oldest_unacked_age.count() >= 0);
   REQUIRE(f.broker().run_maintenance().ok());
   std::string text = f.metrics().prometheus_text();
-  CHECK(text.find("civicbus_broker_published_total{topic=\"permit.issued\"} 4") != std::string::npos);
+  CHECK(text.find("civicbus_broker_published_total{topic=\"permit.issued\"} 4") !=
+        std::string::npos);
   CHECK(text.find("civicbus_broker_lag_events{group=\"slow\"} 4") != std::string::npos);
   CHECK(text.find("civicbus_broker_dlq_events{group=\"slow\"} 0") != std::string::npos);
 }
@@ -431,7 +451,8 @@ TEST_CASE("the AsyncAPI document lists every topic with owner and schema") {
   REQUIRE(ch != nullptr);
   CHECK(ch->get_string("address") == "permit.approved");
   CHECK(ch->get_string("x-civicbus-owner") == "test-team");
-  const Json* data = doc.at_pointer("/components/messages/permit_approved/payload/schema/properties/data");
+  const Json* data =
+      doc.at_pointer("/components/messages/permit_approved/payload/schema/properties/data");
   REQUIRE(data != nullptr);
   CHECK(data->get_string("type") == "object");
 }

@@ -1,6 +1,5 @@
 // Runs the built `civicbus` binary (CIVICBUS_CLI_PATH) the way an operator would.
 #include <doctest/doctest.h>
-
 #include <signal.h>
 
 #include <chrono>
@@ -89,7 +88,8 @@ TEST_CASE("cli: version, help and usage errors") {
 
   auto option = cli({"publish", "--config", "x.yaml", "--tpye", "a.b"});
   CHECK(option.exit_code == 2);
-  CHECK(contains(option.output, "civicbus publish: unknown option '--tpye' (did you mean '--type'?)"));
+  CHECK(contains(option.output,
+                 "civicbus publish: unknown option '--tpye' (did you mean '--type'?)"));
 
   auto missing_value = cli({"tail", "--config"});
   CHECK(missing_value.exit_code == 2);
@@ -136,8 +136,8 @@ TEST_CASE("cli: serve starts and stops cleanly on SIGTERM") {
   std::string log = config.dir.file("serve.log");
   auto child = testing::ChildProcess::start({kCli, "serve", "--config", config.path}, log);
   REQUIRE(child.has_value());
-  bool serving = testing::wait_until([&] { return contains(testing::read_file(log), "serving"); },
-                                     20s);
+  bool serving =
+      testing::wait_until([&] { return contains(testing::read_file(log), "serving"); }, 20s);
   INFO(testing::read_file(log));
   REQUIRE(serving);
   CHECK(contains(testing::read_file(log), "node 'cli-test' serving 2 topics"));
@@ -168,13 +168,15 @@ TEST_CASE("cli: publish then tail shows the event, PII redacted") {
   CHECK(contains(published.output, "stored permit.issued offset="));
   CHECK(contains(published.output, "id=permit-42"));
 
-  auto again = cli({"publish", "--config", config.path, "--type", "permit.issued", "--source",
-                    "/permits/portal", "--id", "permit-42", "--data", R"({"permit_id":"BP-2026-0042"})"});
+  auto again =
+      cli({"publish", "--config", config.path, "--type", "permit.issued", "--source",
+           "/permits/portal", "--id", "permit-42", "--data", R"({"permit_id":"BP-2026-0042"})"});
   CHECK(again.exit_code == 0);
   CHECK(contains(again.output, "duplicate permit.issued offset="));
 
-  auto pii = cli({"publish", "--config", config.path, "--event",
-                  R"({"specversion":"1.0","id":"a-1","source":"/tax","type":"property.assessment.updated",
+  auto pii =
+      cli({"publish", "--config", config.path, "--event",
+           R"({"specversion":"1.0","id":"a-1","source":"/tax","type":"property.assessment.updated",
                       "data":{"roll_number":"1101-000-000-00001","owner_name":"Marie Tremblay"}})"});
   INFO(pii.output);
   REQUIRE(pii.exit_code == 0);
@@ -232,8 +234,9 @@ TEST_CASE("cli: publish then tail shows the event, PII redacted") {
 
 TEST_CASE("cli: publish --file reports each line") {
   Config config;
-  testing::write_file(config.dir.file("events.ndjson"),
-                      R"({"specversion":"1.0","id":"1","source":"/p","type":"permit.issued","data":{"permit_id":"A"}}
+  testing::write_file(
+      config.dir.file("events.ndjson"),
+      R"({"specversion":"1.0","id":"1","source":"/p","type":"permit.issued","data":{"permit_id":"A"}}
 {"specversion":"1.0","id":"2","source":"/p","type":"permit.issued","data":{"permit_id":"B"}}
 
 {"specversion":"1.0","id":"1","source":"/p","type":"permit.issued","data":{"permit_id":"A"}}
@@ -246,8 +249,9 @@ TEST_CASE("cli: publish --file reports each line") {
   CHECK(contains(r.output, "line 4: duplicate permit.issued"));
   CHECK(contains(r.output, "2 stored, 1 duplicates, 0 refused"));
 
-  auto stdin_run = cli({"publish", "--config", config.path, "--file", "-"},
-                       R"({"specversion":"1.0","id":"3","source":"/p","type":"permit.issued","data":{"kind":"sign"}}
+  auto stdin_run = cli(
+      {"publish", "--config", config.path, "--file", "-"},
+      R"({"specversion":"1.0","id":"3","source":"/p","type":"permit.issued","data":{"kind":"sign"}}
 not json
 )");
   INFO(stdin_run.output);
@@ -276,7 +280,8 @@ TEST_CASE("cli: a publish the schema refuses exits 1 with the schema error") {
   CHECK(bad_json.exit_code == 2);
   CHECK(contains(bad_json.output, "--data is not valid JSON"));
 
-  auto modes = cli({"publish", "--config", config.path, "--type", "permit.issued", "--event", "{}"});
+  auto modes =
+      cli({"publish", "--config", config.path, "--type", "permit.issued", "--event", "{}"});
   CHECK(modes.exit_code == 2);
 }
 
@@ -320,11 +325,13 @@ TEST_CASE("cli: audit verify, asyncapi and the dlq on a fresh node") {
 TEST_CASE("cli: a bad configuration exits non-zero naming the file and line") {
   TempDir dir;
   std::string path = dir.file("node.yaml");
-  testing::write_file(path, "node: {name: x, data_dir: data}\ntopics:\n  - name: permit.issued\n"
-                            "    owner: permits\n    retension: 7d\n");
+  testing::write_file(path,
+                      "node: {name: x, data_dir: data}\ntopics:\n  - name: permit.issued\n"
+                      "    owner: permits\n    retension: 7d\n");
   auto r = cli({"serve", "--config", path});
   CHECK(r.exit_code == 1);
-  CHECK(contains(r.output, path + ":5: unknown key 'retension' in topics[0] (did you mean 'retention'?)"));
+  CHECK(contains(r.output,
+                 path + ":5: unknown key 'retension' in topics[0] (did you mean 'retention'?)"));
 
   testing::write_file(path, "node: {name: x\ntopics: []\n");
   auto syntax = cli({"topics", "--config", path});

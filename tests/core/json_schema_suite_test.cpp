@@ -2,14 +2,13 @@
 // Remote references (http://localhost:1234/...) are served from the suite's remotes/ folder
 // and meta-schemas from metaschemas/, so nothing touches the network.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/json_schema.hpp"
@@ -67,8 +66,8 @@ void run_file(const fs::path& path, SuiteCount& count, bool format_assertion = f
           fmt::format("{} | {} | {}", name, group_description, test.get_string("description"));
       if (failures != nullptr) {
         // Informational run: count, do not fail.
-        const bool passed = schema.ok() && schema->is_valid(*test.find("data")) ==
-                                               test.get_bool("valid");
+        const bool passed =
+            schema.ok() && schema->is_valid(*test.find("data")) == test.get_bool("valid");
         if (passed) {
           ++count.passed;
         } else {
@@ -107,8 +106,8 @@ TEST_CASE("json-schema-test-suite draft2020-12 (required tests)") {
   CHECK(files.size() >= 46);
   SuiteCount count;
   for (const fs::path& file : files) run_file(file, count);
-  const std::string summary = fmt::format("json-schema-test-suite draft2020-12: {}/{} passed",
-                                          count.passed, count.total);
+  const std::string summary =
+      fmt::format("json-schema-test-suite draft2020-12: {}/{} passed", count.passed, count.total);
   MESSAGE(summary);
   std::printf("%s\n", summary.c_str());
   CHECK(count.total >= 1299);
@@ -130,8 +129,8 @@ TEST_CASE("json-schema-test-suite draft2020-12 optional/format (format assertion
   std::vector<std::string> failures;
   for (const fs::path& file : files) run_file(file, count, true, &failures);
   const std::string summary =
-      fmt::format("json-schema-test-suite draft2020-12 optional/format: {}/{} passed",
-                  count.passed, count.total);
+      fmt::format("json-schema-test-suite draft2020-12 optional/format: {}/{} passed", count.passed,
+                  count.total);
   MESSAGE(summary);
   std::printf("%s\n", summary.c_str());
   for (const std::string& f : failures) std::printf("  not passing: %s\n", f.c_str());

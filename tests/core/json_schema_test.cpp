@@ -1,3 +1,5 @@
+#include "civicbus/core/json_schema.hpp"
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -6,7 +8,6 @@
 #include <vector>
 
 #include "civicbus/core/json.hpp"
-#include "civicbus/core/json_schema.hpp"
 
 namespace civicbus {
 namespace {
@@ -98,7 +99,8 @@ TEST_CASE("json schema: messages for common keywords") {
     REQUIRE_FALSE(errors.empty());
     return errors.front().message;
   };
-  CHECK(first_error(R"({"type":["string","null"]})", "5") == "expected null or string, got integer");
+  CHECK(first_error(R"({"type":["string","null"]})", "5") ==
+        "expected null or string, got integer");
   CHECK(first_error(R"({"type":"integer"})", "5.5") == "expected integer, got number");
   CHECK(first_error(R"({"const":"ok"})", R"("no")") == R"(value must be "ok")");
   CHECK(first_error(R"({"enum":[1,"a",null]})", "2") == R"(2 is not one of [1,"a",null])");
@@ -223,14 +225,14 @@ TEST_CASE("json schema: invalid schemas name the keyword location") {
   CHECK(compile_error(R"({"type":["string","string"]})").find("/type") != std::string::npos);
   CHECK(compile_error(R"({"minLength":-1})") ==
         "invalid schema at /minLength: must be a non-negative integer");
-  CHECK(compile_error(R"({"pattern":"(unclosed"})").find("invalid schema at /pattern: pattern "
-                                                         "'(unclosed'") == 0);
+  CHECK(compile_error(R"({"pattern":"(unclosed"})")
+            .find("invalid schema at /pattern: pattern "
+                  "'(unclosed'") == 0);
   CHECK(compile_error(R"({"patternProperties":{"[":{}}})").find("/patternProperties/[") !=
         std::string::npos);
   CHECK(compile_error(R"({"required":["a","a"]})").find("twice") != std::string::npos);
   CHECK(compile_error(R"({"allOf":[]})").find("non-empty array") != std::string::npos);
-  CHECK(compile_error(R"({"items":[{"type":"string"}]})").find("prefixItems") !=
-        std::string::npos);
+  CHECK(compile_error(R"({"items":[{"type":"string"}]})").find("prefixItems") != std::string::npos);
   CHECK(compile_error(R"({"properties":{"a":3}})").find("/properties/a") != std::string::npos);
   CHECK(compile_error(R"({"$ref":"#/$defs/missing"})").find("points at nothing") !=
         std::string::npos);
@@ -238,8 +240,9 @@ TEST_CASE("json schema: invalid schemas name the keyword location") {
   CHECK(compile_error(R"({"$anchor":"1bad"})").find("/$anchor") != std::string::npos);
   CHECK(compile_error(R"({"$id":"http://x.example/a#frag"})").find("fragment") !=
         std::string::npos);
-  CHECK(compile_error(R"({"$schema":"http://json-schema.org/draft-07/schema#"})")
-            .find("draft-07") != std::string::npos);
+  CHECK(
+      compile_error(R"({"$schema":"http://json-schema.org/draft-07/schema#"})").find("draft-07") !=
+      std::string::npos);
   CHECK(compile_error(R"({"multipleOf":0})").find("greater than 0") != std::string::npos);
   CHECK(compile_error("3").find("object or a boolean") != std::string::npos);
   // Unused definitions are still checked.
@@ -307,7 +310,8 @@ TEST_CASE("json schema: format is an annotation unless assertion is on") {
   JsonSchema asserting = schema_of(kText, options);
   CHECK(asserting.is_valid(json(R"("2024-02-29")")));
   CHECK_FALSE(asserting.is_valid(json(R"("2023-02-29")")));
-  CHECK(asserting.errors(json(R"("not a date")"))[0].message == R"("not a date" is not a valid date)");
+  CHECK(asserting.errors(json(R"("not a date")"))[0].message ==
+        R"("not a date" is not a valid date)");
   // Unknown formats pass.
   CHECK(schema_of(R"({"format":"permit-number"})", options).is_valid(json(R"("x")")));
 }

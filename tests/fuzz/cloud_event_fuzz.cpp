@@ -36,7 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (event.status().message().empty()) fail("parse error without a message");
     return 0;
   }
-  if (!event->validate().ok()) fail("a parsed event does not validate", event->validate().message());
+  if (!event->validate().ok())
+    fail("a parsed event does not validate", event->validate().message());
   if (!event->validated_unchanged()) fail("a parsed event is not marked validated");
   // Unchanged, an event is stored as the producer sent it.
   if (event->to_json() != text) fail("to_json() of an unchanged event is not its text");

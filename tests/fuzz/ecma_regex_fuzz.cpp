@@ -29,7 +29,11 @@ using civicbus::detail::EcmaRegex;
 }
 
 constexpr std::string_view kFixedTexts[] = {
-    "", "a", "permit.issued", "K1A 0B1", "2026-11-22T14:52:00Z",
+    "",
+    "a",
+    "permit.issued",
+    "K1A 0B1",
+    "2026-11-22T14:52:00Z",
     "\xC3\xA9t\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x9A\x8C",  // été € 🚌
     "\xFF\xFE not UTF-8 \xC0\xAF",
 };

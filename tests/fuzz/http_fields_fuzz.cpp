@@ -59,7 +59,9 @@ void check_verify(std::string_view input, std::string_view first, std::string_vi
                   std::string_view third) {
   static ManualClock clock(SystemTime{std::chrono::seconds{1'618'884'473}});
   static const gateway::HttpSignatureVerifier verifier(
-      [](std::string_view) { return std::optional<std::string>("fuzz-secret-the-input-cannot-know"); },
+      [](std::string_view) {
+        return std::optional<std::string>("fuzz-secret-the-input-cannot-know");
+      },
       clock);
   http::HttpRequest request;
   request.method = "POST";
@@ -87,7 +89,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check_date(first);
   check_params(first);
   // The Signature-Input member is "label=<inner list>": try the part after '=' as params too.
-  if (const auto eq = first.find('='); eq != std::string_view::npos) check_params(first.substr(eq + 1));
+  if (const auto eq = first.find('='); eq != std::string_view::npos)
+    check_params(first.substr(eq + 1));
   check_verify(input, first, second, third);
   return 0;
 }

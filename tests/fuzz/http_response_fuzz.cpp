@@ -42,8 +42,8 @@ std::string describe(ResponseParser& parser, bool head, std::size_t consumed) {
   if ((head || response.status == 204 || response.status == 304) && !response.body.empty()) {
     fail("body on a response that has none");
   }
-  std::string line = "response " + std::to_string(response.status) + " [" + response.reason +
-                     "] " + std::to_string(response.headers.size()) + " fields, body " +
+  std::string line = "response " + std::to_string(response.status) + " [" + response.reason + "] " +
+                     std::to_string(response.headers.size()) + " fields, body " +
                      std::to_string(response.body.size()) + " [" + response.body + "] keep-alive " +
                      (parser.keep_alive() ? "yes" : "no") + " at " + std::to_string(consumed);
   return line;

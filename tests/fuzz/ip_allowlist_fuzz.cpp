@@ -40,7 +40,8 @@ void check_address(std::string_view text) {
   const std::string printed = address->to_string();
   auto again = parse_ip_address(printed);
   if (!again.ok()) fail("printed address does not parse", std::string(text) + " -> " + printed);
-  if (*again != *address) fail("printed address parses to another", std::string(text) + " -> " + printed);
+  if (*again != *address)
+    fail("printed address parses to another", std::string(text) + " -> " + printed);
   if (again->to_string() != printed) fail("address prints differently the second time", printed);
   if (address->is_v4() != (printed.find(':') == std::string::npos)) {
     fail("is_v4 does not match the printed form", printed);

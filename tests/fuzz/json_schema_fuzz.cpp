@@ -36,9 +36,10 @@ using civicbus::JsonSchema;
 
 const JsonSchema& metaschema() {
   static const JsonSchema schema = [] {
-    civicbus::Result<JsonSchema> compiled =
-        JsonSchema::compile(Json::object({{"$ref", "https://json-schema.org/draft/2020-12/schema"}}));
-    if (!compiled.ok()) fail("the built-in meta-schema does not compile", compiled.status().message());
+    civicbus::Result<JsonSchema> compiled = JsonSchema::compile(
+        Json::object({{"$ref", "https://json-schema.org/draft/2020-12/schema"}}));
+    if (!compiled.ok())
+      fail("the built-in meta-schema does not compile", compiled.status().message());
     return *std::move(compiled);
   }();
   return schema;

@@ -49,7 +49,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!options.ok()) {
     if (options.status().message().empty()) fail("load error without a message");
   } else {
-    if (!options->validate().ok()) fail("loaded options do not validate", options->validate().message());
+    if (!options->validate().ok())
+      fail("loaded options do not validate", options->validate().message());
     check_duration(options->log.append_block_timeout);
     check_duration(options->broker.maintenance_interval);
     for (const civicbus::broker::TopicOptions& topic : options->topics) {

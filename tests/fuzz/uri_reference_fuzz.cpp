@@ -39,7 +39,8 @@ void check_split(std::string_view uri) {
     joined += parts.fragment;
   }
   if (joined != uri) fail("split_fragment lost or changed text", uri);
-  if (parts.uri.find('#') != std::string_view::npos) fail("split_fragment did not split at the first '#'", uri);
+  if (parts.uri.find('#') != std::string_view::npos)
+    fail("split_fragment did not split at the first '#'", uri);
   if (!parts.has_fragment && !parts.fragment.empty()) fail("a fragment without '#'", uri);
 }
 
@@ -61,7 +62,8 @@ bool has_scheme(std::string_view uri) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view input(reinterpret_cast<const char*>(data), size);
   const std::size_t newline = input.find('\n');
-  const std::string_view base = newline == std::string_view::npos ? std::string_view() : input.substr(0, newline);
+  const std::string_view base =
+      newline == std::string_view::npos ? std::string_view() : input.substr(0, newline);
   const std::string_view reference =
       newline == std::string_view::npos ? input : input.substr(newline + 1);
 
@@ -72,7 +74,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check_split(resolved);
   const detail::UriAndFragment ref_parts = detail::split_fragment(reference);
   const detail::UriAndFragment out_parts = detail::split_fragment(resolved);
-  if (out_parts.has_fragment != ref_parts.has_fragment || out_parts.fragment != ref_parts.fragment) {
+  if (out_parts.has_fragment != ref_parts.has_fragment ||
+      out_parts.fragment != ref_parts.fragment) {
     fail("the resolved URI does not carry the reference's fragment", resolved);
   }
   if (has_scheme(reference) && detail::resolve_uri("", reference) != resolved) {
@@ -91,7 +94,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   detail::append_pointer_token(pointer, decoded);
   const civicbus::Json* found = object.at_pointer(pointer);
   if (found == nullptr || *found != civicbus::Json(1)) {
-    if (decoded != "other") fail("a pointer built by append_pointer_token misses its member", pointer);
+    if (decoded != "other")
+      fail("a pointer built by append_pointer_token misses its member", pointer);
   }
   return 0;
 }

@@ -87,8 +87,9 @@ struct Fixture {
 
 TEST_CASE("http signature: RFC 9421 B.2.5 hmac-sha256 example") {
   auto request = rfc_test_request();
-  request.headers.add("Signature-Input",
-                      R"(sig-b25=("date" "@authority" "content-type");created=1618884473;keyid="test-shared-secret")");
+  request.headers.add(
+      "Signature-Input",
+      R"(sig-b25=("date" "@authority" "content-type");created=1618884473;keyid="test-shared-secret")");
   request.headers.add("Signature", "sig-b25=:pxcQw6G3AjtMBQjwo8XzkZf/bws5LelbaMk5rGIGtE8=:");
 
   auto params = parse_signature_params(
@@ -295,8 +296,8 @@ TEST_CASE("http signature: replay cache is bounded") {
   ManualClock clock;
   HttpSignatureVerifierOptions options;
   options.replay_cache_capacity = 4;
-  HttpSignatureVerifier verifier(keys_of({{"client-a", "0123456789abcdef0123456789abcdef"}}),
-                                 clock, options);
+  HttpSignatureVerifier verifier(keys_of({{"client-a", "0123456789abcdef0123456789abcdef"}}), clock,
+                                 options);
   for (int i = 0; i < 10; ++i) {
     auto request = sample_request();
     auto o = sign_options();
@@ -408,17 +409,14 @@ TEST_CASE("http signature: malformed structured fields") {
                    "expected ' ' or ')'");
   require_rejected(f.verifier.verify(with_input("sig1=(@method);created=1")),
                    "unexpected character '@'");
-  require_rejected(f.verifier.verify(with_input("sig1=(method);created=1")),
-                   "must be strings");
-  require_rejected(f.verifier.verify(with_input("sig1=(\"@Method\");created=1")),
-                   "not lower case");
+  require_rejected(f.verifier.verify(with_input("sig1=(method);created=1")), "must be strings");
+  require_rejected(f.verifier.verify(with_input("sig1=(\"@Method\");created=1")), "not lower case");
   require_rejected(f.verifier.verify(with_input("sig1=(\"@method\" \"@method\");created=1")),
                    "covered twice");
-  require_rejected(f.verifier.verify(with_input(
-                       R"(sig1=("@method");created="1700000000";keyid="client-a")")),
-                   "'created' must be an integer");
-  require_rejected(f.verifier.verify(with_input(R"(sig1=("@method");created=1.5)")),
-                   "decimals");
+  require_rejected(
+      f.verifier.verify(with_input(R"(sig1=("@method");created="1700000000";keyid="client-a")")),
+      "'created' must be an integer");
+  require_rejected(f.verifier.verify(with_input(R"(sig1=("@method");created=1.5)")), "decimals");
   require_rejected(f.verifier.verify(with_input(R"(sig1=("@method");keyid="a";keyid="b")")),
                    "duplicate parameter 'keyid'");
   require_rejected(f.verifier.verify(with_input(R"(sig1=("@method");created=1;foo=1)")),
@@ -426,7 +424,8 @@ TEST_CASE("http signature: malformed structured fields") {
   require_rejected(f.verifier.verify(with_input(R"(sig1=("content-type";sf);created=1)")),
                    "component parameters");
   require_rejected(f.verifier.verify(with_input("sig1=\"not a list\"")), "not an inner list");
-  require_rejected(f.verifier.verify(with_input("sig2=" + ok_list)), "Signature has no member labelled 'sig2'");
+  require_rejected(f.verifier.verify(with_input("sig2=" + ok_list)),
+                   "Signature has no member labelled 'sig2'");
   require_rejected(f.verifier.verify(with_input("sig1=" + ok_list + ", sig1=" + ok_list)),
                    "duplicate dictionary key");
 
@@ -448,8 +447,8 @@ TEST_CASE("http signature: several labels, the configured one is verified") {
   ManualClock clock;
   HttpSignatureVerifierOptions options;
   options.label = "proxy";
-  HttpSignatureVerifier verifier(keys_of({{"client-a", "0123456789abcdef0123456789abcdef"}}),
-                                 clock, options);
+  HttpSignatureVerifier verifier(keys_of({{"client-a", "0123456789abcdef0123456789abcdef"}}), clock,
+                                 options);
   auto request = sample_request();
   auto o = sign_options();
   o.label = "proxy";

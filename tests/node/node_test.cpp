@@ -1,5 +1,6 @@
-#include <doctest/doctest.h>
+#include "civicbus/node/node.hpp"
 
+#include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,7 +13,6 @@
 #include <vector>
 
 #include "civicbus/broker/broker.hpp"
-#include "civicbus/node/node.hpp"
 #include "civicbus/transport/transport.hpp"
 #include "support/test_support.hpp"
 
@@ -95,7 +95,8 @@ TEST_CASE("node config: sizes") {
 
 // --- YAML ------------------------------------------------------------------------------------
 
-constexpr std::string_view kFullYaml = R"(node: {name: tax-node, data_dir: ./data, worker_threads: 4}
+constexpr std::string_view kFullYaml =
+    R"(node: {name: tax-node, data_dir: ./data, worker_threads: 4}
 logging: {level: debug, format: json}
 security: {master_key_env: TAX_KEY, master_key_file: ./master.key, master_key: generate}
 log: {synchronous: normal, dedup_window_hours: 48, max_batch: 1024, cache_bytes: 4MiB}
@@ -172,7 +173,8 @@ TEST_CASE("node config: errors name the file, the line and what is wrong") {
         "node.yaml:2: topic 'permit.issued' (topics[0]) has no 'owner'; every topic needs an owner "
         "who answers for it");
   CHECK(yaml_error("topics:\n  - owner: a\n") == "node.yaml:2: topics[0] has no 'name'");
-  CHECK(yaml_error("topics:\n  - name: retention_bytes: 5\n").find("node.yaml:2: YAML syntax error") == 0);
+  CHECK(yaml_error("topics:\n  - name: retention_bytes: 5\n")
+            .find("node.yaml:2: YAML syntax error") == 0);
 
   std::string bad_name = yaml_error("topics:\n  - name: Permit Issued\n    owner: a\n");
   CHECK(bad_name.find("node.yaml:2: invalid topic name 'Permit Issued' in topics[0]: ") == 0);
@@ -211,7 +213,8 @@ TEST_CASE("node config: section and value errors") {
         "node.yaml:1: 'node' must be a mapping of keys (name, data_dir, worker_threads)");
   CHECK(yaml_error("node:\n  name: a\n  name: b\n") ==
         "node.yaml:3: key 'name' appears twice in node (first at line 2)");
-  CHECK(yaml_error("- just\n- a list\n").find("node.yaml:1: the configuration must be a mapping") == 0);
+  CHECK(yaml_error("- just\n- a list\n").find("node.yaml:1: the configuration must be a mapping") ==
+        0);
   CHECK(yaml_error("node: {name: [x]}\n") == "node.yaml:1: 'name' must be a text value");
   std::string unterminated = yaml_error("node: {name: \"unterminated}\n");
   CHECK(unterminated.find("node.yaml:") == 0);
@@ -255,8 +258,9 @@ TEST_CASE("node config: schemas") {
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().message().find(origin + ":4: 'compatibility' must be one of BACKWARD") == 0);
 
-  testing::write_file(origin, "schemas:\n  - {subject: a, file: schemas/assessment.json}\n"
-                              "  - {subject: a, file: schemas/assessment.json}\n");
+  testing::write_file(origin,
+                      "schemas:\n  - {subject: a, file: schemas/assessment.json}\n"
+                      "  - {subject: a, file: schemas/assessment.json}\n");
   auto dup = NodeOptions::from_file(origin);
   REQUIRE_FALSE(dup.ok());
   CHECK(dup.status().message() ==
@@ -265,7 +269,8 @@ TEST_CASE("node config: schemas") {
   auto absent = NodeOptions::from_file(dir.file("nope.yaml"));
   REQUIRE_FALSE(absent.ok());
   CHECK(absent.status().code() == ErrorCode::kNotFound);
-  CHECK(absent.status().message() == "configuration file '" + dir.file("nope.yaml") + "' does not exist");
+  CHECK(absent.status().message() ==
+        "configuration file '" + dir.file("nope.yaml") + "' does not exist");
 }
 
 TEST_CASE("node config: validate() checks options built in code") {
@@ -542,7 +547,8 @@ TEST_CASE("node: logger, metrics and clock come from the node") {
   bool started = false, component = false;
   for (const auto& l : *lines) {
     if (l.find("node started") != std::string::npos) started = true;
-    if (l.find("gateway") != std::string::npos && l.find("hello from a component") != std::string::npos) {
+    if (l.find("gateway") != std::string::npos &&
+        l.find("hello from a component") != std::string::npos) {
       component = true;
     }
   }

@@ -60,7 +60,7 @@ TEST_CASE("dedup window: erase forgets a key and a re-insert moves it") {
 TEST_CASE("dedup window: agrees with a reference map through growth, expiry and rehashes") {
   SeededRandom rng(42);
   DedupWindow w(microseconds(50'000), 20'000);
-  std::unordered_map<std::string, std::int64_t> ref;   // id -> offset
+  std::unordered_map<std::string, std::int64_t> ref;       // id -> offset
   std::deque<std::pair<std::string, std::int64_t>> order;  // id, stored_at
   std::int64_t now = 0;
   for (std::int64_t off = 1; off <= 200'000; ++off) {

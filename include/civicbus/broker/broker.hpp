@@ -39,11 +39,11 @@ std::string_view to_string(Sensitivity s);
 Result<Sensitivity> parse_sensitivity(std::string_view text);  // "public", "internal", …
 
 struct TopicOptions {
-  std::string name;         // dotted event type: "property.assessment.updated"
-  std::string owner;        // who answers for the topic (required)
+  std::string name;   // dotted event type: "property.assessment.updated"
+  std::string owner;  // who answers for the topic (required)
   std::string description;
   std::chrono::seconds retention{std::chrono::hours(24 * 7)};  // 0: keep forever
-  std::int64_t retention_bytes = 0;                             // 0: no size bound
+  std::int64_t retention_bytes = 0;                            // 0: no size bound
   Sensitivity sensitivity = Sensitivity::kInternal;
   // JSON pointers into the event's `data` whose values are encrypted at rest and in transit.
   std::vector<std::string> pii_fields;
@@ -91,8 +91,8 @@ struct ConsumerGroupOptions {
   std::chrono::milliseconds initial_backoff{200};
   std::chrono::milliseconds max_backoff{60'000};
   double backoff_multiplier = 2.0;
-  int parallelism = 1;              // handlers running at once (different partition keys)
-  std::size_t max_in_flight = 1024; // events fetched and not yet acknowledged
+  int parallelism = 1;                        // handlers running at once (different partition keys)
+  std::size_t max_in_flight = 1024;           // events fetched and not yet acknowledged
   StartFrom start_from = StartFrom::kLatest;  // where a new group starts
 };
 
@@ -148,8 +148,8 @@ struct DeadLetter {
 
 struct DlqFilter {
   std::optional<std::int64_t> id;
-  std::string group;           // empty: all groups
-  std::string topic;           // a pattern; empty: all topics
+  std::string group;  // empty: all groups
+  std::string topic;  // a pattern; empty: all topics
   std::optional<SystemTime> dead_after;
   std::optional<SystemTime> dead_before;
   std::string error_contains;
@@ -164,7 +164,7 @@ struct AuditRecord {
   std::string action;   // "topic.created", "event.published", "dlq.moved", …
   std::string subject;  // what it acted on (topic, group, subject@version)
   Json detail;
-  std::string hash;     // hex
+  std::string hash;  // hex
 };
 
 struct AuditReport {
@@ -174,20 +174,20 @@ struct AuditReport {
 };
 
 struct BrokerOptions {
-  std::size_t max_event_bytes = 1 << 20;            // larger events are refused
-  std::chrono::hours dlq_retention{24 * 30};        // dead letters are kept this long
+  std::size_t max_event_bytes = 1 << 20;                 // larger events are refused
+  std::chrono::hours dlq_retention{24 * 30};             // dead letters are kept this long
   std::chrono::milliseconds maintenance_interval{1000};  // retention, DLQ purge, lag gauges
   // 32 bytes. Wraps the per-topic PII keys and keys the audit chain. Required when a topic
   // has PII fields. See load_master_key().
   std::string master_key;
-  std::string node_source = "civicbus://node";      // source of the broker's own events
+  std::string node_source = "civicbus://node";  // source of the broker's own events
 };
 
 // Everything the broker runs on. All references must outlive the Broker.
 struct BrokerContext {
-  storage::Database& db;               // broker_* tables
-  transport::Transport& transport;     // the event log
-  Executor& executor;                  // handlers, retries, maintenance
+  storage::Database& db;            // broker_* tables
+  transport::Transport& transport;  // the event log
+  Executor& executor;               // handlers, retries, maintenance
   const Clock& clock;
   MetricsRegistry& metrics;
   RandomSource& random;
@@ -232,8 +232,7 @@ class Broker {
 
   // Reads stored events of topics matching `pattern` from `from_offset`, PII redacted.
   virtual Result<std::vector<DeliveredEvent>> read(std::string_view pattern,
-                                                   std::int64_t from_offset,
-                                                   std::size_t limit) = 0;
+                                                   std::int64_t from_offset, std::size_t limit) = 0;
 
   // Schema registry (JSON Schema 2020-12). A subject's first version is active at once; a
   // later one must pass the subject's compatibility check and stays proposed until every
@@ -257,12 +256,15 @@ class Broker {
 
   // PII. A group granted a topic sees its PII fields in clear. Shredding deletes the topic's
   // key: every PII value stored so far becomes unrecoverable; new events get a new key.
-  virtual Status grant_pii(std::string_view topic, std::string_view group, std::string_view actor) = 0;
-  virtual Status revoke_pii(std::string_view topic, std::string_view group, std::string_view actor) = 0;
+  virtual Status grant_pii(std::string_view topic, std::string_view group,
+                           std::string_view actor) = 0;
+  virtual Status revoke_pii(std::string_view topic, std::string_view group,
+                            std::string_view actor) = 0;
   virtual Status shred_pii(std::string_view topic, std::string_view actor) = 0;
 
   // Audit log (append-only, hash-chained and keyed by the master key).
-  virtual Result<std::vector<AuditRecord>> audit_records(std::int64_t from_seq, std::size_t limit) = 0;
+  virtual Result<std::vector<AuditRecord>> audit_records(std::int64_t from_seq,
+                                                         std::size_t limit) = 0;
   virtual Result<AuditReport> verify_audit() = 0;
 
   // AsyncAPI 3.0 document describing every topic (channels, operations, message schemas).

@@ -18,8 +18,8 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 class Clock {
  public:
   virtual ~Clock() = default;
-  virtual SystemTime now() const = 0;          // wall time (event times, retention)
-  virtual SteadyTime steady_now() const = 0;   // monotonic time (timeouts, latency)
+  virtual SystemTime now() const = 0;         // wall time (event times, retention)
+  virtual SteadyTime steady_now() const = 0;  // monotonic time (timeouts, latency)
 };
 
 // The real clocks. Thread-safe; a process may share one instance.
@@ -36,7 +36,10 @@ class ManualClock final : public Clock {
       : wall_us_(to_us(start)) {}
   SystemTime now() const override;
   SteadyTime steady_now() const override;
-  void advance(std::chrono::microseconds by) { wall_us_ += by.count(); steady_us_ += by.count(); }
+  void advance(std::chrono::microseconds by) {
+    wall_us_ += by.count();
+    steady_us_ += by.count();
+  }
   void set(SystemTime t) { wall_us_ = to_us(t); }
 
  private:

@@ -40,7 +40,8 @@ std::string_view to_string(SchemaCompatibility mode);
 // Checks `next` against the earlier versions (oldest first; version numbers are positions
 // from 1). kFailedPrecondition names the mode, the version, the path and the reason:
 // "BACKWARD incompatible with version 2: property 'ward' became required at /required".
-Status check_compatibility(SchemaCompatibility mode, const std::vector<Json>& earlier, const Json& next);
+Status check_compatibility(SchemaCompatibility mode, const std::vector<Json>& earlier,
+                           const Json& next);
 
 // True when every instance valid under `narrower` is valid under `wider`; otherwise false
 // with `reason` (path and cause) filled in.

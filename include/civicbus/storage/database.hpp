@@ -54,7 +54,8 @@ class Database {
 
   // Runs one statement with `?` parameters; returns the number of rows changed. Statements
   // are prepared once and cached by their text.
-  virtual Result<std::int64_t> execute(std::string_view sql, std::span<const Value> params = {}) = 0;
+  virtual Result<std::int64_t> execute(std::string_view sql,
+                                       std::span<const Value> params = {}) = 0;
   Result<std::int64_t> execute(std::string_view sql, std::initializer_list<Value> params) {
     return execute(sql, std::span<const Value>(params.begin(), params.size()));
   }
@@ -84,10 +85,10 @@ class Database {
 enum class Synchronous { kOff, kNormal, kFull };
 
 struct SqliteOptions {
-  std::string path;                  // file path; ":memory:" for a private in-memory database
+  std::string path;  // file path; ":memory:" for a private in-memory database
   bool create_if_missing = true;
   bool read_only = false;
-  bool wal = true;                   // journal_mode=WAL (ignored for :memory:)
+  bool wal = true;  // journal_mode=WAL (ignored for :memory:)
   Synchronous synchronous = Synchronous::kFull;
   int busy_timeout_ms = 5000;
   std::size_t statement_cache_size = 128;

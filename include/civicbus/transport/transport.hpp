@@ -24,7 +24,7 @@ namespace civicbus::transport {
 
 struct AppendRequest {
   std::string topic;
-  std::string source;         // with event_id, the idempotency key
+  std::string source;  // with event_id, the idempotency key
   std::string event_id;
   std::string partition_key;  // records with one key keep their order for every consumer
   std::string payload;        // the stored bytes (a structured CloudEvent)
@@ -113,12 +113,12 @@ class Transport {
 };
 
 struct InProcessOptions {
-  std::string path;                         // SQLite file (":memory:" for tests)
-  bool synchronous_full = true;             // fsync every commit (synchronous=FULL)
-  std::chrono::hours dedup_window{24};      // how long source+id is remembered
+  std::string path;                           // SQLite file (":memory:" for tests)
+  bool synchronous_full = true;               // fsync every commit (synchronous=FULL)
+  std::chrono::hours dedup_window{24};        // how long source+id is remembered
   std::size_t dedup_max_entries = 2'000'000;  // bound on memory; oldest entries go first
-  std::size_t max_batch = 8192;             // records per group commit
-  std::size_t max_queued = 65536;           // appends waiting for a commit (backpressure)
+  std::size_t max_batch = 8192;               // records per group commit
+  std::size_t max_queued = 65536;             // appends waiting for a commit (backpressure)
   std::chrono::milliseconds append_block_timeout{30'000};
   // Recent records kept in memory for readers that keep up, bounded by count and by bytes
   // (payload and keys); older reads go to SQLite.
@@ -127,7 +127,7 @@ struct InProcessOptions {
   // The writer never checkpoints the WAL itself (that would stall commits); a background
   // connection copies it into the database file this often.
   std::chrono::milliseconds checkpoint_interval{500};
-  bool verify_on_open = true;               // PRAGMA quick_check when opening the file
+  bool verify_on_open = true;  // PRAGMA quick_check when opening the file
   // SQLite page cache of the writer and of the reader connection each. Appends touch only
   // the right edge of the log's B-trees, so a small cache does; the rest of the budget is
   // better left to the OS page cache.
