@@ -55,15 +55,25 @@ constexpr OptionSpec kTailOptions[] = {
     kVerboseOption,
 };
 
+// The dead-letter filters, shared by `dlq list` and `dlq replay`.
+constexpr OptionSpec kDlqGroup{"group", true, "GROUP", "only this consumer group"};
+constexpr OptionSpec kDlqTopic{"topic", true, "PATTERN", "only topics matching this pattern"};
+constexpr OptionSpec kDlqId{"id", true, "N", "only the dead letter with this id"};
+constexpr OptionSpec kDlqSince{"since", true, "TIME",
+                               "dead at or after TIME (RFC 3339, or a duration ago: 2h)"};
+constexpr OptionSpec kDlqUntil{"until", true, "TIME", "dead before TIME"};
+constexpr OptionSpec kDlqError{"error", true, "TEXT",
+                               "only dead letters whose error contains TEXT"};
+
 constexpr OptionSpec kDlqListOptions[] = {
     kConfigOption,
     kDataDirOption,
-    {"group", true, "GROUP", "only this consumer group"},
-    {"topic", true, "PATTERN", "only topics matching this pattern"},
-    {"id", true, "N", "only the dead letter with this id"},
-    {"since", true, "TIME", "dead at or after TIME (RFC 3339, or a duration ago: 2h)"},
-    {"until", true, "TIME", "dead before TIME"},
-    {"error", true, "TEXT", "only dead letters whose error contains TEXT"},
+    kDlqGroup,
+    kDlqTopic,
+    kDlqId,
+    kDlqSince,
+    kDlqUntil,
+    kDlqError,
     {"all", false, "", "include dead letters already replayed"},
     {"limit", true, "N", "at most N (default 1000)"},
     {"json", false, "", "print JSON lines with payloads"},
@@ -73,12 +83,12 @@ constexpr OptionSpec kDlqListOptions[] = {
 constexpr OptionSpec kDlqReplayOptions[] = {
     kConfigOption,
     kDataDirOption,
-    {"group", true, "GROUP", "only this consumer group"},
-    {"topic", true, "PATTERN", "only topics matching this pattern"},
-    {"id", true, "N", "only the dead letter with this id"},
-    {"since", true, "TIME", "dead at or after TIME (RFC 3339, or a duration ago: 2h)"},
-    {"until", true, "TIME", "dead before TIME"},
-    {"error", true, "TEXT", "only dead letters whose error contains TEXT"},
+    kDlqGroup,
+    kDlqTopic,
+    kDlqId,
+    kDlqSince,
+    kDlqUntil,
+    kDlqError,
     {"all", false, "", "replay every dead letter (required when no filter is given)"},
     {"actor", true, "NAME", "who asks, for the audit log (default: $USER)"},
     kVerboseOption,
