@@ -17,6 +17,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "http/client_access.hpp"
 #include "http/framing.hpp"
 #include "http/response_parser.hpp"
 
@@ -193,7 +194,9 @@ bool is_idempotent_method(std::string_view method) {
 
 struct HttpClient::Impl {
   HttpClientOptions options;
-  asio::io_context io;
+  // The event loop: the client's own, run by `thread`, or one lent by create_on().
+  std::unique_ptr<asio::io_context> own_io;
+  asio::io_context* io = nullptr;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
   std::thread thread;
 
@@ -271,7 +274,7 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
   const std::string name = upstream.to_string();
   const SteadyClock::time_point connect_deadline =
       std::min(deadline, SteadyClock::now() + options.connect_timeout);
-  auto conn = std::make_unique<Connection>(io);
+  auto conn = std::make_unique<Connection>(*io);
   asio::error_code ec;
   std::vector<tcp::endpoint> endpoints;
   const asio::ip::address address = asio::ip::make_address(upstream.host, ec);
@@ -279,7 +282,7 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
   if (!ec) {
     endpoints.emplace_back(address, upstream.port);
   } else {
-    tcp::resolver resolver(io);
+    tcp::resolver resolver(*io);
     Watch watch(ex.timer, connect_deadline, [&resolver] { resolver.cancel(); });
     const auto results =
         co_await resolver.async_resolve(upstream.host, std::to_string(upstream.port),
@@ -543,7 +546,7 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
 
 asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest request,
                                                  HttpResponseCallback done) {
-  Exchange ex(io);
+  Exchange ex(*io);
   active.insert(&ex);
   if (shut_down) ex.cancelled = true;
   Result<HttpResponse> result = cancelled("HttpClient is shutting down");
@@ -567,9 +570,28 @@ Result<std::unique_ptr<HttpClient>> HttpClient::create(HttpClientOptions options
   CIVICBUS_RETURN_IF_ERROR(options.validate());
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
-  impl->guard.emplace(asio::make_work_guard(impl->io));
-  impl->thread = std::thread([&io = impl->io] { io.run(); });
+  impl->own_io = std::make_unique<asio::io_context>(1);
+  impl->io = impl->own_io.get();
+  impl->guard.emplace(asio::make_work_guard(*impl->io));
+  impl->thread = std::thread([io = impl->io] { io->run(); });
   return std::unique_ptr<HttpClient>(new HttpClient(std::move(impl)));
+}
+
+Result<std::unique_ptr<HttpClient>> detail::ClientAccess::create_on(asio::io_context& io,
+                                                                     HttpClientOptions options) {
+  CIVICBUS_RETURN_IF_ERROR(options.validate());
+  auto impl = std::make_unique<HttpClient::Impl>();
+  impl->options = std::move(options);
+  impl->io = &io;
+  return std::unique_ptr<HttpClient>(new HttpClient(std::move(impl)));
+}
+
+void detail::ClientAccess::shut_down(HttpClient& client) {
+  {
+    std::lock_guard lock(client.impl_->mu);
+    client.impl_->stopping = true;
+  }
+  asio::post(*client.impl_->io, [impl = client.impl_.get()] { impl->shutdown(); });
 }
 
 HttpClient::HttpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -579,9 +601,14 @@ HttpClient::~HttpClient() {
     std::lock_guard lock(impl_->mu);
     impl_->stopping = true;
   }
-  asio::post(impl_->io, [impl = impl_.get()] { impl->shutdown(); });
-  impl_->guard.reset();
-  impl_->thread.join();
+  if (impl_->own_io) {
+    asio::post(*impl_->io, [impl = impl_.get()] { impl->shutdown(); });
+    impl_->guard.reset();
+    impl_->thread.join();
+  } else if (impl_->io->stopped()) {
+    // A lent event loop that no longer runs (see ClientAccess): what is left is idle sockets.
+    impl_->shutdown();
+  }
 }
 
 void HttpClient::send_async(const Upstream& upstream, HttpRequest request,
@@ -589,7 +616,7 @@ void HttpClient::send_async(const Upstream& upstream, HttpRequest request,
   {
     std::lock_guard lock(impl_->mu);
     if (!impl_->stopping) {
-      asio::co_spawn(impl_->io, impl_->exchange(upstream, std::move(request), std::move(done)),
+      asio::co_spawn(*impl_->io, impl_->exchange(upstream, std::move(request), std::move(done)),
                      asio::detached);
       return;
     }
@@ -605,7 +632,7 @@ void HttpClient::send_async(std::string_view host_port, HttpRequest request,
 }
 
 Result<HttpResponse> HttpClient::send(const Upstream& upstream, HttpRequest request) {
-  if (std::this_thread::get_id() == impl_->thread.get_id()) {
+  if (impl_->io->get_executor().running_in_this_thread()) {
     // It would wait for the thread it blocks.
     return failed_precondition(
         "HttpClient::send called from a send_async callback; use "

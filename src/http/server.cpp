@@ -1,7 +1,9 @@
-// The server: one accept loop and, per connection, two coroutines on the connection's strand:
-// `run` reads, feeds the RequestParser, calls the handler and writes; `watchdog` waits for the
-// connection's current deadline (header, body, idle, write, linger) and cancels the socket's
-// operations when it passes, so `run` sees operation_aborted and answers 408 or closes.
+// The server: one io_context per worker thread, an accept loop on worker 0 that hands each
+// new connection to the next worker in turn, and, per connection, two coroutines on its
+// worker: `run` reads, feeds the RequestParser, calls the handler and writes; `watchdog` waits
+// for the connection's current deadline (header, body, idle, write, linger) and cancels the
+// socket's operations when it passes, so `run` sees operation_aborted and answers 408 or
+// closes. A worker is one thread, so a connection's state needs no strand or lock.
 #include "civicbus/http/server.hpp"
 
 #include <array>
@@ -16,6 +18,7 @@
 
 #include "civicbus/core/clock.hpp"
 #include "http/request_parser.hpp"
+#include "http/server_access.hpp"
 
 namespace civicbus::http {
 
@@ -81,12 +84,13 @@ namespace detail {
 // What the connections share: the HttpServer's state, outside its private Impl.
 struct ServerCore {
   HttpServerOptions options;
-  HttpHandler handler;
-  asio::io_context io;
-  std::optional<asio::strand<asio::io_context::executor_type>> accept_strand;
-  std::optional<tcp::acceptor> acceptor;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+  HttpHandler handler;             // one of the two is set
+  HttpAsyncHandler async_handler;
+  std::vector<std::unique_ptr<asio::io_context>> workers;
+  std::optional<tcp::acceptor> acceptor;  // on workers[0]
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::vector<std::thread> threads;
+  std::size_t next_worker = 0;  // the accept loop's round robin
   std::atomic<std::uint16_t> port{0};
   bool started = false;
 
@@ -101,17 +105,38 @@ struct ServerCore {
 
 struct HttpServer::Impl : detail::ServerCore {};
 
+// One request's way back (HttpResponder): the connection that waits for it, on its worker.
+struct detail::ResponseSlot {
+  std::weak_ptr<Connection> connection;
+  asio::any_io_executor executor;
+  std::size_t worker = 0;
+  std::atomic<bool> sent{false};
+};
+
 namespace {
 
-class Connection {
+class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(detail::ServerCore& server, tcp::socket socket)
+  Connection(detail::ServerCore& server, tcp::socket socket, std::size_t worker)
       : server_(server),
         socket_(std::move(socket)),
         timer_(socket_.get_executor()),
+        wake_(socket_.get_executor()),
+        worker_(worker),
         parser_(detail::RequestLimits{server.options.max_header_count,
                                       server.options.max_header_bytes,
-                                      server.options.max_body_bytes}) {}
+                                      server.options.max_body_bytes}) {
+    asio::error_code ec;
+    const tcp::endpoint peer = socket_.remote_endpoint(ec);
+    if (!ec) {
+      asio::ip::address address = peer.address();
+      if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+        address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+      }
+      remote_address_ = address.to_string();
+      remote_port_ = peer.port();
+    }
+  }
 
   ~Connection() {
     std::lock_guard lock(server_.mu);
@@ -120,13 +145,21 @@ class Connection {
 
   auto executor() { return socket_.get_executor(); }
 
-  // On the strand.
+  // On the worker.
   void close() {
     if (closed_) return;
     closed_ = true;
     asio::error_code ec;
     socket_.close(ec);
     timer_.cancel();
+    wake_.cancel();
+  }
+
+  // On the worker: an HttpResponder's answer to the request in progress.
+  void deliver(HttpResponse response) {
+    if (!awaiting_) return;
+    pending_ = std::move(response);
+    wake_.cancel();
   }
 
   // `self` keeps the connection alive: a parameter is copied into the coroutine frame when
@@ -196,10 +229,19 @@ class Connection {
           break;
         case detail::RequestParser::Event::kMessageComplete: {
           HttpRequest request = parser_.take_request();
+          request.remote_address = remote_address_;
+          request.remote_port = remote_port_;
           const bool keep_alive = parser_.keep_alive();
-          HttpResponse response = call_handler(request);
-          append_response(out, response, request.method == "HEAD", keep_alive,
-                          request.version_minor);
+          const bool head_request = request.method == "HEAD";
+          const int request_minor = request.version_minor;
+          std::optional<HttpResponse> response;
+          if (server_.async_handler) {
+            response = co_await call_async_handler(std::move(request));
+            if (!response) co_return close();  // closed while the handler worked
+          } else {
+            response = call_handler(request);
+          }
+          append_response(out, *response, head_request, keep_alive, request_minor);
           ++queued;
           if (!keep_alive) {
             co_await finish(out);
@@ -238,6 +280,36 @@ class Connection {
     } catch (...) {
       return HttpResponse::text(500, "internal error\n");
     }
+  }
+
+  // Hands the request to the asynchronous handler and waits for its responder; nullopt when
+  // the connection closed meanwhile. No deadline runs while the handler works: what it waits
+  // for (an upstream) has its own timeouts.
+  asio::awaitable<std::optional<HttpResponse>> call_async_handler(HttpRequest request) {
+    auto slot = std::make_shared<detail::ResponseSlot>();
+    slot->connection = weak_from_this();
+    slot->executor = socket_.get_executor();
+    slot->worker = worker_;
+    pending_.reset();
+    awaiting_ = true;
+    fired_ = false;
+    deadline_ = SteadyClock::time_point::max();
+    timer_.cancel();
+    try {
+      server_.async_handler(std::move(request), HttpResponder(slot));
+    } catch (...) {
+      // Unless the responder was already used, the client gets 500 and a late send() is
+      // dropped.
+      if (!slot->sent.exchange(true)) pending_ = HttpResponse::text(500, "internal error\n");
+    }
+    while (!pending_ && !closed_) {
+      wake_.expires_at(SteadyClock::time_point::max());
+      asio::error_code ec;
+      co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    awaiting_ = false;
+    if (closed_) co_return std::nullopt;
+    co_return std::move(pending_);
   }
 
   // Writes and clears `out`; false when the peer is gone or too slow to read.
@@ -280,6 +352,12 @@ class Connection {
   detail::ServerCore& server_;
   tcp::socket socket_;
   asio::steady_timer timer_;
+  asio::steady_timer wake_;  // wakes call_async_handler when the response arrives
+  std::size_t worker_;
+  std::string remote_address_;
+  std::uint16_t remote_port_ = 0;
+  std::optional<HttpResponse> pending_;
+  bool awaiting_ = false;
   detail::RequestParser parser_;
   std::array<char, 16 * 1024> buffer_{};
   SteadyClock::time_point deadline_ = SteadyClock::time_point::max();
@@ -292,17 +370,18 @@ class Connection {
 asio::awaitable<void> detail::ServerCore::accept_loop() {
   while (true) {
     asio::error_code ec;
+    const std::size_t worker = next_worker++ % workers.size();
     tcp::socket socket = co_await acceptor->async_accept(
-        asio::make_strand(io), asio::redirect_error(asio::use_awaitable, ec));
+        *workers[worker], asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
       // E.g. the peer reset before the accept, or EMFILE: keep serving, without spinning.
-      asio::steady_timer pause(io, std::chrono::milliseconds(50));
+      asio::steady_timer pause(*workers[0], std::chrono::milliseconds(50));
       co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
     socket.set_option(tcp::no_delay(true), ec);
-    auto connection = std::make_shared<Connection>(*this, std::move(socket));
+    auto connection = std::make_shared<Connection>(*this, std::move(socket), worker);
     {
       std::lock_guard lock(mu);
       if (stopping) co_return;
@@ -331,6 +410,50 @@ HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
     : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
   impl_->handler = std::move(handler);
+  for (std::size_t i = 0; i < std::max<std::size_t>(1, impl_->options.threads); ++i) {
+    impl_->workers.push_back(std::make_unique<asio::io_context>(1));
+  }
+}
+
+HttpServer::HttpServer(HttpServerOptions options, HttpAsyncHandler handler)
+    : HttpServer(std::move(options), HttpHandler()) {
+  impl_->async_handler = std::move(handler);
+}
+
+asio::io_context& detail::ServerAccess::worker_io(HttpServer& server, std::size_t worker) {
+  return *server.impl_->workers.at(worker);
+}
+
+std::size_t detail::ServerAccess::worker_count(const HttpServer& server) {
+  return server.impl_->workers.size();
+}
+
+HttpResponder::HttpResponder(std::shared_ptr<detail::ResponseSlot> slot)
+    : slot_(std::move(slot)) {}
+
+HttpResponder& HttpResponder::operator=(HttpResponder&& other) noexcept {
+  if (this != &other) {
+    if (slot_) send(HttpResponse::text(500, "internal error: the request was not answered\n"));
+    slot_ = std::move(other.slot_);
+  }
+  return *this;
+}
+
+HttpResponder::~HttpResponder() {
+  if (slot_) send(HttpResponse::text(500, "internal error: the request was not answered\n"));
+}
+
+void HttpResponder::send(HttpResponse response) {
+  std::shared_ptr<detail::ResponseSlot> slot = std::move(slot_);
+  if (!slot || slot->sent.exchange(true)) return;
+  asio::dispatch(slot->executor,
+                 [connection = slot->connection, response = std::move(response)]() mutable {
+                   if (auto c = connection.lock()) c->deliver(std::move(response));
+                 });
+}
+
+std::size_t HttpResponder::worker() const {
+  return slot_ ? slot_->worker : 0;
 }
 
 HttpServer::~HttpServer() {
@@ -345,7 +468,7 @@ Result<std::uint16_t> HttpServer::start() {
   Impl& s = *impl_;
   if (s.started) return failed_precondition("HttpServer already started");
   CIVICBUS_RETURN_IF_ERROR(s.options.validate());
-  if (!s.handler) return invalid_argument("HttpServer needs a handler");
+  if (!s.handler && !s.async_handler) return invalid_argument("HttpServer needs a handler");
   asio::error_code ec;
   const asio::ip::address address = asio::ip::make_address(s.options.bind_address, ec);
   if (ec) {
@@ -353,7 +476,7 @@ Result<std::uint16_t> HttpServer::start() {
                             "' is not an IP address");
   }
   const tcp::endpoint endpoint(address, s.options.port);
-  tcp::acceptor acceptor(s.io);
+  tcp::acceptor acceptor(*s.workers[0]);
   if (acceptor.open(endpoint.protocol(), ec); !ec) {
     acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
     acceptor.bind(endpoint, ec);
@@ -365,11 +488,10 @@ Result<std::uint16_t> HttpServer::start() {
   }
   s.port = acceptor.local_endpoint().port();
   s.acceptor.emplace(std::move(acceptor));
-  s.accept_strand.emplace(asio::make_strand(s.io));
-  s.guard.emplace(asio::make_work_guard(s.io));
-  asio::co_spawn(*s.accept_strand, s.accept_loop(), asio::detached);
-  for (std::size_t i = 0; i < s.options.threads; ++i) {
-    s.threads.emplace_back([&io = s.io] { io.run(); });
+  for (auto& worker : s.workers) s.guards.push_back(asio::make_work_guard(*worker));
+  asio::co_spawn(*s.workers[0], s.accept_loop(), asio::detached);
+  for (auto& worker : s.workers) {
+    s.threads.emplace_back([&io = *worker] { io.run(); });
   }
   s.started = true;
   return s.port.load();
@@ -387,13 +509,13 @@ void HttpServer::stop() {
       if (auto c = weak.lock()) open.push_back(std::move(c));
     }
   }
-  asio::post(*s.accept_strand, [&s] {
+  asio::post(*s.workers[0], [&s] {
     asio::error_code ec;
     s.acceptor->close(ec);
   });
   for (auto& c : open) asio::post(c->executor(), [c] { c->close(); });
   open.clear();
-  s.guard.reset();
+  s.guards.clear();
   for (std::thread& t : s.threads) t.join();
   s.threads.clear();
   s.port = 0;

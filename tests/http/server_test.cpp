@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -502,13 +504,144 @@ TEST_CASE("http server: start() refuses bad options") {
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == ErrorCode::kInvalidArgument);
 
-  HttpServer no_handler(HttpServerOptions{}, nullptr);
+  HttpServer no_handler(HttpServerOptions{}, HttpHandler());
   CHECK(no_handler.start().status().code() == ErrorCode::kInvalidArgument);
 
   HttpServerOptions zero;
   zero.max_pipelined_requests = 0;
   HttpServer bad_limits(zero, [](const HttpRequest&) { return HttpResponse(); });
   CHECK(bad_limits.start().status().code() == ErrorCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace civicbus::http
+
+namespace civicbus::http {
+namespace {
+
+using civicbus::testing::RawClient;
+using namespace std::chrono_literals;
+
+std::string get_request(const std::string& path) {
+  return "GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n";
+}
+
+TEST_CASE("http server async: a responder sent from another thread answers the request") {
+  HttpServerOptions options;
+  options.threads = 2;
+  std::mutex mu;
+  std::vector<std::thread> helpers;
+  std::atomic<int> max_worker{-1};
+  HttpServer server(options, [&](HttpRequest request, HttpResponder responder) {
+    const int worker = static_cast<int>(responder.worker());
+    if (worker > max_worker.load()) max_worker = worker;
+    std::lock_guard lock(mu);
+    helpers.emplace_back([request = std::move(request), responder = std::move(responder)]() mutable {
+      std::this_thread::sleep_for(5ms);
+      responder.send(HttpResponse::text(200, request.path + " from " + request.remote_address));
+    });
+  });
+  REQUIRE(server.start().ok());
+  {
+    RawClient a(server.port());
+    RawClient b(server.port());
+    for (int i = 0; i < 3; ++i) {
+      a.send(get_request("/a" + std::to_string(i)));
+      b.send(get_request("/b" + std::to_string(i)));
+      const auto ra = a.read_response();
+      const auto rb = b.read_response();
+      REQUIRE(ra.has_value());
+      REQUIRE(rb.has_value());
+      CHECK(ra->body == "/a" + std::to_string(i) + " from 127.0.0.1");
+      CHECK(rb->body == "/b" + std::to_string(i) + " from 127.0.0.1");
+    }
+  }
+  // Two connections went to the two workers in turn.
+  CHECK(max_worker.load() == 1);
+  server.stop();
+  std::lock_guard lock(mu);
+  for (auto& t : helpers) t.join();
+}
+
+TEST_CASE("http server async: pipelined requests keep their order when answered out of order") {
+  std::mutex mu;
+  std::vector<HttpResponder> held;
+  std::vector<std::string> paths;
+  HttpServer server({}, [&](HttpRequest request, HttpResponder responder) {
+    if (request.path == "/now") return responder.send(HttpResponse::text(200, "now"));
+    std::lock_guard lock(mu);
+    paths.push_back(request.path);
+    held.push_back(std::move(responder));
+  });
+  REQUIRE(server.start().ok());
+  RawClient client(server.port());
+  client.send(get_request("/later") + get_request("/now"));
+  // The second request is not read before the first is answered.
+  std::this_thread::sleep_for(50ms);
+  {
+    std::lock_guard lock(mu);
+    REQUIRE(held.size() == 1);
+    held[0].send(HttpResponse::text(202, "later"));
+  }
+  const auto first = client.read_response();
+  const auto second = client.read_response();
+  REQUIRE(first.has_value());
+  REQUIRE(second.has_value());
+  CHECK(first->status == 202);
+  CHECK(first->body == "later");
+  CHECK(second->body == "now");
+}
+
+TEST_CASE("http server async: a dropped responder or a throwing handler gives 500") {
+  HttpServer server({}, [&](HttpRequest request, HttpResponder responder) {
+    if (request.path == "/throw") throw std::runtime_error("handler failed");
+    if (request.path == "/twice") {
+      responder.send(HttpResponse::text(200, "first"));
+      responder.send(HttpResponse::text(200, "second"));  // dropped
+      return;
+    }
+    // /drop: the responder goes out of scope unsent.
+  });
+  REQUIRE(server.start().ok());
+  RawClient client(server.port());
+  client.send(get_request("/drop"));
+  auto r = client.read_response();
+  REQUIRE(r.has_value());
+  CHECK(r->status == 500);
+  client.send(get_request("/throw"));
+  r = client.read_response();
+  REQUIRE(r.has_value());
+  CHECK(r->status == 500);
+  client.send(get_request("/twice"));
+  r = client.read_response();
+  REQUIRE(r.has_value());
+  CHECK(r->body == "first");
+}
+
+TEST_CASE("http server async: stop() while a handler holds a responder, which is sent later") {
+  std::mutex mu;
+  std::optional<HttpResponder> held;
+  auto server = std::make_unique<HttpServer>(
+      HttpServerOptions{}, [&](HttpRequest, HttpResponder responder) {
+        std::lock_guard lock(mu);
+        held = std::move(responder);
+      });
+  REQUIRE(server->start().ok());
+  RawClient client(server->port());
+  client.send(get_request("/wait"));
+  for (int i = 0; i < 200; ++i) {
+    std::this_thread::sleep_for(5ms);
+    std::lock_guard lock(mu);
+    if (held) break;
+  }
+  server->stop();
+  CHECK(client.next_read() != civicbus::testing::ReadEnd::kData);
+  // The connection is gone: sending drops the response without touching it.
+  std::lock_guard lock(mu);
+  REQUIRE(held.has_value());
+  held->send(HttpResponse::text(200, "too late"));
+  held.reset();
+  server.reset();
 }
 
 }  // namespace

@@ -69,6 +69,10 @@ struct HttpClientOptions {
   Status validate() const;
 };
 
+namespace detail {
+struct ClientAccess;
+}
+
 // Called once per send_async, on the client's thread.
 using HttpResponseCallback = std::function<void(Result<HttpResponse>)>;
 
@@ -99,6 +103,7 @@ class HttpClient {
   void send_async(std::string_view host_port, HttpRequest request, HttpResponseCallback done);
 
  private:
+  friend struct detail::ClientAccess;  // src/http/client_access.hpp
   struct Impl;
   explicit HttpClient(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

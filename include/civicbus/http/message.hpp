@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,10 @@ struct HttpRequest {
   int version_minor = 1;  // HTTP/1.<minor>
   HttpHeaders headers;
   std::string body;  // decoded: chunked framing removed, trailers dropped
+  // Set by HttpServer: the peer's IP address ("127.0.0.1", "::1") and port. Empty and 0 on
+  // requests built by hand.
+  std::string remote_address;
+  std::uint16_t remote_port = 0;
 };
 
 struct HttpResponse {

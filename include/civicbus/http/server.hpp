@@ -4,9 +4,16 @@
 // Transfer-Encoding, obs-fold, bare CR or LF, ...) is answered 400 and the connection closed,
 // without calling the handler.
 //
-// Threads: for now the server owns its own Asio io_context and `threads` worker threads (the
-// Node's executor will drive it later). The handler runs on those threads, one request at a
-// time per connection, possibly concurrently across connections.
+// Threads: the server owns `threads` workers, each one thread running its own event loop (as
+// nginx runs worker processes); an accepted connection stays on one worker for its life. The
+// handler runs on the connection's worker, one request at a time per connection, possibly
+// concurrently across connections on different workers.
+//
+// Handlers come in two forms. A blocking HttpHandler returns the response; it holds its
+// worker (and every connection on it) until it returns, so it suits quick in-process work.
+// An HttpAsyncHandler gets the request and an HttpResponder and returns at once; the response
+// is sent when the responder is called, from any thread. A proxy waits for its upstream this
+// way without holding the worker.
 #pragma once
 
 #include <chrono>
@@ -47,9 +54,42 @@ struct HttpServerOptions {
 // request reference is valid only during the call.
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
+namespace detail {
+struct ResponseSlot;
+struct ServerAccess;
+}  // namespace detail
+
+// The way back to the client for one request of an HttpAsyncHandler. Move-only. send() may be
+// called once, from any thread; a responder destroyed unsent answers 500. It must be sent or
+// destroyed before the HttpServer is destroyed. When the connection is gone meanwhile (the
+// client left, the server stopped), send() drops the response.
+class HttpResponder {
+ public:
+  HttpResponder() = default;
+  explicit HttpResponder(std::shared_ptr<detail::ResponseSlot> slot);
+  HttpResponder(HttpResponder&&) noexcept = default;
+  HttpResponder& operator=(HttpResponder&& other) noexcept;
+  ~HttpResponder();
+
+  void send(HttpResponse response);
+  // Which worker of the server runs the connection: 0 .. threads-1. Work that keeps
+  // per-worker state (connection pools) picks its share with it.
+  std::size_t worker() const;
+  explicit operator bool() const { return slot_ != nullptr; }
+
+ private:
+  std::shared_ptr<detail::ResponseSlot> slot_;
+};
+
+// Called once per request on the connection's worker; takes the request by value (it may be
+// moved on) and must eventually send() the responder. May throw before it moved the responder
+// away; the client then gets 500.
+using HttpAsyncHandler = std::function<void(HttpRequest, HttpResponder)>;
+
 class HttpServer {
  public:
   HttpServer(HttpServerOptions options, HttpHandler handler);
+  HttpServer(HttpServerOptions options, HttpAsyncHandler handler);
   ~HttpServer();  // stop()s
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -64,7 +104,10 @@ class HttpServer {
   // are running. Idempotent. Must not be called from the handler (it would join itself).
   void stop();
 
+
  private:
+  friend struct detail::ServerAccess;  // src/http/server_access.hpp: the workers' event loops
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

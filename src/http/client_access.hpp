@@ -1,0 +1,24 @@
+// For the library's own components: an HttpClient that runs on an event loop it is lent (an
+// HttpServer worker's), so that a proxied exchange stays on the connection's thread.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <memory>
+
+#include "civicbus/http/client.hpp"
+
+namespace civicbus::http::detail {
+
+struct ClientAccess {
+  // A client without a thread of its own: its exchanges and callbacks run on `io`, which must
+  // be run by exactly one thread (pools are not locked) and outlive the client. Shut it down
+  // with shut_down() while `io` still runs; destroy it once `io` has stopped, or from `io`'s
+  // thread when no exchange is in flight.
+  static Result<std::unique_ptr<HttpClient>> create_on(asio::io_context& io,
+                                                       HttpClientOptions options);
+  // Cancels every exchange in flight (their callbacks get kCancelled, on `io`) and closes the
+  // pooled connections; later sends fail with kCancelled.
+  static void shut_down(HttpClient& client);
+};
+
+}  // namespace civicbus::http::detail
