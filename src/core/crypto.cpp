@@ -4,7 +4,6 @@
 #include <mbedtls/gcm.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
-#include <mbedtls/version.h>
 
 #include <array>
 #include <atomic>
@@ -13,33 +12,15 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/mbedtls_compat.hpp"
+
 namespace civicbus::crypto {
 namespace {
 
-// ---- mbedTLS 2.x / 3.x differences live here and nowhere else. ----
-// 2.x names the int-returning SHA-256 calls *_ret (the plain names are deprecated voids);
-// 3.x dropped the suffix. The GCM one-shot calls used below are the same in both.
-#if MBEDTLS_VERSION_MAJOR >= 3
-int sha256_starts(mbedtls_sha256_context* c) {
-  return mbedtls_sha256_starts(c, 0);
-}
-int sha256_update(mbedtls_sha256_context* c, const unsigned char* p, std::size_t n) {
-  return mbedtls_sha256_update(c, p, n);
-}
-int sha256_finish(mbedtls_sha256_context* c, unsigned char out[32]) {
-  return mbedtls_sha256_finish(c, out);
-}
-#else
-int sha256_starts(mbedtls_sha256_context* c) {
-  return mbedtls_sha256_starts_ret(c, 0);
-}
-int sha256_update(mbedtls_sha256_context* c, const unsigned char* p, std::size_t n) {
-  return mbedtls_sha256_update_ret(c, p, n);
-}
-int sha256_finish(mbedtls_sha256_context* c, unsigned char out[32]) {
-  return mbedtls_sha256_finish_ret(c, out);
-}
-#endif
+// The mbedTLS 2.x / 3.x differences live in core/mbedtls_compat.hpp.
+using mbedtls_compat::sha256_finish;
+using mbedtls_compat::sha256_starts;
+using mbedtls_compat::sha256_update;
 
 constexpr std::size_t kSha256Size = 32;
 constexpr std::size_t kSha256BlockSize = 64;

@@ -11,25 +11,10 @@
 #include <vector>
 
 #include "civicbus/core/status.hpp"
+#include "civicbus/gateway/options.hpp"
 #include "civicbus/http/message.hpp"
 
 namespace civicbus::gateway {
-
-struct CorsOptions {
-  // "https://app.example.ca" (exact; scheme and host compare case-insensitively, the port must
-  // match), "https://*.example.ca" (one or more labels before the suffix, never the bare
-  // domain), "*" (any origin), or "null" (the opaque origin; only when listed explicitly).
-  std::vector<std::string> allowed_origins;
-  // Case-sensitive method tokens; "*" = the requested method. Default: the safelisted ones.
-  std::vector<std::string> allowed_methods = {"GET", "HEAD", "POST"};
-  // Request header names (case-insensitive); "*" = whatever the preflight asks for.
-  std::vector<std::string> allowed_headers;
-  // Response header names scripts may read; "*" is refused with credentials (Fetch ignores it).
-  std::vector<std::string> exposed_headers;
-  bool allow_credentials = false;
-  // Access-Control-Max-Age; nullopt = no header (browsers then cache a preflight for 5 s).
-  std::optional<std::chrono::seconds> max_age;
-};
 
 // The answer to a preflight. `allowed` false: `response` carries no Access-Control-Allow-*
 // headers (so the browser blocks the real request) and `reason` says why, for logs.

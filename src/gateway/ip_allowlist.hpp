@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "civicbus/core/status.hpp"
+#include "civicbus/gateway/options.hpp"
 
 namespace civicbus::gateway {
 
@@ -38,12 +39,6 @@ struct IpNetwork {
 // "10.0.0.0/8", "10.1.2.3" (= /32), "2001:db8::/32", "::1" (= /128). Host bits below the
 // prefix are cleared ("10.1.2.3/8" is 10.0.0.0/8), as Kong and Go's netip do.
 Result<IpNetwork> parse_ip_network(std::string_view text);
-
-struct IpAllowlistOptions {
-  // CIDR entries. Both empty: every address is allowed.
-  std::vector<std::string> allow;
-  std::vector<std::string> deny;
-};
 
 enum class IpVerdict { kAllowed, kDenied };
 

@@ -7,7 +7,6 @@
 #include <mbedtls/ecp.h>
 #include <mbedtls/md.h>
 #include <mbedtls/rsa.h>
-#include <mbedtls/version.h>
 
 #include <array>
 #include <cmath>
@@ -15,42 +14,16 @@
 #include <mutex>
 
 #include "civicbus/core/crypto.hpp"
+#include "core/mbedtls_compat.hpp"
 
 namespace civicbus::gateway {
 namespace {
 
-// ---- mbedTLS 2.x / 3.x differences live here and nowhere else. ----
-// 3.x dropped the RSA padding arguments of mbedtls_rsa_init (set separately) and the `mode`
-// and RNG arguments of the public-key verify. The ECP, ECDSA, bignum and md calls used below
-// have the same signatures in 2.28 and 3.6.
-#if MBEDTLS_VERSION_MAJOR >= 3
-void rsa_init_pkcs1_v15(mbedtls_rsa_context* c) {
-  mbedtls_rsa_init(c);
-  (void)mbedtls_rsa_set_padding(c, MBEDTLS_RSA_PKCS_V15, MBEDTLS_MD_NONE);
-}
-int rsa_verify_pkcs1_v15(mbedtls_rsa_context* c, mbedtls_md_type_t md, const unsigned char* hash,
-                         unsigned hash_len, const unsigned char* sig) {
-  return mbedtls_rsa_pkcs1_verify(c, md, hash_len, hash, sig);
-}
-int rsa_sign_pkcs1_v15(mbedtls_rsa_context* c, int (*rng)(void*, unsigned char*, std::size_t),
-                       void* rng_state, mbedtls_md_type_t md, const unsigned char* hash,
-                       unsigned hash_len, unsigned char* sig) {
-  return mbedtls_rsa_pkcs1_sign(c, rng, rng_state, md, hash_len, hash, sig);
-}
-#else
-void rsa_init_pkcs1_v15(mbedtls_rsa_context* c) {
-  mbedtls_rsa_init(c, MBEDTLS_RSA_PKCS_V15, 0);
-}
-int rsa_verify_pkcs1_v15(mbedtls_rsa_context* c, mbedtls_md_type_t md, const unsigned char* hash,
-                         unsigned hash_len, const unsigned char* sig) {
-  return mbedtls_rsa_pkcs1_verify(c, nullptr, nullptr, MBEDTLS_RSA_PUBLIC, md, hash_len, hash, sig);
-}
-int rsa_sign_pkcs1_v15(mbedtls_rsa_context* c, int (*rng)(void*, unsigned char*, std::size_t),
-                       void* rng_state, mbedtls_md_type_t md, const unsigned char* hash,
-                       unsigned hash_len, unsigned char* sig) {
-  return mbedtls_rsa_pkcs1_sign(c, rng, rng_state, MBEDTLS_RSA_PRIVATE, md, hash_len, hash, sig);
-}
-#endif
+// The mbedTLS 2.x / 3.x differences live in core/mbedtls_compat.hpp. The ECP, ECDSA, bignum
+// and md calls used below have the same signatures in 2.28 and 3.6.
+using mbedtls_compat::rsa_init_pkcs1_v15;
+using mbedtls_compat::rsa_sign_pkcs1_v15;
+using mbedtls_compat::rsa_verify_pkcs1_v15;
 
 constexpr std::size_t kMaxTokenSize = 64 * 1024;
 constexpr std::size_t kMinRsaBits = 2048;  // RFC 7518 §3.3

@@ -16,15 +16,9 @@
 
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/gateway/options.hpp"
 
 namespace civicbus::gateway {
-
-// The limits applied to one key. A zero limit is "no limit" for that window.
-struct RateLimitPolicy {
-  std::uint32_t requests_per_minute = 0;  // steady refill rate of the bucket
-  std::uint32_t burst = 0;                // bucket capacity; 0 = requests_per_minute
-  std::uint32_t requests_per_day = 0;     // sliding 24 h window
-};
 
 struct RateLimiterOptions {
   std::size_t shards = 16;         // lock stripes; rounded up to at least 1

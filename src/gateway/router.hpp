@@ -10,14 +10,9 @@
 #include <vector>
 
 #include "civicbus/core/status.hpp"
+#include "civicbus/gateway/options.hpp"
 
 namespace civicbus::gateway {
-
-enum class PathKind {
-  kExact,     // the whole normalised path equals `path`
-  kPrefix,    // `path` and everything below it, on a segment boundary
-  kTemplate,  // literal segments and whole-segment parameters: /devices/{id}/readings
-};
 
 struct RouteSpec {
   std::string id;      // unique, names the route in results, logs and errors

@@ -11,6 +11,7 @@
 
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/gateway/options.hpp"
 #include "civicbus/http/message.hpp"
 
 namespace civicbus::gateway {
@@ -20,14 +21,6 @@ using civicbus::format_http_date;
 using civicbus::parse_http_date;
 // An RFC 9651 structured-field Date as RFC 9745 uses it: "@1688169599" (seconds, rounded down).
 std::string format_structured_date(SystemTime t);
-
-struct ApiVersionOptions {
-  std::string version;                      // "v1"; named in the 410 body. Required.
-  std::optional<SystemTime> deprecated_at;  // when the version is (or was) deprecated
-  std::optional<SystemTime> sunset_at;      // when it stops answering; not before deprecated_at
-  std::string successor_url;                // "https://api.example.ca/v2/"; "" = none
-  std::string deprecation_doc_url;          // human documentation of the deprecation; "" = none
-};
 
 enum class VersionPhase {
   kActive,      // before deprecated_at (or none set)

@@ -1,0 +1,78 @@
+// ConsumerStore: the gateway's consumers and the indexes from each credential to its consumer.
+// API keys and OAuth client secrets are held only as SHA-256 digests (they are random tokens
+// of at least 128 bits, for which a fast hash is the right one: no dictionary to slow down);
+// HMAC secrets must be kept to verify signatures. Thread-safe: lookups take a shared lock,
+// changes build the changed consumer and swap it in.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "civicbus/core/status.hpp"
+#include "civicbus/gateway/gateway.hpp"
+#include "civicbus/gateway/options.hpp"
+#include "gateway/ip_allowlist.hpp"
+
+namespace civicbus::gateway {
+
+// An immutable consumer: options without plaintext secrets, and the compiled IP list.
+struct Consumer {
+  ConsumerOptions options;  // api_keys and client_secret cleared
+  std::vector<std::string> api_key_digests;  // raw SHA-256
+  std::string client_secret_digest;          // raw SHA-256, "" without client credentials
+  std::optional<IpAllowlist> ip;             // nullopt: no IP rules
+  bool from_config = true;                   // false: added through the admin API
+
+  ConsumerInfo info() const;
+  bool in_group(std::string_view group) const;
+};
+
+// "sha256:<hex>" or a plaintext secret → its raw SHA-256 digest. `what` names the field in
+// errors.
+Result<std::string> secret_digest(std::string_view hashed_or_plain, bool hashed,
+                                  std::string_view what);
+
+class ConsumerStore {
+ public:
+  // Validates and compiles one consumer (errors name it and the field).
+  static Result<std::shared_ptr<const Consumer>> compile(ConsumerOptions options,
+                                                          bool from_config);
+
+  // Adds or replaces one consumer. kAlreadyExists when one of its credentials (API key,
+  // HMAC key id, client id, JWT subject) belongs to another consumer.
+  Status put(std::shared_ptr<const Consumer> consumer);
+  // Replaces every consumer that came from configuration by `configured` (compiled); admin
+  // consumers stay unless `configured` has the same id. All or nothing.
+  Status replace_configured(std::vector<std::shared_ptr<const Consumer>> configured);
+
+  std::shared_ptr<const Consumer> by_id(std::string_view id) const;
+  std::shared_ptr<const Consumer> by_api_key(std::string_view key) const;
+  // The consumer and the secret of an HMAC key id.
+  std::optional<std::pair<std::shared_ptr<const Consumer>, std::string>> by_hmac_key(
+      std::string_view key_id) const;
+  std::shared_ptr<const Consumer> by_client_id(std::string_view client_id) const;
+  std::shared_ptr<const Consumer> by_jwt_subject(std::string_view subject) const;
+  std::vector<std::shared_ptr<const Consumer>> all() const;
+
+ private:
+  struct Index {
+    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_id;
+    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_key_digest;
+    std::unordered_map<std::string, std::pair<std::shared_ptr<const Consumer>, std::string>>
+        by_hmac;
+    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_client_id;
+    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_subject;
+  };
+  // Rebuilds the index from `consumers`; kAlreadyExists on a credential used twice.
+  static Result<Index> build(const std::vector<std::shared_ptr<const Consumer>>& consumers);
+
+  mutable std::shared_mutex mu_;
+  Index index_;
+};
+
+}  // namespace civicbus::gateway

@@ -1,0 +1,1702 @@
+// The Gateway. Configuration is compiled into an immutable Snapshot (router, routes with their
+// policies and metric handles, upstream pools) that a request holds for its whole life; a
+// reload builds a new one and swaps it in. Consumers, rate-limit counters and the load
+// shedder live beside the snapshot and survive reloads.
+//
+// A request runs on the listener worker that read it, from HttpServer's asynchronous handler:
+// each step either answers (finish) or passes the Exchange on. Upstream requests go through an
+// HttpClient that runs on the same worker's event loop (one per worker and upstream), so a
+// proxied request never changes threads.
+#include "civicbus/gateway/gateway.hpp"
+
+#include <algorithm>
+#include <asio.hpp>
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+#include "civicbus/core/crypto.hpp"
+#include "civicbus/core/id.hpp"
+#include "civicbus/http/client.hpp"
+#include "civicbus/http/server.hpp"
+#include "gateway/consumers.hpp"
+#include "gateway/cors.hpp"
+#include "gateway/http_signature.hpp"
+#include "gateway/ip_allowlist.hpp"
+#include "gateway/jwt.hpp"
+#include "gateway/load_shedder.hpp"
+#include "gateway/openapi.hpp"
+#include "gateway/rate_limiter.hpp"
+#include "gateway/router.hpp"
+#include "gateway/trace_context.hpp"
+#include "gateway/upstream_pool.hpp"
+#include "gateway/versioning.hpp"
+#include "http/client_access.hpp"
+#include "http/server_access.hpp"
+
+namespace civicbus::gateway {
+
+namespace {
+
+using http::HttpHeaders;
+using http::HttpRequest;
+using http::HttpResponse;
+
+constexpr std::string_view kAdminPrefix = "/api/v1/gateway";
+constexpr std::string_view kOpenApiPath = "/api/v1/openapi.json";
+
+// RFC 9457 problem details; every error the gateway makes itself looks like this.
+HttpResponse problem(int status, std::string_view detail, std::string_view request_id = {}) {
+  HttpResponse r;
+  r.status = status;
+  r.headers.add("Content-Type", "application/problem+json");
+  Json body = Json::object({{"type", "about:blank"},
+                            {"title", std::string(http::reason_phrase(status))},
+                            {"status", status},
+                            {"detail", std::string(detail)}});
+  if (!request_id.empty()) body.set("request_id", std::string(request_id));
+  r.body = body.dump();
+  return r;
+}
+
+HttpResponse json_response(int status, const Json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.headers.add("Content-Type", "application/json");
+  r.body = body.dump();
+  return r;
+}
+
+bool is_hop_by_hop(std::string_view name) {
+  static constexpr std::string_view kNames[] = {
+      "Connection", "Keep-Alive",          "Proxy-Connection",    "TE",     "Trailer",
+      "Upgrade",    "Transfer-Encoding",   "Proxy-Authorization", "Proxy-Authenticate"};
+  return std::any_of(std::begin(kNames), std::end(kNames),
+                     [&](std::string_view n) { return http::equals_ignore_case(n, name); });
+}
+
+// Field names listed in Connection (RFC 9110 7.6.1) are hop-by-hop too.
+std::vector<std::string> connection_options(const HttpHeaders& headers) {
+  std::vector<std::string> out;
+  for (std::string_view value : headers.get_all("Connection")) {
+    std::size_t at = 0;
+    while (at <= value.size()) {
+      std::size_t comma = value.find(',', at);
+      if (comma == std::string_view::npos) comma = value.size();
+      std::string_view token = value.substr(at, comma - at);
+      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) {
+        token.remove_prefix(1);
+      }
+      while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+      if (!token.empty()) out.emplace_back(token);
+      at = comma + 1;
+    }
+  }
+  return out;
+}
+
+bool listed(const std::vector<std::string>& names, std::string_view name) {
+  return std::any_of(names.begin(), names.end(),
+                     [&](const std::string& n) { return http::equals_ignore_case(n, name); });
+}
+
+const char* auth_method_name(AuthMethod m) {
+  switch (m) {
+    case AuthMethod::kApiKey:
+      return "key-auth";
+    case AuthMethod::kJwt:
+      return "jwt";
+    case AuthMethod::kHmac:
+      return "hmac";
+  }
+  return "?";
+}
+
+std::string read_file(const std::string& path, Status& status) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    status = not_found("cannot read '" + path + "'");
+    return {};
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// application/x-www-form-urlencoded (RFC 6749 uses it for the token request).
+Result<std::map<std::string, std::string>> parse_form(std::string_view body) {
+  std::map<std::string, std::string> out;
+  auto decode = [](std::string_view s) -> Result<std::string> {
+    std::string v;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == '+') {
+        v += ' ';
+      } else if (s[i] == '%') {
+        if (i + 2 >= s.size()) {
+          return invalid_argument("truncated percent-escape in form body");
+        }
+        auto hex = crypto::from_hex(s.substr(i + 1, 2));
+        if (!hex.ok()) return invalid_argument("bad percent-escape in form body");
+        v += *hex;
+        i += 2;
+      } else {
+        v += s[i];
+      }
+    }
+    return v;
+  };
+  std::size_t at = 0;
+  while (at < body.size()) {
+    std::size_t amp = body.find('&', at);
+    if (amp == std::string_view::npos) amp = body.size();
+    std::string_view pair = body.substr(at, amp - at);
+    if (!pair.empty()) {
+      const std::size_t eq = pair.find('=');
+      CIVICBUS_ASSIGN_OR_RETURN(std::string key, decode(pair.substr(0, eq)));
+      CIVICBUS_ASSIGN_OR_RETURN(
+          std::string value,
+          decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1)));
+      if (out.count(key) != 0) {
+        return invalid_argument("parameter '" + key + "' is repeated");  // RFC 6749 3.2
+      }
+      out.emplace(std::move(key), std::move(value));
+    }
+    at = amp + 1;
+  }
+  return out;
+}
+
+// The route's forwarded path: strip_prefix removed, upstream_prefix put in front.
+std::string rewrite_path(const RouteOptions& route, const std::string& path) {
+  std::string rest = path;
+  const std::string& strip = route.strip_prefix;
+  if (!strip.empty() && strip != "/" && rest.compare(0, strip.size(), strip) == 0 &&
+      (rest.size() == strip.size() || rest[strip.size()] == '/')) {
+    rest = rest.substr(strip.size());
+    if (rest.empty()) rest = "/";
+  }
+  if (route.upstream_prefix.empty() || route.upstream_prefix == "/") return rest;
+  std::string prefix = route.upstream_prefix;
+  if (prefix.back() == '/') prefix.pop_back();
+  return rest == "/" ? prefix + "/" : prefix + rest;
+}
+
+// The per-route metric handles, looked up once per snapshot instead of once per request.
+struct RouteMetrics {
+  std::array<Counter*, 5> responses{};  // 1xx .. 5xx
+  Histogram* duration = nullptr;
+};
+
+struct CompiledRoute {
+  RouteOptions options;
+  GatewayHandler handler;  // in-process routes
+  bool builtin = false;    // the gateway's own (admin, token endpoint, OpenAPI)
+  std::shared_ptr<UpstreamPool> pool;
+  const UpstreamOptions* upstream = nullptr;
+  std::optional<IpAllowlist> ip;
+  const CorsPolicy* cors = nullptr;
+  const ApiVersionPolicy* version = nullptr;
+  RouteMetrics metrics;
+};
+
+struct Snapshot {
+  std::uint64_t generation = 0;
+  GatewayOptions options;
+  Router router;
+  std::vector<CompiledRoute> routes;
+  std::unordered_map<std::string, std::size_t> route_index;
+  std::map<std::string, CorsPolicy> cors;
+  std::map<std::string, ApiVersionPolicy> versions;
+  std::vector<std::shared_ptr<UpstreamPool>> pools;  // in options.upstreams order
+  std::vector<MetricsRegistry::CallbackHandle> gauges;
+};
+
+}  // namespace
+
+std::string_view GatewayRequest::param(std::string_view name) const {
+  for (const auto& [n, v] : params) {
+    if (n == name) return v;
+  }
+  return {};
+}
+
+// ---- Impl ---------------------------------------------------------------------------------
+
+struct Gateway::Impl {
+  // One request on its way through the gateway.
+  struct Exchange {
+    std::shared_ptr<const Snapshot> snap;
+    const CompiledRoute* route = nullptr;
+    HttpRequest request;
+    http::HttpResponder responder;
+    std::size_t worker = 0;
+    SteadyTime start{};
+    std::vector<std::pair<std::string, std::string>> params;
+    std::string path;  // normalised
+    std::string request_id;
+    TraceParent trace;
+    std::shared_ptr<const Consumer> consumer;
+    AuthMethod auth_method = AuthMethod::kApiKey;
+    HttpHeaders response_headers;  // added to whatever the answer is
+    LoadShedder::Ticket ticket;
+    UpstreamPool::Lease lease;
+    std::string upstream_target;
+    std::uint32_t attempts = 0;
+    bool jwks_refreshed = false;
+  };
+  using ExchangePtr = std::shared_ptr<Exchange>;
+
+  // What one listener worker keeps; touched only on that worker's thread.
+  struct Worker {
+    asio::io_context* io = nullptr;
+    std::uint64_t generation = 0;  // the snapshot the clients were made for
+    std::unordered_map<std::string, std::unique_ptr<http::HttpClient>> clients;  // by upstream
+    std::vector<std::unique_ptr<http::HttpClient>> retired;  // of older snapshots
+    std::unique_ptr<http::HttpClient> health_client;         // worker 0 only
+    std::vector<std::shared_ptr<asio::steady_timer>> health_timers;
+    bool stopped = false;
+  };
+
+  GatewayOptions options;  // the latest applied configuration
+  SystemClock own_clock;
+  std::unique_ptr<SecureRandom> own_random;
+  std::unique_ptr<MetricsRegistry> own_metrics;
+  const Clock* clock = nullptr;
+  RandomSource* random = nullptr;
+  MetricsRegistry* metrics = nullptr;
+  Logger log;
+  Logger access_log;
+  std::unique_ptr<IdGenerator> ids;
+
+  ConsumerStore consumers;
+  std::unique_ptr<RateLimiter> limiter;
+  std::unique_ptr<LoadShedder> shedder;
+
+  mutable std::mutex snap_mu;
+  std::shared_ptr<const Snapshot> snapshot;
+  std::uint64_t next_generation = 1;
+  std::vector<std::pair<RouteOptions, GatewayHandler>> code_routes;  // guarded by snap_mu
+
+  // The token endpoint's signing key and the verifier of its tokens.
+  std::optional<Jwk> signing_key;
+  std::unique_ptr<JwtVerifier> own_verifier;
+  // Tokens of other issuers: keys from jwt.jwks_file and jwt.jwks_url.
+  std::mutex jwks_mu;
+  JwkSet file_keys;
+  JwkSet url_keys;
+  std::shared_ptr<const JwtVerifier> external_verifier;
+  std::optional<SteadyTime> last_jwks_fetch;
+  std::vector<std::function<void()>> jwks_waiters;  // requests waiting for a refresh
+  bool jwks_fetching = false;
+  std::unique_ptr<http::HttpClient> jwks_client;
+  std::unique_ptr<HttpSignatureVerifier> hmac;
+
+  std::unique_ptr<http::HttpServer> server;
+  std::vector<Worker> workers;
+  std::atomic<bool> running{false};
+
+  Counter* auth_failures = nullptr;
+  Counter* rate_limited = nullptr;
+  Counter* shed = nullptr;
+  std::vector<MetricsRegistry::CallbackHandle> gauges;
+
+  // ---- configuration ----
+
+  Result<std::shared_ptr<const Snapshot>> compile(const GatewayOptions& next);
+  Status add_builtin_routes(Snapshot& snap);
+  Status add_compiled_route(Snapshot& snap, RouteOptions route, GatewayHandler handler,
+                            bool builtin);
+  Status load_jwt_keys(const JwtAuthOptions& jwt);
+  void rebuild_external_verifier();  // under jwks_mu
+  void install(std::shared_ptr<const Snapshot> snap);
+  std::shared_ptr<const Snapshot> current() const {
+    std::lock_guard lock(snap_mu);
+    return snapshot;
+  }
+
+  // ---- the request path (on the worker) ----
+
+  void handle(HttpRequest request, http::HttpResponder responder);
+  void route_request(const ExchangePtr& ex);
+  void authenticate(const ExchangePtr& ex);
+  Status authenticate_jwt(const ExchangePtr& ex, std::string_view token, bool* wait_for_keys);
+  void admit(const ExchangePtr& ex);
+  void dispatch(const ExchangePtr& ex);
+  void proxy(const ExchangePtr& ex);
+  void finish(const ExchangePtr& ex, HttpResponse response);
+  void deny_unauthenticated(const ExchangePtr& ex, std::string_view reason);
+  http::HttpClient* client_for(Worker& worker, const Snapshot& snap, std::size_t upstream);
+  void refresh_jwks(std::function<void()> then);
+
+  // ---- built-in handlers ----
+
+  HttpResponse token_endpoint(const GatewayRequest& r);
+  HttpResponse admin_consumers_post(const GatewayRequest& r);
+  Result<std::string> add_consumer(ConsumerOptions consumer, bool generate_api_key);
+  Json consumers_json() const;
+  Json health_json() const;
+  Json metrics_json() const;
+  Json openapi_json() const;
+
+  // ---- health checks (worker 0) ----
+  void start_health_checks(std::shared_ptr<const Snapshot> snap);
+  void schedule_probe(std::shared_ptr<const Snapshot> snap, std::size_t upstream,
+                      std::shared_ptr<asio::steady_timer> timer);
+};
+
+// ---- configuration ---------------------------------------------------------------------------
+
+Status Gateway::Impl::add_compiled_route(Snapshot& snap, RouteOptions route,
+                                         GatewayHandler handler, bool builtin) {
+  const std::string name = "route '" + route.id + "'";
+  if (route.id.empty()) return invalid_argument("a route has no id");
+  if (handler && !route.upstream.empty()) {
+    return invalid_argument(name + ": an in-process route has no upstream");
+  }
+  if (!handler && route.upstream.empty()) {
+    return invalid_argument(name + " has no upstream (and no in-process handler)");
+  }
+  CompiledRoute compiled;
+  if (!route.upstream.empty()) {
+    auto it = std::find_if(snap.options.upstreams.begin(), snap.options.upstreams.end(),
+                           [&](const UpstreamOptions& u) { return u.name == route.upstream; });
+    if (it == snap.options.upstreams.end()) {
+      return invalid_argument(name + " names upstream '" + route.upstream +
+                              "', which is not defined");
+    }
+    const auto index = static_cast<std::size_t>(it - snap.options.upstreams.begin());
+    compiled.upstream = &*it;
+    compiled.pool = snap.pools[index];
+  }
+  if (!route.ip.allow.empty() || !route.ip.deny.empty()) {
+    auto list = IpAllowlist::create(route.ip);
+    if (!list.ok()) return list.status().with_context(name);
+    compiled.ip = std::move(list).value();
+  }
+  if (!route.cors.empty()) {
+    auto it = snap.cors.find(route.cors);
+    if (it == snap.cors.end()) {
+      return invalid_argument(name + " names CORS policy '" + route.cors +
+                              "', which is not defined");
+    }
+    compiled.cors = &it->second;
+  }
+  if (!route.version.empty()) {
+    auto it = snap.versions.find(route.version);
+    if (it == snap.versions.end()) {
+      return invalid_argument(name + " names API version '" + route.version +
+                              "', which is not defined");
+    }
+    compiled.version = &it->second;
+  }
+  if (!route.groups.empty() && route.auth.empty()) {
+    return invalid_argument(name + " restricts groups but accepts no credentials (auth is empty)");
+  }
+  if (route.upstream_format) {
+    return invalid_argument(name + ": body transforms (upstream_format) are not available yet");
+  }
+  RouteSpec spec{route.id, route.method, route.host, route.match, route.path};
+  if (Status added = snap.router.add(spec); !added.ok()) return added;
+  const Labels labels{{"route", route.id}};
+  static constexpr const char* kClasses[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+  for (std::size_t i = 0; i < 5; ++i) {
+    compiled.metrics.responses[i] = &metrics->counter(
+        "civicbus_gateway_responses_total", "Responses sent by the gateway, by route and class",
+        {{"route", route.id}, {"class", kClasses[i]}});
+  }
+  compiled.metrics.duration =
+      &metrics->histogram("civicbus_gateway_request_duration_seconds",
+                          "Time from the request's arrival to its response, by route", labels);
+  compiled.options = std::move(route);
+  compiled.handler = std::move(handler);
+  compiled.builtin = builtin;
+  snap.route_index.emplace(compiled.options.id, snap.routes.size());
+  snap.routes.push_back(std::move(compiled));
+  return Status();
+}
+
+Status Gateway::Impl::add_builtin_routes(Snapshot& snap) {
+  const GatewayOptions& o = snap.options;
+  if (o.oauth.enabled) {
+    RouteOptions token;
+    token.id = "gateway.oauth2_token";
+    token.method = "POST";
+    token.match = PathKind::kExact;
+    token.path = o.oauth.path;
+    token.summary = "OAuth 2.0 client credentials token endpoint (RFC 6749 4.4)";
+    token.tags = {"gateway"};
+    CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
+        snap, token, [this](const GatewayRequest& r) { return token_endpoint(r); }, true));
+    RouteOptions jwks;
+    jwks.id = "gateway.jwks";
+    jwks.method = "GET";
+    jwks.match = PathKind::kExact;
+    jwks.path = o.oauth.jwks_path;
+    jwks.summary = "The public keys that sign the gateway's tokens (JWKS)";
+    jwks.tags = {"gateway"};
+    CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
+        snap, jwks,
+        [this](const GatewayRequest&) {
+          JwkSet set;
+          if (signing_key) (void)set.add(*signing_key);
+          HttpResponse r = json_response(200, set.public_jwks());
+          r.headers.set("Content-Type", "application/jwk-set+json");
+          r.headers.add("Cache-Control", "max-age=300");
+          return r;
+        },
+        true));
+  }
+  RouteOptions openapi;
+  openapi.id = "gateway.openapi";
+  openapi.method = "GET";
+  openapi.match = PathKind::kExact;
+  openapi.path = std::string(kOpenApiPath);
+  openapi.summary = "This document";
+  openapi.tags = {"gateway"};
+  CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
+      snap, openapi, [this](const GatewayRequest&) { return json_response(200, openapi_json()); },
+      true));
+  if (!o.admin.enabled) return Status();
+  RouteOptions health;
+  health.id = "gateway.health";
+  health.method = "GET";
+  health.match = PathKind::kExact;
+  health.path = std::string(kAdminPrefix) + "/health";
+  health.summary = "Gateway health: ok, or degraded when an upstream has no healthy target";
+  health.tags = {"gateway"};
+  CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
+      snap, health,
+      [this](const GatewayRequest&) {
+        Json h = health_json();
+        return json_response(h.get_string("status") == "ok" ? 200 : 503, h);
+      },
+      true));
+  const std::vector<AuthMethod> admin_auth = {AuthMethod::kApiKey, AuthMethod::kJwt,
+                                              AuthMethod::kHmac};
+  RouteOptions list;
+  list.id = "gateway.consumers_list";
+  list.method = "GET";
+  list.match = PathKind::kExact;
+  list.path = std::string(kAdminPrefix) + "/consumers";
+  list.auth = admin_auth;
+  list.groups = {o.admin.group};
+  list.summary = "The consumers, without secrets";
+  list.tags = {"gateway"};
+  CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
+      snap, list, [this](const GatewayRequest&) { return json_response(200, consumers_json()); },
+      true));
+  RouteOptions create = list;
+  create.id = "gateway.consumers_create";
+  create.method = "POST";
+  create.summary = "Adds or replaces a consumer; generate_api_key returns a new key once";
+  create.request_schema = Json::object(
+      {{"type", "object"},
+       {"required", Json::array({"id"})},
+       {"properties",
+        Json::object({{"id", Json::object({{"type", "string"}})},
+                      {"groups", Json::object({{"type", "array"},
+                                               {"items", Json::object({{"type", "string"}})}})},
+                      {"generate_api_key", Json::object({{"type", "boolean"}})},
+                      {"priority_tier", Json::object({{"type", "integer"}})}})}});
+  CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
+      snap, create, [this](const GatewayRequest& r) { return admin_consumers_post(r); }, true));
+  RouteOptions metrics_route = list;
+  metrics_route.id = "gateway.metrics";
+  metrics_route.method = "GET";
+  metrics_route.path = std::string(kAdminPrefix) + "/metrics";
+  metrics_route.summary = "Metrics: Prometheus text, or JSON with Accept: application/json";
+  CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
+      snap, metrics_route,
+      [this](const GatewayRequest& r) {
+        const auto accept = r.http.headers.get("Accept");
+        if (accept && accept->find("application/json") != std::string_view::npos) {
+          return json_response(200, metrics_json());
+        }
+        HttpResponse out;
+        out.headers.add("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+        out.body = metrics->prometheus_text();
+        return out;
+      },
+      true));
+  return Status();
+}
+
+Result<std::shared_ptr<const Snapshot>> Gateway::Impl::compile(const GatewayOptions& next) {
+  auto snap = std::make_shared<Snapshot>();
+  snap->options = next;
+  // Upstreams.
+  for (const UpstreamOptions& u : snap->options.upstreams) {
+    if (std::count_if(snap->options.upstreams.begin(), snap->options.upstreams.end(),
+                      [&](const UpstreamOptions& o) { return o.name == u.name; }) > 1) {
+      return invalid_argument("upstream '" + u.name + "' is defined twice");
+    }
+    if (u.connect_timeout.count() <= 0 || u.request_timeout.count() <= 0) {
+      return invalid_argument("upstream '" + u.name + "': timeouts must be positive");
+    }
+    if (u.max_connections_per_target == 0) {
+      return invalid_argument("upstream '" + u.name +
+                              "': max_connections_per_target must be at least 1");
+    }
+    CIVICBUS_ASSIGN_OR_RETURN(std::unique_ptr<UpstreamPool> pool,
+                              UpstreamPool::create(u, *clock));
+    snap->pools.push_back(std::move(pool));
+  }
+  for (const auto& [name, cors] : snap->options.cors) {
+    auto policy = CorsPolicy::create(cors);
+    if (!policy.ok()) return policy.status().with_context("CORS policy '" + name + "'");
+    snap->cors.emplace(name, std::move(policy).value());
+  }
+  for (const ApiVersionOptions& v : snap->options.versions) {
+    auto policy = ApiVersionPolicy::create(*clock, v);
+    if (!policy.ok()) return policy.status().with_context("API version '" + v.version + "'");
+    if (!snap->versions.emplace(v.version, std::move(policy).value()).second) {
+      return invalid_argument("API version '" + v.version + "' is defined twice");
+    }
+  }
+  CIVICBUS_RETURN_IF_ERROR(add_builtin_routes(*snap));
+  for (const RouteOptions& r : snap->options.routes) {
+    if (r.id.rfind("gateway.", 0) == 0) {
+      return invalid_argument("route '" + r.id + "': ids starting with 'gateway.' are reserved");
+    }
+    CIVICBUS_RETURN_IF_ERROR(add_compiled_route(*snap, r, nullptr, false));
+  }
+  {
+    std::lock_guard lock(snap_mu);
+    for (const auto& [r, handler] : code_routes) {
+      CIVICBUS_RETURN_IF_ERROR(add_compiled_route(*snap, r, handler, false));
+    }
+    snap->generation = next_generation++;
+  }
+  // Upstream target health as gauges, read at export time.
+  for (std::size_t i = 0; i < snap->pools.size(); ++i) {
+    const std::shared_ptr<UpstreamPool>& pool = snap->pools[i];
+    for (std::size_t t = 0; t < pool->options().targets.size(); ++t) {
+      UpstreamPool* p = pool.get();
+      snap->gauges.push_back(metrics->gauge_callback(
+          "civicbus_gateway_upstream_target_up",
+          "1 when an upstream target takes requests (healthy, breaker not open)",
+          {{"upstream", pool->options().name}, {"target", pool->options().targets[t]}},
+          [p, t] {
+            const auto status = p->status();
+            return status[t].healthy && status[t].breaker != BreakerState::kOpen ? 1.0 : 0.0;
+          }));
+    }
+  }
+  return std::shared_ptr<const Snapshot>(std::move(snap));
+}
+
+void Gateway::Impl::install(std::shared_ptr<const Snapshot> snap) {
+  {
+    std::lock_guard lock(snap_mu);
+    snapshot = snap;
+  }
+  if (running.load() && !workers.empty()) {
+    asio::post(*workers[0].io, [this, snap] { start_health_checks(snap); });
+  }
+}
+
+Status Gateway::Impl::load_jwt_keys(const JwtAuthOptions& jwt) {
+  JwkSet keys;
+  if (!jwt.jwks_file.empty()) {
+    Status read;
+    const std::string text = read_file(jwt.jwks_file, read);
+    if (!read.ok()) return read.with_context("jwt.jwks_file");
+    auto set = JwkSet::parse_text(text);
+    if (!set.ok()) return set.status().with_context("jwt.jwks_file '" + jwt.jwks_file + "'");
+    keys = std::move(set).value();
+  }
+  if (!jwt.jwks_url.empty()) {
+    auto u = jwt.jwks_url;
+    if (u.rfind("http://", 0) != 0) {
+      return invalid_argument("jwt.jwks_url '" + u +
+                              "' must be an http:// URL (https needs the TLS client, not yet "
+                              "available)");
+    }
+  }
+  std::lock_guard lock(jwks_mu);
+  file_keys = std::move(keys);
+  rebuild_external_verifier();
+  return Status();
+}
+
+void Gateway::Impl::rebuild_external_verifier() {
+  JwkSet merged;
+  for (const Jwk& k : file_keys.keys()) (void)merged.add(k);
+  for (const Jwk& k : url_keys.keys()) (void)merged.add(k);  // a kid in both: the file's wins
+  JwtVerifierOptions vo;
+  vo.issuer = options.jwt.issuer;
+  vo.audiences = options.jwt.audiences;
+  vo.leeway = options.jwt.leeway;
+  external_verifier = std::make_shared<JwtVerifier>(std::move(merged), vo, *clock);
+}
+
+// ---- the request path ---------------------------------------------------------------------
+
+void Gateway::Impl::handle(HttpRequest request, http::HttpResponder responder) {
+  auto ex = std::make_shared<Exchange>();
+  ex->start = clock->steady_now();
+  ex->worker = responder.worker();
+  ex->responder = std::move(responder);
+  ex->request = std::move(request);
+  ex->snap = current();
+  const auto incoming_id = ex->request.headers.get("X-Request-Id");
+  ex->request_id = incoming_id && acceptable_request_id(*incoming_id) ? std::string(*incoming_id)
+                                                                       : ids->next();
+  const auto incoming_trace = ex->request.headers.get("traceparent");
+  ex->trace = next_traceparent(
+      incoming_trace ? parse_traceparent(*incoming_trace) : std::nullopt, *random);
+  ex->response_headers.add("X-Request-Id", ex->request_id);
+  try {
+    route_request(ex);
+  } catch (const std::exception& e) {
+    log.error("request failed", {{"request_id", ex->request_id}, {"error", e.what()}});
+    finish(ex, problem(500, "internal error", ex->request_id));
+  }
+}
+
+void Gateway::Impl::route_request(const ExchangePtr& ex) {
+  const Snapshot& snap = *ex->snap;
+  const auto host = ex->request.headers.get("Host");
+  RouteResult match = snap.router.match(ex->request.method, host.value_or(""), ex->request.target);
+  switch (match.outcome) {
+    case RouteOutcome::kNotFound:
+      return finish(ex, problem(404, "no route for " + ex->request.method + " " +
+                                         ex->request.path, ex->request_id));
+    case RouteOutcome::kBadRequest:
+      return finish(ex, problem(400, "request target refused: " + match.error, ex->request_id));
+    case RouteOutcome::kMethodNotAllowed: {
+      HttpResponse r = problem(405, ex->request.method + " is not allowed on " + ex->request.path,
+                               ex->request_id);
+      std::string allow;
+      for (const auto& m : match.allow) allow += (allow.empty() ? "" : ", ") + m;
+      r.headers.add("Allow", allow);
+      // A CORS preflight to a path whose routes have a policy is still answered below.
+      const bool preflight = CorsPolicy::is_preflight(ex->request);
+      if (!preflight) return finish(ex, std::move(r));
+      match.outcome = RouteOutcome::kMatched;
+      // Preflight: find any route of this path that has a CORS policy, by asking for the
+      // method the browser wants to send.
+      const auto wanted = ex->request.headers.get("Access-Control-Request-Method");
+      RouteResult again = snap.router.match(wanted.value_or(""), host.value_or(""),
+                                            ex->request.target);
+      if (again.outcome != RouteOutcome::kMatched) return finish(ex, std::move(r));
+      const CompiledRoute& target = snap.routes[snap.route_index.at(again.route_id)];
+      if (target.cors == nullptr) return finish(ex, std::move(r));
+      CorsPreflightResult pre = target.cors->preflight(ex->request);
+      ex->route = &target;
+      for (const auto& [n, v] : ex->response_headers) pre.response.headers.add(n, v);
+      ex->response_headers = {};
+      return finish(ex, std::move(pre.response));
+    }
+    case RouteOutcome::kMatched:
+      break;
+  }
+  ex->route = &snap.routes[snap.route_index.at(match.route_id)];
+  ex->path = std::move(match.path);
+  for (auto& p : match.params) ex->params.emplace_back(std::move(p.name), std::move(p.value));
+  const CompiledRoute& route = *ex->route;
+
+  if (route.version != nullptr) {
+    VersionDecision decision = route.version->decide();
+    for (const auto& [n, v] : decision.headers) ex->response_headers.add(n, v);
+    if (decision.gone) {
+      HttpResponse gone = std::move(*decision.gone);
+      for (const auto& [n, v] : decision.headers) gone.headers.remove(n);
+      return finish(ex, std::move(gone));
+    }
+  }
+  if (route.cors != nullptr) {
+    if (CorsPolicy::is_preflight(ex->request)) {
+      CorsPreflightResult pre = route.cors->preflight(ex->request);
+      return finish(ex, std::move(pre.response));
+    }
+    for (const auto& [n, v] : route.cors->response_headers(ex->request)) {
+      ex->response_headers.add(n, v);
+    }
+  }
+  if (route.ip) {
+    const IpDecision d = route.ip->check(ex->request.remote_address);
+    if (!d.allowed()) {
+      return finish(ex, problem(403, "client address " + ex->request.remote_address +
+                                         " may not call route '" + route.options.id + "' (" +
+                                         d.reason + ")", ex->request_id));
+    }
+  }
+  authenticate(ex);
+}
+
+void Gateway::Impl::deny_unauthenticated(const ExchangePtr& ex, std::string_view reason) {
+  auth_failures->inc();
+  HttpResponse r = problem(401, reason, ex->request_id);
+  std::string challenges;
+  for (AuthMethod m : ex->route->options.auth) {
+    if (!challenges.empty()) challenges += ", ";
+    switch (m) {
+      case AuthMethod::kApiKey:
+        challenges += "ApiKey realm=\"civicbus\"";
+        break;
+      case AuthMethod::kJwt:
+        challenges += "Bearer realm=\"civicbus\"";
+        break;
+      case AuthMethod::kHmac:
+        challenges += "Signature realm=\"civicbus\"";
+        break;
+    }
+  }
+  r.headers.add("WWW-Authenticate", challenges);
+  finish(ex, std::move(r));
+}
+
+void Gateway::Impl::authenticate(const ExchangePtr& ex) {
+  const RouteOptions& route = ex->route->options;
+  if (route.auth.empty()) return admit(ex);
+  auto accepts = [&](AuthMethod m) {
+    return std::find(route.auth.begin(), route.auth.end(), m) != route.auth.end();
+  };
+  const HttpHeaders& h = ex->request.headers;
+  // The credential presented decides the method; more than one kind is refused rather than
+  // guessing which one the client meant.
+  std::optional<std::string_view> api_key = h.get("apikey");
+  if (!api_key) api_key = h.get("X-API-Key");
+  std::optional<std::string_view> bearer;
+  if (const auto authz = h.get("Authorization")) {
+    const std::string_view v = *authz;
+    if (v.size() > 7 && http::equals_ignore_case(v.substr(0, 7), "Bearer ")) {
+      bearer = v.substr(7);
+    } else if (v.size() > 7 && http::equals_ignore_case(v.substr(0, 7), "ApiKey ")) {
+      if (api_key) return deny_unauthenticated(ex, "two API keys presented");
+      api_key = v.substr(7);
+    }
+  }
+  const bool signature = h.contains("Signature-Input") || h.contains("Signature");
+  const int presented = int(api_key.has_value()) + int(bearer.has_value()) + int(signature);
+  if (presented == 0) {
+    std::string accepted;
+    for (AuthMethod m : route.auth) accepted += (accepted.empty() ? "" : ", ") + std::string(auth_method_name(m));
+    return deny_unauthenticated(ex, "credentials required (accepted: " + accepted + ")");
+  }
+  if (presented > 1) {
+    return deny_unauthenticated(ex, "more than one kind of credential presented");
+  }
+  if (api_key) {
+    if (!accepts(AuthMethod::kApiKey)) {
+      return deny_unauthenticated(ex, "this route does not accept API keys");
+    }
+    ex->consumer = consumers.by_api_key(*api_key);
+    if (!ex->consumer) return deny_unauthenticated(ex, "invalid API key");
+    ex->auth_method = AuthMethod::kApiKey;
+    return admit(ex);
+  }
+  if (bearer) {
+    if (!accepts(AuthMethod::kJwt)) {
+      return deny_unauthenticated(ex, "this route does not accept bearer tokens");
+    }
+    bool wait = false;
+    Status s = authenticate_jwt(ex, *bearer, &wait);
+    if (wait) {
+      // An unknown kid: fetch the JWKS again, then try once more on this worker.
+      asio::io_context* io = workers[ex->worker].io;
+      return refresh_jwks([this, ex, io] {
+        asio::post(*io, [this, ex] {
+          try {
+            authenticate(ex);
+          } catch (const std::exception& e) {
+            finish(ex, problem(500, "internal error", ex->request_id));
+          }
+        });
+      });
+    }
+    if (!s.ok()) return deny_unauthenticated(ex, s.message());
+    ex->auth_method = AuthMethod::kJwt;
+    return admit(ex);
+  }
+  if (!accepts(AuthMethod::kHmac)) {
+    return deny_unauthenticated(ex, "this route does not accept HTTP message signatures");
+  }
+  auto verified = hmac->verify(ex->request);
+  if (!verified.ok()) return deny_unauthenticated(ex, verified.status().message());
+  auto found = consumers.by_hmac_key(verified->keyid);
+  if (!found) return deny_unauthenticated(ex, "unknown HMAC key id");
+  ex->consumer = found->first;
+  ex->auth_method = AuthMethod::kHmac;
+  admit(ex);
+}
+
+Status Gateway::Impl::authenticate_jwt(const ExchangePtr& ex, std::string_view token,
+                                       bool* wait_for_keys) {
+  CIVICBUS_ASSIGN_OR_RETURN(JwsParts parts, parse_jws_compact(token));
+  // The gateway's own tokens: signed by its key; `sub` is the consumer id.
+  if (signing_key && own_verifier &&
+      (parts.kid.empty() ? parts.algorithm == signing_key->algorithm()
+                         : parts.kid == signing_key->kid())) {
+    CIVICBUS_ASSIGN_OR_RETURN(Jwt jwt, own_verifier->verify(token));
+    const std::string sub = jwt.claims.get_string("sub");
+    ex->consumer = consumers.by_id(sub);
+    if (!ex->consumer) return unauthenticated("token subject '" + sub + "' is not a consumer");
+    return Status();
+  }
+  std::shared_ptr<const JwtVerifier> verifier;
+  bool unknown_kid = false;
+  {
+    std::lock_guard lock(jwks_mu);
+    verifier = external_verifier;
+    unknown_kid = !parts.kid.empty() && file_keys.find(parts.kid) == nullptr &&
+                  url_keys.find(parts.kid) == nullptr;
+    if (unknown_kid && !options.jwt.jwks_url.empty() && !ex->jwks_refreshed) {
+      const bool may_fetch =
+          !last_jwks_fetch ||
+          clock->steady_now() - *last_jwks_fetch >= options.jwt.refresh_min_interval ||
+          jwks_fetching;
+      if (may_fetch) {
+        ex->jwks_refreshed = true;
+        *wait_for_keys = true;
+        return Status();
+      }
+    }
+  }
+  if (unknown_kid) return unauthenticated("token key id '" + parts.kid + "' is not known");
+  if (!verifier) return unauthenticated("no keys to verify bearer tokens are configured");
+  CIVICBUS_ASSIGN_OR_RETURN(Jwt jwt, verifier->verify(token));
+  const Json* claim = jwt.claims.find(options.jwt.consumer_claim);
+  if (claim == nullptr || !claim->is_string()) {
+    return unauthenticated("token has no string claim '" + options.jwt.consumer_claim +
+                           "' naming the consumer");
+  }
+  ex->consumer = consumers.by_jwt_subject(claim->as_string());
+  if (!ex->consumer) {
+    return unauthenticated("token " + options.jwt.consumer_claim + " '" + claim->as_string() +
+                           "' is not a consumer");
+  }
+  return Status();
+}
+
+void Gateway::Impl::refresh_jwks(std::function<void()> then) {
+  std::string url;
+  {
+    std::lock_guard lock(jwks_mu);
+    jwks_waiters.push_back(std::move(then));
+    if (jwks_fetching) return;
+    jwks_fetching = true;
+    last_jwks_fetch = clock->steady_now();
+    url = options.jwt.jwks_url;
+  }
+  // http://host:port/path
+  std::string rest = url.substr(7);
+  const std::size_t slash = rest.find('/');
+  const std::string authority = rest.substr(0, slash);
+  HttpRequest get;
+  get.method = "GET";
+  get.target = slash == std::string::npos ? "/" : rest.substr(slash);
+  get.headers.add("Accept", "application/json");
+  auto done = [this, url](Result<HttpResponse> result) {
+    std::vector<std::function<void()>> waiters;
+    {
+      std::lock_guard lock(jwks_mu);
+      if (!result.ok()) {
+        log.warn("JWKS fetch failed", {{"url", url}, {"error", result.status().message()}});
+      } else if (result->status != 200) {
+        log.warn("JWKS fetch failed", {{"url", url}, {"status", std::to_string(result->status)}});
+      } else if (auto set = JwkSet::parse_text(result->body); !set.ok()) {
+        log.warn("JWKS refused", {{"url", url}, {"error", set.status().message()}});
+      } else {
+        url_keys = std::move(set).value();
+        rebuild_external_verifier();
+        log.info("JWKS refreshed", {{"url", url}, {"keys", std::to_string(url_keys.keys().size())}});
+      }
+      jwks_fetching = false;
+      waiters.swap(jwks_waiters);
+    }
+    for (auto& w : waiters) w();
+  };
+  if (!jwks_client) {
+    http::HttpClientOptions co;
+    co.request_timeout = std::chrono::seconds(5);
+    co.max_retries = 1;
+    auto client = http::HttpClient::create(co);
+    if (!client.ok()) return done(client.status());
+    jwks_client = std::move(client).value();
+  }
+  jwks_client->send_async(authority, std::move(get), std::move(done));
+}
+
+void Gateway::Impl::admit(const ExchangePtr& ex) {
+  const CompiledRoute& route = *ex->route;
+  const Consumer* consumer = ex->consumer.get();
+  if (consumer != nullptr) {
+    if (consumer->ip) {
+      const IpDecision d = consumer->ip->check(ex->request.remote_address);
+      if (!d.allowed()) {
+        return finish(ex, problem(403, "consumer '" + consumer->options.id +
+                                           "' may not call from " + ex->request.remote_address +
+                                           " (" + d.reason + ")", ex->request_id));
+      }
+    }
+    if (!route.options.groups.empty() &&
+        std::none_of(route.options.groups.begin(), route.options.groups.end(),
+                     [&](const std::string& g) { return consumer->in_group(g); })) {
+      return finish(ex, problem(403, "consumer '" + consumer->options.id +
+                                         "' is not in a group allowed on route '" +
+                                         route.options.id + "'", ex->request_id));
+    }
+  }
+  // Rate limits: the consumer's own, then the route's (per consumer, or per address when
+  // anonymous). The headers describe the tighter of the two.
+  std::optional<RateLimitDecision> shown;
+  auto apply = [&](const std::string& key, const RateLimitPolicy& policy) -> bool {
+    if (policy.requests_per_minute == 0 && policy.requests_per_day == 0) return true;
+    auto decision = limiter->check(key, policy);
+    if (!decision.ok()) {
+      finish(ex, problem(500, decision.status().message(), ex->request_id));
+      return false;
+    }
+    if (!shown || !decision->allowed || decision->remaining < shown->remaining) {
+      shown = *decision;
+    }
+    return decision->allowed;
+  };
+  const std::string who = consumer != nullptr ? "c:" + consumer->options.id
+                                              : "ip:" + ex->request.remote_address;
+  bool allowed = true;
+  if (consumer != nullptr) allowed = apply(rate_limit_key(who), consumer->options.rate_limit);
+  if (ex->responder && allowed) {
+    allowed = apply(rate_limit_key(who, route.options.id), route.options.rate_limit);
+  }
+  if (!ex->responder) return;  // answered (limiter error)
+  if (shown && shown->window != RateLimitWindow::kNone) {
+    ex->response_headers.add("RateLimit-Limit", std::to_string(shown->limit));
+    ex->response_headers.add("RateLimit-Remaining", std::to_string(shown->remaining));
+    ex->response_headers.add("RateLimit-Reset", std::to_string(shown->reset_seconds));
+    ex->response_headers.add("RateLimit-Policy", shown->policy);
+  }
+  if (!allowed) {
+    rate_limited->inc();
+    HttpResponse r = problem(429, "rate limit exceeded" +
+                                      (consumer ? " for consumer '" + consumer->options.id + "'"
+                                                : std::string(" for ") + ex->request.remote_address),
+                             ex->request_id);
+    r.headers.add("Retry-After", std::to_string(std::max<std::int64_t>(1, shown->retry_after_seconds)));
+    return finish(ex, std::move(r));
+  }
+  // Load shedding: the gateway's own endpoints are never shed (operators need them most when
+  // the node is overloaded).
+  if (!route.builtin) {
+    const std::size_t tier = consumer != nullptr ? consumer->options.priority_tier : 2;
+    auto ticket = shedder->acquire(tier);
+    if (!ticket.ok()) {
+      shed->inc();
+      HttpResponse r = problem(503, "overloaded: " + ticket.status().message(), ex->request_id);
+      r.headers.add("Retry-After", std::to_string(shedder->options().retry_after.count()));
+      return finish(ex, std::move(r));
+    }
+    ex->ticket = std::move(ticket).value();
+  }
+  dispatch(ex);
+}
+
+void Gateway::Impl::dispatch(const ExchangePtr& ex) {
+  const CompiledRoute& route = *ex->route;
+  if (!route.handler) return proxy(ex);
+  static const std::vector<std::string> kNoGroups;
+  const GatewayRequest request{ex->request,
+                               route.options.id,
+                               ex->params,
+                               ex->consumer ? std::string_view(ex->consumer->options.id) : "",
+                               ex->consumer ? ex->consumer->options.groups : kNoGroups,
+                               ex->request_id};
+  HttpResponse response;
+  try {
+    response = route.handler(request);
+  } catch (const std::exception& e) {
+    log.error("handler failed",
+              {{"route", route.options.id}, {"request_id", ex->request_id}, {"error", e.what()}});
+    response = problem(500, "internal error", ex->request_id);
+  } catch (...) {
+    response = problem(500, "internal error", ex->request_id);
+  }
+  finish(ex, std::move(response));
+}
+
+http::HttpClient* Gateway::Impl::client_for(Worker& worker, const Snapshot& snap,
+                                            std::size_t upstream) {
+  if (worker.generation != snap.generation) {
+    // A reload: clients of the old snapshot finish what they carry, then wait for stop().
+    for (auto& [name, client] : worker.clients) {
+      http::detail::ClientAccess::shut_down(*client);
+      worker.retired.push_back(std::move(client));
+    }
+    worker.clients.clear();
+    worker.generation = snap.generation;
+  }
+  const UpstreamOptions& u = snap.options.upstreams[upstream];
+  auto it = worker.clients.find(u.name);
+  if (it != worker.clients.end()) return it->second.get();
+  http::HttpClientOptions co;
+  co.connect_timeout = u.connect_timeout;
+  co.request_timeout = u.request_timeout;
+  co.max_connections_per_upstream = u.max_connections_per_target;
+  co.max_retries = 0;  // the gateway retries itself, on another target
+  auto client = http::detail::ClientAccess::create_on(*worker.io, co);
+  if (!client.ok()) return nullptr;
+  return worker.clients.emplace(u.name, std::move(client).value()).first->second.get();
+}
+
+void Gateway::Impl::proxy(const ExchangePtr& ex) {
+  const CompiledRoute& route = *ex->route;
+  const Snapshot& snap = *ex->snap;
+  const std::size_t upstream =
+      static_cast<std::size_t>(route.upstream - snap.options.upstreams.data());
+  const std::size_t previous = ex->lease ? ex->lease.target() : SIZE_MAX;
+  auto lease = route.pool->acquire(previous);
+  if (!lease.ok()) {
+    HttpResponse r = problem(503, lease.status().message(), ex->request_id);
+    r.headers.add("Retry-After", "1");
+    return finish(ex, std::move(r));
+  }
+  ex->lease = std::move(lease).value();
+  ex->upstream_target = ex->lease.host_port();
+  ++ex->attempts;
+  http::HttpClient* client = client_for(workers[ex->worker], snap, upstream);
+  if (client == nullptr) return finish(ex, problem(500, "no HTTP client", ex->request_id));
+
+  HttpRequest out;
+  out.method = ex->request.method;
+  out.target = rewrite_path(route.options, ex->path);
+  if (!ex->request.query.empty()) out.target += "?" + ex->request.query;
+  const std::vector<std::string> conn_opts = connection_options(ex->request.headers);
+  for (const auto& [name, value] : ex->request.headers) {
+    if (is_hop_by_hop(name) || listed(conn_opts, name) || http::equals_ignore_case(name, "Host") ||
+        http::equals_ignore_case(name, "apikey") || http::equals_ignore_case(name, "X-API-Key") ||
+        http::equals_ignore_case(name, "X-Request-Id") ||
+        http::equals_ignore_case(name, "traceparent") ||
+        http::equals_ignore_case(name, "X-Forwarded-Proto") ||
+        http::equals_ignore_case(name, "X-Forwarded-Host") ||
+        (name.size() >= 11 && http::equals_ignore_case(std::string_view(name).substr(0, 11),
+                                                       "X-Consumer-"))) {
+      continue;
+    }
+    if (http::equals_ignore_case(name, "Authorization") && ex->auth_method == AuthMethod::kApiKey &&
+        ex->consumer) {
+      continue;  // an API key in Authorization stays here
+    }
+    if (http::equals_ignore_case(name, "X-Forwarded-For")) continue;  // appended below
+    out.headers.add(name, value);
+  }
+  const auto xff = ex->request.headers.get_all("X-Forwarded-For");
+  std::string forwarded_for;
+  for (std::string_view v : xff) forwarded_for += std::string(v) + ", ";
+  out.headers.add("X-Forwarded-For", forwarded_for + ex->request.remote_address);
+  out.headers.add("X-Forwarded-Proto", snap.options.scheme);
+  if (const auto host = ex->request.headers.get("Host")) {
+    out.headers.add("X-Forwarded-Host", std::string(*host));
+  }
+  out.headers.add("X-Request-Id", ex->request_id);
+  out.headers.add("traceparent", ex->trace.to_string());
+  if (ex->consumer) {
+    out.headers.add("X-Consumer-Id", ex->consumer->options.id);
+    std::string groups;
+    for (const auto& g : ex->consumer->options.groups) groups += (groups.empty() ? "" : ",") + g;
+    if (!groups.empty()) out.headers.add("X-Consumer-Groups", groups);
+  }
+  out.headers.add("Via", "1.1 civicbus");
+  const bool may_retry = http::is_idempotent_method(ex->request.method) &&
+                         ex->attempts <= route.upstream->retries;
+  out.body = may_retry ? ex->request.body : std::move(ex->request.body);
+
+  client->send_async(ex->lease.host_port(), std::move(out),
+                     [this, ex, may_retry](Result<HttpResponse> result) {
+                       try {
+                         if (!result.ok()) {
+                           const ErrorCode code = result.status().code();
+                           if (code == ErrorCode::kCancelled) {
+                             ex->lease.report(UpstreamOutcome::kNotConsidered);
+                             return finish(ex, problem(503, "gateway stopping", ex->request_id));
+                           }
+                           const bool timeout = code == ErrorCode::kDeadlineExceeded;
+                           ex->lease.report(timeout ? UpstreamOutcome::kTimeout
+                                                    : UpstreamOutcome::kFailure);
+                           if (!timeout && may_retry) return proxy(ex);
+                           log.warn("upstream request failed",
+                                    {{"route", ex->route->options.id},
+                                     {"target", ex->upstream_target},
+                                     {"request_id", ex->request_id},
+                                     {"error", result.status().message()}});
+                           return finish(ex, problem(timeout ? 504 : 502,
+                                                     timeout ? "upstream timed out"
+                                                             : "upstream unavailable",
+                                                     ex->request_id));
+                         }
+                         HttpResponse response = std::move(result).value();
+                         const bool failed = response.status >= 500;
+                         ex->lease.report(failed ? UpstreamOutcome::kFailure
+                                                 : UpstreamOutcome::kSuccess);
+                         if (may_retry &&
+                             (response.status == 502 || response.status == 503 ||
+                              response.status == 504)) {
+                           return proxy(ex);
+                         }
+                         const std::vector<std::string> opts = connection_options(response.headers);
+                         HttpHeaders kept;
+                         for (const auto& [name, value] : response.headers) {
+                           if (is_hop_by_hop(name) || listed(opts, name)) continue;
+                           kept.add(name, value);
+                         }
+                         kept.add("Via", "1.1 civicbus");
+                         response.headers = std::move(kept);
+                         finish(ex, std::move(response));
+                       } catch (const std::exception& e) {
+                         finish(ex, problem(500, "internal error", ex->request_id));
+                       }
+                     });
+}
+
+void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
+  if (!ex->responder) return;
+  for (const auto& [name, value] : ex->response_headers) {
+    if (!response.headers.contains(name) || http::equals_ignore_case(name, "Vary")) {
+      response.headers.add(name, value);
+    }
+  }
+  const SteadyTime end = clock->steady_now();
+  const double seconds = std::chrono::duration<double>(end - ex->start).count();
+  if (ex->route != nullptr) {
+    const int cls = std::clamp(response.status / 100, 1, 5);
+    ex->route->metrics.responses[static_cast<std::size_t>(cls - 1)]->inc();
+    ex->route->metrics.duration->observe(seconds);
+  }
+  if (ex->ticket) {
+    if (response.status >= 500) {
+      ex->ticket.cancel();
+    } else {
+      ex->ticket.release();
+    }
+  }
+  if (options.access_log.enabled && access_log.enabled(LogLevel::kInfo)) {
+    access_log.info("request",
+                    {{"method", ex->request.method},
+                     {"path", ex->request.path},
+                     {"status", std::to_string(response.status)},
+                     {"route", ex->route ? ex->route->options.id : std::string("-")},
+                     {"consumer", ex->consumer ? ex->consumer->options.id : std::string("-")},
+                     {"upstream", ex->upstream_target.empty() ? std::string("-")
+                                                              : ex->upstream_target},
+                     {"remote", ex->request.remote_address},
+                     {"duration_us", std::to_string(static_cast<long long>(seconds * 1e6))},
+                     {"request_id", ex->request_id},
+                     {"trace_id", ex->trace.trace_id}});
+  }
+  ex->responder.send(std::move(response));
+}
+
+// ---- built-in handlers ----------------------------------------------------------------------
+
+HttpResponse Gateway::Impl::token_endpoint(const GatewayRequest& r) {
+  // RFC 6749 5.2 errors, with Cache-Control: no-store on every answer (5.1).
+  auto error = [](int status, const char* code, std::string description) {
+    HttpResponse out = json_response(
+        status, Json::object({{"error", code}, {"error_description", std::move(description)}}));
+    out.headers.add("Cache-Control", "no-store");
+    if (status == 401) out.headers.add("WWW-Authenticate", "Basic realm=\"civicbus\"");
+    return out;
+  };
+  const auto type = r.http.headers.get("Content-Type");
+  if (!type || type->find("application/x-www-form-urlencoded") != 0) {
+    return error(400, "invalid_request",
+                 "the token request must be application/x-www-form-urlencoded");
+  }
+  auto form = parse_form(r.http.body);
+  if (!form.ok()) return error(400, "invalid_request", form.status().message());
+  if ((*form)["grant_type"] != "client_credentials") {
+    return error(400, "unsupported_grant_type", "only grant_type=client_credentials is supported");
+  }
+  std::string client_id = (*form)["client_id"];
+  std::string secret = (*form)["client_secret"];
+  if (const auto authz = r.http.headers.get("Authorization");
+      authz && authz->size() > 6 && http::equals_ignore_case(authz->substr(0, 6), "Basic ")) {
+    auto decoded = crypto::base64_decode(authz->substr(6));
+    const std::size_t colon = decoded.ok() ? decoded->find(':') : std::string::npos;
+    if (colon == std::string::npos) return error(401, "invalid_client", "malformed Basic credentials");
+    client_id = decoded->substr(0, colon);
+    secret = decoded->substr(colon + 1);
+  }
+  if (client_id.empty() || secret.empty()) {
+    return error(401, "invalid_client", "client_id and client_secret are required");
+  }
+  auto consumer = consumers.by_client_id(client_id);
+  // The digest is compared even for an unknown client, so timing does not tell which it was.
+  const std::string digest = crypto::sha256(secret);
+  const std::string expected = consumer ? consumer->client_secret_digest : std::string(32, '\0');
+  if (!crypto::constant_time_equal(digest, expected) || !consumer) {
+    auth_failures->inc();
+    return error(401, "invalid_client", "unknown client or wrong secret");
+  }
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       clock->now().time_since_epoch())
+                       .count();
+  const auto lifetime = options.oauth.token_lifetime.count();
+  Json claims = Json::object({{"iss", options.oauth.issuer},
+                              {"sub", consumer->options.id},
+                              {"aud", options.oauth.audience},
+                              {"client_id", client_id},
+                              {"iat", static_cast<long long>(now)},
+                              {"nbf", static_cast<long long>(now)},
+                              {"exp", static_cast<long long>(now + lifetime)},
+                              {"jti", ids->next()}});
+  if (!consumer->options.groups.empty()) {
+    Json groups = Json::array();
+    for (const auto& g : consumer->options.groups) groups.push_back(g);
+    claims.set("groups", std::move(groups));
+  }
+  auto token = sign_jwt(claims, *signing_key, *random);
+  if (!token.ok()) return error(500, "server_error", token.status().message());
+  HttpResponse out = json_response(200, Json::object({{"access_token", *token},
+                                                      {"token_type", "Bearer"},
+                                                      {"expires_in", static_cast<long long>(lifetime)}}));
+  out.headers.add("Cache-Control", "no-store");
+  return out;
+}
+
+HttpResponse Gateway::Impl::admin_consumers_post(const GatewayRequest& r) {
+  auto body = Json::parse(r.http.body);
+  if (!body.ok() || !body->is_object()) {
+    return problem(400, "the body must be a JSON object: " +
+                            (body.ok() ? std::string("got another type") : body.status().message()),
+                   r.request_id);
+  }
+  ConsumerOptions c;
+  c.id = body->get_string("id");
+  if (const Json* groups = body->find("groups"); groups != nullptr) {
+    if (!groups->is_array()) return problem(400, "'groups' must be an array of strings", r.request_id);
+    for (const Json& g : groups->as_array()) {
+      if (!g.is_string()) return problem(400, "'groups' must be an array of strings", r.request_id);
+      c.groups.push_back(g.as_string());
+    }
+  }
+  c.priority_tier = static_cast<std::uint32_t>(body->get_int("priority_tier", 1));
+  if (const Json* rl = body->find("rate_limit"); rl != nullptr && rl->is_object()) {
+    c.rate_limit.requests_per_minute = static_cast<std::uint32_t>(rl->get_int("requests_per_minute"));
+    c.rate_limit.burst = static_cast<std::uint32_t>(rl->get_int("burst"));
+    c.rate_limit.requests_per_day = static_cast<std::uint32_t>(rl->get_int("requests_per_day"));
+  }
+  const std::string id = c.id;
+  auto key = add_consumer(std::move(c), body->get_bool("generate_api_key"));
+  if (!key.ok()) {
+    return problem(key.status().code() == ErrorCode::kAlreadyExists ? 409 : 400,
+                   key.status().message(), r.request_id);
+  }
+  const ConsumerInfo info = consumers.by_id(id)->info();
+  log.info("consumer added", {{"consumer", info.id}, {"by", std::string(r.consumer_id)}});
+  Json out = Json::object({{"id", info.id}});
+  Json groups = Json::array();
+  for (const auto& g : info.groups) groups.push_back(g);
+  out.set("groups", std::move(groups));
+  if (!key->empty()) out.set("api_key", *key);
+  HttpResponse response = json_response(201, out);
+  response.headers.add("Cache-Control", "no-store");
+  return response;
+}
+
+Json Gateway::Impl::consumers_json() const {
+  Json list = Json::array();
+  for (const auto& c : consumers.all()) {
+    const ConsumerInfo info = c->info();
+    Json groups = Json::array();
+    for (const auto& g : info.groups) groups.push_back(g);
+    Json hmac_ids = Json::array();
+    for (const auto& k : info.hmac_key_ids) hmac_ids.push_back(k);
+    list.push_back(Json::object({{"id", info.id},
+                                 {"groups", std::move(groups)},
+                                 {"api_keys", static_cast<long long>(info.api_keys)},
+                                 {"hmac_key_ids", std::move(hmac_ids)},
+                                 {"client_id", info.client_id},
+                                 {"priority_tier", info.priority_tier}}));
+  }
+  return Json::object({{"consumers", std::move(list)}});
+}
+
+Json Gateway::Impl::health_json() const {
+  auto snap = current();
+  Json upstreams = Json::object();
+  bool degraded = false;
+  for (const auto& pool : snap->pools) {
+    std::size_t up = 0;
+    const auto status = pool->status();
+    for (const auto& t : status) {
+      if (t.healthy && t.breaker != BreakerState::kOpen) ++up;
+    }
+    degraded = degraded || up == 0;
+    upstreams.set(pool->options().name,
+                  Json::object({{"targets", static_cast<long long>(status.size())},
+                                {"available", static_cast<long long>(up)}}));
+  }
+  const LoadShedderStatus shed_status = shedder->status();
+  bool shedding = false;
+  for (bool s : shed_status.shedding_per_tier) shedding = shedding || s;
+  return Json::object({{"status", degraded ? "degraded" : "ok"},
+                       {"routes", static_cast<long long>(snap->routes.size())},
+                       {"upstreams", std::move(upstreams)},
+                       {"shedding", shedding}});
+}
+
+Json Gateway::Impl::metrics_json() const {
+  auto snap = current();
+  Json routes = Json::object();
+  for (const CompiledRoute& r : snap->routes) {
+    Json classes = Json::object();
+    static constexpr const char* kClasses[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (std::size_t i = 0; i < 5; ++i) {
+      classes.set(kClasses[i], static_cast<long long>(r.metrics.responses[i]->value()));
+    }
+    const Histogram& h = *r.metrics.duration;
+    routes.set(r.options.id,
+               Json::object({{"responses", std::move(classes)},
+                             {"count", static_cast<long long>(h.count())},
+                             {"p50_ms", h.quantile(0.5) * 1e3},
+                             {"p99_ms", h.quantile(0.99) * 1e3}}));
+  }
+  Json upstreams = Json::object();
+  for (const auto& pool : snap->pools) {
+    Json targets = Json::array();
+    for (const auto& t : pool->status()) {
+      const char* breaker = t.breaker == BreakerState::kClosed ? "closed"
+                            : t.breaker == BreakerState::kOpen ? "open"
+                                                               : "half-open";
+      targets.push_back(Json::object({{"target", t.target},
+                                      {"healthy", t.healthy},
+                                      {"breaker", breaker},
+                                      {"in_flight", static_cast<long long>(t.in_flight)},
+                                      {"requests", static_cast<long long>(t.requests)},
+                                      {"failures", static_cast<long long>(t.failures)}}));
+    }
+    upstreams.set(pool->options().name, std::move(targets));
+  }
+  const LoadShedderStatus s = shedder->status();
+  Json shed_tiers = Json::array();
+  for (std::size_t i = 0; i < s.shed_per_tier.size(); ++i) {
+    shed_tiers.push_back(Json::object({{"tier", static_cast<long long>(i)},
+                                       {"shed", static_cast<long long>(s.shed_per_tier[i])},
+                                       {"shedding", bool(s.shedding_per_tier[i])}}));
+  }
+  return Json::object({{"routes", std::move(routes)},
+                       {"upstreams", std::move(upstreams)},
+                       {"load_shedding", Json::object({{"limit", static_cast<long long>(s.limit)},
+                                                       {"in_flight", static_cast<long long>(s.in_flight)},
+                                                       {"min_latency_ms", s.min_latency_ms},
+                                                       {"sample_latency_ms", s.sample_latency_ms},
+                                                       {"tiers", std::move(shed_tiers)}})},
+                       {"auth_failures", static_cast<long long>(auth_failures->value())},
+                       {"rate_limited", static_cast<long long>(rate_limited->value())},
+                       {"rate_limit_keys", static_cast<long long>(limiter->key_count())}});
+}
+
+Json Gateway::Impl::openapi_json() const {
+  auto snap = current();
+  std::vector<OpenApiRoute> routes;
+  for (const CompiledRoute& r : snap->routes) {
+    bool deprecated = false;
+    if (r.version != nullptr) deprecated = r.version->decide().phase != VersionPhase::kActive;
+    routes.push_back(OpenApiRoute{&r.options, deprecated, static_cast<bool>(r.handler)});
+  }
+  OpenApiInfo info{snap->options.api_title, snap->options.api_version,
+                   snap->options.oauth.enabled ? snap->options.oauth.path : std::string()};
+  return openapi_document(info, routes);
+}
+
+// ---- health checks -------------------------------------------------------------------------
+
+void Gateway::Impl::start_health_checks(std::shared_ptr<const Snapshot> snap) {
+  Worker& w = workers[0];
+  if (w.stopped) return;
+  for (auto& timer : w.health_timers) timer->cancel();
+  w.health_timers.clear();
+  for (std::size_t i = 0; i < snap->pools.size(); ++i) {
+    if (snap->options.upstreams[i].active.path.empty()) continue;
+    auto timer = std::make_shared<asio::steady_timer>(*w.io);
+    w.health_timers.push_back(timer);
+    schedule_probe(snap, i, timer);
+  }
+}
+
+void Gateway::Impl::schedule_probe(std::shared_ptr<const Snapshot> snap, std::size_t upstream,
+                                   std::shared_ptr<asio::steady_timer> timer) {
+  const ActiveHealthCheckOptions& active = snap->options.upstreams[upstream].active;
+  timer->expires_after(active.interval);
+  timer->async_wait([this, snap, upstream, timer](const asio::error_code& ec) {
+    Worker& w = workers[0];
+    if (ec || w.stopped) return;
+    const UpstreamOptions& u = snap->options.upstreams[upstream];
+    if (!w.health_client) {
+      http::HttpClientOptions co;
+      co.max_retries = 0;
+      co.request_timeout = std::chrono::seconds(5);
+      auto client = http::detail::ClientAccess::create_on(*w.io, co);
+      if (!client.ok()) return;
+      w.health_client = std::move(client).value();
+    }
+    std::shared_ptr<UpstreamPool> pool = snap->pools[upstream];
+    for (std::size_t t = 0; t < u.targets.size(); ++t) {
+      HttpRequest probe;
+      probe.method = "GET";
+      probe.target = u.active.path;
+      probe.headers.add("User-Agent", "civicbus-gateway-health-check");
+      const auto started = std::chrono::steady_clock::now();
+      const auto limit = u.active.timeout;
+      w.health_client->send_async(u.targets[t], std::move(probe),
+                                  [pool, t, started, limit](Result<HttpResponse> r) {
+                                    const bool in_time =
+                                        std::chrono::steady_clock::now() - started <= limit;
+                                    pool->report_probe(t, r.ok() && r->status < 400 && in_time);
+                                  });
+    }
+    schedule_probe(snap, upstream, timer);
+  });
+}
+
+// ---- Gateway ----------------------------------------------------------------------------------
+
+Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Gateway::~Gateway() {
+  stop();
+}
+
+Result<std::unique_ptr<Gateway>> Gateway::create(GatewayOptions options, GatewayDeps deps) {
+  auto impl = std::make_unique<Impl>();
+  Impl& g = *impl;
+  g.clock = deps.clock != nullptr ? deps.clock : &g.own_clock;
+  if (deps.random == nullptr) g.own_random = std::make_unique<SecureRandom>();
+  g.random = deps.random != nullptr ? deps.random : g.own_random.get();
+  if (deps.metrics == nullptr) g.own_metrics = std::make_unique<MetricsRegistry>();
+  g.metrics = deps.metrics != nullptr ? deps.metrics : g.own_metrics.get();
+  g.log = deps.logger.with_component("gateway");
+  g.access_log = deps.logger.with_component("gateway.access");
+  g.ids = std::make_unique<IdGenerator>(*g.clock, *g.random);
+  CIVICBUS_RETURN_IF_ERROR(options.listener.validate().with_context("gateway listener"));
+  CIVICBUS_RETURN_IF_ERROR(options.load_shedding.validate().with_context("gateway load_shedding"));
+  g.limiter = std::make_unique<RateLimiter>(*g.clock);
+  g.shedder = std::make_unique<LoadShedder>(options.load_shedding, *g.clock);
+  g.auth_failures = &g.metrics->counter("civicbus_gateway_auth_failures_total",
+                                        "Requests refused for missing or invalid credentials");
+  g.rate_limited = &g.metrics->counter("civicbus_gateway_rate_limited_total",
+                                       "Requests refused with 429");
+  g.shed = &g.metrics->counter("civicbus_gateway_shed_total",
+                               "Requests refused with 503 by load shedding");
+  LoadShedder* shedder = g.shedder.get();
+  g.gauges.push_back(g.metrics->gauge_callback(
+      "civicbus_gateway_concurrency_limit", "The adaptive concurrency limit", {},
+      [shedder] { return static_cast<double>(shedder->status().limit); }));
+  g.gauges.push_back(g.metrics->gauge_callback(
+      "civicbus_gateway_in_flight", "Requests the gateway is working on", {},
+      [shedder] { return static_cast<double>(shedder->status().in_flight); }));
+  for (std::size_t tier = 0; tier < options.load_shedding.tier_shares.size(); ++tier) {
+    g.gauges.push_back(g.metrics->gauge_callback(
+        "civicbus_gateway_shedding", "1 while requests of this priority tier are being shed",
+        {{"tier", std::to_string(tier)}}, [shedder, tier] {
+          const auto s = shedder->status();
+          return tier < s.shedding_per_tier.size() && s.shedding_per_tier[tier] ? 1.0 : 0.0;
+        }));
+  }
+
+  // The token endpoint's key.
+  if (options.oauth.enabled) {
+    auto alg = parse_jws_algorithm(options.oauth.algorithm);
+    if (!alg.ok() || (*alg != JwsAlgorithm::kEs256 && *alg != JwsAlgorithm::kRs256)) {
+      return invalid_argument("gateway oauth.algorithm '" + options.oauth.algorithm +
+                              "' must be ES256 or RS256");
+    }
+    if (!options.oauth.signing_key_file.empty()) {
+      Status read;
+      const std::string text = read_file(options.oauth.signing_key_file, read);
+      if (!read.ok()) return read.with_context("gateway oauth.signing_key_file");
+      auto key = Jwk::parse_text(text);
+      if (!key.ok()) return key.status().with_context("gateway oauth.signing_key_file");
+      if (!key->can_sign() || key->algorithm() != *alg) {
+        return invalid_argument("gateway oauth.signing_key_file must hold a private " +
+                                options.oauth.algorithm + " key");
+      }
+      g.signing_key = std::move(key).value();
+    } else {
+      const std::string kid = "gw-" + crypto::to_hex(g.random->bytes(6));
+      auto key = *alg == JwsAlgorithm::kEs256 ? Jwk::generate_ec(*g.random, kid)
+                                              : Jwk::generate_rsa(*g.random, kid);
+      if (!key.ok()) return key.status().with_context("generating the gateway's signing key");
+      g.signing_key = std::move(key).value();
+    }
+    JwkSet own;
+    CIVICBUS_RETURN_IF_ERROR(own.add(*g.signing_key));
+    JwtVerifierOptions vo;
+    vo.issuer = options.oauth.issuer;
+    vo.audiences = {options.oauth.audience};
+    vo.leeway = options.jwt.leeway;
+    g.own_verifier = std::make_unique<JwtVerifier>(std::move(own), vo, *g.clock);
+  }
+  HttpSignatureVerifierOptions hv;
+  hv.scheme = options.scheme;
+  hv.clock_skew = options.hmac.clock_skew;
+  hv.replay_cache_capacity = options.hmac.replay_cache_capacity;
+  ConsumerStore* store = &g.consumers;
+  g.hmac = std::make_unique<HttpSignatureVerifier>(
+      [store](std::string_view key_id) -> std::optional<std::string> {
+        auto found = store->by_hmac_key(key_id);
+        if (!found) return std::nullopt;
+        return found->second;
+      },
+      *g.clock, hv);
+
+  g.options = options;
+  CIVICBUS_RETURN_IF_ERROR(g.load_jwt_keys(options.jwt));
+  std::vector<std::shared_ptr<const Consumer>> configured;
+  for (const ConsumerOptions& c : options.consumers) {
+    CIVICBUS_ASSIGN_OR_RETURN(auto compiled, ConsumerStore::compile(c, true));
+    configured.push_back(std::move(compiled));
+  }
+  CIVICBUS_RETURN_IF_ERROR(g.consumers.replace_configured(std::move(configured)));
+  CIVICBUS_ASSIGN_OR_RETURN(auto snap, g.compile(options));
+  g.install(std::move(snap));
+  return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
+}
+
+Status Gateway::add_route(RouteOptions route, GatewayHandler handler) {
+  if (!handler) return invalid_argument("route '" + route.id + "': the handler is empty");
+  if (route.id.rfind("gateway.", 0) == 0) {
+    return invalid_argument("route '" + route.id + "': ids starting with 'gateway.' are reserved");
+  }
+  Impl& g = *impl_;
+  {
+    std::lock_guard lock(g.snap_mu);
+    g.code_routes.emplace_back(route, handler);
+  }
+  auto snap = g.compile(g.current()->options);
+  if (!snap.ok()) {
+    std::lock_guard lock(g.snap_mu);
+    g.code_routes.pop_back();
+    return snap.status();
+  }
+  g.install(std::move(snap).value());
+  return Status();
+}
+
+Result<std::uint16_t> Gateway::start() {
+  Impl& g = *impl_;
+  if (g.server) return failed_precondition("the gateway is already started");
+  g.server = std::make_unique<http::HttpServer>(
+      g.options.listener,
+      [&g](HttpRequest request, http::HttpResponder responder) {
+        g.handle(std::move(request), std::move(responder));
+      });
+  const std::size_t n = http::detail::ServerAccess::worker_count(*g.server);
+  g.workers.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    g.workers[i].io = &http::detail::ServerAccess::worker_io(*g.server, i);
+  }
+  auto port = g.server->start();
+  if (!port.ok()) {
+    g.server.reset();
+    g.workers.clear();
+    return port.status().with_context("gateway");
+  }
+  g.running = true;
+  auto snap = g.current();
+  asio::post(*g.workers[0].io, [&g, snap] { g.start_health_checks(snap); });
+  if (!g.options.jwt.jwks_url.empty()) g.refresh_jwks([] {});
+  g.log.info("gateway listening", {{"address", g.options.listener.bind_address},
+                                   {"port", std::to_string(*port)},
+                                   {"routes", std::to_string(snap->routes.size())}});
+  return port;
+}
+
+std::uint16_t Gateway::port() const {
+  return impl_->server ? impl_->server->port() : 0;
+}
+
+void Gateway::stop() {
+  Impl& g = *impl_;
+  if (!g.server) return;
+  g.running = false;
+  // Each worker shuts its own clients down (they live on its thread); their exchanges end
+  // with kCancelled and answer 503 before the server closes the connections.
+  for (Impl::Worker& w : g.workers) {
+    asio::post(*w.io, [&w] {
+      w.stopped = true;
+      for (auto& timer : w.health_timers) timer->cancel();
+      for (auto& [name, client] : w.clients) http::detail::ClientAccess::shut_down(*client);
+      for (auto& client : w.retired) http::detail::ClientAccess::shut_down(*client);
+      if (w.health_client) http::detail::ClientAccess::shut_down(*w.health_client);
+    });
+  }
+  g.server->stop();
+  // The workers' event loops have stopped: the clients can go, then the server.
+  for (Impl::Worker& w : g.workers) {
+    w.clients.clear();
+    w.retired.clear();
+    w.health_client.reset();
+    w.health_timers.clear();
+  }
+  g.server.reset();
+  g.workers.clear();
+  g.jwks_client.reset();
+}
+
+Status Gateway::reload(GatewayOptions options) {
+  Impl& g = *impl_;
+  options.listener = g.options.listener;  // the listener stays
+  options.load_shedding = g.options.load_shedding;
+  std::vector<std::shared_ptr<const Consumer>> configured;
+  for (const ConsumerOptions& c : options.consumers) {
+    CIVICBUS_ASSIGN_OR_RETURN(auto compiled, ConsumerStore::compile(c, true));
+    configured.push_back(std::move(compiled));
+  }
+  CIVICBUS_ASSIGN_OR_RETURN(auto snap, g.compile(options));
+  CIVICBUS_RETURN_IF_ERROR(g.consumers.replace_configured(std::move(configured)));
+  {
+    std::lock_guard lock(g.jwks_mu);
+    g.options.jwt = options.jwt;
+  }
+  CIVICBUS_RETURN_IF_ERROR(g.load_jwt_keys(options.jwt));
+  g.options = options;
+  g.install(std::move(snap));
+  g.log.info("gateway configuration reloaded",
+             {{"routes", std::to_string(g.current()->routes.size())}});
+  return Status();
+}
+
+Result<std::string> Gateway::Impl::add_consumer(ConsumerOptions consumer, bool generate_api_key) {
+  std::string key;
+  if (generate_api_key) {
+    key = "cb_" + crypto::base64url_encode(random->bytes(24));  // 192 bits
+    consumer.api_keys.push_back(key);
+  }
+  CIVICBUS_ASSIGN_OR_RETURN(auto compiled, ConsumerStore::compile(std::move(consumer), false));
+  CIVICBUS_RETURN_IF_ERROR(consumers.put(std::move(compiled)));
+  return key;
+}
+
+Result<std::string> Gateway::add_consumer(ConsumerOptions consumer, bool generate_api_key) {
+  return impl_->add_consumer(std::move(consumer), generate_api_key);
+}
+
+std::vector<ConsumerInfo> Gateway::consumers() const {
+  std::vector<ConsumerInfo> out;
+  for (const auto& c : impl_->consumers.all()) out.push_back(c->info());
+  return out;
+}
+
+Json Gateway::openapi() const {
+  return impl_->openapi_json();
+}
+
+Json Gateway::health() const {
+  return impl_->health_json();
+}
+
+Json Gateway::metrics_json() const {
+  return impl_->metrics_json();
+}
+
+std::string Gateway::metrics_text() const {
+  return impl_->metrics->prometheus_text();
+}
+
+}  // namespace civicbus::gateway

@@ -1,0 +1,34 @@
+// W3C Trace Context (traceparent) and request ids as the gateway propagates them: the
+// gateway is one hop of the trace, so it keeps the caller's trace id and sampled flag and
+// forwards its own span id as the parent.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "civicbus/core/random.hpp"
+
+namespace civicbus::gateway {
+
+struct TraceParent {
+  std::string trace_id;   // 32 lower-case hex, not all zeros
+  std::string parent_id;  // 16 lower-case hex, not all zeros
+  std::string flags;      // 2 lower-case hex
+
+  std::string to_string() const;  // "00-<trace>-<parent>-<flags>"
+};
+
+// Parses a traceparent value (version 00, or a later version's first four fields as the
+// spec asks). nullopt for anything malformed: the gateway then starts a new trace.
+std::optional<TraceParent> parse_traceparent(std::string_view value);
+
+// The traceparent to forward: the incoming one with a new parent id (this hop's span), or a
+// new trace (sampled flag 01) when there was none or it was malformed.
+TraceParent next_traceparent(const std::optional<TraceParent>& incoming, RandomSource& random);
+
+// A client's X-Request-Id is kept when it is 1..128 visible ASCII characters without quotes
+// or backslashes (it goes into logs and headers unchanged); else the gateway makes one.
+bool acceptable_request_id(std::string_view id);
+
+}  // namespace civicbus::gateway
