@@ -5,6 +5,8 @@ find_package(fmt REQUIRED)
 find_package(simdjson REQUIRED)
 find_package(SQLite3 REQUIRED)
 find_package(yaml-cpp REQUIRED)
+# libexpat: the gateway's XML body transforms (src/gateway/transform.cpp).
+find_package(EXPAT REQUIRED)
 
 find_path(ASIO_INCLUDE_DIR asio.hpp REQUIRED)
 add_library(civicbus_deps::asio INTERFACE IMPORTED)

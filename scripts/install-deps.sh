@@ -9,9 +9,9 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # libraries (see docs/ARCHITECTURE.md, "Dependencies")
   libasio-dev libfmt-dev libsimdjson-dev libsqlite3-dev libmbedtls-dev libyaml-cpp-dev
-  doctest-dev node-llhttp
+  doctest-dev node-llhttp libexpat1-dev
   # tools and peers used by tests and benchmarks
-  sqlite3 nats-server libnats-dev redis-server
+  sqlite3 nats-server libnats-dev redis-server nginx wrk openssl
   # sanitizer and fuzzer runtimes
   clang libclang-rt-14-dev
 )

@@ -99,11 +99,10 @@ class Watch {
   std::shared_ptr<State> state_;
 };
 
-// A pending close, or bytes nobody asked for, on an idle connection: not reusable.
+// A pending close, or bytes nobody asked for, on an idle connection: not reusable. The socket
+// is in non-blocking mode since its connect (connect()).
 bool is_stale(tcp::socket& socket) {
   asio::error_code ec;
-  socket.non_blocking(true, ec);
-  if (ec) return true;
   char byte;
   socket.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
   return ec != asio::error::would_block;
@@ -313,6 +312,7 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
   }
   if (ec) co_return unavailable("cannot connect to upstream " + name + ": " + ec.message());
   conn->socket.set_option(tcp::no_delay(true), ec);
+  conn->socket.non_blocking(true, ec);  // for is_stale's peek; Asio's own I/O is unaffected
   co_return std::move(conn);
 }
 
@@ -323,25 +323,33 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
     if (ex.cancelled) co_return cancelled("request to upstream " + key + " cancelled");
     Pool& pool = pools[key];  // references into an unordered_map survive rehashing
     const SteadyClock::time_point now = SteadyClock::now();
-    // Idle connections past their lifetime, or closed by the server meanwhile, are dropped.
-    std::erase_if(pool.idle, [&](std::unique_ptr<Connection>& conn) {
-      if (now - conn->idle_since < options.idle_connection_lifetime && !is_stale(conn->socket)) {
-        return false;
-      }
+    auto drop = [&](std::unique_ptr<Connection>& conn) {
       asio::error_code ec;
       conn->socket.close(ec);
       --pool.open;
-      return true;
-    });
+    };
+    // The oldest idle connection, when past its lifetime, is dropped (one per call keeps this
+    // O(1); the LIFO reuse below leaves the old ones at the front).
+    if (!pool.idle.empty() &&
+        now - pool.idle.front()->idle_since >= options.idle_connection_lifetime) {
+      drop(pool.idle.front());
+      pool.idle.erase(pool.idle.begin());
+    }
     if (fresh && !pool.idle.empty() && pool.open >= options.max_connections_per_upstream) {
       asio::error_code ec;
       pool.idle.front()->socket.close(ec);
       pool.idle.erase(pool.idle.begin());
       --pool.open;
     }
-    if (!fresh && !pool.idle.empty()) {
+    // The most recently used idle connection, unless it is past its lifetime or the server
+    // closed it meanwhile.
+    while (!fresh && !pool.idle.empty()) {
       std::unique_ptr<Connection> conn = std::move(pool.idle.back());
       pool.idle.pop_back();
+      if (now - conn->idle_since >= options.idle_connection_lifetime || is_stale(conn->socket)) {
+        drop(conn);
+        continue;
+      }
       co_return std::move(conn);
     }
     if (pool.open < options.max_connections_per_upstream) {
