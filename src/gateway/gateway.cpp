@@ -258,6 +258,10 @@ struct Gateway::Impl {
     std::unique_ptr<http::HttpClient> health_client;         // worker 0 only
     std::vector<std::shared_ptr<asio::steady_timer>> health_timers;
     bool stopped = false;
+    // Request and trace ids: not secrets, so a fast generator per worker, seeded from the
+    // secure one, instead of the shared CSPRNG and its lock on every request.
+    std::unique_ptr<SeededRandom> random;
+    std::unique_ptr<IdGenerator> ids;
   };
 
   GatewayOptions options;  // the latest applied configuration
@@ -642,12 +646,13 @@ void Gateway::Impl::handle(HttpRequest request, http::HttpResponder responder) {
   ex->responder = std::move(responder);
   ex->request = std::move(request);
   ex->snap = current();
+  Worker& worker = workers[ex->worker];
   const auto incoming_id = ex->request.headers.get("X-Request-Id");
   ex->request_id = incoming_id && acceptable_request_id(*incoming_id) ? std::string(*incoming_id)
-                                                                       : ids->next();
+                                                                       : worker.ids->next();
   const auto incoming_trace = ex->request.headers.get("traceparent");
   ex->trace = next_traceparent(
-      incoming_trace ? parse_traceparent(*incoming_trace) : std::nullopt, *random);
+      incoming_trace ? parse_traceparent(*incoming_trace) : std::nullopt, *worker.random);
   ex->response_headers.add("X-Request-Id", ex->request_id);
   try {
     route_request(ex);
@@ -1590,6 +1595,8 @@ Result<std::uint16_t> Gateway::start() {
   g.workers.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
     g.workers[i].io = &http::detail::ServerAccess::worker_io(*g.server, i);
+    g.workers[i].random = std::make_unique<SeededRandom>(g.random->next_u64());
+    g.workers[i].ids = std::make_unique<IdGenerator>(*g.clock, *g.workers[i].random);
   }
   auto port = g.server->start();
   if (!port.ok()) {

@@ -47,6 +47,9 @@ bool framing_field(std::string_view name) {
 struct Connection {
   explicit Connection(asio::io_context& io) : socket(io) {}
   tcp::socket socket;
+  // The read buffer, kept with the connection: a 16 KiB array in each round trip's coroutine
+  // frame would be a large allocation per request (and makes glibc consolidate its bins).
+  std::array<char, 16 * 1024> buffer;
   SteadyClock::time_point idle_since{};
   bool reused = false;  // it carried an earlier exchange
 };
@@ -393,15 +396,25 @@ asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& 
     ~ClearSocket() { ex.socket = nullptr; }
   } clear_socket{ex};
 
+  // The socket is non-blocking (connect()): what the kernel takes at once is written without
+  // suspending; only a remainder is awaited.
   asio::error_code ec;
-  const std::size_t written = co_await asio::async_write(
-      conn.socket, asio::buffer(wire), asio::redirect_error(asio::use_awaitable, ec));
+  std::size_t written = conn.socket.write_some(asio::buffer(wire), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    ec = {};
+    written = 0;
+  }
+  if (!ec && written < wire.size()) {
+    written += co_await asio::async_write(
+        conn.socket, asio::buffer(wire.data() + written, wire.size() - written),
+        asio::redirect_error(asio::use_awaitable, ec));
+  }
   out.bytes_sent = written > 0;
   detail::ResponseParser parser(
       detail::ResponseLimits{options.max_response_header_count, options.max_response_header_bytes,
                              options.max_response_body_bytes},
       head_request);
-  std::array<char, 16 * 1024> buffer;
+  std::array<char, 16 * 1024>& buffer = conn.buffer;
   while (!ec) {
     const std::size_t n = co_await conn.socket.async_read_some(
         asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, ec));

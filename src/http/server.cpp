@@ -39,6 +39,20 @@ bool framing_field(std::string_view name) {
          equals_ignore_case(name, "Transfer-Encoding") || equals_ignore_case(name, "Connection");
 }
 
+// The Date value, formatted once per second per thread (as nginx caches its time strings).
+const std::string& current_http_date() {
+  thread_local std::string text;
+  thread_local std::int64_t second = -1;
+  const auto now = std::chrono::system_clock::now();
+  const std::int64_t s =
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  if (s != second) {
+    text = format_http_date(now);
+    second = s;
+  }
+  return text;
+}
+
 void append_response(std::string& out, const HttpResponse& response, bool head_request,
                      bool keep_alive, int request_minor) {
   const int status = (response.status >= 100 && response.status <= 999) ? response.status : 500;
@@ -61,7 +75,9 @@ void append_response(std::string& out, const HttpResponse& response, bool head_r
     out += "\r\n";
   }
   if (!response.headers.contains("Date")) {
-    out += "Date: " + format_http_date(std::chrono::system_clock::now()) + "\r\n";
+    out += "Date: ";
+    out += current_http_date();
+    out += "\r\n";
   }
   if (!response.headers.contains("Server")) out += "Server: civicbus\r\n";
   const bool no_body = status < 200 || status == 204 || status == 304;
@@ -127,6 +143,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                       server.options.max_header_bytes,
                                       server.options.max_body_bytes}) {
     asio::error_code ec;
+    socket_.non_blocking(true, ec);  // for write()'s direct attempt
     const tcp::endpoint peer = socket_.remote_endpoint(ec);
     if (!ec) {
       asio::ip::address address = peer.address();
@@ -166,7 +183,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // the coroutine is created, before co_spawn first resumes it.
   asio::awaitable<void> watchdog([[maybe_unused]] std::shared_ptr<Connection> self) {
     while (!closed_) {
-      timer_.expires_at(deadline_);
+      armed_ = deadline_;
+      timer_.expires_at(armed_);
       asio::error_code ec;
       co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       if (closed_) break;
@@ -268,10 +286,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   enum class Phase { kIdle, kHeader, kBody };
 
+  // Deadlines mostly move later (each phase starts a new one), so the watchdog's timer is only
+  // re-armed when the new deadline is earlier than the armed one: the watchdog wakes at the
+  // armed time, sees the deadline has moved and sleeps again. This keeps timer-queue and
+  // timerfd work off the per-request path.
   void set_deadline(std::chrono::milliseconds after) {
+    set_deadline_at(SteadyClock::now() + after);
+  }
+  void set_deadline_at(SteadyClock::time_point at) {
     fired_ = false;
-    deadline_ = SteadyClock::now() + after;
-    timer_.cancel();  // the watchdog re-arms with the new deadline
+    deadline_ = at;
+    if (deadline_ < armed_) timer_.cancel();
   }
 
   HttpResponse call_handler(const HttpRequest& request) {
@@ -292,9 +317,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     slot->worker = worker_;
     pending_.reset();
     awaiting_ = true;
-    fired_ = false;
-    deadline_ = SteadyClock::time_point::max();
-    timer_.cancel();
+    set_deadline_at(SteadyClock::time_point::max());
     try {
       server_.async_handler(std::move(request), HttpResponder(slot));
     } catch (...) {
@@ -312,18 +335,32 @@ class Connection : public std::enable_shared_from_this<Connection> {
     co_return std::move(pending_);
   }
 
-  // Writes and clears `out`; false when the peer is gone or too slow to read.
+  // Writes and clears `out`; false when the peer is gone or too slow to read. The socket is
+  // non-blocking: what the kernel takes at once is written without suspending or arming a
+  // deadline; only a remainder waits, under body_timeout.
   asio::awaitable<bool> write(std::string& out) {
-    const SteadyClock::time_point saved = deadline_;
-    set_deadline(server_.options.body_timeout);
     asio::error_code ec;
-    co_await asio::async_write(socket_, asio::buffer(out),
-                               asio::redirect_error(asio::use_awaitable, ec));
+    std::size_t written = socket_.write_some(asio::buffer(out), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      ec = {};
+      written = 0;
+    }
+    if (ec) {
+      out.clear();
+      co_return false;
+    }
+    if (written < out.size()) {
+      const SteadyClock::time_point saved = deadline_;
+      set_deadline(server_.options.body_timeout);
+      co_await asio::async_write(socket_, asio::buffer(out.data() + written, out.size() - written),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec || closed_) {
+        out.clear();
+        co_return false;
+      }
+      set_deadline_at(saved);
+    }
     out.clear();
-    if (ec || closed_) co_return false;
-    fired_ = false;
-    deadline_ = saved;
-    timer_.cancel();
     co_return true;
   }
 
@@ -361,6 +398,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   detail::RequestParser parser_;
   std::array<char, 16 * 1024> buffer_{};
   SteadyClock::time_point deadline_ = SteadyClock::time_point::max();
+  SteadyClock::time_point armed_ = SteadyClock::time_point::max();  // the watchdog's expiry
   bool fired_ = false;
   bool closed_ = false;
 };
