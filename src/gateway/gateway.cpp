@@ -32,6 +32,7 @@
 #include "gateway/rate_limiter.hpp"
 #include "gateway/router.hpp"
 #include "gateway/trace_context.hpp"
+#include "gateway/transform.hpp"
 #include "gateway/upstream_pool.hpp"
 #include "gateway/versioning.hpp"
 #include "http/client_access.hpp"
@@ -246,6 +247,7 @@ struct Gateway::Impl {
     std::string upstream_target;
     std::uint32_t attempts = 0;
     bool jwks_refreshed = false;
+    std::optional<std::string> client_accept;  // kept when a transform rewrote Accept
   };
   using ExchangePtr = std::shared_ptr<Exchange>;
 
@@ -331,6 +333,9 @@ struct Gateway::Impl {
   void dispatch(const ExchangePtr& ex);
   void proxy(const ExchangePtr& ex);
   void finish(const ExchangePtr& ex, HttpResponse response);
+  // Route transforms (RouteOptions::upstream_format); an error is the answer to send.
+  std::optional<HttpResponse> transform_request(const ExchangePtr& ex);
+  void transform_response(const ExchangePtr& ex, HttpResponse& response);
   void deny_unauthenticated(const ExchangePtr& ex, std::string_view reason);
   http::HttpClient* client_for(Worker& worker, const Snapshot& snap, std::size_t upstream);
   void refresh_jwks(std::function<void()> then);
@@ -398,9 +403,6 @@ Status Gateway::Impl::add_compiled_route(Snapshot& snap, RouteOptions route,
   }
   if (!route.groups.empty() && route.auth.empty()) {
     return invalid_argument(name + " restricts groups but accepts no credentials (auth is empty)");
-  }
-  if (route.upstream_format) {
-    return invalid_argument(name + ": body transforms (upstream_format) are not available yet");
   }
   RouteSpec spec{route.id, route.method, route.host, route.match, route.path};
   if (Status added = snap.router.add(spec); !added.ok()) return added;
@@ -1001,8 +1003,65 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
   dispatch(ex);
 }
 
+std::optional<HttpResponse> Gateway::Impl::transform_request(const ExchangePtr& ex) {
+  const BodyFormat to = *ex->route->options.upstream_format;
+  HttpRequest& r = ex->request;
+  // What the upstream is asked to answer in; the client's Accept is honoured on the way back.
+  if (const auto accept = r.headers.get("Accept")) {
+    ex->client_accept = std::string(*accept);
+  }
+  r.headers.set("Accept", std::string(media_type_of(to)));
+  if (r.body.empty()) return std::nullopt;
+  const auto type = r.headers.get("Content-Type");
+  if (!type) {
+    return problem(415, "a request body needs a Content-Type (application/json, "
+                        "application/xml or text/csv)", ex->request_id);
+  }
+  auto from = body_format_from_media_type(*type);
+  if (!from.ok()) {
+    return problem(415, "Content-Type '" + std::string(*type) + "' cannot be converted: " +
+                            from.status().message(), ex->request_id);
+  }
+  if (*from == to) return std::nullopt;
+  auto converted = transform_body(r.body, *from, to);
+  if (!converted.ok()) {
+    return problem(converted.status().code() == ErrorCode::kResourceExhausted ? 413 : 400,
+                   "request body (" + std::string(body_format_name(*from)) + "): " +
+                       converted.status().message(), ex->request_id);
+  }
+  r.body = std::move(converted).value();
+  r.headers.set("Content-Type", std::string(media_type_of(to)));
+  return std::nullopt;
+}
+
+void Gateway::Impl::transform_response(const ExchangePtr& ex, HttpResponse& response) {
+  if (response.body.empty() || !ex->client_accept) return;
+  const std::string& accept = *ex->client_accept;
+  const auto type = response.headers.get("Content-Type");
+  if (!type) return;
+  auto from = body_format_from_media_type(*type);
+  if (!from.ok()) return;  // not a format we convert: passed as it is
+  // The body's own format is fine when the client accepts it (or anything).
+  const std::string_view subtype = body_format_name(*from);
+  if (accept.find("*/*") != std::string::npos || accept.find(subtype) != std::string::npos) return;
+  auto to = body_format_from_media_type(accept);
+  if (!to.ok() || *to == *from) return;
+  auto converted = transform_body(response.body, *from, *to);
+  if (!converted.ok()) {
+    response = problem(502, "the upstream's " + std::string(subtype) + " response cannot be " +
+                                "converted to " + std::string(body_format_name(*to)) + ": " +
+                                converted.status().message(), ex->request_id);
+    return;
+  }
+  response.body = std::move(converted).value();
+  response.headers.set("Content-Type", std::string(media_type_of(*to)));
+}
+
 void Gateway::Impl::dispatch(const ExchangePtr& ex) {
   const CompiledRoute& route = *ex->route;
+  if (route.options.upstream_format) {
+    if (auto refused = transform_request(ex)) return finish(ex, std::move(*refused));
+  }
   if (!route.handler) return proxy(ex);
   static const std::vector<std::string> kNoGroups;
   const GatewayRequest request{ex->request,
@@ -1021,6 +1080,7 @@ void Gateway::Impl::dispatch(const ExchangePtr& ex) {
   } catch (...) {
     response = problem(500, "internal error", ex->request_id);
   }
+  if (route.options.upstream_format && response.status < 300) transform_response(ex, response);
   finish(ex, std::move(response));
 }
 
@@ -1150,6 +1210,9 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
                          }
                          kept.add("Via", "1.1 civicbus");
                          response.headers = std::move(kept);
+                         if (ex->route->options.upstream_format && response.status < 300) {
+                           transform_response(ex, response);
+                         }
                          finish(ex, std::move(response));
                        } catch (const std::exception& e) {
                          finish(ex, problem(500, "internal error", ex->request_id));

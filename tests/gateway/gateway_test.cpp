@@ -884,3 +884,71 @@ TEST_CASE("gateway: create() refuses bad configuration naming what is wrong") {
 
 }  // namespace
 }  // namespace civicbus::gateway
+
+namespace civicbus::gateway {
+namespace {
+
+TEST_CASE("gateway: bodies are converted between JSON, XML and CSV by route and Accept") {
+  // An upstream that speaks JSON only: it answers with the request body it got.
+  std::atomic<int> calls{0};
+  std::string seen_type;
+  std::mutex mu;
+  http::HttpServer json_only({}, [&](const HttpRequest& r) {
+    calls.fetch_add(1);
+    {
+      std::lock_guard lock(mu);
+      seen_type = std::string(r.headers.get("Content-Type").value_or(""));
+    }
+    HttpResponse out;
+    out.headers.add("Content-Type", "application/json");
+    out.body = r.body.empty() ? R"([{"roll":"1001","value":"250000"}])" : r.body;
+    return out;
+  });
+  auto up_port = json_only.start();
+  REQUIRE(up_port.ok());
+  EchoUpstream unused;
+  GatewayOptions o = base_options(unused);
+  o.upstreams[0].targets = {"127.0.0.1:" + std::to_string(*up_port)};
+  RouteOptions r;
+  r.id = "assessments";
+  r.path = "/assessments";
+  r.upstream = "permits";
+  r.upstream_format = BodyFormat::kJson;
+  o.routes.push_back(r);
+  auto gw = start_gateway(o);
+  Client c;
+  // XML in: the upstream receives JSON; the client asked for XML back.
+  HttpResponse resp = c.send(gw->port(), "POST", "/assessments",
+                             {{"Content-Type", "application/xml"}, {"Accept", "application/xml"}},
+                             "<property roll=\"1001\"><value>250000</value></property>");
+  REQUIRE_MESSAGE(resp.status == 200, resp.body);
+  {
+    std::lock_guard lock(mu);
+    CHECK(seen_type == "application/json");
+  }
+  CHECK(resp.headers.get("Content-Type") == "application/xml");
+  CHECK(resp.body.find("<property roll=\"1001\">") != std::string::npos);
+  // CSV wanted from a JSON upstream.
+  resp = c.send(gw->port(), "GET", "/assessments", {{"Accept", "text/csv"}});
+  REQUIRE(resp.status == 200);
+  CHECK(resp.headers.get("Content-Type") == "text/csv");
+  CHECK(resp.body == "roll,value\r\n1001,250000\r\n");
+  // No Accept: the upstream's JSON as it is.
+  resp = c.send(gw->port(), "GET", "/assessments");
+  CHECK(resp.headers.get("Content-Type") == "application/json");
+  // Bad XML is refused before the upstream, naming where.
+  const int before = calls.load();
+  resp = c.send(gw->port(), "POST", "/assessments", {{"Content-Type", "application/xml"}},
+                "<property><value></property>");
+  CHECK(resp.status == 400);
+  CHECK(body_json(resp).get_string("detail").find("line 1") != std::string::npos);
+  resp = c.send(gw->port(), "POST", "/assessments", {{"Content-Type", "application/xml"}},
+                "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"aaaa\">]><x>&a;</x>");
+  CHECK(resp.status == 400);
+  resp = c.send(gw->port(), "POST", "/assessments", {{"Content-Type", "image/png"}}, "abc");
+  CHECK(resp.status == 415);
+  CHECK(calls.load() == before);
+}
+
+}  // namespace
+}  // namespace civicbus::gateway
