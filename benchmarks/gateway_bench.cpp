@@ -7,6 +7,8 @@
 //     on keep-alive connections and measures each request from its scheduled send time (so a
 //     stall counts for every request it delays). Added latency = p99 through the proxy minus
 //     p99 direct to the upstream.
+//  3. TLS: full handshakes per second (openssl s_time -new, one client, one fixed suite) and
+//     wrk over kept-alive TLS connections, the gateway and nginx with the same certificate.
 //
 // Flags: --seconds S (wrk duration, default 6), --rate R (default 5000), --latency-seconds S
 // (default 5), --connections N (wrk, default 64), --threads N (gateway workers = nginx
@@ -98,7 +100,9 @@ void start_upstream(ServerProcess& p, const TempDir& dir, std::uint16_t port) {
 }
 
 void start_nginx_proxy(ServerProcess& p, const TempDir& dir, std::uint16_t port,
-                       std::uint16_t upstream, int workers) {
+                       std::uint16_t tls_port, std::uint16_t upstream, int workers) {
+  const std::string cert = (dir.path() / "cert.pem").string();
+  const std::string key = (dir.path() / "key.pem").string();
   const auto conf = dir.path() / "proxy.conf";
   std::ofstream(conf) << nginx_common(dir.path(), "proxy") << "worker_processes " << workers
                       << ";\nevents { worker_connections 4096; }\nhttp {\n"
@@ -106,6 +110,12 @@ void start_nginx_proxy(ServerProcess& p, const TempDir& dir, std::uint16_t port,
                       << "  upstream backend { server 127.0.0.1:" << upstream
                       << "; keepalive 128; }\n  server {\n    listen 127.0.0.1:" << port
                       << ";\n    location / { proxy_pass http://backend; proxy_http_version 1.1; "
+                         "proxy_set_header Connection \"\"; }\n  }\n"
+                      << "  server {\n    listen 127.0.0.1:" << tls_port << " ssl;\n"
+                      << "    ssl_certificate " << cert << ";\n    ssl_certificate_key " << key
+                      << ";\n    ssl_protocols TLSv1.2;\n    ssl_session_cache off;\n"
+                      << "    ssl_session_tickets off;\n"
+                      << "    location / { proxy_pass http://backend; proxy_http_version 1.1; "
                          "proxy_set_header Connection \"\"; }\n  }\n}\n";
   p.start({"nginx", {"-c", conf.string(), "-e", (dir.path() / "proxy.stderr").string()},
            dir.path() / "proxy.log", port});
@@ -126,14 +136,16 @@ double to_us(const std::string& value, const std::string& unit) {
   return v;
 }
 
-WrkResult run_wrk(const TempDir& dir, std::uint16_t port, const Flags& f, std::string_view name) {
+WrkResult run_wrk(const TempDir& dir, std::uint16_t port, const Flags& f, std::string_view name,
+                  bool tls = false) {
   WrkResult r;
   const auto log = dir.path() / ("wrk-" + std::string(name) + ".txt");
   const int code = run_program(
       "wrk",
       {"-t2", "-c" + std::to_string(f.connections), "-d" + std::to_string(int(f.seconds)) + "s",
        "--latency", "-H", "apikey: " + std::string(kApiKey),
-       "http://127.0.0.1:" + std::to_string(port) + "/permits/B-2026-0001"},
+       std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(port) +
+           "/permits/B-2026-0001"},
       log, std::chrono::milliseconds(int(f.seconds * 1000) + 20'000));
   std::ifstream in(log);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -152,6 +164,36 @@ WrkResult run_wrk(const TempDir& dir, std::uint16_t port, const Flags& f, std::s
   }
   if (std::regex_search(text, m, std::regex(R"(Non-2xx or 3xx responses:\s+([0-9]+))"))) {
     r.non_2xx = std::stoll(m[1]);
+  }
+  return r;
+}
+
+// Full TLS handshakes per second, one client doing them back to back (openssl s_time -new:
+// no session reuse), with one fixed cipher suite so both servers do the same work.
+struct HandshakeResult {
+  double per_second = 0;
+  std::string error;
+};
+
+HandshakeResult run_s_time(const TempDir& dir, std::uint16_t port, int seconds,
+                           std::string_view name) {
+  HandshakeResult r;
+  const auto log = dir.path() / ("s_time-" + std::string(name) + ".txt");
+  const int code = run_program(
+      "openssl",
+      {"s_time", "-connect", "127.0.0.1:" + std::to_string(port), "-new", "-time",
+       std::to_string(seconds), "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"},
+      log, std::chrono::milliseconds(seconds * 1000 + 20'000));
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::smatch m;
+  if (code == 0 &&
+      std::regex_search(text, m, std::regex(R"(([0-9]+) connections in ([0-9.]+) real seconds)"))) {
+    const double n = std::stod(m[1]);
+    const double t = std::stod(m[2]);
+    if (t > 0) r.per_second = n / t;
+  } else {
+    r.error = "openssl s_time failed (" + std::to_string(code) + "): " + text;
   }
   return r;
 }
@@ -260,14 +302,26 @@ int main(int argc, char** argv) {
     return 1;
   }
   TempDir dir("civicbus-gateway-bench");
+  // One ECDSA P-256 certificate for both TLS listeners.
+  const std::string cert = (dir.path() / "cert.pem").string();
+  const std::string key = (dir.path() / "key.pem").string();
+  if (run_program("openssl",
+                  {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                   "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=localhost", "-days", "2"},
+                  dir.path() / "openssl.log") != 0) {
+    std::cerr << "gateway_bench: openssl could not make a certificate\n";
+    return 1;
+  }
   ServerProcess upstream;
   ServerProcess nginx;
   const std::uint16_t upstream_port = free_port();
   start_upstream(upstream, dir, upstream_port);
   std::uint16_t nginx_port = 0;
+  std::uint16_t nginx_tls_port = 0;
   if (!flags.skip_nginx) {
     nginx_port = free_port();
-    start_nginx_proxy(nginx, dir, nginx_port, upstream_port, flags.threads);
+    nginx_tls_port = free_port();
+    start_nginx_proxy(nginx, dir, nginx_port, nginx_tls_port, upstream_port, flags.threads);
   }
 
   // The gateway: one upstream, a prefix route with API-key auth, a consumer with a rate limit
@@ -302,6 +356,21 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::uint16_t gateway_port = *port;
+  // The same gateway configuration behind a TLS listener.
+  GatewayOptions tls_options = o;
+  civicbus::http::TlsServerOptions tls;
+  tls.default_certificate = {cert, key};
+  tls_options.listener.tls = tls;
+  auto tls_gateway = Gateway::create(tls_options);
+  if (!tls_gateway.ok()) {
+    std::cerr << "gateway_bench: " << tls_gateway.status().to_string() << "\n";
+    return 1;
+  }
+  auto tls_port = (*tls_gateway)->start();
+  if (!tls_port.ok()) {
+    std::cerr << "gateway_bench: " << tls_port.status().to_string() << "\n";
+    return 1;
+  }
 
   print_bench("gateway_workload",
               {{"wrk_seconds", flags.seconds},
@@ -374,8 +443,47 @@ int main(int argc, char** argv) {
     print_vs("gateway_added_latency_p99", std::max(1.0, ours_s.p99_us - base_s.p99_us),
              std::max(1.0, nginx_s.p99_us - base_s.p99_us), "nginx_proxy", "us_p99", false);
   }
-  std::cerr << "# gateway_bench: TLS figures are not measured yet (the TLS listener is not "
-               "wired into the gateway)\n";
+  // ---- TLS: full handshakes, and requests over kept-alive TLS connections ----
+  const int handshake_seconds = 4;
+  const HandshakeResult ours_hs = run_s_time(dir, *tls_port, handshake_seconds, "civicbus");
+  HandshakeResult nginx_hs;
+  if (!flags.skip_nginx) nginx_hs = run_s_time(dir, nginx_tls_port, handshake_seconds, "nginx");
+  for (const auto& [name, r] : {std::pair<const char*, const HandshakeResult*>{"civicbus", &ours_hs},
+                                {"nginx", &nginx_hs}}) {
+    if (std::string(name) == "nginx" && flags.skip_nginx) continue;
+    if (!r->error.empty()) {
+      std::cerr << "# gateway_tls_handshakes " << name << ": " << r->error << "\n";
+      continue;
+    }
+    print_bench("gateway_tls_handshakes", {{"target", name},
+                                           {"suite", "ECDHE-ECDSA-AES128-GCM-SHA256"},
+                                           {"clients", 1},
+                                           {"handshakes_per_s", r->per_second}});
+  }
+  if (!flags.skip_nginx && ours_hs.error.empty() && nginx_hs.error.empty()) {
+    print_vs("gateway_tls_handshakes", ours_hs.per_second, nginx_hs.per_second, "nginx_proxy",
+             "handshakes/s", true);
+  }
+  const WrkResult ours_tls = run_wrk(dir, *tls_port, flags, "civicbus-tls", true);
+  WrkResult nginx_tls;
+  if (!flags.skip_nginx) nginx_tls = run_wrk(dir, nginx_tls_port, flags, "nginx-tls", true);
+  for (const auto& [name, r] : {std::pair<const char*, const WrkResult*>{"civicbus", &ours_tls},
+                                {"nginx", &nginx_tls}}) {
+    if (std::string(name) == "nginx" && flags.skip_nginx) continue;
+    if (!r->error.empty()) {
+      std::cerr << "# gateway_tls_throughput " << name << ": " << r->error << "\n";
+      continue;
+    }
+    print_bench("gateway_tls_throughput", {{"target", name},
+                                           {"requests_per_s", r->requests_per_s},
+                                           {"p99_us", r->p99_us},
+                                           {"non_2xx", r->non_2xx}});
+  }
+  if (!flags.skip_nginx && ours_tls.error.empty() && nginx_tls.error.empty()) {
+    print_vs("gateway_tls_throughput", ours_tls.requests_per_s, nginx_tls.requests_per_s,
+             "nginx_proxy", "requests/s", true);
+  }
+  (*tls_gateway)->stop();
   (*gateway)->stop();
   return 0;
 }

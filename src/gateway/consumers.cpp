@@ -88,6 +88,13 @@ Result<std::shared_ptr<const Consumer>> ConsumerStore::compile(ConsumerOptions o
     CIVICBUS_ASSIGN_OR_RETURN(consumer->client_secret_digest,
                               secret_digest(options.client_secret, hashed, name + ": client_secret"));
   }
+  for (std::string& f : options.certificate_fingerprints) {
+    f = http::normalize_fingerprint(f);
+    if (f.size() != 64) {
+      return invalid_argument(name + ": certificate fingerprint '" + f +
+                              "' is not a SHA-256 fingerprint (64 hex digits)");
+    }
+  }
   if (options.priority_tier > 2) {
     return invalid_argument(name + ": priority_tier must be 0 (critical), 1 or 2 (low)");
   }
@@ -126,6 +133,14 @@ Result<ConsumerStore::Index> ConsumerStore::build(
     if (!c->options.client_id.empty()) {
       auto [it, added] = index.by_client_id.emplace(c->options.client_id, c);
       if (!added) return taken("client id", c->options.client_id, *it->second, *c);
+    }
+    for (const std::string& f : c->options.certificate_fingerprints) {
+      auto [fit, fadded] = index.by_fingerprint.emplace(f, c);
+      if (!fadded) return taken("certificate fingerprint", f.substr(0, 16) + "…", *fit->second, *c);
+    }
+    for (const std::string& u : c->options.certificate_uris) {
+      auto [uit, uadded] = index.by_certificate_uri.emplace(u, c);
+      if (!uadded) return taken("certificate URI", u, *uit->second, *c);
     }
     const std::string& subject =
         c->options.jwt_subject.empty() ? c->options.id : c->options.jwt_subject;
@@ -196,6 +211,16 @@ std::shared_ptr<const Consumer> ConsumerStore::by_client_id(std::string_view cli
 std::shared_ptr<const Consumer> ConsumerStore::by_jwt_subject(std::string_view subject) const {
   std::shared_lock lock(mu_);
   return find_in(index_.by_subject, subject);
+}
+
+std::shared_ptr<const Consumer> ConsumerStore::by_certificate(
+    const http::PeerCertificate& certificate) const {
+  std::shared_lock lock(mu_);
+  if (auto c = find_in(index_.by_fingerprint, certificate.sha256_fingerprint)) return c;
+  for (const std::string& uri : certificate.uris) {
+    if (auto c = find_in(index_.by_certificate_uri, uri)) return c;
+  }
+  return nullptr;
 }
 
 std::vector<std::shared_ptr<const Consumer>> ConsumerStore::all() const {

@@ -57,6 +57,8 @@ class ConsumerStore {
       std::string_view key_id) const;
   std::shared_ptr<const Consumer> by_client_id(std::string_view client_id) const;
   std::shared_ptr<const Consumer> by_jwt_subject(std::string_view subject) const;
+  // The consumer of a client certificate: by fingerprint first, then by SAN URI.
+  std::shared_ptr<const Consumer> by_certificate(const http::PeerCertificate& certificate) const;
   std::vector<std::shared_ptr<const Consumer>> all() const;
 
  private:
@@ -67,6 +69,8 @@ class ConsumerStore {
         by_hmac;
     std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_client_id;
     std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_subject;
+    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_fingerprint;
+    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_certificate_uri;
   };
   // Rebuilds the index from `consumers`; kAlreadyExists on a credential used twice.
   static Result<Index> build(const std::vector<std::shared_ptr<const Consumer>>& consumers);

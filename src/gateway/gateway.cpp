@@ -112,6 +112,8 @@ const char* auth_method_name(AuthMethod m) {
       return "jwt";
     case AuthMethod::kHmac:
       return "hmac";
+    case AuthMethod::kMtls:
+      return "mtls";
   }
   return "?";
 }
@@ -751,6 +753,8 @@ void Gateway::Impl::deny_unauthenticated(const ExchangePtr& ex, std::string_view
       case AuthMethod::kHmac:
         challenges += "Signature realm=\"civicbus\"";
         break;
+      case AuthMethod::kMtls:
+        break;  // no HTTP challenge: the certificate belongs to the TLS handshake
     }
   }
   r.headers.add("WWW-Authenticate", challenges);
@@ -780,6 +784,19 @@ void Gateway::Impl::authenticate(const ExchangePtr& ex) {
   }
   const bool signature = h.contains("Signature-Input") || h.contains("Signature");
   const int presented = int(api_key.has_value()) + int(bearer.has_value()) + int(signature);
+  // A client certificate belongs to the connection; it authenticates when the request carries
+  // no other credential and the route accepts it.
+  if (presented == 0 && ex->request.peer_certificate && accepts(AuthMethod::kMtls)) {
+    ex->consumer = consumers.by_certificate(*ex->request.peer_certificate);
+    if (!ex->consumer) {
+      return deny_unauthenticated(
+          ex, "client certificate '" + ex->request.peer_certificate->subject +
+                  "' (sha256 " + ex->request.peer_certificate->sha256_fingerprint.substr(0, 16) +
+                  "…) is not mapped to a consumer");
+    }
+    ex->auth_method = AuthMethod::kMtls;
+    return admit(ex);
+  }
   if (presented == 0) {
     std::string accepted;
     for (AuthMethod m : route.auth) accepted += (accepted.empty() ? "" : ", ") + std::string(auth_method_name(m));
@@ -1103,6 +1120,7 @@ http::HttpClient* Gateway::Impl::client_for(Worker& worker, const Snapshot& snap
   co.request_timeout = u.request_timeout;
   co.max_connections_per_upstream = u.max_connections_per_target;
   co.max_retries = 0;  // the gateway retries itself, on another target
+  co.tls = u.tls;
   auto client = http::detail::ClientAccess::create_on(*worker.io, co);
   if (!client.ok()) return nullptr;
   return worker.clients.emplace(u.name, std::move(client).value()).first->second.get();
@@ -1531,6 +1549,7 @@ Gateway::~Gateway() {
 }
 
 Result<std::unique_ptr<Gateway>> Gateway::create(GatewayOptions options, GatewayDeps deps) {
+  if (options.listener.tls && options.scheme == "http") options.scheme = "https";
   auto impl = std::make_unique<Impl>();
   Impl& g = *impl;
   g.clock = deps.clock != nullptr ? deps.clock : &g.own_clock;
@@ -1727,6 +1746,13 @@ Status Gateway::reload(GatewayOptions options) {
   CIVICBUS_RETURN_IF_ERROR(g.load_jwt_keys(options.jwt));
   g.options = options;
   g.install(std::move(snap));
+  if (g.server && g.options.listener.tls) {
+    // Certificates are re-read too: new connections get the new ones.
+    if (Status s = g.server->reload_tls(); !s.ok()) {
+      g.log.error("TLS certificates not reloaded; the old ones stay", {{"error", s.message()}});
+      return s.with_context("gateway reload: routes applied, TLS certificates kept");
+    }
+  }
   g.log.info("gateway configuration reloaded",
              {{"routes", std::to_string(g.current()->routes.size())}});
   return Status();

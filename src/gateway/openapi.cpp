@@ -20,6 +20,8 @@ const char* scheme_name(AuthMethod m) {
       return "bearerJwt";
     case AuthMethod::kHmac:
       return "httpSignature";
+    case AuthMethod::kMtls:
+      return "mutualTls";
   }
   return "apiKey";
 }
@@ -142,6 +144,7 @@ Json openapi_document(const OpenApiInfo& info, const std::vector<OpenApiRoute>& 
                       {"description",
                        "RFC 9421 HTTP Message Signatures, hmac-sha256, covering @method, "
                        "@target-uri and content-digest, with Signature-Input"}})}});
+  schemes.set("mutualTls", Json::object({{"type", "mutualTLS"}}));
   if (!info.token_url.empty()) {
     schemes.set("oauth2ClientCredentials",
                 Json::object({{"type", "oauth2"},

@@ -20,6 +20,7 @@
 #include "http/client_access.hpp"
 #include "http/framing.hpp"
 #include "http/response_parser.hpp"
+#include "http/tls.hpp"
 
 namespace civicbus::http {
 
@@ -50,6 +51,7 @@ struct Connection {
   // The read buffer, kept with the connection: a 16 KiB array in each round trip's coroutine
   // frame would be a large allocation per request (and makes glibc consolidate its bins).
   std::array<char, 16 * 1024> buffer;
+  std::unique_ptr<detail::TlsStream> tls;  // over `socket`, for an https client
   SteadyClock::time_point idle_since{};
   bool reused = false;  // it carried an earlier exchange
 };
@@ -169,6 +171,7 @@ std::string Upstream::to_string() const {
 }
 
 Status HttpClientOptions::validate() const {
+  if (tls) CIVICBUS_RETURN_IF_ERROR(tls->validate().with_context("HttpClientOptions.tls"));
   if (connect_timeout.count() <= 0 || request_timeout.count() <= 0) {
     return invalid_argument("HttpClientOptions timeouts must be positive");
   }
@@ -196,6 +199,7 @@ bool is_idempotent_method(std::string_view method) {
 
 struct HttpClient::Impl {
   HttpClientOptions options;
+  std::shared_ptr<const detail::TlsClientContext> tls;  // with options.tls
   // The event loop: the client's own, run by `thread`, or one lent by create_on().
   std::unique_ptr<asio::io_context> own_io;
   asio::io_context* io = nullptr;
@@ -316,6 +320,24 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
   if (ec) co_return unavailable("cannot connect to upstream " + name + ": " + ec.message());
   conn->socket.set_option(tcp::no_delay(true), ec);
   conn->socket.non_blocking(true, ec);  // for is_stale's peek; Asio's own I/O is unaffected
+  if (tls) {
+    auto stream = detail::TlsStream::client(conn->socket, tls, upstream.host);
+    if (!stream.ok()) co_return stream.status().with_context("upstream " + name);
+    conn->tls = std::move(stream).value();
+    Watch watch(ex.timer, connect_deadline, [&conn] {
+      asio::error_code ignored;
+      conn->socket.close(ignored);
+    });
+    ex.socket = &conn->socket;
+    Status handshake = co_await conn->tls->handshake();
+    ex.socket = nullptr;
+    if (ex.cancelled) co_return cancelled("request to upstream " + name + " cancelled");
+    if (watch.fired()) {
+      co_return deadline_exceeded("the TLS handshake with upstream " + name +
+                                  " took longer than " + ms_text(options.connect_timeout));
+    }
+    if (!handshake.ok()) co_return handshake;
+  }
   co_return std::move(conn);
 }
 
@@ -399,10 +421,16 @@ asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& 
   // The socket is non-blocking (connect()): what the kernel takes at once is written without
   // suspending; only a remainder is awaited.
   asio::error_code ec;
-  std::size_t written = conn.socket.write_some(asio::buffer(wire), ec);
-  if (ec == asio::error::would_block || ec == asio::error::try_again) {
-    ec = {};
-    written = 0;
+  std::size_t written = 0;
+  if (conn.tls) {
+    co_await conn.tls->write_all(asio::buffer(wire), ec);
+    written = ec ? 0 : wire.size();
+  } else {
+    written = conn.socket.write_some(asio::buffer(wire), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      ec = {};
+      written = 0;
+    }
   }
   if (!ec && written < wire.size()) {
     written += co_await asio::async_write(
@@ -416,8 +444,16 @@ asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& 
       head_request);
   std::array<char, 16 * 1024>& buffer = conn.buffer;
   while (!ec) {
-    const std::size_t n = co_await conn.socket.async_read_some(
-        asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, ec));
+    std::size_t n = 0;
+    if (conn.tls) {
+      n = co_await conn.tls->read_some(asio::buffer(buffer), ec);
+      // A close without close_notify ends the response like an EOF would: a framed response
+      // is then complete or reported truncated by the parser.
+      if (ec == detail::make_error_code(detail::TlsErrc::kStreamTruncated)) ec = asio::error::eof;
+    } else {
+      n = co_await conn.socket.async_read_some(asio::buffer(buffer),
+                                               asio::redirect_error(asio::use_awaitable, ec));
+    }
     detail::ResponseParser::Step step{detail::ResponseParser::Event::kNeedMore, 0};
     if (ec == asio::error::eof && !watch.fired() && !ex.cancelled) {
       out.response_seen = parser.started();
@@ -591,6 +627,11 @@ Result<std::unique_ptr<HttpClient>> HttpClient::create(HttpClientOptions options
   CIVICBUS_RETURN_IF_ERROR(options.validate());
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
+  if (impl->options.tls) {
+    auto tls = detail::TlsClientContext::create(*impl->options.tls);
+    if (!tls.ok()) return tls.status().with_context("HttpClient TLS");
+    impl->tls = std::move(tls).value();
+  }
   impl->own_io = std::make_unique<asio::io_context>(1);
   impl->io = impl->own_io.get();
   impl->guard.emplace(asio::make_work_guard(*impl->io));
@@ -603,6 +644,11 @@ Result<std::unique_ptr<HttpClient>> detail::ClientAccess::create_on(asio::io_con
   CIVICBUS_RETURN_IF_ERROR(options.validate());
   auto impl = std::make_unique<HttpClient::Impl>();
   impl->options = std::move(options);
+  if (impl->options.tls) {
+    auto tls = detail::TlsClientContext::create(*impl->options.tls);
+    if (!tls.ok()) return tls.status().with_context("HttpClient TLS");
+    impl->tls = std::move(tls).value();
+  }
   impl->io = &io;
   return std::unique_ptr<HttpClient>(new HttpClient(std::move(impl)));
 }

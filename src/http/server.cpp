@@ -19,6 +19,7 @@
 #include "civicbus/core/clock.hpp"
 #include "http/request_parser.hpp"
 #include "http/server_access.hpp"
+#include "http/tls.hpp"
 
 namespace civicbus::http {
 
@@ -107,6 +108,7 @@ struct ServerCore {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::vector<std::thread> threads;
   std::size_t next_worker = 0;  // the accept loop's round robin
+  std::unique_ptr<detail::TlsServerContextHolder> tls;  // with options.tls
   std::atomic<std::uint16_t> port{0};
   bool started = false;
 
@@ -199,9 +201,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   asio::awaitable<void> run([[maybe_unused]] std::shared_ptr<Connection> self) {
     const HttpServerOptions& options = server_.options;
-    // The first request's header timeout runs from the accept.
+    // The first request's header timeout runs from the accept (and covers a TLS handshake).
     Phase phase = Phase::kHeader;
     set_deadline(options.header_timeout);
+    if (server_.tls) {
+      auto stream = detail::TlsStream::server(socket_, server_.tls->current());
+      if (!stream.ok()) co_return close();
+      tls_ = std::move(stream).value();
+      const Status handshake = co_await tls_->handshake();
+      if (!handshake.ok() || closed_) co_return close();
+      if (tls_->peer_certificate()) {
+        peer_certificate_ = std::make_shared<const PeerCertificate>(*tls_->peer_certificate());
+      }
+    }
     std::string in;   // received, not yet parsed
     std::string out;  // responses not yet written
     std::size_t queued = 0;
@@ -214,8 +226,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         }
         if (phase == Phase::kIdle) set_deadline(options.idle_timeout);
         asio::error_code ec;
-        const std::size_t n = co_await socket_.async_read_some(
-            asio::buffer(buffer_), asio::redirect_error(asio::use_awaitable, ec));
+        const std::size_t n = co_await read_some(ec);
         if (closed_) co_return;
         if (ec) {
           if (fired_ && (phase == Phase::kHeader || phase == Phase::kBody)) {
@@ -249,6 +260,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
           HttpRequest request = parser_.take_request();
           request.remote_address = remote_address_;
           request.remote_port = remote_port_;
+          request.tls = tls_ != nullptr;
+          request.peer_certificate = peer_certificate_;
           const bool keep_alive = parser_.keep_alive();
           const bool head_request = request.method == "HEAD";
           const int request_minor = request.version_minor;
@@ -335,11 +348,26 @@ class Connection : public std::enable_shared_from_this<Connection> {
     co_return std::move(pending_);
   }
 
+  asio::awaitable<std::size_t> read_some(asio::error_code& ec) {
+    if (tls_) co_return co_await tls_->read_some(asio::buffer(buffer_), ec);
+    co_return co_await socket_.async_read_some(asio::buffer(buffer_),
+                                               asio::redirect_error(asio::use_awaitable, ec));
+  }
+
   // Writes and clears `out`; false when the peer is gone or too slow to read. The socket is
   // non-blocking: what the kernel takes at once is written without suspending or arming a
   // deadline; only a remainder waits, under body_timeout.
   asio::awaitable<bool> write(std::string& out) {
     asio::error_code ec;
+    if (tls_) {
+      const SteadyClock::time_point saved = deadline_;
+      set_deadline(server_.options.body_timeout);
+      co_await tls_->write_all(asio::buffer(out), ec);
+      out.clear();
+      if (ec || closed_) co_return false;
+      set_deadline_at(saved);
+      co_return true;
+    }
     std::size_t written = socket_.write_some(asio::buffer(out), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
       ec = {};
@@ -376,9 +404,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // the connection before the client has read the response.
   asio::awaitable<void> finish(std::string& out) {
     if (!out.empty() && !co_await write(out)) co_return close();
+    set_deadline(kLingerTime);
+    if (tls_) co_await tls_->shutdown();  // close_notify, then our FIN
     asio::error_code ec;
     socket_.shutdown(tcp::socket::shutdown_send, ec);
-    set_deadline(kLingerTime);
     while (!ec && !closed_) {
       co_await socket_.async_read_some(asio::buffer(buffer_),
                                        asio::redirect_error(asio::use_awaitable, ec));
@@ -395,6 +424,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint16_t remote_port_ = 0;
   std::optional<HttpResponse> pending_;
   bool awaiting_ = false;
+  std::unique_ptr<detail::TlsStream> tls_;  // over socket_, when the server has TLS
+  std::shared_ptr<const PeerCertificate> peer_certificate_;
   detail::RequestParser parser_;
   std::array<char, 16 * 1024> buffer_{};
   SteadyClock::time_point deadline_ = SteadyClock::time_point::max();
@@ -432,6 +463,7 @@ asio::awaitable<void> detail::ServerCore::accept_loop() {
 
 Status HttpServerOptions::validate() const {
   if (threads == 0) return invalid_argument("HttpServerOptions.threads must be at least 1");
+  if (tls) CIVICBUS_RETURN_IF_ERROR(tls->validate().with_context("HttpServerOptions.tls"));
   if (max_header_count == 0 || max_header_bytes == 0) {
     return invalid_argument("HttpServerOptions header limits must be positive");
   }
@@ -507,6 +539,11 @@ Result<std::uint16_t> HttpServer::start() {
   if (s.started) return failed_precondition("HttpServer already started");
   CIVICBUS_RETURN_IF_ERROR(s.options.validate());
   if (!s.handler && !s.async_handler) return invalid_argument("HttpServer needs a handler");
+  if (s.options.tls) {
+    auto holder = detail::TlsServerContextHolder::create(*s.options.tls);
+    if (!holder.ok()) return holder.status().with_context("HttpServer TLS");
+    s.tls = std::move(holder).value();
+  }
   asio::error_code ec;
   const asio::ip::address address = asio::ip::make_address(s.options.bind_address, ec);
   if (ec) {
@@ -533,6 +570,16 @@ Result<std::uint16_t> HttpServer::start() {
   }
   s.started = true;
   return s.port.load();
+}
+
+Status HttpServer::reload_tls() {
+  if (!impl_->tls) return failed_precondition("the HttpServer has no TLS to reload");
+  return impl_->tls->reload();
+}
+
+Status HttpServer::reload_tls(const TlsServerOptions& options) {
+  if (!impl_->tls) return failed_precondition("the HttpServer has no TLS to reload");
+  return impl_->tls->reload(options);
 }
 
 void HttpServer::stop() {

@@ -952,3 +952,83 @@ TEST_CASE("gateway: bodies are converted between JSON, XML and CSV by route and 
 
 }  // namespace
 }  // namespace civicbus::gateway
+
+#include "support/test_pki.hpp"
+
+namespace civicbus::gateway {
+namespace {
+
+TEST_CASE("gateway: TLS listener, client certificates mapped to consumers, https upstreams") {
+  const auto& pki = civicbus::testing::pki();
+  // An https upstream.
+  http::HttpServerOptions up_options;
+  http::TlsServerOptions up_tls;
+  up_tls.default_certificate = {pki.server, pki.server_key};
+  up_options.tls = up_tls;
+  http::HttpServer upstream(up_options, [](const HttpRequest& r) {
+    return HttpResponse::text(200, "secure upstream saw " +
+                                       std::string(r.headers.get("X-Consumer-Id").value_or("-")) +
+                                       " via " +
+                                       std::string(r.headers.get("X-Forwarded-Proto").value_or("")));
+  });
+  auto up_port = upstream.start();
+  REQUIRE(up_port.ok());
+
+  EchoUpstream unused;
+  GatewayOptions o = base_options(unused);
+  o.upstreams[0].targets = {"127.0.0.1:" + std::to_string(*up_port)};
+  o.upstreams[0].tls = http::TlsClientOptions{};
+  o.upstreams[0].tls->ca_file = pki.ca;
+  http::TlsServerOptions tls;
+  tls.default_certificate = {pki.server, pki.server_key};
+  tls.client_ca_file = pki.ca;
+  tls.client_auth = http::TlsClientAuth::kOptional;
+  o.listener.tls = tls;
+  o.routes[1].auth.push_back(AuthMethod::kMtls);
+  o.consumers[0].certificate_uris = {"spiffe://civicbus.test/consumer/permits"};
+  auto gw = start_gateway(o);
+
+  auto client_with = [&](bool certificate) {
+    http::HttpClientOptions co;
+    co.max_retries = 0;
+    co.tls = http::TlsClientOptions{};
+    co.tls->ca_file = pki.ca;
+    if (certificate) {
+      co.tls->client_cert_file = pki.client;
+      co.tls->client_key_file = pki.client_key;
+    }
+    return std::move(http::HttpClient::create(co)).value();
+  };
+  const std::string address = "127.0.0.1:" + std::to_string(gw->port());
+  HttpRequest get;
+  get.method = "GET";
+  get.target = "/permits/1";
+  // The client certificate authenticates as the consumer it is mapped to.
+  auto r = client_with(true)->send(address, get);
+  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+  CHECK(r->status == 200);
+  CHECK(r->body == "secure upstream saw ops via https");
+  // Without one, the route asks for credentials; an API key still works.
+  auto anonymous = client_with(false);
+  r = anonymous->send(address, get);
+  REQUIRE(r.ok());
+  CHECK(r->status == 401);
+  get.headers.add("apikey", std::string(kPortalKey));
+  r = anonymous->send(address, get);
+  REQUIRE(r.ok());
+  CHECK(r->body == "secure upstream saw permits-portal via https");
+  // A certificate that maps to no consumer is refused on routes that accept mTLS.
+  GatewayOptions unmapped = o;
+  unmapped.consumers[0].certificate_uris.clear();
+  REQUIRE(gw->reload(unmapped).ok());
+  get.headers.remove("apikey");
+  r = client_with(true)->send(address, get);
+  REQUIRE(r.ok());
+  CHECK(r->status == 401);
+  CHECK(r->body.find("not mapped to a consumer") != std::string::npos);
+  CHECK(gw->openapi().at_pointer("/components/securitySchemes/mutualTls/type")->as_string() ==
+        "mutualTLS");
+}
+
+}  // namespace
+}  // namespace civicbus::gateway

@@ -114,6 +114,7 @@ TEST_CASE("load shedder: the limit shrinks when latency rises above the toleranc
   options.initial_limit = 100;
   options.min_limit = 10;
   options.max_limit = 1000;
+  options.tolerance = 2.0;
   LoadShedder shedder(options, clock);
   run_window(shedder, clock, 20, milliseconds{10});
   REQUIRE(shedder.status().limit == 110);
@@ -344,7 +345,7 @@ TEST_CASE("load shedder: validate names the bad field") {
   CHECK(message(o).find("min_limit") != std::string::npos);
   o = {};
   o.max_limit = 10;
-  CHECK(message(o) == "load shedder: max_limit 10 is below min_limit 20");
+  CHECK(message(o) == "load shedder: max_limit 10 is below min_limit 100");
   o = {};
   o.initial_limit = 10;
   CHECK(message(o).find("initial_limit 10 is outside") != std::string::npos);

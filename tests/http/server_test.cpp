@@ -646,3 +646,81 @@ TEST_CASE("http server async: stop() while a handler holds a responder, which is
 
 }  // namespace
 }  // namespace civicbus::http
+
+#include "civicbus/http/client.hpp"
+#include "support/test_pki.hpp"
+
+namespace civicbus::http {
+namespace {
+
+TEST_CASE("http server and client over TLS: requests, peer certificates and certificate reload") {
+  const auto& pki = civicbus::testing::pki();
+  HttpServerOptions options;
+  TlsServerOptions tls;
+  tls.default_certificate = {pki.server, pki.server_key};
+  tls.client_ca_file = pki.ca;
+  tls.client_auth = TlsClientAuth::kOptional;
+  options.tls = tls;
+  HttpServer server(options, [](const HttpRequest& r) {
+    std::string who = r.peer_certificate ? r.peer_certificate->common_name : "anonymous";
+    return HttpResponse::text(200, std::string(r.tls ? "tls " : "plain ") + who + " " + r.body);
+  });
+  auto port = server.start();
+  REQUIRE(port.ok());
+  const std::string address = "127.0.0.1:" + std::to_string(*port);
+
+  HttpClientOptions co;
+  co.tls = TlsClientOptions{};
+  co.tls->ca_file = pki.ca;
+  auto client = std::move(HttpClient::create(co)).value();
+  HttpRequest post;
+  post.method = "POST";
+  post.target = "/x";
+  post.body = std::string(100'000, 'b');  // several TLS records
+  auto r = client->send(address, post);
+  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+  CHECK(r->body == "tls anonymous " + post.body);
+  // Keep-alive: the second request reuses the TLS connection.
+  post.body = "again";
+  r = client->send(address, post);
+  REQUIRE(r.ok());
+  CHECK(r->body == "tls anonymous again");
+
+  // Mutual TLS: the server sees the client's certificate.
+  HttpClientOptions mtls = co;
+  mtls.tls->client_cert_file = pki.client;
+  mtls.tls->client_key_file = pki.client_key;
+  auto with_cert = std::move(HttpClient::create(mtls)).value();
+  r = with_cert->send(address, post);
+  REQUIRE(r.ok());
+  CHECK(r->body == "tls permit-service again");
+
+  // A client that does not trust the server's CA fails with a clear, non-retried error.
+  HttpClientOptions untrusting;
+  untrusting.tls = TlsClientOptions{};
+  untrusting.tls->ca_file = pki.untrusted;
+  auto doubter = std::move(HttpClient::create(untrusting)).value();
+  r = doubter->send(address, post);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == ErrorCode::kUnauthenticated);
+  CHECK(r.status().message().find("certificate") != std::string::npos);
+
+  // Reload to another certificate: new connections see it.
+  tls.default_certificate = {pki.server2, pki.server2_key};
+  REQUIRE(server.reload_tls(tls).ok());
+  auto fresh = std::move(HttpClient::create(co)).value();
+  r = fresh->send(address, post);
+  REQUIRE(r.ok());
+  // A bad key file keeps the current certificates.
+  tls.default_certificate = {pki.server, pki.server2_key};
+  CHECK_FALSE(server.reload_tls(tls).ok());
+  r = std::move(HttpClient::create(co)).value()->send(address, post);
+  CHECK(r.ok());
+  // Plain HTTP to a TLS port is refused, not served.
+  auto plain = std::move(HttpClient::create({})).value();
+  r = plain->send(address, post);
+  CHECK_FALSE(r.ok());
+}
+
+}  // namespace
+}  // namespace civicbus::http

@@ -92,9 +92,9 @@ struct UpstreamPoolOptions {
 struct LoadShedderOptions {
   bool enabled = true;  // false: acquire() always succeeds (and still counts in-flight)
   std::uint32_t initial_limit = 1000;
-  std::uint32_t min_limit = 20;
+  std::uint32_t min_limit = 100;
   std::uint32_t max_limit = 10'000;
-  double tolerance = 2.0;  // latency may grow this much over min_latency before shrinking
+  double tolerance = 3.0;  // latency may grow this much over min_latency before shrinking
   std::chrono::milliseconds sample_window{250};
   std::size_t min_samples = 20;  // a window with fewer samples does not change the limit
   std::uint32_t min_latency_refresh = 40;  // windows between re-measuring min_latency
@@ -118,12 +118,15 @@ struct UpstreamOptions : UpstreamPoolOptions {
   std::uint32_t retries = 1;
   // Kept-alive connections per target and gateway worker.
   std::size_t max_connections_per_target = 128;
+  // https to the targets; nullopt: plain http.
+  std::optional<http::TlsClientOptions> tls;
 };
 
 enum class AuthMethod {
   kApiKey,  // "apikey" or "X-API-Key" header (or Authorization: ApiKey <key>)
   kJwt,     // Authorization: Bearer <JWT>, from the token endpoint or a configured JWKS
   kHmac,    // RFC 9421 Signature-Input / Signature with hmac-sha256
+  kMtls,    // the client certificate of a mutual-TLS connection (listener.tls client_auth)
 };
 
 // Body formats for transforms; see docs/transforms.md.
@@ -183,6 +186,11 @@ struct ConsumerOptions {
   // JWTs from another issuer (JwtAuthOptions) name this consumer by this value of their
   // consumer claim; "" = the consumer id.
   std::string jwt_subject;
+  // Mutual TLS: client certificates that authenticate as this consumer, by SHA-256
+  // fingerprint ("AB:CD:..." or hex, as `openssl x509 -fingerprint -sha256` prints it) or by
+  // a SAN URI (a SPIFFE id such as "spiffe://city.example/permits").
+  std::vector<std::string> certificate_fingerprints;
+  std::vector<std::string> certificate_uris;
   RateLimitPolicy rate_limit;
   IpAllowlistOptions ip;
   // Load-shedding tier: 0 critical (shed last), 1 normal, 2 low (shed first).

@@ -28,11 +28,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "civicbus/core/status.hpp"
 #include "civicbus/http/message.hpp"
+#include "civicbus/http/tls.hpp"
 
 namespace civicbus::http {
 
@@ -65,6 +67,9 @@ struct HttpClientOptions {
   std::size_t max_response_header_count = 100;
   std::size_t max_response_header_bytes = 16 * 1024;  // status line + fields: kResourceExhausted
   std::size_t max_response_body_bytes = 8 * 1024 * 1024;  // decoded body: kResourceExhausted
+  // TLS to every upstream of this client (https); nullopt: plain HTTP. The handshake runs
+  // under connect_timeout; a failed certificate check is kUnauthenticated and not retried.
+  std::optional<TlsClientOptions> tls;
 
   Status validate() const;
 };

@@ -5,11 +5,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "civicbus/http/tls.hpp"
 
 namespace civicbus::http {
 
@@ -57,6 +60,10 @@ struct HttpRequest {
   // requests built by hand.
   std::string remote_address;
   std::uint16_t remote_port = 0;
+  // Set by an HttpServer with TLS: the connection is TLS, and the certificate the client
+  // authenticated with (mutual TLS), shared by every request of the connection.
+  bool tls = false;
+  std::shared_ptr<const PeerCertificate> peer_certificate;
 };
 
 struct HttpResponse {

@@ -21,10 +21,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "civicbus/core/status.hpp"
 #include "civicbus/http/message.hpp"
+#include "civicbus/http/tls.hpp"
 
 namespace civicbus::http {
 
@@ -46,6 +48,9 @@ struct HttpServerOptions {
   // Requests parsed ahead of the responses written: a pipelining client gets its answers in
   // batches of at most this many, and nothing more is read meanwhile.
   std::size_t max_pipelined_requests = 16;
+  // TLS on the listener (certificate chains, SNI, mutual TLS); nullopt: plain HTTP. The TLS
+  // handshake runs under header_timeout.
+  std::optional<TlsServerOptions> tls;
 
   Status validate() const;
 };
@@ -103,6 +108,12 @@ class HttpServer {
   // Closes the listener and every connection and joins the threads; waits for handlers that
   // are running. Idempotent. Must not be called from the handler (it would join itself).
   void stop();
+
+  // Re-reads the TLS certificate and key files (or switches to `options`): new connections
+  // get the new certificates, open ones keep theirs. Fails, keeping the old ones, when a file
+  // does not load; kFailedPrecondition without TLS.
+  Status reload_tls();
+  Status reload_tls(const TlsServerOptions& options);
 
 
  private:
