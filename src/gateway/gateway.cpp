@@ -261,6 +261,7 @@ struct Gateway::Impl {
     std::vector<std::unique_ptr<http::HttpClient>> retired;  // of older snapshots
     std::unique_ptr<http::HttpClient> health_client;         // worker 0 only
     std::vector<std::shared_ptr<asio::steady_timer>> health_timers;
+    std::shared_ptr<asio::steady_timer> maintenance;  // worker 0: idle rate-limit keys
     bool stopped = false;
     // Request and trace ids: not secrets, so a fast generator per worker, seeded from the
     // secure one, instead of the shared CSPRNG and its lock on every request.
@@ -351,6 +352,9 @@ struct Gateway::Impl {
   Json health_json() const;
   Json metrics_json() const;
   Json openapi_json() const;
+
+  // ---- maintenance (worker 0) ----
+  void schedule_maintenance();
 
   // ---- health checks (worker 0) ----
   void start_health_checks(std::shared_ptr<const Snapshot> snap);
@@ -1540,6 +1544,19 @@ void Gateway::Impl::schedule_probe(std::shared_ptr<const Snapshot> snap, std::si
   });
 }
 
+void Gateway::Impl::schedule_maintenance() {
+  Worker& w = workers[0];
+  if (w.stopped) return;
+  if (!w.maintenance) w.maintenance = std::make_shared<asio::steady_timer>(*w.io);
+  w.maintenance->expires_after(std::chrono::minutes(1));
+  w.maintenance->async_wait([this](const asio::error_code& ec) {
+    if (ec || workers[0].stopped) return;
+    const std::size_t evicted = limiter->evict_idle();
+    if (evicted > 0) log.debug("idle rate-limit keys evicted", {{"keys", std::to_string(evicted)}});
+    schedule_maintenance();
+  });
+}
+
 // ---- Gateway ----------------------------------------------------------------------------------
 
 Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1688,7 +1705,10 @@ Result<std::uint16_t> Gateway::start() {
   }
   g.running = true;
   auto snap = g.current();
-  asio::post(*g.workers[0].io, [&g, snap] { g.start_health_checks(snap); });
+  asio::post(*g.workers[0].io, [&g, snap] {
+    g.start_health_checks(snap);
+    g.schedule_maintenance();
+  });
   if (!g.options.jwt.jwks_url.empty()) g.refresh_jwks([] {});
   g.log.info("gateway listening", {{"address", g.options.listener.bind_address},
                                    {"port", std::to_string(*port)},
@@ -1710,6 +1730,7 @@ void Gateway::stop() {
     asio::post(*w.io, [&w] {
       w.stopped = true;
       for (auto& timer : w.health_timers) timer->cancel();
+      if (w.maintenance) w.maintenance->cancel();
       for (auto& [name, client] : w.clients) http::detail::ClientAccess::shut_down(*client);
       for (auto& client : w.retired) http::detail::ClientAccess::shut_down(*client);
       if (w.health_client) http::detail::ClientAccess::shut_down(*w.health_client);
@@ -1722,6 +1743,7 @@ void Gateway::stop() {
     w.retired.clear();
     w.health_client.reset();
     w.health_timers.clear();
+    w.maintenance.reset();
   }
   g.server.reset();
   g.workers.clear();
