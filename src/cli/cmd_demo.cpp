@@ -1,7 +1,9 @@
 // `civicbus demo`: a self-contained tour of the broker. It builds a node in a temporary
 // directory with the topics a city would have, starts consumer groups (one of them flaky),
 // publishes steady traffic, evolves a schema, replays the dead-letter queue and verifies the
-// audit log, printing what happens as it goes.
+// audit log, printing what happens as it goes. An API gateway runs in front of the node: an
+// in-process permits API fed by a consumer group, a proxied stand-in for a legacy permits
+// system, the admin API and OpenAPI; the demo calls it and prints the curl equivalents.
 #include <fmt/format.h>
 #include <stdlib.h>
 
@@ -16,6 +18,9 @@
 
 #include "civicbus/broker/broker.hpp"
 #include "civicbus/core/json.hpp"
+#include "civicbus/gateway/gateway.hpp"
+#include "civicbus/http/client.hpp"
+#include "civicbus/http/server.hpp"
 #include "cli/commands.hpp"
 
 namespace civicbus::cli {
@@ -33,6 +38,8 @@ constexpr std::string_view kAlertTopic = "iot.alert.raised";
 constexpr std::string_view kSubject = "property.assessment";
 constexpr std::string_view kFlakyGroup = "notifier";
 constexpr std::string_view kFlakyError = "SMS gateway refused the message (HTTP 503)";
+constexpr std::string_view kLegacyUpstream = "permits-legacy";
+constexpr std::string_view kDemoPermit = "BP-2026-DEMO";
 
 const char* const kOwners[] = {"Marie Tremblay", "Jean Gagnon",   "Aisha Khan",  "Liam O'Brien",
                                "Sofia Rossi",    "Wei Chen",      "Noah Martin", "Emma Roy",
@@ -171,6 +178,68 @@ CloudEvent make_event(std::uint64_t n, bool with_ward) {
   return ev;
 }
 
+// The stand-in for a city's legacy permits system that the gateway proxies: GET
+// /permits/{id} answers a permit as JSON, GET /health answers ok.
+http::HttpResponse legacy_permits(const http::HttpRequest& request) {
+  constexpr std::string_view kPrefix = "/permits/";
+  if (request.method == "GET" && request.path == "/health") return http::HttpResponse::text(200, "ok");
+  if (request.method != "GET" || !request.path.starts_with(kPrefix) ||
+      request.path.size() == kPrefix.size()) {
+    return http::HttpResponse::text(404, "no such resource in the legacy permits system");
+  }
+  std::string id = request.path.substr(kPrefix.size());
+  http::HttpResponse out;
+  out.headers.set("Content-Type", "application/json");
+  out.body = Json::object({{"permit_id", id},
+                           {"kind", "building"},
+                           {"status", "closed"},
+                           {"issued_on", "2019-05-14"},
+                           {"address", "12 Rue Principale"},
+                           {"system", std::string(kLegacyUpstream)}})
+                 .dump();
+  return out;
+}
+
+// The demo gateway: a proxied route to the legacy system (the in-process permits API and the
+// consumers are added once the node runs).
+gateway::GatewayOptions demo_gateway_options(std::uint16_t upstream_port, std::uint16_t port) {
+  gateway::GatewayOptions g;
+  g.api_title = "civicbus demo gateway";
+  g.listener.bind_address = "127.0.0.1";
+  g.listener.port = port;
+  g.listener.threads = 2;
+  gateway::UpstreamOptions legacy;
+  legacy.name = std::string(kLegacyUpstream);
+  legacy.targets = {fmt::format("127.0.0.1:{}", upstream_port)};
+  legacy.active.path = "/health";
+  legacy.active.interval = 2s;
+  legacy.request_timeout = 5s;
+  g.upstreams.push_back(legacy);
+  gateway::RouteOptions route;
+  route.id = "legacy-permits";
+  route.method = "GET";
+  route.match = gateway::PathKind::kTemplate;
+  route.path = "/api/v1/legacy/permits/{id}";
+  route.upstream = std::string(kLegacyUpstream);
+  route.strip_prefix = "/api/v1/legacy";
+  route.auth = {gateway::AuthMethod::kApiKey};
+  route.groups = {"permits"};
+  route.rate_limit.requests_per_minute = 600;
+  route.rate_limit.burst = 50;
+  route.summary = "A permit from the legacy permits system (proxied)";
+  route.tags = {"permits"};
+  g.routes.push_back(route);
+  return g;
+}
+
+// One call of the gateway part: what is sent, what curl would send, what must come back.
+struct GatewayCall {
+  std::string path;
+  std::string api_key;  // "" = no credentials
+  int expected_status = 200;
+  std::string note;
+};
+
 struct GroupStats {
   std::atomic<std::int64_t> delivered{0};
   std::atomic<std::int64_t> failed_attempts{0};
@@ -217,8 +286,14 @@ struct DataDir {
 
 class Demo {
  public:
-  Demo(Node& node, std::chrono::milliseconds duration, std::int64_t rate)
-      : node_(node), broker_(node.broker()), duration_(duration), rate_(rate) {}
+  Demo(Node& node, std::chrono::milliseconds duration, std::int64_t rate, bool serve,
+       std::uint16_t upstream_port)
+      : node_(node),
+        broker_(node.broker()),
+        duration_(duration),
+        rate_(rate),
+        serve_(serve),
+        upstream_port_(upstream_port) {}
 
   // Stops the consumer groups (waiting for running handlers). Must run before the node goes.
   void stop_subscriptions() { subscriptions_.clear(); }
@@ -229,6 +304,9 @@ class Demo {
  private:
   Status setup();
   Status subscribe();
+  Status setup_gateway();
+  void exercise_gateway();
+  void serve_gateway();
   void show_refusal_and_dedup();
   Status traffic();
   void drain(std::string_view what);
@@ -242,6 +320,15 @@ class Demo {
   broker::Broker& broker_;
   std::chrono::milliseconds duration_;
   std::int64_t rate_;
+  bool serve_;
+  std::uint16_t upstream_port_;
+
+  // The permits API's read model, fed by consumer group permits-api: permit id -> the
+  // latest permit.issued data and its offset.
+  std::mutex permits_mu_;
+  std::map<std::string, std::pair<Json, std::int64_t>> permits_;
+  std::string admin_key_;
+  std::string portal_key_;
 
   std::map<std::string, GroupStats> stats_;
   std::vector<std::unique_ptr<broker::Subscription>> subscriptions_;
@@ -336,6 +423,144 @@ Status Demo::subscribe() {
   return {};
 }
 
+Status Demo::setup_gateway() {
+  gateway::Gateway* gw = node_.gateway();
+  if (gw == nullptr) return failed_precondition("the demo node has no gateway");
+  broker::ConsumerGroupOptions options;
+  options.group = "permits-api";
+  options.topics = {std::string(kPermitTopic)};
+  options.start_from = broker::StartFrom::kEarliest;
+  auto sub = broker_.subscribe(options, [this](const broker::DeliveredEvent& ev) {
+    const Json* id = ev.event.data().find("permit_id");
+    if (id != nullptr && id->is_string()) {
+      std::lock_guard lock(permits_mu_);
+      permits_[id->as_string()] = {ev.event.data(), ev.offset};
+    }
+    return Status();
+  });
+  if (!sub.ok()) return sub.status().with_context("subscribing group 'permits-api'");
+  subscriptions_.push_back(std::move(sub).value());
+
+  gateway::RouteOptions route;
+  route.id = "permits-api";
+  route.method = "GET";
+  route.match = gateway::PathKind::kTemplate;
+  route.path = "/api/v1/permits/{id}";
+  route.auth = {gateway::AuthMethod::kApiKey};
+  route.groups = {"permits"};
+  route.summary = "A permit as issued, from the permit.issued events (in process)";
+  route.tags = {"permits"};
+  CIVICBUS_RETURN_IF_ERROR(gw->add_route(route, [this](const gateway::GatewayRequest& r) {
+    std::string id(r.param("id"));
+    http::HttpResponse out;
+    out.headers.set("Content-Type", "application/json");
+    std::lock_guard lock(permits_mu_);
+    auto it = permits_.find(id);
+    if (it == permits_.end()) {
+      out.status = 404;
+      out.headers.set("Content-Type", "application/problem+json");
+      out.body = Json::object({{"title", "Not Found"},
+                               {"status", 404},
+                               {"detail", fmt::format("no permit '{}' was issued", id)}})
+                     .dump();
+      return out;
+    }
+    out.body = Json::object({{"permit", it->second.first},
+                             {"offset", it->second.second},
+                             {"topic", std::string(kPermitTopic)}})
+                   .dump();
+    return out;
+  }));
+
+  gateway::ConsumerOptions admin;
+  admin.id = "demo-admin";
+  admin.groups = {"admin"};
+  CIVICBUS_ASSIGN_OR_RETURN(admin_key_, gw->add_consumer(admin, true));
+  gateway::ConsumerOptions portal;
+  portal.id = "permits-portal";
+  portal.groups = {"permits"};
+  CIVICBUS_ASSIGN_OR_RETURN(portal_key_, gw->add_consumer(portal, true));
+
+  fmt::print("gateway  http://127.0.0.1:{} in front of the node: admin API, OpenAPI, "
+             "/api/v1/permits/{{id}} (in process, group permits-api),\n"
+             "         /api/v1/legacy/permits/{{id}} -> upstream {} on 127.0.0.1:{}\n",
+             gw->port(), kLegacyUpstream, upstream_port_);
+  fmt::print("consumer demo-admin     (group admin)   X-API-Key {}\n", admin_key_);
+  fmt::print("consumer permits-portal (group permits) X-API-Key {}\n", portal_key_);
+  return {};
+}
+
+void Demo::exercise_gateway() {
+  gateway::Gateway* gw = node_.gateway();
+  if (gw == nullptr) return;
+  const std::string base = fmt::format("127.0.0.1:{}", gw->port());
+  fmt::print("\ngateway  calls, with their curl equivalents{}:\n",
+             serve_ ? " (the gateway stays up after the tour: --serve)"
+                    : " (they work while the demo runs; --serve keeps it up)");
+  auto client = http::HttpClient::create();
+  if (!client.ok()) {
+    fmt::print("         cannot create an HTTP client: {}\n", client.status().message());
+    ++failures_;
+    return;
+  }
+  const GatewayCall calls[] = {
+      {"/api/v1/openapi.json", "", 200, "the OpenAPI 3.1 document"},
+      {"/api/v1/permits/" + std::string(kDemoPermit), portal_key_, 200,
+       "in process, from the permit.issued events"},
+      {"/api/v1/permits/" + std::string(kDemoPermit), "", 401, "no API key"},
+      {"/api/v1/legacy/permits/BP-2019-00042", portal_key_, 200,
+       "proxied to the legacy permits system"},
+      {"/api/v1/gateway/health", "", 200, "gateway health"},
+      {"/api/v1/gateway/consumers", admin_key_, 200, "admin API: the consumers, no secrets"},
+      {"/api/v1/gateway/consumers", portal_key_, 403, "admin API: not in group admin"},
+  };
+  for (const GatewayCall& call : calls) {
+    http::HttpRequest request;
+    request.method = "GET";
+    request.target = call.path;
+    std::string curl = "curl -s";
+    if (!call.api_key.empty()) {
+      request.headers.add("X-API-Key", call.api_key);
+      curl += fmt::format(" -H 'X-API-Key: {}'", call.api_key);
+    }
+    curl += fmt::format(" http://{}{}", base, call.path);
+    fmt::print("  $ {}\n", curl);
+    auto response = (*client)->send(base, std::move(request));
+    if (!response.ok()) {
+      fmt::print("    failed: {}\n", response.status().message());
+      ++failures_;
+      continue;
+    }
+    std::string answer;
+    if (call.path == "/api/v1/openapi.json") {
+      auto doc = Json::parse(response->body);
+      const Json* paths = doc.ok() ? doc->find("paths") : nullptr;
+      answer = doc.ok() ? fmt::format("OpenAPI {}, {} paths", doc->get_string("openapi"),
+                                      paths != nullptr ? paths->size() : 0)
+                        : "not JSON";
+    } else {
+      answer = truncate(response->body, 110);
+    }
+    fmt::print("    {} {}  ({})\n", response->status, answer, call.note);
+    if (response->status != call.expected_status) {
+      fmt::print("    expected {}\n", call.expected_status);
+      ++failures_;
+    }
+  }
+  fmt::print("\n");
+  std::fflush(stdout);
+}
+
+void Demo::serve_gateway() {
+  gateway::Gateway* gw = node_.gateway();
+  if (gw == nullptr) return;
+  fmt::print("\nserving the gateway on http://127.0.0.1:{} until Ctrl-C; try the curl commands "
+             "above\n",
+             gw->port());
+  std::fflush(stdout);
+  while (!stop_requested()) std::this_thread::sleep_for(50ms);
+}
+
 void Demo::show_refusal_and_dedup() {
   CloudEvent bad(std::string(kAssessmentTopic), "/tax/assessment-roll",
                  Json::object({{"roll_number", "1101-000-000-00001"},
@@ -356,11 +581,11 @@ void Demo::show_refusal_and_dedup() {
   }
 
   CloudEvent permit(std::string(kPermitTopic), "/permits/portal",
-                    Json::object({{"permit_id", "BP-2026-DEMO"},
+                    Json::object({{"permit_id", std::string(kDemoPermit)},
                                   {"kind", "building"},
                                   {"address", "1 Rue Principale"},
                                   {"valuation", 125000}}));
-  permit.set_id("demo-permit-0001").set_subject("BP-2026-DEMO");
+  permit.set_id("demo-permit-0001").set_subject(std::string(kDemoPermit));
   CloudEvent again = permit;
   auto first = broker_.publish(std::move(permit));
   auto second = broker_.publish(std::move(again));
@@ -614,11 +839,13 @@ int Demo::run() {
   fmt::print("\n");
   if (Status s = setup(); !s.ok()) return fail(s);
   if (Status s = subscribe(); !s.ok()) return fail(s);
+  if (Status s = setup_gateway(); !s.ok()) return fail(s);
   show_refusal_and_dedup();
   if (Status s = traffic(); !s.ok()) return fail(s);
   drain("after traffic");
   if (Status s = replay_dlq(); !s.ok()) return fail(s);
   show_pii();
+  exercise_gateway();
   bool audit_ok = verify_audit();
   summary();
   stop_subscriptions();
@@ -632,6 +859,7 @@ int Demo::run() {
     for (const auto& [name, s] : stats_) total += s.delivered.load();
     return total;
   }());
+  if (serve_) serve_gateway();
   return kExitOk;
 }
 
@@ -654,6 +882,18 @@ int run_demo(const Args& args) {
                                              *text));
     }
     rate = v;
+  }
+
+  std::uint16_t gateway_port = 0;
+  if (auto text = args.value("gateway-port")) {
+    char* end = nullptr;
+    long v = std::strtol(text->c_str(), &end, 10);
+    if (end == text->c_str() || *end != '\0' || v < 0 || v > 65535) {
+      return usage_error("demo", fmt::format("--gateway-port must be a port number (0 for any "
+                                             "free one); got '{}'",
+                                             *text));
+    }
+    gateway_port = static_cast<std::uint16_t>(v);
   }
 
   DataDir dir;
@@ -679,6 +919,17 @@ int run_demo(const Args& args) {
   options.broker.maintenance_interval = 500ms;
   options.broker.node_source = "civicbus://demo";
 
+  // The legacy permits system behind the gateway, on a loopback port of its own. Declared
+  // before the node, so it outlives the gateway that proxies to it.
+  http::HttpServerOptions upstream_options;
+  upstream_options.bind_address = "127.0.0.1";
+  http::HttpServer upstream(upstream_options, legacy_permits);
+  auto upstream_port = upstream.start();
+  if (!upstream_port.ok()) {
+    return fail(upstream_port.status().with_context("starting the demo's legacy permits service"));
+  }
+  options.gateway = demo_gateway_options(*upstream_port, gateway_port);
+
   fmt::print("civicbus demo: a municipal integration node, {} at {} events/s\n",
              format_duration(*duration), rate);
   fmt::print("data     {}{}\n", dir.path, dir.remove ? " (removed at exit; --keep keeps it)" : "");
@@ -686,7 +937,7 @@ int run_demo(const Args& args) {
   if (!created.ok()) return fail(created.status());
   std::unique_ptr<Node> node = std::move(created).value();
   // The demo outlives the node: the log may still answer publishes while it closes.
-  Demo demo(*node, *duration, rate);
+  Demo demo(*node, *duration, rate, args.has("serve"), *upstream_port);
   int code = demo.run();
   demo.stop_subscriptions();
   node.reset();

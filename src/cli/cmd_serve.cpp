@@ -1,10 +1,12 @@
-// `civicbus serve`: a node from a configuration file, until SIGINT or SIGTERM.
+// `civicbus serve`: a node (and its gateway, when configured) from a configuration file, until
+// SIGINT or SIGTERM. SIGHUP reloads the gateway's configuration (Node::run).
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdio>
 
 #include "civicbus/broker/broker.hpp"
+#include "civicbus/gateway/gateway.hpp"
 #include "cli/commands.hpp"
 
 namespace civicbus::cli {
@@ -37,6 +39,15 @@ int run_serve(const Args& args) {
   fmt::print(
       "civicbus: node '{}' serving {} topics from {} (pid {}); stop with Ctrl-C or SIGTERM\n",
       o.name, node->broker().topics().size(), o.data_dir, ::getpid());
+  if (gateway::Gateway* gw = node->gateway()) {
+    fmt::print(
+        "civicbus: gateway listening on http://{}:{} ({} routes, OpenAPI at "
+        "/api/v1/openapi.json); SIGHUP reloads its configuration from {}\n",
+        o.gateway->listener.bind_address.find(':') != std::string::npos
+            ? "[" + o.gateway->listener.bind_address + "]"
+            : o.gateway->listener.bind_address,
+        gw->port(), o.gateway->routes.size(), o.config_file);
+  }
   std::fflush(stdout);
 
   Status s = node->run();

@@ -48,7 +48,8 @@ inline constexpr OptionSpec kVerboseOption{"verbose", false, "", "show the node'
 // exit code in `exit_code`.
 std::unique_ptr<Node> open_node(const Args& args, std::string_view command, int& exit_code);
 
-// Loads the NodeOptions an operator command would use (no node is opened).
+// Loads the NodeOptions an operator command would use (no node is opened). The gateway section
+// is dropped: only `serve` (and `demo`) run a gateway.
 Result<NodeOptions> load_options(const Args& args, std::string_view command, int& exit_code);
 
 // SIGINT/SIGTERM handling for commands that loop (demo, tail --follow): the first signal
@@ -82,6 +83,7 @@ int run_tail(const Args& args);
 int run_dlq_list(const Args& args);
 int run_dlq_replay(const Args& args);
 int run_asyncapi(const Args& args);
+int run_openapi(const Args& args);
 int run_audit_verify(const Args& args);
 int run_audit_list(const Args& args);
 

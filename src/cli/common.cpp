@@ -63,6 +63,9 @@ Result<NodeOptions> load_options(const Args& args, std::string_view command, int
     }
     options.data_dir = *data_dir;
   }
+  // Operator commands work on the data directory; the gateway is served by `civicbus serve`
+  // only (an operator command must not take its port).
+  options.gateway.reset();
   if (!args.has("verbose") &&
       static_cast<int>(options.logging.level) < static_cast<int>(LogLevel::kWarn)) {
     options.logging.level = LogLevel::kWarn;

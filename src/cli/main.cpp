@@ -22,6 +22,10 @@ constexpr OptionSpec kDemoOptions[] = {
     {"rate", true, "N", "events published per second (default 400)"},
     {"data-dir", true, "DIR", "keep the demo's data here (default: a temporary directory)"},
     {"keep", false, "", "do not delete the temporary data directory"},
+    {"gateway-port", true, "PORT", "the demo gateway's port on 127.0.0.1 (default: any free one)"},
+    {"serve", false, "",
+     "after the tour, keep the node and its gateway running until Ctrl-C (to try the curl "
+     "commands)"},
     kVerboseOption,
 };
 
@@ -95,6 +99,7 @@ constexpr OptionSpec kDlqReplayOptions[] = {
 };
 
 constexpr OptionSpec kAsyncApiOptions[] = {kConfigOption, kDataDirOption, kVerboseOption};
+constexpr OptionSpec kOpenApiOptions[] = {kConfigOption, kVerboseOption};
 constexpr OptionSpec kAuditVerifyOptions[] = {kConfigOption, kDataDirOption, kVerboseOption};
 constexpr OptionSpec kAuditListOptions[] = {kConfigOption,
                                             kDataDirOption,
@@ -118,13 +123,18 @@ constexpr Command kCommands[] = {
      "is locked while the node runs.\n\n"
      "Example:\n  civicbus serve --config /etc/civicbus/node.yaml\n"},
     {"demo", "run a self-contained municipal demo and print what happens",
-     "civicbus demo [--duration 5s] [--rate 400] [--data-dir DIR] [--keep]", kDemoOptions, 0,
-     run_demo,
+     "civicbus demo [--duration 5s] [--rate 400] [--data-dir DIR] [--keep]\n"
+     "              [--gateway-port PORT] [--serve]",
+     kDemoOptions, 0, run_demo,
      "Creates sample topics (property.assessment.updated with a schema and PII fields,\n"
      "permit.issued, payment.completed, iot.alert.raised) and consumer groups (tax, gis,\n"
      "finance and a deliberately flaky 'notifier'), publishes steady traffic, evolves the\n"
-     "assessment schema to v2, replays the dead-letter queue and verifies the audit log.\n\n"
-     "Example:\n  civicbus demo --duration 10s\n"},
+     "assessment schema to v2, replays the dead-letter queue and verifies the audit log.\n"
+     "An API gateway runs in front of the node (admin API, OpenAPI, a proxied legacy permits\n"
+     "service and an in-process permits API); the demo calls it and prints the curl\n"
+     "equivalents.\n\n"
+     "Examples:\n  civicbus demo --duration 10s\n  civicbus demo --serve   # then try the "
+     "printed curl commands\n"},
     {"topics", "list topics with owner, sensitivity, retention and usage",
      "civicbus topics (--config FILE | --data-dir DIR) [--json]", kTopicsOptions, 0, run_topics,
      "Example:\n  civicbus topics --config node.yaml\n"},
@@ -163,6 +173,13 @@ constexpr Command kCommands[] = {
     {"asyncapi", "print the AsyncAPI 3.0 document of every topic (JSON)",
      "civicbus asyncapi (--config FILE | --data-dir DIR)", kAsyncApiOptions, 0, run_asyncapi,
      "Example:\n  civicbus asyncapi --config node.yaml > asyncapi.json\n"},
+    {"openapi", "print the OpenAPI 3.1 document of the configured gateway (JSON)",
+     "civicbus openapi [--config FILE]", kOpenApiOptions, 0, run_openapi,
+     "Creates the gateway of the configuration's 'gateway' section without starting it (the\n"
+     "node's data directory is not opened) and prints what it would serve at\n"
+     "/api/v1/openapi.json. Without --config: the gateway's own routes (token endpoint, JWKS,\n"
+     "admin API).\n\n"
+     "Example:\n  civicbus openapi --config node.yaml > openapi.json\n"},
     {"audit verify", "check the audit log's hash chain (exit 0 intact, 1 problems)",
      "civicbus audit verify (--config FILE | --data-dir DIR)", kAuditVerifyOptions, 0,
      run_audit_verify, "Example:\n  civicbus audit verify --config node.yaml\n"},

@@ -279,6 +279,7 @@ struct Gateway::Impl {
   Logger log;
   Logger access_log;
   std::unique_ptr<IdGenerator> ids;
+  std::function<Status()> reload_config;
 
   ConsumerStore consumers;
   std::unique_ptr<RateLimiter> limiter;
@@ -515,6 +516,28 @@ Status Gateway::Impl::add_builtin_routes(Snapshot& snap) {
                       {"priority_tier", Json::object({{"type", "integer"}})}})}});
   CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
       snap, create, [this](const GatewayRequest& r) { return admin_consumers_post(r); }, true));
+  RouteOptions reload = list;
+  reload.id = "gateway.reload";
+  reload.method = "POST";
+  reload.path = std::string(kAdminPrefix) + "/reload";
+  reload.summary = "Reads the configuration again and applies it (as SIGHUP does)";
+  CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
+      snap, reload,
+      [this](const GatewayRequest& r) {
+        if (!reload_config) {
+          return problem(501, "this gateway has no configuration source to reload from",
+                         r.request_id);
+        }
+        Status s = reload_config();
+        if (!s.ok()) {
+          log.warn("reload refused", {{"by", std::string(r.consumer_id)}, {"error", s.message()}});
+          return problem(s.code() == ErrorCode::kInvalidArgument ? 422 : 400, s.message(),
+                         r.request_id);
+        }
+        log.info("reloaded through the admin API", {{"by", std::string(r.consumer_id)}});
+        return json_response(200, Json::object({{"status", "reloaded"}}));
+      },
+      true));
   RouteOptions metrics_route = list;
   metrics_route.id = "gateway.metrics";
   metrics_route.method = "GET";
@@ -1575,6 +1598,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(GatewayOptions options, Gateway
   if (deps.metrics == nullptr) g.own_metrics = std::make_unique<MetricsRegistry>();
   g.metrics = deps.metrics != nullptr ? deps.metrics : g.own_metrics.get();
   g.log = deps.logger.with_component("gateway");
+  g.reload_config = std::move(deps.reload_config);
   g.access_log = deps.logger.with_component("gateway.access");
   g.ids = std::make_unique<IdGenerator>(*g.clock, *g.random);
   CIVICBUS_RETURN_IF_ERROR(options.listener.validate().with_context("gateway listener"));

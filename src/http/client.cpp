@@ -113,6 +113,9 @@ bool is_stale(tcp::socket& socket) {
   return ec != asio::error::would_block;
 }
 
+// See acquire(): idle time after which even an idempotent request's connection is peeked at.
+constexpr std::chrono::milliseconds kPeekAfter{1'000};
+
 std::string ms_text(std::chrono::milliseconds ms) {
   return std::to_string(ms.count()) + " ms";
 }
@@ -221,7 +224,7 @@ struct HttpClient::Impl {
                                                                const Upstream& upstream,
                                                                const std::string& key,
                                                                SteadyClock::time_point deadline,
-                                                               bool fresh);
+                                                               bool fresh, bool idempotent);
   asio::awaitable<Result<std::unique_ptr<Connection>>> connect(Exchange& ex,
                                                                const Upstream& upstream,
                                                                SteadyClock::time_point deadline);
@@ -343,7 +346,7 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
 
 asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
     Exchange& ex, const Upstream& upstream, const std::string& key,
-    SteadyClock::time_point deadline, bool fresh) {
+    SteadyClock::time_point deadline, bool fresh, bool idempotent) {
   while (true) {
     if (ex.cancelled) co_return cancelled("request to upstream " + key + " cancelled");
     Pool& pool = pools[key];  // references into an unordered_map survive rehashing
@@ -367,11 +370,16 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
       --pool.open;
     }
     // The most recently used idle connection, unless it is past its lifetime or the server
-    // closed it meanwhile.
+    // closed it meanwhile. The check (a non-blocking peek, one system call) is skipped for an
+    // idempotent request on a connection idle for less than kPeekAfter: a server closing so
+    // soon is rare, and that request is then retried at once on a fresh connection anyway
+    // (send_with_retries). A POST or PATCH is always checked, since it cannot be resent.
     while (!fresh && !pool.idle.empty()) {
       std::unique_ptr<Connection> conn = std::move(pool.idle.back());
       pool.idle.pop_back();
-      if (now - conn->idle_since >= options.idle_connection_lifetime || is_stale(conn->socket)) {
+      const auto idle = now - conn->idle_since;
+      const bool check = !idempotent || idle >= kPeekAfter;
+      if (idle >= options.idle_connection_lifetime || (check && is_stale(conn->socket))) {
         drop(conn);
         continue;
       }
@@ -524,7 +532,7 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
   bool fresh = false;  // the next attempt must not reuse a pooled connection
   std::chrono::milliseconds backoff = options.retry_initial_backoff;
   while (true) {
-    auto conn = co_await acquire(ex, upstream, name, deadline, fresh);
+    auto conn = co_await acquire(ex, upstream, name, deadline, fresh, idempotent);
     fresh = false;
     bool retry = false;
     bool immediate = false;

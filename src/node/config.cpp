@@ -1,12 +1,14 @@
 // The YAML loader for NodeOptions and the duration and size syntax it shares with the command
-// line. yaml-cpp is used only here, and its exceptions never leave this file. Every error
-// names the origin and the line it is about, so an operator can go straight to it.
+// line. yaml-cpp is used only in src/node (here and gateway_config.cpp, which loads the
+// `gateway:` section), and its exceptions never leave Loader::load(). Every error names the
+// origin and the line it is about, so an operator can go straight to it.
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -22,12 +24,17 @@
 #include "civicbus/core/json_schema_compat.hpp"
 #include "civicbus/node/node.hpp"
 #include "core/edit_distance.hpp"
+#include "node/config_loader.hpp"
 
 namespace civicbus {
-namespace {
+namespace config_detail {
 
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -43,13 +50,11 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-using detail::edit_distance;
-
 std::string did_you_mean(std::string_view got, const std::vector<std::string_view>& candidates) {
   std::string_view best;
   std::size_t best_distance = std::numeric_limits<std::size_t>::max();
   for (std::string_view c : candidates) {
-    std::size_t d = edit_distance(lower(got), c);
+    std::size_t d = detail::edit_distance(lower(got), c);
     if (d < best_distance) {
       best_distance = d;
       best = c;
@@ -70,69 +75,10 @@ std::string join(const std::vector<std::string_view>& items) {
   return out;
 }
 
-// One key of a YAML mapping with the node of its key (for the line) and its value.
-struct Entry {
-  std::string key;
-  YAML::Node key_node;
-  YAML::Node value;
-};
-
-class Fields {
- public:
-  const Entry* get(std::string_view key) const {
-    for (const Entry& e : entries_) {
-      if (e.key == key) return &e;
-    }
-    return nullptr;
-  }
-  std::vector<Entry>& entries() { return entries_; }
-
- private:
-  std::vector<Entry> entries_;
-};
-
-class Loader {
- public:
-  Loader(std::string_view origin, std::optional<fs::path> base_dir)
-      : origin_(origin), base_dir_(std::move(base_dir)) {}
-
-  Result<NodeOptions> load(std::string_view text);
-
- private:
-  Status fail(const YAML::Node& at, std::string_view message) const {
-    return fail(at.IsDefined() ? at.Mark() : YAML::Mark::null_mark(), message);
-  }
-  Status fail(const YAML::Mark& mark, std::string_view message) const {
-    if (mark.is_null()) return invalid_argument(fmt::format("{}: {}", origin_, message));
-    return invalid_argument(fmt::format("{}:{}: {}", origin_, mark.line + 1, message));
-  }
-
-  // `node` must be a mapping (or empty) whose keys are all in `allowed`, each once. `where`
-  // completes "unknown key 'x' ..." ("in topics[0]"); `what` names the mapping for type
-  // errors ("'logging'").
-  Result<Fields> fields(const YAML::Node& node, std::string_view what, std::string_view where,
-                        const std::vector<std::string_view>& allowed) const;
-
-  Result<std::string> read_string(const Entry& e) const;
-  Result<std::int64_t> read_integer(const Entry& e, std::int64_t min, std::int64_t max) const;
-  Result<milliseconds> read_duration(const Entry& e) const;
-  Result<std::int64_t> read_size(const Entry& e) const;
-  Result<std::vector<std::string>> read_string_list(const Entry& e) const;
-  Result<std::string> read_choice(const Entry& e,
-                                  const std::vector<std::string_view>& choices) const;
-  std::string resolve(const std::string& path) const;
-
-  Status load_node(const Entry& e, NodeOptions& out);
-  Status load_logging(const Entry& e, NodeOptions& out);
-  Status load_security(const Entry& e, NodeOptions& out);
-  Status load_log(const Entry& e, NodeOptions& out);
-  Status load_broker(const Entry& e, NodeOptions& out);
-  Status load_topics(const Entry& e, NodeOptions& out);
-  Status load_schemas(const Entry& e, NodeOptions& out);
-
-  std::string origin_;
-  std::optional<fs::path> base_dir_;
-};
+Status Loader::fail(const YAML::Mark& mark, std::string_view message) const {
+  if (mark.is_null()) return invalid_argument(fmt::format("{}: {}", origin_, message));
+  return invalid_argument(fmt::format("{}:{}: {}", origin_, mark.line + 1, message));
+}
 
 Result<Fields> Loader::fields(const YAML::Node& node, std::string_view what, std::string_view where,
                               const std::vector<std::string_view>& allowed) const {
@@ -243,6 +189,142 @@ std::string Loader::resolve(const std::string& path) const {
   fs::path p(path);
   if (p.is_absolute()) return path;
   return (*base_dir_ / p).lexically_normal().string();
+}
+
+Result<bool> Loader::read_bool(const Entry& e) const {
+  CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_string(e));
+  std::string l = lower(trim(text));
+  if (l == "true" || l == "yes" || l == "on") return true;
+  if (l == "false" || l == "no" || l == "off") return false;
+  return fail(e.value, fmt::format("'{}' must be true or false; got '{}'", e.key, text));
+}
+
+Result<double> Loader::read_number(const Entry& e, double min, double max) const {
+  CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_string(e));
+  std::string_view t = trim(text);
+  double v = 0;
+  auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  if (ec != std::errc() || ptr != t.data() + t.size() || t.empty()) {
+    return fail(e.value, fmt::format("'{}' must be a number; got '{}'", e.key, text));
+  }
+  if (v < min || v > max) {
+    return fail(e.value, fmt::format("'{}' must be between {} and {}; got {}", e.key, min, max, v));
+  }
+  return v;
+}
+
+Result<std::chrono::seconds> Loader::read_seconds(const Entry& e) const {
+  CIVICBUS_ASSIGN_OR_RETURN(auto d, read_duration(e));
+  if (d.count() % 1000 != 0) {
+    return fail(e.value,
+                fmt::format("'{}' must be whole seconds like 30s or 5m; got '{}'", e.key,
+                            e.value.Scalar()));
+  }
+  return std::chrono::duration_cast<std::chrono::seconds>(d);
+}
+
+Result<std::string> Loader::read_secret(const YAML::Node& value, std::string_view what) const {
+  if (!value.IsScalar()) return fail(value, fmt::format("{} must be a text value", what));
+  const std::string& text = value.Scalar();
+  std::string_view t = trim(text);
+  if (!t.starts_with("${") || !t.ends_with("}")) return text;
+  std::string_view name = t.substr(2, t.size() - 3);
+  bool valid = !name.empty() && !is_digit(name.front());
+  for (char c : name) {
+    valid = valid && (is_digit(c) || c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'));
+  }
+  if (!valid) {
+    return fail(value, fmt::format("{}: '{}' is not a valid ${{NAME}} reference to an environment "
+                                   "variable",
+                                   what, text));
+  }
+  const char* env = std::getenv(std::string(name).c_str());
+  if (env == nullptr || *env == '\0') {
+    return fail(value, fmt::format("{}: environment variable '{}' is not set (or empty)", what,
+                                   name));
+  }
+  return std::string(env);
+}
+
+Result<SystemTime> Loader::read_time(const Entry& e) const {
+  CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_string(e));
+  std::string_view t = trim(text);
+  if (auto rfc3339 = parse_rfc3339(t); rfc3339.ok()) return *rfc3339;
+  if (auto http_date = parse_http_date(t); http_date.ok()) return *http_date;
+  return fail(e.value, fmt::format("'{}' must be an RFC 3339 time (2027-07-01T00:00:00Z) or an "
+                                   "HTTP-date (Thu, 01 Jul 2027 00:00:00 GMT); got '{}'",
+                                   e.key, text));
+}
+
+Result<Json> Loader::yaml_to_json(const YAML::Node& node) const {
+  if (!node.IsDefined() || node.IsNull()) return Json();
+  if (node.IsMap()) {
+    Json out = Json::object();
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const YAML::Node key = it->first;
+      if (!key.IsScalar()) return fail(key, "JSON object keys must be plain text");
+      CIVICBUS_ASSIGN_OR_RETURN(Json value, yaml_to_json(it->second));
+      out.set(key.Scalar(), std::move(value));
+    }
+    return out;
+  }
+  if (node.IsSequence()) {
+    Json out = Json::array();
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      CIVICBUS_ASSIGN_OR_RETURN(Json value, yaml_to_json(node[i]));
+      out.push_back(std::move(value));
+    }
+    return out;
+  }
+  // A quoted scalar is text; a plain one is read as YAML 1.2's core schema reads it.
+  const std::string& text = node.Scalar();
+  if (node.Tag() == "!") return Json(text);
+  if (text == "null" || text == "~") return Json();
+  if (text == "true") return Json(true);
+  if (text == "false") return Json(false);
+  std::int64_t i = 0;
+  if (auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), i);
+      ec == std::errc() && ptr == text.data() + text.size() && !text.empty()) {
+    return Json(static_cast<long long>(i));
+  }
+  double d = 0;
+  if (auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), d);
+      ec == std::errc() && ptr == text.data() + text.size() && !text.empty()) {
+    return Json(d);
+  }
+  return Json(text);
+}
+
+Result<Json> Loader::read_json(const Entry& e) const {
+  if (!e.value.IsScalar()) return yaml_to_json(e.value);  // inline; a scalar names a file
+  const std::string path = resolve(e.value.Scalar());
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return fail(e.value, fmt::format("'{}': cannot read JSON file '{}'{}", e.key, e.value.Scalar(),
+                                     path != e.value.Scalar() ? " (looked at " + path + ")"
+                                                              : std::string()));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  auto parsed = Json::parse(text.str());
+  if (!parsed.ok()) {
+    return fail(e.value, fmt::format("'{}': '{}' is not valid JSON: {}", e.key, e.value.Scalar(),
+                                     parsed.status().message()));
+  }
+  return std::move(parsed).value();
+}
+
+Status Loader::expect_list(const YAML::Node& node, std::string_view what,
+                           std::string_view item_shape) const {
+  if (!node.IsSequence()) {
+    return fail(node, fmt::format("{} must be a list of {}", what, item_shape));
+  }
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    if (!node[i].IsMap()) {
+      return fail(node[i], fmt::format("{}[{}] must be a mapping with {}", what, i, item_shape));
+    }
+  }
+  return {};
 }
 
 Status Loader::load_node(const Entry& e, NodeOptions& out) {
@@ -526,11 +608,12 @@ Result<NodeOptions> Loader::load(std::string_view text) {
     if (root.IsDefined() && !root.IsNull() && !root.IsMap()) {
       return fail(root,
                   "the configuration must be a mapping with sections node, logging, "
-                  "security, log, broker, topics, schemas");
+                  "security, log, broker, topics, schemas, gateway");
     }
     CIVICBUS_ASSIGN_OR_RETURN(
         Fields f, fields(root, "the configuration", "",
-                         {"node", "logging", "security", "log", "broker", "topics", "schemas"}));
+                         {"node", "logging", "security", "log", "broker", "topics", "schemas",
+                          "gateway"}));
     for (const Entry& e : f.entries()) {
       Status s;
       if (e.key == "node") s = load_node(e, out);
@@ -540,6 +623,7 @@ Result<NodeOptions> Loader::load(std::string_view text) {
       if (e.key == "broker") s = load_broker(e, out);
       if (e.key == "topics") s = load_topics(e, out);
       if (e.key == "schemas") s = load_schemas(e, out);
+      if (e.key == "gateway") s = load_gateway(e, out);
       CIVICBUS_RETURN_IF_ERROR(s);
     }
   } catch (const YAML::Exception& e) {
@@ -551,11 +635,13 @@ Result<NodeOptions> Loader::load(std::string_view text) {
   return out;
 }
 
-bool is_digit(char c) {
-  return c >= '0' && c <= '9';
-}
+}  // namespace config_detail
 
-}  // namespace
+using config_detail::is_digit;
+using config_detail::Loader;
+using config_detail::lower;
+using config_detail::trim;
+namespace fs = std::filesystem;
 
 Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
   std::string_view t = trim(text);
@@ -688,7 +774,11 @@ Result<NodeOptions> NodeOptions::from_file(const std::string& path) {
   if (in.bad()) return io_error(fmt::format("cannot read configuration file '{}'", path));
   fs::path base = fs::path(path).parent_path();
   if (base.empty()) base = ".";
-  return Loader(path, base).load(text.str());
+  CIVICBUS_ASSIGN_OR_RETURN(NodeOptions options, Loader(path, base).load(text.str()));
+  std::error_code ec;
+  fs::path absolute = fs::absolute(path, ec);
+  options.config_file = ec ? path : absolute.lexically_normal().string();
+  return options;
 }
 
 Status NodeOptions::validate() const {

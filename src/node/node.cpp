@@ -20,6 +20,7 @@
 
 #include "broker/master_key.hpp"
 #include "civicbus/core/random.hpp"
+#include "civicbus/gateway/gateway.hpp"
 #include "civicbus/storage/database.hpp"
 
 namespace civicbus {
@@ -35,6 +36,13 @@ static_assert(std::atomic<int>::is_always_lock_free);
 
 extern "C" void civicbus_on_stop_signal(int signal) {
   g_stop_signal.store(signal);
+}
+
+// SIGHUPs received while a Node::run() with a gateway to reload was waiting.
+std::atomic<int> g_reload_signals{0};
+
+extern "C" void civicbus_on_reload_signal(int) {
+  g_reload_signals.fetch_add(1);
 }
 
 // An exclusive advisory lock on <data_dir>/LOCK, held while the Node lives (as LevelDB does),
@@ -105,13 +113,16 @@ struct Node::Impl {
   std::unique_ptr<storage::Database> db;
   std::unique_ptr<transport::Transport> transport;
   std::unique_ptr<broker::Broker> broker;
+  std::unique_ptr<gateway::Gateway> gateway;
+  std::mutex reload_mu;  // one gateway reload at a time
 
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
 
   ~Impl() {
-    // The broker goes first: it stops subscriptions (waiting for running handlers) and its
+    // The gateway stops first: its in-process handlers may use the broker. Then the broker
+    // goes: it stops subscriptions (waiting for running handlers) and its
     // maintenance. The transport then commits what is queued. The executor is joined before
     // the broker and transport objects are freed, so no task posted by them can run against
     // freed memory; tasks not yet started are dropped.
@@ -130,7 +141,38 @@ struct Node::Impl {
   Status load_master_key(const Logger& log);
   Status register_schemas(const Logger& log);
   Status create_topics(const Logger& log);
+  Status start_gateway(const Logger& log);
+
+  std::atomic<Node*> owner{nullptr};  // the Node this Impl belongs to, once constructed
 };
+
+Status Node::Impl::start_gateway(const Logger& logger) {
+  if (!options.gateway) return {};
+  gateway::GatewayDeps deps;
+  deps.clock = clock;
+  deps.random = random.get();
+  deps.metrics = metrics.get();
+  deps.logger = this->logger;
+  // POST /api/v1/gateway/reload re-reads the file, as SIGHUP does. `owner` is set once the
+  // Node exists, before any request can arrive (the listener starts below but the lambda
+  // checks).
+  deps.reload_config = [this] {
+    Node* node = owner.load();
+    if (node == nullptr) return failed_precondition("the node is still starting");
+    return node->reload_gateway();
+  };
+  CIVICBUS_ASSIGN_OR_RETURN(gateway, gateway::Gateway::create(*options.gateway, std::move(deps)));
+  auto port = gateway->start();
+  if (!port.ok()) {
+    gateway.reset();
+    return port.status().with_context(fmt::format("gateway on {}:{}",
+                                                  options.gateway->listener.bind_address,
+                                                  options.gateway->listener.port));
+  }
+  logger.info("gateway started", {{"address", options.gateway->listener.bind_address},
+                                  {"port", std::to_string(*port)}});
+  return {};
+}
 
 Status Node::Impl::load_master_key(const Logger& logger) {
   NodeOptions& o = options;
@@ -272,6 +314,7 @@ Result<std::unique_ptr<Node>> Node::create(NodeOptions options, const Clock* clo
 
   CIVICBUS_RETURN_IF_ERROR(impl->register_schemas(log));
   CIVICBUS_RETURN_IF_ERROR(impl->create_topics(log));
+  CIVICBUS_RETURN_IF_ERROR(impl->start_gateway(log));
   log.info("node started", {{"name", o.name},
                             {"data_dir", o.data_dir},
                             {"workers", std::to_string(threads)},
@@ -279,7 +322,9 @@ Result<std::unique_ptr<Node>> Node::create(NodeOptions options, const Clock* clo
   return std::unique_ptr<Node>(new Node(std::move(impl)));
 }
 
-Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  impl_->owner.store(this);
+}
 
 Node::~Node() {
   if (impl_)
@@ -310,6 +355,39 @@ transport::Transport& Node::transport() {
 const NodeOptions& Node::options() const {
   return impl_->options;
 }
+gateway::Gateway* Node::gateway() {
+  return impl_->gateway.get();
+}
+
+Status Node::reload_gateway() {
+  const std::string& file = impl_->options.config_file;
+  if (file.empty()) {
+    return failed_precondition(
+        "the node's options were not read from a file (NodeOptions::from_file), so there is no "
+        "configuration to reload");
+  }
+  if (!impl_->gateway) return failed_precondition("the node runs no gateway");
+  CIVICBUS_ASSIGN_OR_RETURN(NodeOptions next, NodeOptions::from_file(file));
+  if (!next.gateway) {
+    return failed_precondition(fmt::format(
+        "{} no longer has an enabled 'gateway' section; stopping the gateway needs a restart",
+        file));
+  }
+  const http::HttpServerOptions& running = impl_->options.gateway->listener;
+  const http::HttpServerOptions& wanted = next.gateway->listener;
+  if (wanted.bind_address != running.bind_address || wanted.port != running.port ||
+      wanted.threads != running.threads) {
+    logger("node").warn("gateway listener changes take effect at the next restart",
+                        {{"file", file}});
+  }
+  return reload_gateway(std::move(*next.gateway));
+}
+
+Status Node::reload_gateway(gateway::GatewayOptions options) {
+  if (!impl_->gateway) return failed_precondition("the node runs no gateway");
+  std::lock_guard lock(impl_->reload_mu);
+  return impl_->gateway->reload(std::move(options));
+}
 
 Status Node::run() {
   struct sigaction action {};
@@ -320,6 +398,15 @@ Status Node::run() {
   g_stop_signal.store(0);
   ::sigaction(SIGINT, &action, &old_int);
   ::sigaction(SIGTERM, &action, &old_term);
+  // SIGHUP reloads the gateway when there is one and a file to reload it from; otherwise it
+  // keeps its disposition.
+  const bool reloads = impl_->gateway != nullptr && !impl_->options.config_file.empty();
+  struct sigaction reload_action {};
+  reload_action.sa_handler = civicbus_on_reload_signal;
+  sigemptyset(&reload_action.sa_mask);
+  struct sigaction old_hup {};
+  g_reload_signals.store(0);
+  if (reloads) ::sigaction(SIGHUP, &reload_action, &old_hup);
 
   Logger log = impl_->logger.with_component("node");
   log.info("node running", {{"name", impl_->options.name}});
@@ -331,12 +418,24 @@ Status Node::run() {
     while (!impl_->stop) {
       signal = g_stop_signal.load();
       if (signal != 0) break;
+      if (reloads && g_reload_signals.exchange(0) > 0) {
+        lock.unlock();  // stop() may come meanwhile
+        log.info("SIGHUP: reloading the gateway configuration",
+                 {{"file", impl_->options.config_file}});
+        if (Status s = reload_gateway(); !s.ok()) {
+          log.error("gateway configuration not reloaded; the running one stays",
+                    {{"error", s.message()}});
+        }
+        lock.lock();
+        continue;
+      }
       impl_->cv.wait_for(lock, std::chrono::milliseconds(50));
     }
     impl_->stop = true;
   }
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
+  if (reloads) ::sigaction(SIGHUP, &old_hup, nullptr);
   if (signal != 0) {
     log.info("stop requested by signal", {{"signal", signal == SIGINT ? "SIGINT" : "SIGTERM"}});
   } else {

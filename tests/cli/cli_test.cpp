@@ -69,7 +69,7 @@ TEST_CASE("cli: version, help and usage errors") {
   auto help = cli({"help"});
   CHECK(help.exit_code == 0);
   for (const char* command : {"serve", "demo", "topics", "publish", "tail", "dlq list",
-                              "dlq replay", "asyncapi", "audit verify"}) {
+                              "dlq replay", "asyncapi", "openapi", "audit verify"}) {
     CAPTURE(command);
     CHECK(contains(help.output, command));
   }
@@ -129,6 +129,13 @@ TEST_CASE("cli: demo runs end to end and prints a summary") {
   CHECK(contains(r.output, "audit    hash chain intact"));
   CHECK(contains(r.output, "summary"));
   CHECK(contains(r.output, "demo finished"));
+  // The gateway part: every call answered as expected, with its curl equivalent.
+  CHECK(contains(r.output, "gateway  http://127.0.0.1:"));
+  CHECK(contains(r.output, "$ curl -s http://127.0.0.1:"));
+  CHECK(contains(r.output, "/api/v1/openapi.json\n    200 OpenAPI 3.1"));
+  CHECK(contains(r.output, "/api/v1/permits/BP-2026-DEMO\n    200 {\"permit\":"));
+  CHECK(contains(r.output, "/api/v1/legacy/permits/BP-2019-00042\n    200 "));
+  CHECK_FALSE(contains(r.output, "    expected "));
 }
 
 TEST_CASE("cli: serve starts and stops cleanly on SIGTERM") {

@@ -60,6 +60,9 @@ struct GatewayDeps {
   RandomSource* random = nullptr;
   MetricsRegistry* metrics = nullptr;
   Logger logger;
+  // Called by POST /api/v1/gateway/reload (admin group), on a gateway worker: re-reads the
+  // host's configuration and calls Gateway::reload() with it. Empty: the route answers 501.
+  std::function<Status()> reload_config;
 };
 
 // A consumer as the admin API lists it: no secrets, only what identifies them.

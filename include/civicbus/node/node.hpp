@@ -10,6 +10,10 @@
 //   node->broker().publish(...);
 //   return node->run();  // until stop(), SIGINT or SIGTERM
 //
+// With a `gateway` section (NodeOptions::gateway) the node also runs the API gateway in front of
+// its modules: created and started by create(), stopped first by the destructor, and
+// reachable through gateway() so a module can add_route() its in-process handlers.
+//
 // A data directory is used by one Node at a time: create() takes an exclusive lock on
 // `<data_dir>/LOCK` and fails (kFailedPrecondition) when another Node, in this process or
 // another, holds it.
@@ -18,7 +22,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,12 +35,16 @@
 #include "civicbus/core/log.hpp"
 #include "civicbus/core/metrics.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/gateway/options.hpp"
 #include "civicbus/transport/transport.hpp"
 
 namespace civicbus {
 
 namespace storage {
 class Database;
+}
+namespace gateway {
+class Gateway;
 }
 
 struct NodeOptions {
@@ -69,6 +79,14 @@ struct NodeOptions {
   // Registered at start-up (before the topics are created). A file whose schema equals the
   // subject's newest version registers nothing; a changed file proposes a new version.
   std::vector<SchemaFile> schemas;
+
+  // The API gateway (YAML: `gateway:`; see docs/CONFIG.md). Empty: no gateway. Its relative
+  // file paths (JWKS, signing key, schemas) are resolved like the others.
+  std::optional<civicbus::gateway::GatewayOptions> gateway;
+
+  // The YAML file these options were read from (absolute; set by from_file()), which
+  // Node::reload_gateway() reads again. Empty for options built in code or from_yaml().
+  std::string config_file;
 
   // Reads a YAML configuration (docs/CONFIG.md). Relative paths in it (data_dir,
   // master_key_file, schema files) are taken relative to the directory of `path`. Errors
@@ -117,13 +135,29 @@ class Node {
   storage::Database& database();
   // The event log under the broker (offsets, usage). Components publish through broker().
   transport::Transport& transport();
-  // The options as resolved at create(): data_dir, log path and master key filled in.
+  // The options as resolved at create(): data_dir, log path and master key filled in. (The
+  // gateway's part is the one of create(); reloads do not change it.)
   const NodeOptions& options() const;
+
+  // The gateway when the options have one (it is listening once create() returned), else
+  // null. Valid as long as the Node.
+  civicbus::gateway::Gateway* gateway();
+  // Reads options().config_file again and hands its gateway section to
+  // reload_gateway(GatewayOptions): the way SIGHUP (see run()) and the admin API reload.
+  // Errors (the file does not load, no config_file, no gateway) change nothing.
+  Status reload_gateway();
+  // Replaces the gateway's routes, upstreams, consumers, CORS, versions and auth settings
+  // (Gateway::reload: the listener and load shedding stay as they were started).
+  // kFailedPrecondition when the node runs no gateway. Thread-safe; reloads are serialised.
+  Status reload_gateway(civicbus::gateway::GatewayOptions options);
 
   // Blocks until stop() is called or the process receives SIGINT or SIGTERM (the previous
   // signal dispositions are restored on return). Retention, DLQ expiry and lag gauges run on
-  // the broker's own schedule (BrokerOptions::maintenance_interval) meanwhile. Returns ok on
-  // a requested stop; call it from one thread at a time.
+  // the broker's own schedule (BrokerOptions::maintenance_interval) meanwhile. When the node
+  // runs a gateway and was configured from a file, SIGHUP reloads the gateway's
+  // configuration from it (reload_gateway(), on run()'s thread; a file that does not load is
+  // logged and the running configuration kept). Returns ok on a requested stop; call it from
+  // one thread at a time.
   Status run();
   // Makes run() return. Thread-safe, idempotent, callable before run() (run() then returns
   // at once) and from a signal-free context only.
