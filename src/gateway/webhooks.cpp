@@ -1,4 +1,6 @@
 // Webhook delivery: see include/civicbus/gateway/webhooks.hpp and docs/webhooks.md.
+// Secrets and parked bodies are sealed (Shared::seal_*), retry-table writes group-committed
+// (RetryWriter).
 //
 // One Endpoint per subscription. Work reaches it from two places:
 //  - the consumer group's handler (a "fresh" event, holding the group's `done`), and
@@ -14,7 +16,10 @@
 #include <atomic>
 #include <cctype>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
+#include <functional>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <set>
@@ -64,22 +69,18 @@ Result<std::string> secret_key(std::string_view secret) {
 struct EndpointTarget {
   http::Upstream upstream;
   std::string target;  // path and query
+  bool tls = false;    // https
 };
 
 Result<EndpointTarget> parse_endpoint_url(std::string_view url) {
   std::string lower;
   for (char c : url.substr(0, 8)) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower.rfind("https://", 0) == 0) {
-    return invalid_argument(fmt::format(
-        "webhook URL '{}': https endpoints are not supported yet (the HTTP client has no TLS; "
-        "that work is in progress); use an http:// URL, for example a TLS-terminating proxy on "
-        "loopback",
-        url));
+  const bool tls = lower.rfind("https://", 0) == 0;
+  if (!tls && lower.rfind("http://", 0) != 0) {
+    return invalid_argument(
+        fmt::format("webhook URL '{}' must start with http:// or https://", url));
   }
-  if (lower.rfind("http://", 0) != 0) {
-    return invalid_argument(fmt::format("webhook URL '{}' must start with http://", url));
-  }
-  std::string_view rest = url.substr(7);
+  std::string_view rest = url.substr(tls ? 8 : 7);
   const std::size_t end = rest.find_first_of("/?#");
   std::string authority(rest.substr(0, end));
   std::string target = end == std::string_view::npos ? "/" : std::string(rest.substr(end));
@@ -102,13 +103,13 @@ Result<EndpointTarget> parse_endpoint_url(std::string_view url) {
   const std::size_t colon = authority.rfind(':');
   const bool has_port =
       bracketed ? authority.back() != ']' : colon != std::string::npos;
-  if (!has_port) authority += ":80";
+  if (!has_port) authority += tls ? ":443" : ":80";
   auto upstream = http::Upstream::parse(authority);
   if (!upstream.ok()) {
     return invalid_argument(
         fmt::format("webhook URL '{}': {}", url, upstream.status().message()));
   }
-  return EndpointTarget{std::move(upstream).value(), std::move(target)};
+  return EndpointTarget{std::move(upstream).value(), std::move(target), tls};
 }
 
 Status validate_id(std::string_view id) {
@@ -149,6 +150,8 @@ Json options_json(const WebhookOptions& o) {
                        {"topics", strings_json(o.topics)},
                        {"event_types", strings_json(o.event_types)},
                        {"url", o.url},
+                       {"tls_ca_file", o.tls.ca_file},
+                       {"tls_server_name", o.tls.server_name},
                        {"schedule_ms", std::move(schedule)},
                        {"jitter", o.jitter},
                        {"attempt_timeout_ms", static_cast<std::int64_t>(o.attempt_timeout.count())},
@@ -167,6 +170,8 @@ Result<WebhookOptions> options_from_json(std::string_view text) {
   o.topics = strings_from(j.find("topics"));
   o.event_types = strings_from(j.find("event_types"));
   o.url = j.get_string("url");
+  o.tls.ca_file = j.get_string("tls_ca_file");
+  o.tls.server_name = j.get_string("tls_server_name");
   o.schedule.clear();
   if (const Json* s = j.find("schedule_ms"); s != nullptr && s->is_array()) {
     for (const auto& d : s->as_array()) {
@@ -224,14 +229,216 @@ CREATE TABLE webhook_dead_letters (
 );
 CREATE INDEX webhook_dead_letters_by_subscription ON webhook_dead_letters(subscription_id, dead_at);
 )sql"},
+    {2, "webhook secrets and bodies sealed under the master key",
+     R"sql(
+CREATE TABLE webhook_key_check (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  check_value BLOB NOT NULL,             -- HMAC of a fixed label under the master key
+  created_at INTEGER NOT NULL
+);
+-- 1: secret and previous_secret hold base64 of AES-256-GCM sealed bytes, body holds sealed
+-- bytes. 0: a row written in clear by version 1; the dispatcher seals it when it starts.
+ALTER TABLE webhook_subscriptions ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhook_retries ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhook_dead_letters ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+)sql"},
+};
+
+// ---- sealing at rest -------------------------------------------------------------------------
+
+// Labels of the keys derived from the master key (HMAC-SHA256(master_key, label), as the
+// broker derives its PII wrap key and audit chain key), and of the AAD of each sealed field.
+constexpr std::string_view kSealKeyLabel = "civicbus webhooks v1";
+constexpr std::string_view kKeyCheckLabel = "civicbus webhooks key check v1";
+constexpr std::string_view kBodyAadLabel = "civicbus webhook body v1";
+constexpr std::string_view kSecretAadLabel = "civicbus webhook secret v1";
+constexpr std::size_t kMasterKeyBytes = 32;
+
+void wipe(std::string& s) {
+  if (!s.empty()) explicit_bzero(s.data(), s.size());
+  s.clear();
+}
+
+void put_field(std::string& out, std::string_view s) {
+  const auto n = static_cast<std::uint32_t>(s.size());
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((n >> shift) & 0xff));
+  out.append(s);
+}
+
+// A parked or dead-lettered body is bound to its subscription and event: moved to another row
+// it no longer opens. The retry and dead-letter rows of one event share it, so a replay copies
+// the sealed bytes as they are.
+std::string body_aad(std::string_view subscription, std::string_view event_id) {
+  std::string aad(kBodyAadLabel);
+  put_field(aad, subscription);
+  put_field(aad, event_id);
+  return aad;
+}
+
+// `column` is "secret" or "previous_secret": the two cannot be exchanged either.
+std::string secret_aad(std::string_view subscription, std::string_view column) {
+  std::string aad(kSecretAadLabel);
+  put_field(aad, subscription);
+  put_field(aad, column);
+  return aad;
+}
+
+// ---- group commit of the retry tables --------------------------------------------------------
+
+// Collects writes to the retry and dead-letter tables from every endpoint and commits them
+// together: one transaction (one fsync) per batch instead of per row. A batch starts
+// `delay` after its first write, at once when it reaches `max_batch`, and right after the
+// previous commit when writes gathered meanwhile. Writes commit in the order they were
+// submitted. Each write's `done` runs after its commit (or failure), on an executor thread,
+// outside the writer's lock; it may submit more writes.
+//
+// Held by shared_ptr: a scheduled flush keeps it alive; one that runs after the dispatcher
+// closed finds nothing queued and touches nothing.
+class RetryWriter : public std::enable_shared_from_this<RetryWriter> {
+ public:
+  // Statements of one write; called inside a transaction, possibly twice (a failed batch is
+  // replayed write by write), so it must only issue statements.
+  using Write = std::function<Status(storage::Database&)>;
+  using Done = std::function<void(Status)>;
+
+  RetryWriter(storage::Database& db, Executor& executor, std::chrono::milliseconds delay,
+              std::size_t max_batch, Logger logger, Histogram& batch_rows)
+      : db_(db),
+        executor_(executor),
+        delay_(delay),
+        max_batch_(max_batch),
+        logger_(std::move(logger)),
+        batch_rows_(batch_rows) {}
+
+  void submit(Write write, Done done) {
+    std::lock_guard lock(mu_);
+    queue_.push_back(Item{std::move(write), std::move(done)});
+    if (flushing_) return;  // the running commit starts the next batch when it ends
+    if (queue_.size() >= max_batch_ || delay_ <= std::chrono::milliseconds(0)) {
+      post_flush_locked(/*now=*/true);
+    } else if (!armed_) {
+      post_flush_locked(/*now=*/false);
+    }
+  }
+
+ private:
+  struct Item {
+    Write write;
+    Done done;
+  };
+
+  void post_flush_locked(bool now) {
+    armed_ = true;
+    std::weak_ptr<RetryWriter> weak = weak_from_this();
+    auto run = [weak] {
+      if (auto self = weak.lock()) self->flush();
+    };
+    if (now) {
+      executor_.post(std::move(run));
+    } else {
+      executor_.post_after(delay_, std::move(run));
+    }
+  }
+
+  void flush() {
+    std::vector<Item> batch;
+    {
+      std::lock_guard lock(mu_);
+      armed_ = false;
+      if (flushing_ || queue_.empty()) return;
+      flushing_ = true;
+      const std::size_t n = std::min(queue_.size(), max_batch_);
+      batch.assign(std::make_move_iterator(queue_.begin()),
+                   std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(n)));
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    std::vector<Status> results(batch.size());
+    Status st = db_.transaction([&]() -> Status {
+      for (auto& item : batch) CIVICBUS_RETURN_IF_ERROR(item.write(db_));
+      return {};
+    });
+    if (!st.ok() && batch.size() > 1) {
+      // One bad write (or a commit that failed) must not fail the others: one by one.
+      logger_.warn("webhook retry-table batch failed; writing its rows one by one",
+                   {{"rows", std::to_string(batch.size())}, {"error", st.to_string()}});
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        results[i] = db_.transaction([&]() -> Status { return batch[i].write(db_); });
+      }
+    } else {
+      for (auto& r : results) r = st;
+    }
+    batch_rows_.observe(static_cast<double>(batch.size()));
+    {
+      std::lock_guard lock(mu_);
+      flushing_ = false;
+      if (!queue_.empty() && !armed_) post_flush_locked(/*now=*/true);
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(results[i]);
+  }
+
+  storage::Database& db_;
+  Executor& executor_;
+  const std::chrono::milliseconds delay_;
+  const std::size_t max_batch_;
+  Logger logger_;
+  Histogram& batch_rows_;
+
+  std::mutex mu_;
+  std::deque<Item> queue_;
+  bool armed_ = false;     // a flush is posted
+  bool flushing_ = false;  // a batch is being committed
 };
 
 // ---- the dispatcher's shared parts -----------------------------------------------------------
 
 struct Shared {
-  WebhookDispatcherOptions options;
+  WebhookDispatcherOptions options;  // master_key already wiped
   WebhookContext ctx;
+  crypto::AesGcm cipher;  // under HMAC-SHA256(master_key, kSealKeyLabel)
+  std::string key_check;  // HMAC-SHA256(master_key, kKeyCheckLabel)
+  std::shared_ptr<RetryWriter> writer;
   std::mutex random_mu;
+
+  std::string seal(std::string_view plaintext, std::string_view aad) {
+    std::lock_guard lock(random_mu);  // the nonce comes from ctx.random
+    return cipher.seal(ctx.random, plaintext, aad);
+  }
+  std::string seal_body(std::string_view subscription, std::string_view event_id,
+                        std::string_view body) {
+    return seal(body, body_aad(subscription, event_id));
+  }
+  Result<std::string> open_body(std::string_view subscription, std::string_view event_id,
+                                std::string_view sealed) const {
+    auto body = cipher.open(sealed, body_aad(subscription, event_id));
+    if (!body.ok()) {
+      return data_loss(fmt::format(
+          "webhook '{}': the stored body of event {} does not decrypt with the master key (the "
+          "row is corrupt, was copied from another row, or was sealed under another master key)",
+          subscription, event_id));
+    }
+    return body;
+  }
+  // Secrets live in TEXT columns: base64 of the sealed bytes; "" stays "" (no previous secret).
+  std::string seal_secret(std::string_view subscription, std::string_view column,
+                          std::string_view secret) {
+    if (secret.empty()) return {};
+    return crypto::base64_encode(seal(secret, secret_aad(subscription, column)));
+  }
+  Result<std::string> open_secret(std::string_view subscription, std::string_view column,
+                                  std::string_view stored) const {
+    if (stored.empty()) return std::string();
+    auto sealed = crypto::base64_decode(stored);
+    Result<std::string> secret =
+        sealed.ok() ? cipher.open(*sealed, secret_aad(subscription, column))
+                    : Result<std::string>(sealed.status());
+    if (!secret.ok()) {
+      return data_loss(fmt::format(
+          "webhook '{}': its stored {} does not decrypt with the master key (the row is corrupt, "
+          "was copied from another row, or was sealed under another master key)",
+          subscription, column == "secret" ? "signing secret" : "previous signing secret"));
+    }
+    return secret;
+  }
 
   // Uniform in [0, 1).
   double uniform() {
@@ -274,7 +481,10 @@ Outcome classify(const Result<http::HttpResponse>& r) {
   if (!r.ok()) {
     const ErrorCode code = r.status().code();
     o.cancelled = code == ErrorCode::kCancelled;
-    o.result = code == ErrorCode::kDeadlineExceeded ? "timeout" : "network_error";
+    // The HTTP client reports a failed certificate check as kUnauthenticated.
+    o.result = code == ErrorCode::kDeadlineExceeded ? "timeout"
+               : code == ErrorCode::kUnauthenticated ? "tls_error"
+                                                     : "network_error";
     o.error = r.status().to_string();
     return o;
   }
@@ -350,8 +560,15 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
     co.connect_timeout = std::min<std::chrono::milliseconds>(options_.attempt_timeout, 5'000ms);
     co.max_connections_per_upstream = options_.max_concurrent;
     co.max_retries = 0;  // retries follow the webhook schedule, not the client's
-    CIVICBUS_ASSIGN_OR_RETURN(auto client, http::HttpClient::create(co));
-    client_ = std::shared_ptr<http::HttpClient>(std::move(client));
+    if (target_.tls) {
+      http::TlsClientOptions tls;  // verify_peer stays on: a webhook carries signed events
+      tls.ca_file = options_.tls.ca_file;
+      tls.server_name = options_.tls.server_name;
+      co.tls = std::move(tls);
+    }
+    auto client = http::HttpClient::create(co);
+    if (!client.ok()) return client.status().with_context("webhook '" + options_.id + "'");
+    client_ = std::shared_ptr<http::HttpClient>(std::move(client).value());
 
     // Parked retries and the dead-letter count, as the last run left them.
     std::int64_t dead = 0;
@@ -440,8 +657,10 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
     }
     {
       std::unique_lock lock(mu_);
-      if (!idle_cv_.wait_for(lock, std::chrono::seconds(60), [&] { return in_flight_ == 0; })) {
-        shared_.ctx.logger.warn("webhook attempts still in flight at close",
+      // Writes queued for the group commit finish too: they acknowledge events to the group.
+      if (!idle_cv_.wait_for(lock, std::chrono::seconds(60),
+                             [&] { return in_flight_ == 0 && pending_writes_ == 0; })) {
+        shared_.ctx.logger.warn("webhook attempts or retry-table writes still pending at close",
                                 {{"subscription", options_.id}});
       }
     }
@@ -566,6 +785,11 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
     return s;
   }
 
+  std::string secret() const {
+    std::lock_guard lock(mu_);
+    return secret_;
+  }
+
   void set_secrets(std::string secret, std::string previous, std::int64_t previous_until_us) {
     std::lock_guard lock(mu_);
     secret_ = std::move(secret);
@@ -587,23 +811,41 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
   }
 
  private:
-  // Reads a parked event's row. False (and the slot given back) when it is gone.
+  // Reads a parked event's row. False (and the slot given back) when it is gone or unreadable.
   bool load(Attempt& a) {
     bool found = false;
+    std::string sealed;
     Status st = shared_.ctx.db.query(
         "SELECT topic, body, attempts, first_failed_at, stored_at FROM webhook_retries "
         "WHERE subscription_id = ? AND event_id = ?",
         {Value{std::string_view(options_.id)}, Value{std::string_view(a.event_id)}},
         [&](const storage::Row& row) {
           a.topic = std::string(row.get_text(0));
-          a.body = std::string(row.get_blob(1));
+          sealed = std::string(row.get_blob(1));
           a.attempts_before = static_cast<int>(row.get_int(2));
           a.first_failed_at = from_unix_micros(row.get_int(3));
           a.stored_at = from_unix_micros(row.get_int(4));
           found = true;
           return false;
         });
-    if (found) return true;
+    if (found) {
+      auto body = shared_.open_body(options_.id, a.event_id, sealed);
+      if (body.ok()) {
+        a.body = std::move(body).value();
+        return true;
+      }
+      // Never send what did not decrypt. The row stays (pending_retries() lists it) but is
+      // not tried again in this run; an operator removes it or restores the right key.
+      shared_.ctx.logger.error("a parked webhook event cannot be decrypted; it is not sent",
+                               {{"subscription", options_.id},
+                                {"event_id", a.event_id},
+                                {"error", body.status().to_string()}});
+      std::lock_guard lock(mu_);
+      if (a.probe) probing_ = false;
+      --in_flight_;
+      idle_cv_.notify_all();
+      return false;
+    }
     std::lock_guard lock(mu_);
     if (!st.ok()) {
       // The database is unwell: look again a little later.
@@ -686,14 +928,19 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
     attempt_duration_->observe(o.seconds);
     if (o.ok) {
       if (!a.fresh) {
-        auto st = shared_.ctx.db.execute(
-            "DELETE FROM webhook_retries WHERE subscription_id = ? AND event_id = ?",
-            {Value{std::string_view(options_.id)}, Value{std::string_view(a.event_id)}});
-        if (!st.ok()) {
-          // The row stays: after a restart the event goes once more (at least once).
-          shared_.ctx.logger.error("could not remove a delivered webhook's retry row",
-                                   {{"subscription", options_.id}, {"error", st.status().to_string()}});
-        }
+        write(
+            [sub = options_.id, event_id = a.event_id](storage::Database& db) {
+              return db
+                  .execute("DELETE FROM webhook_retries WHERE subscription_id = ? AND event_id = ?",
+                           {Value{std::string_view(sub)}, Value{std::string_view(event_id)}})
+                  .status();
+            },
+            [this](const Status& st) {
+              if (st.ok()) return;
+              // The row stays: after a restart the event goes once more (at least once).
+              shared_.ctx.logger.error("could not remove a delivered webhook's retry row",
+                                       {{"subscription", options_.id}, {"error", st.to_string()}});
+            });
       } else {
         a.done(Status());
       }
@@ -771,105 +1018,181 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
         static_cast<std::int64_t>(static_cast<double>(d.count()) * factor));
   }
 
-  // Writes (or updates) the event's retry row, then lets the group go on.
+  // Queues `w` for the group commit; `done` runs after it committed (or failed). stop() waits
+  // for every queued write of the endpoint.
+  void write(RetryWriter::Write w, std::function<void(const Status&)> done) {
+    {
+      std::lock_guard lock(mu_);
+      ++pending_writes_;
+    }
+    shared_.writer->submit(std::move(w), [self = shared_from_this(), done = std::move(done)](Status st) {
+      done(st);
+      std::lock_guard lock(self->mu_);
+      --self->pending_writes_;
+      self->idle_cv_.notify_all();
+    });
+  }
+
+  // Writes (or updates) the event's retry row; a fresh event is acknowledged to the group only
+  // once its row is committed. The slot is given back at once: the commit holds no request.
   void park(Attempt a, int attempts, const std::string& error, bool count_failure) {
     const SystemTime now = shared_.ctx.clock.now();
     const std::int64_t due = to_unix_micros(now + jittered(options_.schedule[attempts]));
+    std::string event_id = a.event_id;
     if (a.fresh) {
       if (count_failure) a.first_failed_at = now;
-      auto st = shared_.ctx.db.execute(
-          "INSERT INTO webhook_retries(subscription_id, event_id, topic, body, attempts, "
-          "next_attempt_at, first_failed_at, stored_at, last_error) VALUES (?,?,?,?,?,?,?,?,?) "
-          "ON CONFLICT(subscription_id, event_id) DO UPDATE SET attempts = excluded.attempts, "
-          "next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error",
-          {Value{std::string_view(options_.id)}, Value{std::string_view(a.event_id)},
-           Value{std::string_view(a.topic)}, Value{storage::Blob{a.body}},
-           Value{static_cast<std::int64_t>(attempts)}, Value{due},
-           Value{to_unix_micros(count_failure ? a.first_failed_at : now)},
-           Value{to_unix_micros(a.stored_at)}, Value{std::string_view(error)}});
-      if (!st.ok()) {
-        // Not parked: the group keeps the event and brings it again.
-        shared_.ctx.logger.error("could not park a webhook event for retry",
-                                 {{"subscription", options_.id}, {"error", st.status().to_string()}});
-        a.done(st.status());
-        release(a);
-        pump();
-        return;
-      }
-      {
-        std::lock_guard lock(mu_);
-        parked_[a.event_id] = due;
-        due_.emplace(due, a.event_id);
-      }
-      a.done(Status());
-    } else {
-      auto st = shared_.ctx.db.execute(
-          "UPDATE webhook_retries SET attempts = ?, next_attempt_at = ?, last_error = ? "
-          "WHERE subscription_id = ? AND event_id = ?",
-          {Value{static_cast<std::int64_t>(attempts)}, Value{due}, Value{std::string_view(error)},
-           Value{std::string_view(options_.id)}, Value{std::string_view(a.event_id)}});
-      if (!st.ok()) {
-        // The row keeps its older count; the schedule in memory goes on.
-        shared_.ctx.logger.error("could not update a webhook retry row",
-                                 {{"subscription", options_.id}, {"error", st.status().to_string()}});
-      }
-      std::lock_guard lock(mu_);
-      parked_[a.event_id] = due;
-      due_.emplace(due, a.event_id);
+      struct RetryRow {
+        std::string subscription, event_id, topic, sealed_body, error;
+        std::int64_t attempts, due, first_failed_at, stored_at;
+      };
+      RetryRow row{options_.id,
+                   a.event_id,
+                   a.topic,
+                   shared_.seal_body(options_.id, a.event_id, a.body),
+                   error,
+                   attempts,
+                   due,
+                   to_unix_micros(count_failure ? a.first_failed_at : now),
+                   to_unix_micros(a.stored_at)};
+      auto done = std::move(a.done);
+      release(a);
+      write(
+          [row = std::move(row)](storage::Database& db) {
+            return db
+                .execute(
+                    "INSERT INTO webhook_retries(subscription_id, event_id, topic, body, "
+                    "attempts, next_attempt_at, first_failed_at, stored_at, last_error, sealed) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,1) "
+                    "ON CONFLICT(subscription_id, event_id) DO UPDATE SET "
+                    "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
+                    "last_error = excluded.last_error",
+                    {Value{std::string_view(row.subscription)}, Value{std::string_view(row.event_id)},
+                     Value{std::string_view(row.topic)}, Value{storage::Blob{row.sealed_body}},
+                     Value{row.attempts}, Value{row.due}, Value{row.first_failed_at},
+                     Value{row.stored_at}, Value{std::string_view(row.error)}})
+                .status();
+          },
+          [this, event_id, due, done = std::move(done)](const Status& st) {
+            if (!st.ok()) {
+              // Not parked: the group keeps the event and brings it again.
+              shared_.ctx.logger.error("could not park a webhook event for retry",
+                                       {{"subscription", options_.id}, {"error", st.to_string()}});
+              done(st);
+              pump();
+              return;
+            }
+            {
+              std::lock_guard lock(mu_);
+              parked_[event_id] = due;
+              due_.emplace(due, event_id);
+            }
+            done(Status());
+            pump();
+          });
+      pump();
+      return;
     }
     release(a);
+    write(
+        [sub = options_.id, event_id, attempts, due, error](storage::Database& db) {
+          return db
+              .execute(
+                  "UPDATE webhook_retries SET attempts = ?, next_attempt_at = ?, last_error = ? "
+                  "WHERE subscription_id = ? AND event_id = ?",
+                  {Value{static_cast<std::int64_t>(attempts)}, Value{due},
+                   Value{std::string_view(error)}, Value{std::string_view(sub)},
+                   Value{std::string_view(event_id)}})
+              .status();
+        },
+        // Due again only once the row says so: an attempt must read the new count.
+        [this, event_id, due](const Status& st) {
+          if (!st.ok()) {
+            // The row keeps its older count; the schedule in memory goes on.
+            shared_.ctx.logger.error("could not update a webhook retry row",
+                                     {{"subscription", options_.id}, {"error", st.to_string()}});
+          }
+          {
+            std::lock_guard lock(mu_);
+            parked_[event_id] = due;
+            due_.emplace(due, event_id);
+          }
+          pump();
+        });
     pump();
   }
 
   void dead_letter(Attempt a, int attempts, const std::string& reason) {
     const SystemTime now = shared_.ctx.clock.now();
     if (a.fresh) a.first_failed_at = now;
-    auto& db = shared_.ctx.db;
-    Status st = db.transaction([&]() -> Status {
-      CIVICBUS_RETURN_IF_ERROR(
-          db.execute("INSERT INTO webhook_dead_letters(subscription_id, event_id, topic, body, "
-                     "reason, attempts, first_failed_at, stored_at, dead_at) "
-                     "VALUES (?,?,?,?,?,?,?,?,?)",
-                     {Value{std::string_view(options_.id)}, Value{std::string_view(a.event_id)},
-                      Value{std::string_view(a.topic)}, Value{storage::Blob{a.body}},
-                      Value{std::string_view(reason)}, Value{static_cast<std::int64_t>(attempts)},
-                      Value{to_unix_micros(a.first_failed_at)}, Value{to_unix_micros(a.stored_at)},
-                      Value{to_unix_micros(now)}})
-              .status());
-      if (a.fresh) return {};
-      return db
-          .execute("DELETE FROM webhook_retries WHERE subscription_id = ? AND event_id = ?",
-                   {Value{std::string_view(options_.id)}, Value{std::string_view(a.event_id)}})
-          .status();
-    });
-    if (!st.ok()) {
-      shared_.ctx.logger.error("could not dead-letter a webhook event",
-                               {{"subscription", options_.id}, {"error", st.to_string()}});
-      if (a.fresh) {
-        a.done(st);
-      } else {
-        std::lock_guard lock(mu_);
-        const std::int64_t due = to_unix_micros(now + 60s);
-        parked_[a.event_id] = due;
-        due_.emplace(due, a.event_id);
-      }
-      release(a);
-      pump();
-      return;
-    }
-    if (a.fresh) a.done(Status());
-    dead_lettered_->inc();
-    shared_.ctx.logger.warn("webhook event dead-lettered after its last attempt",
-                            {{"subscription", options_.id},
-                             {"event_id", a.event_id},
-                             {"attempts", std::to_string(attempts)},
-                             {"reason", reason}});
+    struct DeadRow {
+      std::string subscription, event_id, topic, sealed_body, reason;
+      std::int64_t attempts, first_failed_at, stored_at, dead_at;
+    };
+    DeadRow row{options_.id,
+                a.event_id,
+                a.topic,
+                shared_.seal_body(options_.id, a.event_id, a.body),
+                reason,
+                attempts,
+                to_unix_micros(a.first_failed_at),
+                to_unix_micros(a.stored_at),
+                to_unix_micros(now)};
+    const bool fresh = a.fresh;
+    std::string event_id = a.event_id;
+    auto done = std::move(a.done);
     {
+      // Counted at once (state() agrees with the table as soon as it commits); undone below
+      // when the write fails.
       std::lock_guard lock(mu_);
-      parked_.erase(a.event_id);
+      parked_.erase(event_id);
       ++dead_letters_;
     }
     release(a);
+    write(
+        [row = std::move(row), fresh](storage::Database& db) -> Status {
+          CIVICBUS_RETURN_IF_ERROR(
+              db.execute("INSERT INTO webhook_dead_letters(subscription_id, event_id, topic, body, "
+                         "reason, attempts, first_failed_at, stored_at, dead_at, sealed) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,1)",
+                         {Value{std::string_view(row.subscription)},
+                          Value{std::string_view(row.event_id)}, Value{std::string_view(row.topic)},
+                          Value{storage::Blob{row.sealed_body}}, Value{std::string_view(row.reason)},
+                          Value{row.attempts}, Value{row.first_failed_at}, Value{row.stored_at},
+                          Value{row.dead_at}})
+                  .status());
+          if (fresh) return {};
+          return db
+              .execute("DELETE FROM webhook_retries WHERE subscription_id = ? AND event_id = ?",
+                       {Value{std::string_view(row.subscription)},
+                        Value{std::string_view(row.event_id)}})
+              .status();
+        },
+        [this, fresh, event_id, attempts, reason, done = std::move(done)](const Status& st) {
+          if (!st.ok()) {
+            shared_.ctx.logger.error("could not dead-letter a webhook event",
+                                     {{"subscription", options_.id}, {"error", st.to_string()}});
+            {
+              std::lock_guard lock(mu_);
+              --dead_letters_;
+              if (!fresh) {
+                const std::int64_t due = to_unix_micros(shared_.ctx.clock.now() + 60s);
+                parked_[event_id] = due;
+                due_.emplace(due, event_id);
+              }
+            }
+            if (fresh) done(st);
+            pump();
+            return;
+          }
+          if (fresh) done(Status());
+          dead_lettered_->inc();
+          shared_.ctx.logger.warn("webhook event dead-lettered after its last attempt",
+                                  {{"subscription", options_.id},
+                                   {"event_id", event_id},
+                                   {"attempts", std::to_string(attempts)},
+                                   {"reason", reason}});
+          pump();
+        });
     pump();
   }
 
@@ -914,6 +1237,7 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
   std::unordered_map<std::string, std::int64_t> parked_;  // event id -> due (every retry row)
   std::set<std::pair<std::int64_t, std::string>> due_;    // parked and not in flight, by due
   std::size_t in_flight_ = 0;
+  std::size_t pending_writes_ = 0;  // queued for the group commit, `done` not yet run
   int consecutive_failures_ = 0;
   bool paused_ = false;
   bool probing_ = false;
@@ -935,15 +1259,25 @@ struct TickState {
 
 class DispatcherImpl final : public WebhookDispatcher {
  public:
-  DispatcherImpl(WebhookDispatcherOptions options, WebhookContext ctx)
-      : shared_{std::move(options), std::move(ctx), {}},
+  DispatcherImpl(WebhookDispatcherOptions options, WebhookContext ctx, crypto::AesGcm cipher,
+                 std::string key_check)
+      : shared_{std::move(options), std::move(ctx), std::move(cipher), std::move(key_check), {}, {}},
         tick_(std::make_shared<TickState>()) {
     tick_->owner = this;
+    Histogram& batch_rows = shared_.ctx.metrics.histogram(
+        "civicbus_webhook_retry_write_batch_rows",
+        "Retry and dead-letter table writes committed per transaction (group commit)", {},
+        {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024});
+    shared_.writer = std::make_shared<RetryWriter>(
+        shared_.ctx.db, shared_.ctx.executor, shared_.options.retry_write_delay,
+        shared_.options.retry_write_batch, shared_.ctx.logger, batch_rows);
   }
   ~DispatcherImpl() override { close(); }
 
   Status start() {
     CIVICBUS_RETURN_IF_ERROR(storage::migrate(shared_.ctx.db, "webhooks", kWebhookMigrations));
+    CIVICBUS_RETURN_IF_ERROR(check_master_key());
+    CIVICBUS_RETURN_IF_ERROR(seal_rows_in_clear());
     struct Row {
       std::string id, options;
       Endpoint::Stored stored;
@@ -956,7 +1290,7 @@ class DispatcherImpl final : public WebhookDispatcher {
           Row row;
           row.id = std::string(r.get_text(0));
           row.options = std::string(r.get_text(1));
-          row.stored.secret = std::string(r.get_text(2));
+          row.stored.secret = std::string(r.get_text(2));  // sealed, opened below
           row.stored.previous_secret = std::string(r.get_text(3));
           row.stored.previous_until_us = r.get_int(4);
           row.stored.paused_until_us = r.get_optional_int(5);
@@ -965,6 +1299,11 @@ class DispatcherImpl final : public WebhookDispatcher {
           return true;
         }));
     for (auto& row : rows) {
+      CIVICBUS_ASSIGN_OR_RETURN(row.stored.secret,
+                                shared_.open_secret(row.id, "secret", row.stored.secret));
+      CIVICBUS_ASSIGN_OR_RETURN(
+          row.stored.previous_secret,
+          shared_.open_secret(row.id, "previous_secret", row.stored.previous_secret));
       auto options = options_from_json(row.options);
       if (!options.ok()) {
         return data_loss(fmt::format("webhook '{}': stored options are unreadable: {}", row.id,
@@ -1002,10 +1341,11 @@ class DispatcherImpl final : public WebhookDispatcher {
     };
     auto inserted = shared_.ctx.db.execute(
         "INSERT INTO webhook_subscriptions(id, options, secret, previous_secret, "
-        "previous_secret_until, paused_until, cool_off_ms, created_at) "
-        "VALUES (?,?,?,'',0,NULL,?,?)",
+        "previous_secret_until, paused_until, cool_off_ms, created_at, sealed) "
+        "VALUES (?,?,?,'',0,NULL,?,?,1)",
         {Value{std::string_view(options.id)}, Value{std::string_view(options_json(options).dump())},
-         Value{std::string_view(secret)}, Value{static_cast<std::int64_t>(options.pause.cool_off.count())},
+         Value{std::string_view(shared_.seal_secret(options.id, "secret", secret))},
+         Value{static_cast<std::int64_t>(options.pause.cool_off.count())},
          Value{to_unix_micros(now)}});
     if (!inserted.ok()) {
       done_creating();
@@ -1080,21 +1420,22 @@ class DispatcherImpl final : public WebhookDispatcher {
     CIVICBUS_RETURN_IF_ERROR(validate_webhook_secret(new_secret));
     const SystemTime now = shared_.ctx.clock.now();
     const std::int64_t until = to_unix_micros(now + shared_.options.rotation_overlap);
-    std::string old;
+    std::string old = ep->secret();  // as the stored row holds it, sealed
     SystemTime created{};
     auto& db = shared_.ctx.db;
+    const std::string sealed_new = shared_.seal_secret(id, "secret", new_secret);
+    const std::string sealed_old = shared_.seal_secret(id, "previous_secret", old);
     CIVICBUS_RETURN_IF_ERROR(db.transaction([&]() -> Status {
-      CIVICBUS_RETURN_IF_ERROR(db.query("SELECT secret, created_at FROM webhook_subscriptions WHERE id = ?",
+      CIVICBUS_RETURN_IF_ERROR(db.query("SELECT created_at FROM webhook_subscriptions WHERE id = ?",
                                         {Value{id}}, [&](const storage::Row& r) {
-                                          old = std::string(r.get_text(0));
-                                          created = from_unix_micros(r.get_int(1));
+                                          created = from_unix_micros(r.get_int(0));
                                           return false;
                                         }));
       return db
           .execute("UPDATE webhook_subscriptions SET secret = ?, previous_secret = ?, "
-                   "previous_secret_until = ? WHERE id = ?",
-                   {Value{std::string_view(new_secret)}, Value{std::string_view(old)}, Value{until},
-                    Value{id}})
+                   "previous_secret_until = ?, sealed = 1 WHERE id = ?",
+                   {Value{std::string_view(sealed_new)}, Value{std::string_view(sealed_old)},
+                    Value{until}, Value{id}})
           .status();
     }));
     ep->set_secrets(new_secret, old, until);
@@ -1137,6 +1478,7 @@ class DispatcherImpl final : public WebhookDispatcher {
 
   Result<std::vector<WebhookDeadLetter>> dead_letters(std::string_view id, std::size_t limit) override {
     std::vector<WebhookDeadLetter> out;
+    Status unreadable;
     CIVICBUS_RETURN_IF_ERROR(shared_.ctx.db.query(
         "SELECT id, subscription_id, event_id, topic, body, reason, attempts, first_failed_at, "
         "dead_at FROM webhook_dead_letters WHERE subscription_id = ? ORDER BY id LIMIT ?",
@@ -1146,7 +1488,12 @@ class DispatcherImpl final : public WebhookDispatcher {
           d.subscription = std::string(r.get_text(1));
           d.event_id = std::string(r.get_text(2));
           d.topic = std::string(r.get_text(3));
-          d.body = std::string(r.get_blob(4));
+          auto body = shared_.open_body(d.subscription, d.event_id, r.get_blob(4));
+          if (!body.ok()) {
+            unreadable = body.status();
+            return false;
+          }
+          d.body = std::move(body).value();
           d.reason = std::string(r.get_text(5));
           d.attempts = static_cast<int>(r.get_int(6));
           d.first_failed_at = from_unix_micros(r.get_int(7));
@@ -1154,6 +1501,7 @@ class DispatcherImpl final : public WebhookDispatcher {
           out.push_back(std::move(d));
           return true;
         }));
+    CIVICBUS_RETURN_IF_ERROR(unreadable);
     return out;
   }
 
@@ -1172,10 +1520,11 @@ class DispatcherImpl final : public WebhookDispatcher {
             return true;
           }));
       CIVICBUS_RETURN_IF_ERROR(
+          // The sealed body moves as it is: retry and dead-letter rows share its AAD.
           db.execute("INSERT INTO webhook_retries(subscription_id, event_id, topic, body, attempts, "
-                     "next_attempt_at, first_failed_at, stored_at, last_error) "
+                     "next_attempt_at, first_failed_at, stored_at, last_error, sealed) "
                      "SELECT subscription_id, event_id, topic, body, 0, ?, first_failed_at, "
-                     "stored_at, 'replayed from the dead letters: ' || reason "
+                     "stored_at, 'replayed from the dead letters: ' || reason, sealed "
                      "FROM webhook_dead_letters WHERE subscription_id = ? "
                      "ON CONFLICT(subscription_id, event_id) DO NOTHING",
                      {Value{now}, Value{id}})
@@ -1214,6 +1563,138 @@ class DispatcherImpl final : public WebhookDispatcher {
   }
 
  private:
+  // The master key must be the one this database's webhook data was sealed under: checked
+  // against a stored HMAC of a label, so a wrong key fails here, clearly, instead of at every
+  // row. (As the broker's key store checks its own.)
+  Status check_master_key() {
+    auto& db = shared_.ctx.db;
+    const std::string wrong_key = fmt::format(
+        "the master key does not match the one the webhook secrets and parked events in {} were "
+        "sealed with (key check failed); start the node with its original master key",
+        db.describe());
+    return db.transaction([&]() -> Status {
+      std::optional<std::string> stored;
+      CIVICBUS_RETURN_IF_ERROR(db.query("SELECT check_value FROM webhook_key_check WHERE id = 1",
+                                        {}, [&](const storage::Row& row) {
+                                          stored = std::string(row.get_blob(0));
+                                          return false;
+                                        }));
+      if (stored) {
+        if (!crypto::constant_time_equal(*stored, shared_.key_check)) {
+          return failed_precondition(wrong_key);
+        }
+        return {};
+      }
+      // No check value yet. Sealed rows without one mean it was deleted: try a row rather
+      // than recording a wrong key as the right one.
+      std::optional<std::pair<std::string, std::string>> sample;
+      CIVICBUS_RETURN_IF_ERROR(db.query(
+          "SELECT id, secret FROM webhook_subscriptions WHERE sealed = 1 LIMIT 1", {},
+          [&](const storage::Row& row) {
+            sample.emplace(std::string(row.get_text(0)), std::string(row.get_text(1)));
+            return false;
+          }));
+      if (sample && !shared_.open_secret(sample->first, "secret", sample->second).ok()) {
+        return failed_precondition(wrong_key);
+      }
+      return db
+          .execute("INSERT INTO webhook_key_check(id, check_value, created_at) VALUES (1, ?, ?)",
+                   {Value{storage::Blob{shared_.key_check}},
+                    Value{to_unix_micros(shared_.ctx.clock.now())}})
+          .status();
+    });
+  }
+
+  // Rows that version 1 of the tables stored in clear are sealed in one transaction. With
+  // SQLite, secure_delete zeroes the cells the clear values leave behind; copies in the WAL
+  // last until it is checkpointed.
+  Status seal_rows_in_clear() {
+    auto& db = shared_.ctx.db;
+    struct Clear {
+      std::string key;  // subscription id, or the dead letter's id
+      std::string subscription, event_id, value, previous;
+    };
+    std::vector<Clear> subs, retries, dead;
+    CIVICBUS_RETURN_IF_ERROR(db.query(
+        "SELECT id, secret, previous_secret FROM webhook_subscriptions WHERE sealed = 0", {},
+        [&](const storage::Row& r) {
+          std::string id(r.get_text(0));
+          subs.push_back({id, id, "", std::string(r.get_text(1)), std::string(r.get_text(2))});
+          return true;
+        }));
+    CIVICBUS_RETURN_IF_ERROR(db.query(
+        "SELECT subscription_id, event_id, body FROM webhook_retries WHERE sealed = 0", {},
+        [&](const storage::Row& r) {
+          retries.push_back({"", std::string(r.get_text(0)), std::string(r.get_text(1)),
+                             std::string(r.get_blob(2)), ""});
+          return true;
+        }));
+    CIVICBUS_RETURN_IF_ERROR(db.query(
+        "SELECT id, subscription_id, event_id, body FROM webhook_dead_letters WHERE sealed = 0", {},
+        [&](const storage::Row& r) {
+          dead.push_back({std::to_string(r.get_int(0)), std::string(r.get_text(1)),
+                          std::string(r.get_text(2)), std::string(r.get_blob(3)), ""});
+          return true;
+        }));
+    if (subs.empty() && retries.empty() && dead.empty()) return {};
+    const bool sqlite = db.dialect() == storage::Dialect::kSqlite;
+    Status st = db.transaction([&]() -> Status {
+      std::optional<std::int64_t> secure_delete;
+      if (sqlite) {
+        CIVICBUS_ASSIGN_OR_RETURN(secure_delete, db.query_int("PRAGMA secure_delete"));
+        CIVICBUS_RETURN_IF_ERROR(db.execute_script("PRAGMA secure_delete = ON"));
+      }
+      Status status = [&]() -> Status {
+        for (auto& c : subs) {
+          CIVICBUS_RETURN_IF_ERROR(
+              db.execute("UPDATE webhook_subscriptions SET secret = ?, previous_secret = ?, "
+                         "sealed = 1 WHERE id = ? AND sealed = 0",
+                         {Value{std::string_view(shared_.seal_secret(c.key, "secret", c.value))},
+                          Value{std::string_view(
+                              shared_.seal_secret(c.key, "previous_secret", c.previous))},
+                          Value{std::string_view(c.key)}})
+                  .status());
+        }
+        for (auto& c : retries) {
+          const std::string sealed = shared_.seal_body(c.subscription, c.event_id, c.value);
+          CIVICBUS_RETURN_IF_ERROR(
+              db.execute("UPDATE webhook_retries SET body = ?, sealed = 1 "
+                         "WHERE subscription_id = ? AND event_id = ? AND sealed = 0",
+                         {Value{storage::Blob{sealed}}, Value{std::string_view(c.subscription)},
+                          Value{std::string_view(c.event_id)}})
+                  .status());
+        }
+        for (auto& c : dead) {
+          const std::string sealed = shared_.seal_body(c.subscription, c.event_id, c.value);
+          CIVICBUS_RETURN_IF_ERROR(
+              db.execute("UPDATE webhook_dead_letters SET body = ?, sealed = 1 "
+                         "WHERE id = ? AND sealed = 0",
+                         {Value{storage::Blob{sealed}}, Value{std::stoll(c.key)}})
+                  .status());
+        }
+        return {};
+      }();
+      if (sqlite && secure_delete) {
+        Status restored = db.execute_script(*secure_delete != 0 ? "PRAGMA secure_delete = ON"
+                                                                : "PRAGMA secure_delete = OFF");
+        if (status.ok()) status = restored;
+      }
+      return status;
+    });
+    for (auto* v : {&subs, &retries, &dead}) {
+      for (auto& c : *v) {
+        wipe(c.value);
+        wipe(c.previous);
+      }
+    }
+    if (!st.ok()) return st.with_context("sealing webhook rows stored in clear");
+    shared_.ctx.logger.info("webhook rows stored in clear are now sealed under the master key",
+                            {{"subscriptions", std::to_string(subs.size())},
+                             {"retries", std::to_string(retries.size())},
+                             {"dead_letters", std::to_string(dead.size())}});
+    return {};
+  }
+
   Result<std::shared_ptr<Endpoint>> endpoint(std::string_view id) {
     std::lock_guard lock(mu_);
     auto it = endpoints_.find(id);
@@ -1351,7 +1832,11 @@ Status WebhookOptions::validate() const {
       return invalid_argument(who + "'" + p + "' is not a topic pattern");
     }
   }
-  CIVICBUS_RETURN_IF_ERROR(parse_endpoint_url(url).status());
+  CIVICBUS_ASSIGN_OR_RETURN(const EndpointTarget target, parse_endpoint_url(url));
+  if (!target.tls && !tls.empty()) {
+    return invalid_argument(who + "tls.ca_file and tls.server_name apply to https:// URLs only; '" +
+                            url + "' is http://");
+  }
   if (!secret.empty()) {
     Status st = validate_webhook_secret(secret);
     if (!st.ok()) return invalid_argument(who + st.message());
@@ -1375,6 +1860,22 @@ Status WebhookOptions::validate() const {
 }
 
 Status WebhookDispatcherOptions::validate() const {
+  if (master_key.empty()) {
+    return invalid_argument(
+        "webhooks need the node's master key (WebhookDispatcherOptions::master_key, 32 bytes, "
+        "as broker::load_master_key() reads it): signing secrets and parked events are stored "
+        "only encrypted under it");
+  }
+  if (master_key.size() != kMasterKeyBytes) {
+    return invalid_argument(fmt::format("webhook master_key must be {} bytes, got {}",
+                                        kMasterKeyBytes, master_key.size()));
+  }
+  if (retry_write_delay < 0ms || retry_write_delay > 1000ms) {
+    return invalid_argument("webhook retry_write_delay must be 0..1000 ms");
+  }
+  if (retry_write_batch < 1 || retry_write_batch > 10'000) {
+    return invalid_argument("webhook retry_write_batch must be 1..10000");
+  }
   if (poll_interval <= 0ms) return invalid_argument("webhook poll_interval must be positive");
   if (rotation_overlap.count() < 0) return invalid_argument("rotation_overlap must not be negative");
   return {};
@@ -1383,7 +1884,15 @@ Status WebhookDispatcherOptions::validate() const {
 Result<std::unique_ptr<WebhookDispatcher>> WebhookDispatcher::open(WebhookDispatcherOptions options,
                                                                    WebhookContext context) {
   CIVICBUS_RETURN_IF_ERROR(options.validate());
-  auto d = std::make_unique<DispatcherImpl>(std::move(options), std::move(context));
+  // Only keys derived from the master key are kept.
+  std::string seal_key = crypto::hmac_sha256(options.master_key, kSealKeyLabel);
+  std::string key_check = crypto::hmac_sha256(options.master_key, kKeyCheckLabel);
+  wipe(options.master_key);
+  auto cipher = crypto::AesGcm::create(seal_key);
+  wipe(seal_key);
+  CIVICBUS_RETURN_IF_ERROR(cipher.status());
+  auto d = std::make_unique<DispatcherImpl>(std::move(options), std::move(context),
+                                            std::move(cipher).value(), std::move(key_check));
   Status st = d->start();
   if (!st.ok()) {
     d->close();

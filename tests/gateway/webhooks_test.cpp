@@ -6,6 +6,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <random>
@@ -19,6 +21,7 @@
 #include "civicbus/core/metrics.hpp"
 #include "civicbus/core/random.hpp"
 #include "civicbus/http/server.hpp"
+#include "support/test_pki.hpp"
 #include "support/test_support.hpp"
 
 namespace civicbus::gateway {
@@ -46,9 +49,11 @@ class Receiver {
   // response. Default: 204.
   using Decide = std::function<HttpResponse(const HttpRequest&, int seen_before)>;
 
-  explicit Receiver(Decide decide = {}) : decide_(std::move(decide)) {
+  explicit Receiver(Decide decide = {}, std::optional<http::TlsServerOptions> tls = std::nullopt)
+      : decide_(std::move(decide)), scheme_(tls ? "https" : "http") {
     http::HttpServerOptions o;
     o.threads = 2;
+    o.tls = std::move(tls);
     server_ = std::make_unique<http::HttpServer>(o, [this](const HttpRequest& r) {
       const std::string id(r.headers.get("webhook-id").value_or(""));
       int before = 0;
@@ -81,7 +86,7 @@ class Receiver {
     decide_ = std::move(decide);
   }
   std::string url(std::string_view path = "/hooks/civicbus") const {
-    return "http://127.0.0.1:" + std::to_string(port_) + std::string(path);
+    return scheme_ + "://127.0.0.1:" + std::to_string(port_) + std::string(path);
   }
   std::size_t count() const {
     std::lock_guard lock(mu_);
@@ -108,6 +113,7 @@ class Receiver {
   std::map<std::string, int> seen_;
   std::vector<Received> requests_;
   std::set<std::string> delivered_;
+  std::string scheme_;
   std::unique_ptr<http::HttpServer> server_;
   std::uint16_t port_ = 0;
 };
@@ -137,6 +143,7 @@ class Hooks {
   void open() {
     WebhookDispatcherOptions o;
     o.poll_interval = 5ms;
+    o.master_key = master_key_;
     Logger logger(LogOptions{LogLevel::kOff, LogFormat::kText, {}}, clock_);
     auto d = WebhookDispatcher::open(
         o, WebhookContext{f_.broker(), f_.db(), *executor_, clock_, f_.metrics(), random_, logger});
@@ -162,6 +169,11 @@ class Hooks {
     REQUIRE_MESSAGE(ack.ok(), ack.status().to_string());
     return ack->id;
   }
+  void publish_id(const std::string& event_id, const std::string& permit) {
+    auto ack = f_.broker().publish(broker::testing_support::event(
+        "permit.issued", Json::object({{"permit", permit}}), event_id));
+    REQUIRE_MESSAGE(ack.ok(), ack.status().to_string());
+  }
   std::vector<WebhookRetry> retries(const std::string& id) {
     auto r = dispatcher_->pending_retries(id);
     REQUIRE(r.ok());
@@ -176,6 +188,18 @@ class Hooks {
     return civicbus::testing::wait_until(ready, t);
   }
 
+  // The next open() uses this key (the broker keeps its own).
+  void set_master_key(std::string key) { master_key_ = std::move(key); }
+  // Closes the dispatcher alone; open_with() opens it again, reporting failures.
+  void close_dispatcher() { dispatcher_.reset(); }
+  Result<std::unique_ptr<WebhookDispatcher>> open_with(WebhookDispatcherOptions o) {
+    Logger logger(LogOptions{LogLevel::kOff, LogFormat::kText, {}}, clock_);
+    return WebhookDispatcher::open(
+        std::move(o),
+        WebhookContext{f_.broker(), f_.db(), *executor_, clock_, f_.metrics(), random_, logger});
+  }
+  void adopt(std::unique_ptr<WebhookDispatcher> d) { dispatcher_ = std::move(d); }
+
   WebhookDispatcher& d() { return *dispatcher_; }
   BrokerFixture& f() { return f_; }
   std::string metrics() { return f_.metrics().prometheus_text(); }
@@ -186,6 +210,7 @@ class Hooks {
   BrokerFixture f_;
   std::unique_ptr<Executor> executor_;
   SeededRandom random_;
+  std::string master_key_ = std::string(32, '\x3c');
   std::unique_ptr<WebhookDispatcher> dispatcher_;
 };
 
@@ -276,7 +301,7 @@ TEST_CASE("webhooks: verify rejects a bad signature, a stale timestamp and missi
   CHECK(verify_webhook(secrets, h, kSpecBody, now).ok());
 }
 
-TEST_CASE("webhooks: secrets and options are validated and https is refused clearly") {
+TEST_CASE("webhooks: secrets and options are validated") {
   SeededRandom random(3);
   const std::string secret = generate_webhook_secret(random);
   CHECK(secret.rfind("whsec_", 0) == 0);
@@ -294,12 +319,18 @@ TEST_CASE("webhooks: secrets and options are validated and https is refused clea
   CHECK(o.validate().ok());
   o.url = "http://receiver.example";  // port 80, path /
   CHECK(o.validate().ok());
-  o.url = "https://receiver.example/hooks";
-  Status tls = o.validate();
-  CHECK(tls.code() == ErrorCode::kInvalidArgument);
-  CHECK(tls.message().find("https endpoints are not supported yet") != std::string::npos);
+  o.url = "https://receiver.example/hooks";  // port 443
+  CHECK(o.validate().ok());
+  o.tls.ca_file = "/etc/civicbus/municipal-ca.pem";
+  o.tls.server_name = "receiver.example";
+  CHECK(o.validate().ok());
+  o.url = "http://receiver.example/hooks";  // TLS options with a plain URL: a mistake
+  Status plain = o.validate();
+  CHECK(plain.code() == ErrorCode::kInvalidArgument);
+  CHECK(plain.message().find("https:// URLs only") != std::string::npos);
+  o.tls = {};
   o.url = "ftp://x/";
-  CHECK(o.validate().message().find("must start with http://") != std::string::npos);
+  CHECK(o.validate().message().find("must start with http:// or https://") != std::string::npos);
   o.url = "http://user:pw@host/";
   CHECK_FALSE(o.validate().ok());
   o.url = "http://127.0.0.1:8080/";
@@ -613,6 +644,242 @@ TEST_CASE("webhooks: a receiver failing 20 percent of requests gets all of 500 e
   CHECK(h.d().dead_letters("gis")->empty());
   CHECK(h.wait([&] { return h.retries("gis").empty(); }));
   CHECK(r.count() > static_cast<std::size_t>(kEvents));  // some were retried
+}
+
+// ---- at rest ---------------------------------------------------------------------------------
+
+// The database file and its WAL, as bytes.
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+std::string db_bytes(BrokerFixture& f) { return file_bytes(f.path()) + file_bytes(f.path() + "-wal"); }
+bool contains(const std::string& haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+TEST_CASE("webhooks: secrets and parked bodies are sealed at rest and bound to their rows") {
+  ManualClock clock;
+  Receiver r([](const HttpRequest&, int) { return status(503, "down"); });
+  Hooks h(&clock);
+  WebhookOptions o = hook(r);
+  o.schedule = ms({0, 60'000});
+  o.jitter = 0;
+  o.pause.after_failures = 0;
+  const WebhookSubscription gis = h.create(o);
+  WebhookOptions dl = hook(r, "archive");
+  dl.schedule = ms({0});  // one attempt: straight to the dead letters
+  const WebhookSubscription archive = h.create(dl);
+  h.publish_id("ev-sealed-1", "PLAINTEXT-MARKER-4711-a");
+  h.publish_id("ev-sealed-2", "PLAINTEXT-MARKER-4711-b");
+  REQUIRE(h.wait([&] { return h.retries("gis").size() == 2; }));
+  REQUIRE(h.wait([&] { return h.d().dead_letters("archive")->size() == 2; }));
+
+  const std::string raw = db_bytes(h.f());
+  CHECK(contains(raw, "ev-sealed-1"));  // the rows are in what was read (ids are not secret)
+  for (const auto& secret : {gis.secret, archive.secret}) {
+    CHECK_FALSE(contains(raw, secret));
+    CHECK_FALSE(contains(raw, secret.substr(6)));
+    CHECK_FALSE(contains(raw, *crypto::base64_decode(secret.substr(6))));
+  }
+  CHECK_FALSE(contains(raw, "PLAINTEXT-MARKER-4711"));
+
+  // Opened again, with the same master key: the dead letters read back in clear...
+  const auto dead = h.d().dead_letters("archive");
+  REQUIRE(dead.ok());
+  for (const auto& d : *dead) {
+    auto e = broker::CloudEvent::parse(d.body);
+    REQUIRE_MESSAGE(e.ok(), e.status().to_string(), " body: ", d.body);
+    CHECK(e->data().get_string("permit").rfind("PLAINTEXT-MARKER-4711-", 0) == 0);
+  }
+  // ...and after a restart the parked events go out signed with the unsealed secret.
+  h.restart();
+  r.set([](const HttpRequest&, int) { return status(200); });
+  clock.advance(61s);
+  h.d().run_due();
+  REQUIRE(r.wait_delivered(2));
+  for (const auto& got : r.requests()) {
+    if (got.status != 200) continue;
+    CHECK(verify_webhook({gis.secret}, got.id, got.timestamp, got.signature, got.body,
+                         at(std::stoll(got.timestamp)))
+              .ok());
+    CHECK(contains(got.body, "PLAINTEXT-MARKER-4711-"));
+  }
+  CHECK(h.wait([&] { return h.retries("gis").empty(); }));
+
+  // A body moved to another row no longer opens: an error, not another event's body.
+  REQUIRE(h.f().db().execute_script(
+      "UPDATE webhook_dead_letters SET body = (SELECT d2.body FROM webhook_dead_letters d2 "
+      "WHERE d2.event_id = 'ev-sealed-2' AND d2.subscription_id = 'archive') "
+      "WHERE event_id = 'ev-sealed-1' AND subscription_id = 'archive'").ok());
+  auto swapped = h.d().dead_letters("archive");
+  CHECK(swapped.status().code() == ErrorCode::kDataLoss);
+  CHECK(contains(swapped.status().message(), "event ev-sealed-1 does not decrypt"));
+}
+
+TEST_CASE("webhooks: a missing or wrong master key fails clearly") {
+  Receiver r;
+  Hooks h;
+  const WebhookSubscription s = h.create(hook(r));
+  h.close_dispatcher();
+
+  WebhookDispatcherOptions o;
+  auto none = h.open_with(o);
+  CHECK(none.status().code() == ErrorCode::kInvalidArgument);
+  CHECK(contains(none.status().message(), "master key"));
+  o.master_key = std::string(16, 'k');
+  CHECK(contains(h.open_with(o).status().message(), "must be 32 bytes, got 16"));
+
+  o.master_key = std::string(32, '\x01');  // not the one the rows were sealed with
+  auto wrong = h.open_with(o);
+  CHECK(wrong.status().code() == ErrorCode::kFailedPrecondition);
+  CHECK(contains(wrong.status().message(), "master key does not match"));
+  // Without the stored check value, a sealed row is tried instead of trusting the new key.
+  REQUIRE(h.f().db().execute_script("DELETE FROM webhook_key_check").ok());
+  CHECK(h.open_with(o).status().code() == ErrorCode::kFailedPrecondition);
+
+  // The right key: the secret unseals and signs.
+  o.master_key = std::string(32, '\x3c');
+  o.poll_interval = 5ms;
+  auto right = h.open_with(o);
+  REQUIRE_MESSAGE(right.ok(), right.status().to_string());
+  h.adopt(std::move(right).value());
+  h.publish();
+  REQUIRE(r.wait_delivered(1));
+  const Received got = r.requests().front();
+  CHECK(verify_webhook({s.secret}, got.id, got.timestamp, got.signature, got.body,
+                       std::chrono::system_clock::now())
+            .ok());
+}
+
+TEST_CASE("webhooks: rows stored in clear by the first version are sealed on open") {
+  ManualClock clock;
+  Receiver r([](const HttpRequest&, int) { return status(503); });
+  Hooks h(&clock);
+  WebhookOptions o = hook(r);
+  o.schedule = ms({0, 60'000});
+  o.jitter = 0;
+  o.pause.after_failures = 0;
+  const WebhookSubscription s = h.create(o);
+  h.publish_id("ev-legacy", "LEGACY-CLEAR-BODY");
+  REQUIRE(h.wait([&] { return h.retries("gis").size() == 1; }));
+  h.close_dispatcher();
+  // What version 1 wrote: the secret and the body in clear.
+  const std::string body =
+      broker::CloudEvent::parse(R"({"specversion":"1.0","id":"ev-legacy","source":"urn:x",)"
+                                R"("type":"permit.issued","data":{"permit":"LEGACY-CLEAR-BODY"}})")
+          ->to_json();
+  REQUIRE(h.f().db().execute("UPDATE webhook_subscriptions SET secret = ?, sealed = 0",
+                             {storage::Value{std::string_view(s.secret)}}).ok());
+  REQUIRE(h.f().db().execute("UPDATE webhook_retries SET body = ?, sealed = 0",
+                             {storage::Value{storage::Blob{body}}}).ok());
+  h.open();
+  auto sealed = h.f().db().query_int("SELECT count(*) FROM webhook_retries WHERE sealed = 1");
+  CHECK(sealed->value_or(0) == 1);
+  CHECK(h.f().db().query_int("SELECT count(*) FROM webhook_subscriptions WHERE secret LIKE 'whsec_%'")
+            ->value_or(-1) == 0);
+  r.set([](const HttpRequest&, int) { return status(200); });
+  clock.advance(61s);
+  h.d().run_due();
+  REQUIRE(r.wait_delivered(1));
+  const Received got = r.requests().back();
+  CHECK(contains(got.body, "LEGACY-CLEAR-BODY"));
+  CHECK(verify_webhook({s.secret}, got.id, got.timestamp, got.signature, got.body,
+                       at(std::stoll(got.timestamp)))
+            .ok());
+}
+
+// ---- https -------------------------------------------------------------------------------------
+
+http::TlsServerOptions server_tls(const std::string& cert, const std::string& key) {
+  http::TlsServerOptions t;
+  t.default_certificate = {cert, key};
+  return t;
+}
+
+TEST_CASE("webhooks: https endpoints are verified against the configured CA") {
+  const auto& pki = civicbus::testing::pki();
+  Receiver trusted({}, server_tls(pki.server, pki.server_key));
+  Receiver untrusted({}, server_tls(pki.untrusted, pki.untrusted_key));  // self-signed
+  Hooks h;
+  WebhookOptions o = hook(trusted);
+  o.tls.ca_file = pki.ca;
+  const WebhookSubscription s = h.create(o);
+  WebhookOptions named = hook(trusted, "named");
+  named.url = "https://127.0.0.1:" + trusted.url().substr(trusted.url().rfind(':') + 1);
+  named.tls.ca_file = pki.ca;
+  named.tls.server_name = "localhost";  // checked against the certificate instead of the IP
+  const std::string named_secret = h.create(named).secret;
+  WebhookOptions bad = hook(untrusted, "bad");
+  bad.tls.ca_file = pki.ca;
+  bad.schedule = ms({0, 60'000});
+  bad.pause.after_failures = 0;
+  h.create(bad);
+
+  const std::string id = h.publish();
+  REQUIRE(trusted.wait_requests(2));
+  REQUIRE(trusted.wait_delivered(1));
+  // Both subscriptions (by IP address, and by IP with server_name localhost) got it, signed.
+  REQUIRE(trusted.wait_delivered(1));
+  REQUIRE(h.wait([&] { return trusted.count() == 2; }));
+  for (const Received& got : trusted.requests()) {
+    CHECK(got.id == id);
+    CHECK(got.status == 204);
+    CHECK(verify_webhook({s.secret, named_secret}, got.id, got.timestamp, got.signature, got.body,
+                         std::chrono::system_clock::now())
+              .ok());
+  }
+
+  // The untrusted certificate: no request reaches the handler; the event is parked with the
+  // certificate error and counted as a TLS failure.
+  REQUIRE(h.wait([&] { return h.retries("bad").size() == 1; }));
+  const WebhookRetry w = h.retries("bad").front();
+  INFO("last error: ", w.last_error);
+  CHECK(contains(w.last_error, "certificate verify failed"));
+  CHECK(contains(w.last_error, "not trusted"));
+  CHECK(untrusted.count() == 0);
+  CHECK(h.wait([&] {
+    return contains(h.metrics(),
+                    "civicbus_webhook_attempts_total{result=\"tls_error\",subscription=\"bad\"} 1");
+  }));
+
+  // A CA file that does not exist fails create() with the file named.
+  WebhookOptions missing = hook(trusted, "missing");
+  missing.tls.ca_file = "/nonexistent/ca.pem";
+  auto refused = h.d().create(missing);
+  CHECK_FALSE(refused.ok());
+  CHECK(contains(refused.status().message(), "/nonexistent/ca.pem"));
+  CHECK(h.d().endpoint_state("missing").status().code() == ErrorCode::kNotFound);
+}
+
+// ---- group commit ----------------------------------------------------------------------------
+
+TEST_CASE("webhooks: a retry row that cannot be written leaves only its event with the group") {
+  Receiver r([](const HttpRequest&, int) { return status(503); });
+  Hooks h;
+  WebhookOptions o = hook(r);
+  o.schedule = ms({0, 60'000});
+  o.pause.after_failures = 0;
+  o.max_concurrent = 8;
+  h.create(o);
+  // The row of one event is refused; the group commit must not take the others with it.
+  REQUIRE(h.f().db().execute_script(
+      "CREATE TRIGGER refuse_poison BEFORE INSERT ON webhook_retries "
+      "WHEN NEW.event_id = 'ev-poison' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;").ok());
+  for (int i = 0; i < 4; ++i) h.publish_id("ev-ok-" + std::to_string(i), "BP");
+  h.publish_id("ev-poison", "BP");
+  REQUIRE(h.wait([&] { return h.retries("gis").size() == 4; }));
+  // Not acknowledged without its row: the group brings it again (after its 1 s backoff).
+  REQUIRE(h.wait([&] {
+    const auto reqs = r.requests();
+    return std::count_if(reqs.begin(), reqs.end(),
+                         [](const Received& x) { return x.id == "ev-poison"; }) >= 2;
+  }));
+  CHECK(h.retries("gis").size() == 4);
+  REQUIRE(h.f().db().execute_script("DROP TRIGGER refuse_poison").ok());
+  REQUIRE(h.wait([&] { return h.retries("gis").size() == 5; }));
+  const auto rows = h.retries("gis");
+  CHECK(std::any_of(rows.begin(), rows.end(), [](const WebhookRetry& w) { return w.event_id == "ev-poison"; }));
 }
 
 }  // namespace

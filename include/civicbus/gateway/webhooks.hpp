@@ -9,11 +9,17 @@
 // a durable retry table and a dead-letter table of its own. It does not own the broker, the
 // database, the executor or the clock: those come in WebhookContext and must outlive it.
 //
+// At rest, signing secrets and the bodies of parked and dead-lettered events are sealed with
+// AES-256-GCM under a key derived from the node's master key (WebhookDispatcherOptions::
+// master_key), each bound to its row (subscription id, event id) so rows cannot be swapped.
+//
 // Delivery, in short (docs/webhooks.md has the whole story):
 //  - a new event is attempted at once; a 2xx acknowledges it to the consumer group;
 //  - any other answer, a timeout or a connection failure parks the event in the durable retry
 //    table (webhook_retries) and only then acknowledges it to the group, so the group moves on
-//    and a slow retry schedule never holds back later events of the endpoint;
+//    and a slow retry schedule never holds back later events of the endpoint. Retry-table
+//    writes of all endpoints are group-committed (a few ms or a batch of rows per
+//    transaction); an acknowledgement still waits for its own row's commit;
 //  - parked events are attempted again after the schedule's delays (with jitter); after the
 //    last attempt they move to the dead-letter table with the last error as the reason;
 //  - an endpoint that fails `pause.after_failures` attempts in a row is paused: nothing is sent
@@ -98,6 +104,19 @@ struct WebhookPausePolicy {
   std::chrono::milliseconds max_cool_off{3'600'000};
 };
 
+// TLS towards an https:// endpoint. Both empty (the default): the system trust store and the
+// URL's host.
+struct WebhookTlsOptions {
+  // PEM trust anchors for the receiver's certificate (a private or municipal CA). Read when
+  // the subscription starts; a missing or unreadable file fails create() / open().
+  std::string ca_file;
+  // The name sent as SNI and checked against the certificate, when it differs from the URL's
+  // host (an endpoint reached by IP address whose certificate names its host).
+  std::string server_name;
+
+  bool empty() const { return ca_file.empty() && server_name.empty(); }
+};
+
 struct WebhookOptions {
   // [a-z0-9_-], 1..64 characters. The consumer group is "webhook.<id>".
   std::string id;
@@ -107,9 +126,11 @@ struct WebhookOptions {
   // (In civicbus the topic is the type; the filter narrows a wide pattern without a second
   // subscription.)
   std::vector<std::string> event_types;
-  // http://host[:port][/path][?query]. https:// is refused for now (the TLS client is in
-  // progress); put a TLS-terminating proxy on loopback in front of remote endpoints.
+  // http://host[:port][/path][?query] or https://... (the server certificate is verified
+  // against the system bundle or tls.ca_file; there is no switch to turn verification off).
   std::string url;
+  // Only for https:// URLs (set with an http:// URL it is refused as a likely mistake).
+  WebhookTlsOptions tls;
   // "whsec_" + base64 (24..64 bytes). Empty: one is generated and returned once by create().
   std::string secret;
   // The wait before each attempt (see default_webhook_schedule()); its size is the number of
@@ -171,12 +192,25 @@ struct WebhookDeadLetter {
 };
 
 struct WebhookDispatcherOptions {
+  // The node's 32-byte master key (the one the broker seals PII with; see
+  // broker::load_master_key()). Required: secrets and parked bodies are stored only sealed
+  // under a key derived from it (HMAC-SHA256(master_key, "civicbus webhooks v1")). The
+  // dispatcher keeps only derived keys. A database first used with another master key is
+  // refused with kFailedPrecondition at open().
+  std::string master_key;
   // How often due retries and ended cool-offs are looked for. Retries go out at most this
   // late; run_due() looks at once.
   std::chrono::milliseconds poll_interval{250};
   // How long the previous secret still signs after rotate_secret().
   std::chrono::hours rotation_overlap{24};
   std::string user_agent = "civicbus-webhooks/0.1";
+  // Group commit of the retry and dead-letter tables: writes (parking, rescheduling,
+  // removing, dead-lettering; all subscriptions together) wait up to retry_write_delay or
+  // until retry_write_batch of them are queued, then go in one transaction (one fsync).
+  // While a commit runs the next batch gathers. A failed batch is retried one write per
+  // transaction, so one bad row fails only its own event. 0 ms: no waiting beyond that.
+  std::chrono::milliseconds retry_write_delay{2};
+  std::size_t retry_write_batch = 256;
 
   Status validate() const;
 };
@@ -188,7 +222,9 @@ struct WebhookContext {
   Executor& executor;     // attempts' bookkeeping and the poll timer
   const Clock& clock;     // schedules, pauses, webhook-timestamp
   MetricsRegistry& metrics;
-  RandomSource& random;  // secrets and jitter; used under the dispatcher's lock
+  // Secrets, jitter and AES-GCM nonces; a CSPRNG outside tests (a seeded source would repeat
+  // nonces across restarts). Used under the dispatcher's lock.
+  RandomSource& random;
   Logger logger;
 };
 
@@ -196,6 +232,9 @@ class WebhookDispatcher {
  public:
   // Creates its tables when missing and starts every stored subscription (parked retries
   // resume where they were; unacknowledged events come again from the consumer groups).
+  // kInvalidArgument without a 32-byte master_key; kFailedPrecondition when the database's
+  // webhook data was sealed under another master key; kDataLoss when a stored secret does not
+  // decrypt (a corrupt or moved row). Rows written in clear by an older version are sealed here.
   static Result<std::unique_ptr<WebhookDispatcher>> open(WebhookDispatcherOptions options,
                                                          WebhookContext context);
   virtual ~WebhookDispatcher() = default;
