@@ -172,6 +172,37 @@ Result<std::map<std::string, std::string>> parse_form(std::string_view body) {
   return out;
 }
 
+struct JwksUrl {
+  bool https = false;
+  std::string authority;  // host:port, the port filled in from the scheme when absent
+  std::string target;     // path and query
+};
+
+Result<JwksUrl> parse_jwks_url(const std::string& url) {
+  JwksUrl out;
+  std::string rest;
+  if (url.rfind("https://", 0) == 0) {
+    out.https = true;
+    rest = url.substr(8);
+  } else if (url.rfind("http://", 0) == 0) {
+    rest = url.substr(7);
+  } else {
+    return invalid_argument("jwt.jwks_url '" + url + "' must start with http:// or https://");
+  }
+  const std::size_t slash = rest.find('/');
+  out.authority = rest.substr(0, slash);
+  out.target = slash == std::string::npos ? "/" : rest.substr(slash);
+  const std::size_t bracket = out.authority.rfind(']');
+  const std::size_t colon = out.authority.rfind(':');
+  if (colon == std::string::npos || (bracket != std::string::npos && colon < bracket)) {
+    out.authority += out.https ? ":443" : ":80";
+  }
+  if (!http::Upstream::parse(out.authority).ok()) {
+    return invalid_argument("jwt.jwks_url '" + url + "' has no valid host[:port]");
+  }
+  return out;
+}
+
 // The route's forwarded path: strip_prefix removed, upstream_prefix put in front.
 std::string rewrite_path(const RouteOptions& route, const std::string& path) {
   std::string rest = path;
@@ -302,6 +333,7 @@ struct Gateway::Impl {
   std::vector<std::function<void()>> jwks_waiters;  // requests waiting for a refresh
   bool jwks_fetching = false;
   std::unique_ptr<http::HttpClient> jwks_client;
+  std::string jwks_client_url;  // the URL jwks_client was made for
   std::unique_ptr<HttpSignatureVerifier> hmac;
 
   std::unique_ptr<http::HttpServer> server;
@@ -644,12 +676,7 @@ Status Gateway::Impl::load_jwt_keys(const JwtAuthOptions& jwt) {
     keys = std::move(set).value();
   }
   if (!jwt.jwks_url.empty()) {
-    auto u = jwt.jwks_url;
-    if (u.rfind("http://", 0) != 0) {
-      return invalid_argument("jwt.jwks_url '" + u +
-                              "' must be an http:// URL (https needs the TLS client, not yet "
-                              "available)");
-    }
+    CIVICBUS_RETURN_IF_ERROR(parse_jwks_url(jwt.jwks_url).status());
   }
   std::lock_guard lock(jwks_mu);
   file_keys = std::move(keys);
@@ -934,13 +961,10 @@ void Gateway::Impl::refresh_jwks(std::function<void()> then) {
     last_jwks_fetch = clock->steady_now();
     url = options.jwt.jwks_url;
   }
-  // http://host:port/path
-  std::string rest = url.substr(7);
-  const std::size_t slash = rest.find('/');
-  const std::string authority = rest.substr(0, slash);
+  auto parsed = parse_jwks_url(url);  // checked at configuration time
   HttpRequest get;
   get.method = "GET";
-  get.target = slash == std::string::npos ? "/" : rest.substr(slash);
+  get.target = parsed.ok() ? parsed->target : "/";
   get.headers.add("Accept", "application/json");
   auto done = [this, url](Result<HttpResponse> result) {
     std::vector<std::function<void()>> waiters;
@@ -962,15 +986,21 @@ void Gateway::Impl::refresh_jwks(std::function<void()> then) {
     }
     for (auto& w : waiters) w();
   };
-  if (!jwks_client) {
+  if (!parsed.ok()) return done(parsed.status());
+  if (!jwks_client || jwks_client_url != url) {
     http::HttpClientOptions co;
     co.request_timeout = std::chrono::seconds(5);
     co.max_retries = 1;
+    if (parsed->https) {
+      co.tls = http::TlsClientOptions{};
+      co.tls->ca_file = options.jwt.jwks_ca_file;
+    }
     auto client = http::HttpClient::create(co);
     if (!client.ok()) return done(client.status());
     jwks_client = std::move(client).value();
+    jwks_client_url = url;
   }
-  jwks_client->send_async(authority, std::move(get), std::move(done));
+  jwks_client->send_async(parsed->authority, std::move(get), std::move(done));
 }
 
 void Gateway::Impl::admit(const ExchangePtr& ex) {

@@ -1032,3 +1032,49 @@ TEST_CASE("gateway: TLS listener, client certificates mapped to consumers, https
 
 }  // namespace
 }  // namespace civicbus::gateway
+
+namespace civicbus::gateway {
+namespace {
+
+TEST_CASE("gateway: a JWKS URL over https, verified against its CA") {
+  const auto& pki = civicbus::testing::pki();
+  SeededRandom random(23);
+  auto key = std::move(Jwk::generate_ec(random, "idp-1")).value();
+  JwkSet served;
+  REQUIRE(served.add(key).ok());
+  http::HttpServerOptions idp_options;
+  http::TlsServerOptions tls;
+  tls.default_certificate = {pki.server, pki.server_key};
+  idp_options.tls = tls;
+  http::HttpServer idp(idp_options, [&](const HttpRequest&) {
+    HttpResponse r;
+    r.headers.add("Content-Type", "application/json");
+    r.body = served.public_jwks().dump();
+    return r;
+  });
+  auto idp_port = idp.start();
+  REQUIRE(idp_port.ok());
+  EchoUpstream up;
+  GatewayOptions o = base_options(up);
+  o.jwt.jwks_url = "https://127.0.0.1:" + std::to_string(*idp_port) + "/jwks.json";
+  o.jwt.jwks_ca_file = pki.ca;
+  auto gw = start_gateway(o);
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  auto token = sign_jwt(
+      Json::object({{"sub", "permits-portal"}, {"exp", static_cast<long long>(now + 60)}}), key,
+      random);
+  REQUIRE(token.ok());
+  Client c;
+  HttpResponse r = c.send(gw->port(), "GET", "/permits", {{"Authorization", "Bearer " + *token}});
+  CHECK(r.status == 200);
+  // A scheme other than http(s) is refused at configuration time.
+  o.jwt.jwks_url = "ftp://127.0.0.1/jwks.json";
+  auto bad = Gateway::create(o);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message().find("http:// or https://") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace civicbus::gateway

@@ -202,7 +202,9 @@ struct JwtAuthOptions {
   // ("http://127.0.0.1:8081/jwks.json") fetched at start and again when a token names an
   // unknown kid (at most once per refresh_min_interval).
   std::string jwks_file;
-  std::string jwks_url;
+  std::string jwks_url;  // http:// or https:// (port optional)
+  // Trust anchors (PEM) for an https jwks_url; "" = the system bundle.
+  std::string jwks_ca_file;
   std::chrono::seconds refresh_min_interval{30};
   std::string issuer;                  // required `iss` of those tokens; "" not checked
   std::vector<std::string> audiences;  // their `aud` must hold one; empty not checked
