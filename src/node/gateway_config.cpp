@@ -830,19 +830,25 @@ Status Loader::load_versions(const Entry& e, GatewayOptions& out) const {
 
 Status Loader::load_jwt(const Entry& e, gateway::JwtAuthOptions& out) const {
   CIVICBUS_ASSIGN_OR_RETURN(Fields f, fields(e.value, "'gateway.jwt'", "in gateway.jwt",
-                                             {"jwks_file", "jwks_url", "refresh_min_interval",
-                                              "issuer", "audiences", "leeway", "consumer_claim"}));
+                                             {"jwks_file", "jwks_url", "jwks_ca_file",
+                                              "refresh_min_interval", "issuer", "audiences",
+                                              "leeway", "consumer_claim"}));
   if (const Entry* v = f.get("jwks_file")) {
     CIVICBUS_ASSIGN_OR_RETURN(std::string file, read_string(*v));
     out.jwks_file = resolve(file);
   }
   if (const Entry* v = f.get("jwks_url")) {
     CIVICBUS_ASSIGN_OR_RETURN(out.jwks_url, read_string(*v));
-    if (!out.jwks_url.empty() && !out.jwks_url.starts_with("http://")) {
-      return fail(v->value, fmt::format("'jwks_url' must be an http:// URL (TLS to a JWKS "
-                                        "endpoint is not supported yet); got '{}'",
-                                        out.jwks_url));
+    if (!out.jwks_url.empty() && !out.jwks_url.starts_with("http://") &&
+        !out.jwks_url.starts_with("https://")) {
+      return fail(v->value,
+                  fmt::format("'jwks_url' must be an http:// or https:// URL; got '{}'",
+                              out.jwks_url));
     }
+  }
+  if (const Entry* v = f.get("jwks_ca_file")) {
+    CIVICBUS_ASSIGN_OR_RETURN(std::string file, read_string(*v));
+    out.jwks_ca_file = resolve(file);
   }
   if (const Entry* v = f.get("refresh_min_interval")) {
     CIVICBUS_ASSIGN_OR_RETURN(out.refresh_min_interval, read_seconds(*v));
