@@ -6,6 +6,8 @@
 #include <mutex>
 #include <optional>
 
+#include "civicbus/core/crypto.hpp"
+
 namespace civicbus::broker {
 namespace {
 
@@ -49,20 +51,10 @@ void wipe(std::string& s) {
   s.clear();
 }
 
-void put_field(std::string& out, std::string_view s) {
-  const auto n = static_cast<std::uint32_t>(s.size());
-  for (int shift = 24; shift >= 0; shift -= 8)
-    out.push_back(static_cast<char>((n >> shift) & 0xff));
-  out.append(s);
-}
-
 // Binds a wrapped key to its id and topic, so a row's key material cannot be moved to
 // another row (another topic) and still unwrap.
 std::string wrap_aad(std::string_view key_id, std::string_view topic) {
-  std::string aad(kWrapAadLabel);
-  put_field(aad, key_id);
-  put_field(aad, topic);
-  return aad;
+  return crypto::bound_aad(kWrapAadLabel, {key_id, topic});
 }
 
 }  // namespace

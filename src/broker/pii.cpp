@@ -12,19 +12,9 @@ namespace {
 
 constexpr std::string_view kAadLabel = "civicbus pii v1";
 
-void put_field(std::string& out, std::string_view s) {
-  const auto n = static_cast<std::uint32_t>(s.size());
-  for (int shift = 24; shift >= 0; shift -= 8)
-    out.push_back(static_cast<char>((n >> shift) & 0xff));
-  out.append(s);
-}
-
 // Length-prefixed so that no (topic, pointer) pair shares its AAD with another.
 std::string pii_aad(std::string_view topic, std::string_view pointer) {
-  std::string aad(kAadLabel);
-  put_field(aad, topic);
-  put_field(aad, pointer);
-  return aad;
+  return crypto::bound_aad(kAadLabel, {topic, pointer});
 }
 
 void wipe(std::string& s) {

@@ -251,6 +251,18 @@ std::string base64_encode(std::string_view bytes) {
 Result<std::string> base64_decode(std::string_view text) {
   return base64_decode_with(text, kBase64Decode, true, "base64");
 }
+std::string bound_aad(std::string_view label, std::initializer_list<std::string_view> fields) {
+  std::string out(label);
+  for (std::string_view field : fields) {
+    const auto n = static_cast<std::uint32_t>(field.size());
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      out.push_back(static_cast<char>((n >> shift) & 0xff));
+    }
+    out.append(field);
+  }
+  return out;
+}
+
 std::string base64url_encode(std::string_view bytes) {
   return base64_encode_with(bytes, kBase64UrlAlphabet, false);
 }

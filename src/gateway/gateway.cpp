@@ -73,8 +73,8 @@ HttpResponse json_response(int status, const Json& body) {
 
 bool is_hop_by_hop(std::string_view name) {
   static constexpr std::string_view kNames[] = {
-      "Connection", "Keep-Alive",          "Proxy-Connection",    "TE",     "Trailer",
-      "Upgrade",    "Transfer-Encoding",   "Proxy-Authorization", "Proxy-Authenticate"};
+      "Connection",        "Keep-Alive",          "Proxy-Connection",  "TE", "Trailer", "Upgrade",
+      "Transfer-Encoding", "Proxy-Authorization", "Proxy-Authenticate"};
   return std::any_of(std::begin(kNames), std::end(kNames),
                      [&](std::string_view n) { return http::equals_ignore_case(n, name); });
 }
@@ -91,7 +91,8 @@ std::vector<std::string> connection_options(const HttpHeaders& headers) {
       while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) {
         token.remove_prefix(1);
       }
-      while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+      while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
+        token.remove_suffix(1);
       if (!token.empty()) out.emplace_back(token);
       at = comma + 1;
     }
@@ -397,8 +398,8 @@ struct Gateway::Impl {
 
 // ---- configuration ---------------------------------------------------------------------------
 
-Status Gateway::Impl::add_compiled_route(Snapshot& snap, RouteOptions route,
-                                         GatewayHandler handler, bool builtin) {
+Status Gateway::Impl::add_compiled_route(Snapshot& snap, RouteOptions route, GatewayHandler handler,
+                                         bool builtin) {
   const std::string name = "route '" + route.id + "'";
   if (route.id.empty()) return invalid_argument("a route has no id");
   if (handler && !route.upstream.empty()) {
@@ -463,25 +464,34 @@ Status Gateway::Impl::add_compiled_route(Snapshot& snap, RouteOptions route,
   return Status();
 }
 
+namespace {
+
+// A route of the gateway's own (exact path, tagged "gateway" in OpenAPI).
+RouteOptions builtin_route(std::string id, std::string method, std::string path,
+                           std::string summary) {
+  RouteOptions r;
+  r.id = std::move(id);
+  r.method = std::move(method);
+  r.match = PathKind::kExact;
+  r.path = std::move(path);
+  r.summary = std::move(summary);
+  r.tags = {"gateway"};
+  return r;
+}
+
+}  // namespace
+
 Status Gateway::Impl::add_builtin_routes(Snapshot& snap) {
   const GatewayOptions& o = snap.options;
   if (o.oauth.enabled) {
-    RouteOptions token;
-    token.id = "gateway.oauth2_token";
-    token.method = "POST";
-    token.match = PathKind::kExact;
-    token.path = o.oauth.path;
-    token.summary = "OAuth 2.0 client credentials token endpoint (RFC 6749 4.4)";
-    token.tags = {"gateway"};
+    const RouteOptions token =
+        builtin_route("gateway.oauth2_token", "POST", o.oauth.path,
+                      "OAuth 2.0 client credentials token endpoint (RFC 6749 4.4)");
     CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
         snap, token, [this](const GatewayRequest& r) { return token_endpoint(r); }, true));
-    RouteOptions jwks;
-    jwks.id = "gateway.jwks";
-    jwks.method = "GET";
-    jwks.match = PathKind::kExact;
-    jwks.path = o.oauth.jwks_path;
-    jwks.summary = "The public keys that sign the gateway's tokens (JWKS)";
-    jwks.tags = {"gateway"};
+    const RouteOptions jwks =
+        builtin_route("gateway.jwks", "GET", o.oauth.jwks_path,
+                      "The public keys that sign the gateway's tokens (JWKS)");
     CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
         snap, jwks,
         [this](const GatewayRequest&) {
@@ -494,24 +504,15 @@ Status Gateway::Impl::add_builtin_routes(Snapshot& snap) {
         },
         true));
   }
-  RouteOptions openapi;
-  openapi.id = "gateway.openapi";
-  openapi.method = "GET";
-  openapi.match = PathKind::kExact;
-  openapi.path = std::string(kOpenApiPath);
-  openapi.summary = "This document";
-  openapi.tags = {"gateway"};
+  const RouteOptions openapi =
+      builtin_route("gateway.openapi", "GET", std::string(kOpenApiPath), "This document");
   CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
       snap, openapi, [this](const GatewayRequest&) { return json_response(200, openapi_json()); },
       true));
   if (!o.admin.enabled) return Status();
-  RouteOptions health;
-  health.id = "gateway.health";
-  health.method = "GET";
-  health.match = PathKind::kExact;
-  health.path = std::string(kAdminPrefix) + "/health";
-  health.summary = "Gateway health: ok, or degraded when an upstream has no healthy target";
-  health.tags = {"gateway"};
+  const RouteOptions health =
+      builtin_route("gateway.health", "GET", std::string(kAdminPrefix) + "/health",
+                    "Gateway health: ok, or degraded when an upstream has no healthy target");
   CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
       snap, health,
       [this](const GatewayRequest&) {
@@ -521,15 +522,11 @@ Status Gateway::Impl::add_builtin_routes(Snapshot& snap) {
       true));
   const std::vector<AuthMethod> admin_auth = {AuthMethod::kApiKey, AuthMethod::kJwt,
                                               AuthMethod::kHmac};
-  RouteOptions list;
-  list.id = "gateway.consumers_list";
-  list.method = "GET";
-  list.match = PathKind::kExact;
-  list.path = std::string(kAdminPrefix) + "/consumers";
+  RouteOptions list =
+      builtin_route("gateway.consumers_list", "GET", std::string(kAdminPrefix) + "/consumers",
+                    "The consumers, without secrets");
   list.auth = admin_auth;
   list.groups = {o.admin.group};
-  list.summary = "The consumers, without secrets";
-  list.tags = {"gateway"};
   CIVICBUS_RETURN_IF_ERROR(add_compiled_route(
       snap, list, [this](const GatewayRequest&) { return json_response(200, consumers_json()); },
       true));
@@ -607,8 +604,7 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Impl::compile(const GatewayOpti
       return invalid_argument("upstream '" + u.name +
                               "': max_connections_per_target must be at least 1");
     }
-    CIVICBUS_ASSIGN_OR_RETURN(std::unique_ptr<UpstreamPool> pool,
-                              UpstreamPool::create(u, *clock));
+    CIVICBUS_ASSIGN_OR_RETURN(std::unique_ptr<UpstreamPool> pool, UpstreamPool::create(u, *clock));
     snap->pools.push_back(std::move(pool));
   }
   for (const auto& [name, cors] : snap->options.cors) {
@@ -645,8 +641,7 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Impl::compile(const GatewayOpti
       snap->gauges.push_back(metrics->gauge_callback(
           "civicbus_gateway_upstream_target_up",
           "1 when an upstream target takes requests (healthy, breaker not open)",
-          {{"upstream", pool->options().name}, {"target", pool->options().targets[t]}},
-          [p, t] {
+          {{"upstream", pool->options().name}, {"target", pool->options().targets[t]}}, [p, t] {
             const auto status = p->status();
             return status[t].healthy && status[t].breaker != BreakerState::kOpen ? 1.0 : 0.0;
           }));
@@ -707,10 +702,10 @@ void Gateway::Impl::handle(HttpRequest request, http::HttpResponder responder) {
   Worker& worker = workers[ex->worker];
   const auto incoming_id = ex->request.headers.get("X-Request-Id");
   ex->request_id = incoming_id && acceptable_request_id(*incoming_id) ? std::string(*incoming_id)
-                                                                       : worker.ids->next();
+                                                                      : worker.ids->next();
   const auto incoming_trace = ex->request.headers.get("traceparent");
-  ex->trace = next_traceparent(
-      incoming_trace ? parse_traceparent(*incoming_trace) : std::nullopt, *worker.random);
+  ex->trace = next_traceparent(incoming_trace ? parse_traceparent(*incoming_trace) : std::nullopt,
+                               *worker.random);
   ex->response_headers.add("X-Request-Id", ex->request_id);
   try {
     route_request(ex);
@@ -726,8 +721,8 @@ void Gateway::Impl::route_request(const ExchangePtr& ex) {
   RouteResult match = snap.router.match(ex->request.method, host.value_or(""), ex->request.target);
   switch (match.outcome) {
     case RouteOutcome::kNotFound:
-      return finish(ex, problem(404, "no route for " + ex->request.method + " " +
-                                         ex->request.path, ex->request_id));
+      return finish(ex, problem(404, "no route for " + ex->request.method + " " + ex->request.path,
+                                ex->request_id));
     case RouteOutcome::kBadRequest:
       return finish(ex, problem(400, "request target refused: " + match.error, ex->request_id));
     case RouteOutcome::kMethodNotAllowed: {
@@ -743,8 +738,8 @@ void Gateway::Impl::route_request(const ExchangePtr& ex) {
       // Preflight: find any route of this path that has a CORS policy, by asking for the
       // method the browser wants to send.
       const auto wanted = ex->request.headers.get("Access-Control-Request-Method");
-      RouteResult again = snap.router.match(wanted.value_or(""), host.value_or(""),
-                                            ex->request.target);
+      RouteResult again =
+          snap.router.match(wanted.value_or(""), host.value_or(""), ex->request.target);
       if (again.outcome != RouteOutcome::kMatched) return finish(ex, std::move(r));
       const CompiledRoute& target = snap.routes[snap.route_index.at(again.route_id)];
       if (target.cors == nullptr) return finish(ex, std::move(r));
@@ -783,9 +778,11 @@ void Gateway::Impl::route_request(const ExchangePtr& ex) {
   if (route.ip) {
     const IpDecision d = route.ip->check(ex->request.remote_address);
     if (!d.allowed()) {
-      return finish(ex, problem(403, "client address " + ex->request.remote_address +
-                                         " may not call route '" + route.options.id + "' (" +
-                                         d.reason + ")", ex->request_id));
+      return finish(
+          ex, problem(403,
+                      "client address " + ex->request.remote_address + " may not call route '" +
+                          route.options.id + "' (" + d.reason + ")",
+                      ex->request_id));
     }
   }
   authenticate(ex);
@@ -844,8 +841,8 @@ void Gateway::Impl::authenticate(const ExchangePtr& ex) {
     ex->consumer = consumers.by_certificate(*ex->request.peer_certificate);
     if (!ex->consumer) {
       return deny_unauthenticated(
-          ex, "client certificate '" + ex->request.peer_certificate->subject +
-                  "' (sha256 " + ex->request.peer_certificate->sha256_fingerprint.substr(0, 16) +
+          ex, "client certificate '" + ex->request.peer_certificate->subject + "' (sha256 " +
+                  ex->request.peer_certificate->sha256_fingerprint.substr(0, 16) +
                   "…) is not mapped to a consumer");
     }
     ex->auth_method = AuthMethod::kMtls;
@@ -853,7 +850,8 @@ void Gateway::Impl::authenticate(const ExchangePtr& ex) {
   }
   if (presented == 0) {
     std::string accepted;
-    for (AuthMethod m : route.auth) accepted += (accepted.empty() ? "" : ", ") + std::string(auth_method_name(m));
+    for (AuthMethod m : route.auth)
+      accepted += (accepted.empty() ? "" : ", ") + std::string(auth_method_name(m));
     return deny_unauthenticated(ex, "credentials required (accepted: " + accepted + ")");
   }
   if (presented > 1) {
@@ -979,7 +977,8 @@ void Gateway::Impl::refresh_jwks(std::function<void()> then) {
       } else {
         url_keys = std::move(set).value();
         rebuild_external_verifier();
-        log.info("JWKS refreshed", {{"url", url}, {"keys", std::to_string(url_keys.keys().size())}});
+        log.info("JWKS refreshed",
+                 {{"url", url}, {"keys", std::to_string(url_keys.keys().size())}});
       }
       jwks_fetching = false;
       waiters.swap(jwks_waiters);
@@ -1010,17 +1009,20 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
     if (consumer->ip) {
       const IpDecision d = consumer->ip->check(ex->request.remote_address);
       if (!d.allowed()) {
-        return finish(ex, problem(403, "consumer '" + consumer->options.id +
-                                           "' may not call from " + ex->request.remote_address +
-                                           " (" + d.reason + ")", ex->request_id));
+        return finish(ex, problem(403,
+                                  "consumer '" + consumer->options.id + "' may not call from " +
+                                      ex->request.remote_address + " (" + d.reason + ")",
+                                  ex->request_id));
       }
     }
     if (!route.options.groups.empty() &&
         std::none_of(route.options.groups.begin(), route.options.groups.end(),
                      [&](const std::string& g) { return consumer->in_group(g); })) {
-      return finish(ex, problem(403, "consumer '" + consumer->options.id +
-                                         "' is not in a group allowed on route '" +
-                                         route.options.id + "'", ex->request_id));
+      return finish(ex,
+                    problem(403,
+                            "consumer '" + consumer->options.id +
+                                "' is not in a group allowed on route '" + route.options.id + "'",
+                            ex->request_id));
     }
   }
   // Rate limits: the consumer's own, then the route's (per consumer, or per address when
@@ -1038,8 +1040,8 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
     }
     return decision->allowed;
   };
-  const std::string who = consumer != nullptr ? "c:" + consumer->options.id
-                                              : "ip:" + ex->request.remote_address;
+  const std::string who =
+      consumer != nullptr ? "c:" + consumer->options.id : "ip:" + ex->request.remote_address;
   bool allowed = true;
   if (consumer != nullptr) allowed = apply(rate_limit_key(who), consumer->options.rate_limit);
   if (ex->responder && allowed) {
@@ -1054,11 +1056,13 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
   }
   if (!allowed) {
     rate_limited->inc();
-    HttpResponse r = problem(429, "rate limit exceeded" +
-                                      (consumer ? " for consumer '" + consumer->options.id + "'"
-                                                : std::string(" for ") + ex->request.remote_address),
-                             ex->request_id);
-    r.headers.add("Retry-After", std::to_string(std::max<std::int64_t>(1, shown->retry_after_seconds)));
+    HttpResponse r = problem(
+        429,
+        "rate limit exceeded" + (consumer ? " for consumer '" + consumer->options.id + "'"
+                                          : std::string(" for ") + ex->request.remote_address),
+        ex->request_id);
+    r.headers.add("Retry-After",
+                  std::to_string(std::max<std::int64_t>(1, shown->retry_after_seconds)));
     return finish(ex, std::move(r));
   }
   // Load shedding: the gateway's own endpoints are never shed (operators need them most when
@@ -1088,20 +1092,25 @@ std::optional<HttpResponse> Gateway::Impl::transform_request(const ExchangePtr& 
   if (r.body.empty()) return std::nullopt;
   const auto type = r.headers.get("Content-Type");
   if (!type) {
-    return problem(415, "a request body needs a Content-Type (application/json, "
-                        "application/xml or text/csv)", ex->request_id);
+    return problem(415,
+                   "a request body needs a Content-Type (application/json, "
+                   "application/xml or text/csv)",
+                   ex->request_id);
   }
   auto from = body_format_from_media_type(*type);
   if (!from.ok()) {
-    return problem(415, "Content-Type '" + std::string(*type) + "' cannot be converted: " +
-                            from.status().message(), ex->request_id);
+    return problem(
+        415,
+        "Content-Type '" + std::string(*type) + "' cannot be converted: " + from.status().message(),
+        ex->request_id);
   }
   if (*from == to) return std::nullopt;
   auto converted = transform_body(r.body, *from, to);
   if (!converted.ok()) {
     return problem(converted.status().code() == ErrorCode::kResourceExhausted ? 413 : 400,
-                   "request body (" + std::string(body_format_name(*from)) + "): " +
-                       converted.status().message(), ex->request_id);
+                   "request body (" + std::string(body_format_name(*from)) +
+                       "): " + converted.status().message(),
+                   ex->request_id);
   }
   r.body = std::move(converted).value();
   r.headers.set("Content-Type", std::string(media_type_of(to)));
@@ -1122,9 +1131,11 @@ void Gateway::Impl::transform_response(const ExchangePtr& ex, HttpResponse& resp
   if (!to.ok() || *to == *from) return;
   auto converted = transform_body(response.body, *from, *to);
   if (!converted.ok()) {
-    response = problem(502, "the upstream's " + std::string(subtype) + " response cannot be " +
-                                "converted to " + std::string(body_format_name(*to)) + ": " +
-                                converted.status().message(), ex->request_id);
+    response = problem(502,
+                       "the upstream's " + std::string(subtype) + " response cannot be " +
+                           "converted to " + std::string(body_format_name(*to)) + ": " +
+                           converted.status().message(),
+                       ex->request_id);
     return;
   }
   response.body = std::move(converted).value();
@@ -1213,8 +1224,8 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
         http::equals_ignore_case(name, "traceparent") ||
         http::equals_ignore_case(name, "X-Forwarded-Proto") ||
         http::equals_ignore_case(name, "X-Forwarded-Host") ||
-        (name.size() >= 11 && http::equals_ignore_case(std::string_view(name).substr(0, 11),
-                                                       "X-Consumer-"))) {
+        (name.size() >= 11 &&
+         http::equals_ignore_case(std::string_view(name).substr(0, 11), "X-Consumer-"))) {
       continue;
     }
     if (http::equals_ignore_case(name, "Authorization") && ex->auth_method == AuthMethod::kApiKey &&
@@ -1241,58 +1252,53 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
     if (!groups.empty()) out.headers.add("X-Consumer-Groups", groups);
   }
   out.headers.add("Via", "1.1 civicbus");
-  const bool may_retry = http::is_idempotent_method(ex->request.method) &&
-                         ex->attempts <= route.upstream->retries;
+  const bool may_retry =
+      http::is_idempotent_method(ex->request.method) && ex->attempts <= route.upstream->retries;
   out.body = may_retry ? ex->request.body : std::move(ex->request.body);
 
-  client->send_async(ex->lease.host_port(), std::move(out),
-                     [this, ex, may_retry](Result<HttpResponse> result) {
-                       try {
-                         if (!result.ok()) {
-                           const ErrorCode code = result.status().code();
-                           if (code == ErrorCode::kCancelled) {
-                             ex->lease.report(UpstreamOutcome::kNotConsidered);
-                             return finish(ex, problem(503, "gateway stopping", ex->request_id));
-                           }
-                           const bool timeout = code == ErrorCode::kDeadlineExceeded;
-                           ex->lease.report(timeout ? UpstreamOutcome::kTimeout
-                                                    : UpstreamOutcome::kFailure);
-                           if (!timeout && may_retry) return proxy(ex);
-                           log.warn("upstream request failed",
-                                    {{"route", ex->route->options.id},
-                                     {"target", ex->upstream_target},
-                                     {"request_id", ex->request_id},
-                                     {"error", result.status().message()}});
-                           return finish(ex, problem(timeout ? 504 : 502,
-                                                     timeout ? "upstream timed out"
-                                                             : "upstream unavailable",
-                                                     ex->request_id));
-                         }
-                         HttpResponse response = std::move(result).value();
-                         const bool failed = response.status >= 500;
-                         ex->lease.report(failed ? UpstreamOutcome::kFailure
-                                                 : UpstreamOutcome::kSuccess);
-                         if (may_retry &&
-                             (response.status == 502 || response.status == 503 ||
-                              response.status == 504)) {
-                           return proxy(ex);
-                         }
-                         const std::vector<std::string> opts = connection_options(response.headers);
-                         HttpHeaders kept;
-                         for (const auto& [name, value] : response.headers) {
-                           if (is_hop_by_hop(name) || listed(opts, name)) continue;
-                           kept.add(name, value);
-                         }
-                         kept.add("Via", "1.1 civicbus");
-                         response.headers = std::move(kept);
-                         if (ex->route->options.upstream_format && response.status < 300) {
-                           transform_response(ex, response);
-                         }
-                         finish(ex, std::move(response));
-                       } catch (const std::exception& e) {
-                         finish(ex, problem(500, "internal error", ex->request_id));
-                       }
-                     });
+  client->send_async(
+      ex->lease.host_port(), std::move(out), [this, ex, may_retry](Result<HttpResponse> result) {
+        try {
+          if (!result.ok()) {
+            const ErrorCode code = result.status().code();
+            if (code == ErrorCode::kCancelled) {
+              ex->lease.report(UpstreamOutcome::kNotConsidered);
+              return finish(ex, problem(503, "gateway stopping", ex->request_id));
+            }
+            const bool timeout = code == ErrorCode::kDeadlineExceeded;
+            ex->lease.report(timeout ? UpstreamOutcome::kTimeout : UpstreamOutcome::kFailure);
+            if (!timeout && may_retry) return proxy(ex);
+            log.warn("upstream request failed", {{"route", ex->route->options.id},
+                                                 {"target", ex->upstream_target},
+                                                 {"request_id", ex->request_id},
+                                                 {"error", result.status().message()}});
+            return finish(ex, problem(timeout ? 504 : 502,
+                                      timeout ? "upstream timed out" : "upstream unavailable",
+                                      ex->request_id));
+          }
+          HttpResponse response = std::move(result).value();
+          const bool failed = response.status >= 500;
+          ex->lease.report(failed ? UpstreamOutcome::kFailure : UpstreamOutcome::kSuccess);
+          if (may_retry &&
+              (response.status == 502 || response.status == 503 || response.status == 504)) {
+            return proxy(ex);
+          }
+          const std::vector<std::string> opts = connection_options(response.headers);
+          HttpHeaders kept;
+          for (const auto& [name, value] : response.headers) {
+            if (is_hop_by_hop(name) || listed(opts, name)) continue;
+            kept.add(name, value);
+          }
+          kept.add("Via", "1.1 civicbus");
+          response.headers = std::move(kept);
+          if (ex->route->options.upstream_format && response.status < 300) {
+            transform_response(ex, response);
+          }
+          finish(ex, std::move(response));
+        } catch (const std::exception& e) {
+          finish(ex, problem(500, "internal error", ex->request_id));
+        }
+      });
 }
 
 void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
@@ -1317,18 +1323,18 @@ void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
     }
   }
   if (options.access_log.enabled && access_log.enabled(LogLevel::kInfo)) {
-    access_log.info("request",
-                    {{"method", ex->request.method},
-                     {"path", ex->request.path},
-                     {"status", std::to_string(response.status)},
-                     {"route", ex->route ? ex->route->options.id : std::string("-")},
-                     {"consumer", ex->consumer ? ex->consumer->options.id : std::string("-")},
-                     {"upstream", ex->upstream_target.empty() ? std::string("-")
-                                                              : ex->upstream_target},
-                     {"remote", ex->request.remote_address},
-                     {"duration_us", std::to_string(static_cast<long long>(seconds * 1e6))},
-                     {"request_id", ex->request_id},
-                     {"trace_id", ex->trace.trace_id}});
+    access_log.info(
+        "request",
+        {{"method", ex->request.method},
+         {"path", ex->request.path},
+         {"status", std::to_string(response.status)},
+         {"route", ex->route ? ex->route->options.id : std::string("-")},
+         {"consumer", ex->consumer ? ex->consumer->options.id : std::string("-")},
+         {"upstream", ex->upstream_target.empty() ? std::string("-") : ex->upstream_target},
+         {"remote", ex->request.remote_address},
+         {"duration_us", std::to_string(static_cast<long long>(seconds * 1e6))},
+         {"request_id", ex->request_id},
+         {"trace_id", ex->trace.trace_id}});
   }
   ex->responder.send(std::move(response));
 }
@@ -1360,7 +1366,8 @@ HttpResponse Gateway::Impl::token_endpoint(const GatewayRequest& r) {
       authz && authz->size() > 6 && http::equals_ignore_case(authz->substr(0, 6), "Basic ")) {
     auto decoded = crypto::base64_decode(authz->substr(6));
     const std::size_t colon = decoded.ok() ? decoded->find(':') : std::string::npos;
-    if (colon == std::string::npos) return error(401, "invalid_client", "malformed Basic credentials");
+    if (colon == std::string::npos)
+      return error(401, "invalid_client", "malformed Basic credentials");
     client_id = decoded->substr(0, colon);
     secret = decoded->substr(colon + 1);
   }
@@ -1375,9 +1382,8 @@ HttpResponse Gateway::Impl::token_endpoint(const GatewayRequest& r) {
     auth_failures->inc();
     return error(401, "invalid_client", "unknown client or wrong secret");
   }
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                       clock->now().time_since_epoch())
-                       .count();
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(clock->now().time_since_epoch()).count();
   const auto lifetime = options.oauth.token_lifetime.count();
   Json claims = Json::object({{"iss", options.oauth.issuer},
                               {"sub", consumer->options.id},
@@ -1394,9 +1400,10 @@ HttpResponse Gateway::Impl::token_endpoint(const GatewayRequest& r) {
   }
   auto token = sign_jwt(claims, *signing_key, *random);
   if (!token.ok()) return error(500, "server_error", token.status().message());
-  HttpResponse out = json_response(200, Json::object({{"access_token", *token},
-                                                      {"token_type", "Bearer"},
-                                                      {"expires_in", static_cast<long long>(lifetime)}}));
+  HttpResponse out =
+      json_response(200, Json::object({{"access_token", *token},
+                                       {"token_type", "Bearer"},
+                                       {"expires_in", static_cast<long long>(lifetime)}}));
   out.headers.add("Cache-Control", "no-store");
   return out;
 }
@@ -1404,14 +1411,16 @@ HttpResponse Gateway::Impl::token_endpoint(const GatewayRequest& r) {
 HttpResponse Gateway::Impl::admin_consumers_post(const GatewayRequest& r) {
   auto body = Json::parse(r.http.body);
   if (!body.ok() || !body->is_object()) {
-    return problem(400, "the body must be a JSON object: " +
-                            (body.ok() ? std::string("got another type") : body.status().message()),
+    return problem(400,
+                   "the body must be a JSON object: " +
+                       (body.ok() ? std::string("got another type") : body.status().message()),
                    r.request_id);
   }
   ConsumerOptions c;
   c.id = body->get_string("id");
   if (const Json* groups = body->find("groups"); groups != nullptr) {
-    if (!groups->is_array()) return problem(400, "'groups' must be an array of strings", r.request_id);
+    if (!groups->is_array())
+      return problem(400, "'groups' must be an array of strings", r.request_id);
     for (const Json& g : groups->as_array()) {
       if (!g.is_string()) return problem(400, "'groups' must be an array of strings", r.request_id);
       c.groups.push_back(g.as_string());
@@ -1419,7 +1428,8 @@ HttpResponse Gateway::Impl::admin_consumers_post(const GatewayRequest& r) {
   }
   c.priority_tier = static_cast<std::uint32_t>(body->get_int("priority_tier", 1));
   if (const Json* rl = body->find("rate_limit"); rl != nullptr && rl->is_object()) {
-    c.rate_limit.requests_per_minute = static_cast<std::uint32_t>(rl->get_int("requests_per_minute"));
+    c.rate_limit.requests_per_minute =
+        static_cast<std::uint32_t>(rl->get_int("requests_per_minute"));
     c.rate_limit.burst = static_cast<std::uint32_t>(rl->get_int("burst"));
     c.rate_limit.requests_per_day = static_cast<std::uint32_t>(rl->get_int("requests_per_day"));
   }
@@ -1493,11 +1503,10 @@ Json Gateway::Impl::metrics_json() const {
       classes.set(kClasses[i], static_cast<long long>(r.metrics.responses[i]->value()));
     }
     const Histogram& h = *r.metrics.duration;
-    routes.set(r.options.id,
-               Json::object({{"responses", std::move(classes)},
-                             {"count", static_cast<long long>(h.count())},
-                             {"p50_ms", h.quantile(0.5) * 1e3},
-                             {"p99_ms", h.quantile(0.99) * 1e3}}));
+    routes.set(r.options.id, Json::object({{"responses", std::move(classes)},
+                                           {"count", static_cast<long long>(h.count())},
+                                           {"p50_ms", h.quantile(0.5) * 1e3},
+                                           {"p99_ms", h.quantile(0.99) * 1e3}}));
   }
   Json upstreams = Json::object();
   for (const auto& pool : snap->pools) {
@@ -1522,16 +1531,17 @@ Json Gateway::Impl::metrics_json() const {
                                        {"shed", static_cast<long long>(s.shed_per_tier[i])},
                                        {"shedding", bool(s.shedding_per_tier[i])}}));
   }
-  return Json::object({{"routes", std::move(routes)},
-                       {"upstreams", std::move(upstreams)},
-                       {"load_shedding", Json::object({{"limit", static_cast<long long>(s.limit)},
-                                                       {"in_flight", static_cast<long long>(s.in_flight)},
-                                                       {"min_latency_ms", s.min_latency_ms},
-                                                       {"sample_latency_ms", s.sample_latency_ms},
-                                                       {"tiers", std::move(shed_tiers)}})},
-                       {"auth_failures", static_cast<long long>(auth_failures->value())},
-                       {"rate_limited", static_cast<long long>(rate_limited->value())},
-                       {"rate_limit_keys", static_cast<long long>(limiter->key_count())}});
+  return Json::object(
+      {{"routes", std::move(routes)},
+       {"upstreams", std::move(upstreams)},
+       {"load_shedding", Json::object({{"limit", static_cast<long long>(s.limit)},
+                                       {"in_flight", static_cast<long long>(s.in_flight)},
+                                       {"min_latency_ms", s.min_latency_ms},
+                                       {"sample_latency_ms", s.sample_latency_ms},
+                                       {"tiers", std::move(shed_tiers)}})},
+       {"auth_failures", static_cast<long long>(auth_failures->value())},
+       {"rate_limited", static_cast<long long>(rate_limited->value())},
+       {"rate_limit_keys", static_cast<long long>(limiter->key_count())}});
 }
 
 Json Gateway::Impl::openapi_json() const {
@@ -1586,12 +1596,11 @@ void Gateway::Impl::schedule_probe(std::shared_ptr<const Snapshot> snap, std::si
       probe.headers.add("User-Agent", "civicbus-gateway-health-check");
       const auto started = std::chrono::steady_clock::now();
       const auto limit = u.active.timeout;
-      w.health_client->send_async(u.targets[t], std::move(probe),
-                                  [pool, t, started, limit](Result<HttpResponse> r) {
-                                    const bool in_time =
-                                        std::chrono::steady_clock::now() - started <= limit;
-                                    pool->report_probe(t, r.ok() && r->status < 400 && in_time);
-                                  });
+      w.health_client->send_async(
+          u.targets[t], std::move(probe), [pool, t, started, limit](Result<HttpResponse> r) {
+            const bool in_time = std::chrono::steady_clock::now() - started <= limit;
+            pool->report_probe(t, r.ok() && r->status < 400 && in_time);
+          });
     }
     schedule_probe(snap, upstream, timer);
   });
@@ -1637,8 +1646,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(GatewayOptions options, Gateway
   g.shedder = std::make_unique<LoadShedder>(options.load_shedding, *g.clock);
   g.auth_failures = &g.metrics->counter("civicbus_gateway_auth_failures_total",
                                         "Requests refused for missing or invalid credentials");
-  g.rate_limited = &g.metrics->counter("civicbus_gateway_rate_limited_total",
-                                       "Requests refused with 429");
+  g.rate_limited =
+      &g.metrics->counter("civicbus_gateway_rate_limited_total", "Requests refused with 429");
   g.shed = &g.metrics->counter("civicbus_gateway_shed_total",
                                "Requests refused with 503 by load shedding");
   LoadShedder* shedder = g.shedder.get();
@@ -1740,8 +1749,7 @@ Result<std::uint16_t> Gateway::start() {
   Impl& g = *impl_;
   if (g.server) return failed_precondition("the gateway is already started");
   g.server = std::make_unique<http::HttpServer>(
-      g.options.listener,
-      [&g](HttpRequest request, http::HttpResponder responder) {
+      g.options.listener, [&g](HttpRequest request, http::HttpResponder responder) {
         g.handle(std::move(request), std::move(responder));
       });
   const std::size_t n = http::detail::ServerAccess::worker_count(*g.server);

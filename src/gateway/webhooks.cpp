@@ -259,28 +259,16 @@ void wipe(std::string& s) {
   s.clear();
 }
 
-void put_field(std::string& out, std::string_view s) {
-  const auto n = static_cast<std::uint32_t>(s.size());
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((n >> shift) & 0xff));
-  out.append(s);
-}
-
 // A parked or dead-lettered body is bound to its subscription and event: moved to another row
 // it no longer opens. The retry and dead-letter rows of one event share it, so a replay copies
 // the sealed bytes as they are.
 std::string body_aad(std::string_view subscription, std::string_view event_id) {
-  std::string aad(kBodyAadLabel);
-  put_field(aad, subscription);
-  put_field(aad, event_id);
-  return aad;
+  return crypto::bound_aad(kBodyAadLabel, {subscription, event_id});
 }
 
 // `column` is "secret" or "previous_secret": the two cannot be exchanged either.
 std::string secret_aad(std::string_view subscription, std::string_view column) {
-  std::string aad(kSecretAadLabel);
-  put_field(aad, subscription);
-  put_field(aad, column);
-  return aad;
+  return crypto::bound_aad(kSecretAadLabel, {subscription, column});
 }
 
 // ---- group commit of the retry tables --------------------------------------------------------

@@ -2,6 +2,7 @@
 // binary-safe, cheap to move. Nothing here logs key material.
 #pragma once
 
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,6 +24,10 @@ Result<std::string> from_hex(std::string_view hex);
 std::string base64_encode(std::string_view bytes);          // RFC 4648 §4, padded
 Result<std::string> base64_decode(std::string_view text);
 std::string base64url_encode(std::string_view bytes);       // RFC 4648 §5, no padding
+
+// Associated data that binds a sealed value to where it is stored: `label`, then each field
+// with a 32-bit big-endian length in front, so that no two field lists give the same bytes.
+std::string bound_aad(std::string_view label, std::initializer_list<std::string_view> fields);
 Result<std::string> base64url_decode(std::string_view text);
 
 // AES-256-GCM (also AES-128/192 for test vectors: the key length picks the variant).
