@@ -43,14 +43,24 @@ inline constexpr OptionSpec kDataDirOption{"data-dir", true, "DIR",
                                            "data directory (overrides the configuration's)"};
 inline constexpr OptionSpec kVerboseOption{"verbose", false, "", "show the node's info logs"};
 
+// What an operator command's node runs besides the broker.
+enum class NodeParts {
+  kBrokerOnly,    // no gateway, no webhook dispatcher
+  kWithWebhooks,  // the webhook dispatcher too (the `webhooks` commands); an empty one when
+                  // the configuration has no webhooks section
+};
+
 // Opens a node for an operator command from --config and/or --data-dir (one is required).
 // Logs below warn are hidden unless --verbose. On failure prints the error and stores the
 // exit code in `exit_code`.
-std::unique_ptr<Node> open_node(const Args& args, std::string_view command, int& exit_code);
+std::unique_ptr<Node> open_node(const Args& args, std::string_view command, int& exit_code,
+                                NodeParts parts = NodeParts::kBrokerOnly);
 
 // Loads the NodeOptions an operator command would use (no node is opened). The gateway section
-// is dropped: only `serve` (and `demo`) run a gateway.
-Result<NodeOptions> load_options(const Args& args, std::string_view command, int& exit_code);
+// is dropped: only `serve` (and `demo`) run a gateway. So is the webhooks section, unless
+// `parts` asks for it: a `publish` or `tail` must not start delivering webhooks.
+Result<NodeOptions> load_options(const Args& args, std::string_view command, int& exit_code,
+                                 NodeParts parts = NodeParts::kBrokerOnly);
 
 // SIGINT/SIGTERM handling for commands that loop (demo, tail --follow): the first signal
 // sets the flag, a second one exits at once.
@@ -86,5 +96,8 @@ int run_asyncapi(const Args& args);
 int run_openapi(const Args& args);
 int run_audit_verify(const Args& args);
 int run_audit_list(const Args& args);
+int run_webhooks_list(const Args& args);
+int run_webhooks_dlq(const Args& args);
+int run_webhooks_replay(const Args& args);
 
 }  // namespace civicbus::cli

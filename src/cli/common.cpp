@@ -40,7 +40,8 @@ int usage_error(std::string_view command, std::string_view message) {
   return kExitUsage;
 }
 
-Result<NodeOptions> load_options(const Args& args, std::string_view command, int& exit_code) {
+Result<NodeOptions> load_options(const Args& args, std::string_view command, int& exit_code,
+                                 NodeParts parts) {
   auto config = args.value("config");
   auto data_dir = args.value("data-dir");
   if (!config && !data_dir) {
@@ -66,6 +67,11 @@ Result<NodeOptions> load_options(const Args& args, std::string_view command, int
   // Operator commands work on the data directory; the gateway is served by `civicbus serve`
   // only (an operator command must not take its port).
   options.gateway.reset();
+  if (parts == NodeParts::kWithWebhooks) {
+    if (!options.webhooks) options.webhooks.emplace();
+  } else {
+    options.webhooks.reset();
+  }
   if (!args.has("verbose") &&
       static_cast<int>(options.logging.level) < static_cast<int>(LogLevel::kWarn)) {
     options.logging.level = LogLevel::kWarn;
@@ -73,8 +79,9 @@ Result<NodeOptions> load_options(const Args& args, std::string_view command, int
   return options;
 }
 
-std::unique_ptr<Node> open_node(const Args& args, std::string_view command, int& exit_code) {
-  auto options = load_options(args, command, exit_code);
+std::unique_ptr<Node> open_node(const Args& args, std::string_view command, int& exit_code,
+                                NodeParts parts) {
+  auto options = load_options(args, command, exit_code, parts);
   if (!options.ok()) return nullptr;
   auto node = Node::create(std::move(options).value());
   if (!node.ok()) {

@@ -106,6 +106,14 @@ constexpr OptionSpec kAuditListOptions[] = {kConfigOption,
                                             {"from", true, "SEQ", "first record (default 1)"},
                                             {"limit", true, "N", "records to show (default 100)"},
                                             kVerboseOption};
+constexpr OptionSpec kWebhooksListOptions[] = {
+    kConfigOption, kDataDirOption, {"json", false, "", "print JSON lines"}, kVerboseOption};
+constexpr OptionSpec kWebhooksDlqOptions[] = {kConfigOption,
+                                              kDataDirOption,
+                                              {"limit", true, "N", "at most N (default 1000)"},
+                                              {"json", false, "", "print JSON lines with bodies"},
+                                              kVerboseOption};
+constexpr OptionSpec kWebhooksReplayOptions[] = {kConfigOption, kDataDirOption, kVerboseOption};
 constexpr OptionSpec kNoOptions[] = {{"help", false, "", "show this help"}};
 
 int run_version(const Args&) {
@@ -119,8 +127,9 @@ constexpr Command kCommands[] = {
     {"serve", "run a node from a configuration file until SIGINT/SIGTERM",
      "civicbus serve --config FILE [--data-dir DIR] [--log-level LEVEL]", kServeOptions, 0,
      run_serve,
-     "Creates the configured topics and schemas, then serves until stopped. The data directory\n"
-     "is locked while the node runs.\n\n"
+     "Creates the configured topics and schemas, starts the gateway and the webhook\n"
+     "subscriptions of the file's 'gateway' and 'webhooks' sections, then serves until\n"
+     "stopped. The data directory is locked while the node runs.\n\n"
      "Example:\n  civicbus serve --config /etc/civicbus/node.yaml\n"},
     {"demo", "run a self-contained municipal demo and print what happens",
      "civicbus demo [--duration 5s] [--rate 400] [--data-dir DIR] [--keep]\n"
@@ -186,6 +195,24 @@ constexpr Command kCommands[] = {
     {"audit list", "print audit records as JSON lines",
      "civicbus audit list (--config FILE | --data-dir DIR) [--from SEQ] [--limit N]",
      kAuditListOptions, 0, run_audit_list, ""},
+    {"webhooks list", "list webhook subscriptions with their state, retries and dead letters",
+     "civicbus webhooks list (--config FILE | --data-dir DIR) [--json]", kWebhooksListOptions, 0,
+     run_webhooks_list,
+     "Opens the node's webhook dispatcher (creating or updating the subscriptions of the\n"
+     "configuration's 'webhooks' section, as 'serve' does) and prints every stored\n"
+     "subscription. While the command runs the dispatcher delivers, as the node would. Like\n"
+     "the other operator commands it needs the node stopped (the data directory is locked).\n\n"
+     "Example:\n  civicbus webhooks list --config node.yaml\n"},
+    {"webhooks dlq", "list a webhook subscription's dead letters",
+     "civicbus webhooks dlq (--config FILE | --data-dir DIR) ID [--limit N] [--json]",
+     kWebhooksDlqOptions, 1, run_webhooks_dlq,
+     "Example:\n  civicbus webhooks dlq --config node.yaml gis-vendor\n"},
+    {"webhooks replay", "queue a webhook subscription's dead letters for delivery again",
+     "civicbus webhooks replay (--config FILE | --data-dir DIR) ID", kWebhooksReplayOptions, 1,
+     run_webhooks_replay,
+     "Moves the dead letters back to the retry table with a fresh schedule, due at once. They\n"
+     "go out when the node next runs (or while this command runs).\n\n"
+     "Example:\n  civicbus webhooks replay --config node.yaml gis-vendor\n"},
     {"version", "print the version", "civicbus version", kNoOptions, 0, run_version, ""},
     {"help", "show help for all commands or one", "civicbus help [COMMAND]", kNoOptions, 2,
      run_help, ""},

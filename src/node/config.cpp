@@ -1,7 +1,8 @@
 // The YAML loader for NodeOptions and the duration and size syntax it shares with the command
-// line. yaml-cpp is used only in src/node (here and gateway_config.cpp, which loads the
-// `gateway:` section), and its exceptions never leave Loader::load(). Every error names the
-// origin and the line it is about, so an operator can go straight to it.
+// line. yaml-cpp is used only in src/node (here, gateway_config.cpp, which loads the
+// `gateway:` section, and webhooks_config.cpp, which loads `webhooks:`), and its exceptions
+// never leave Loader::load(). Every error names the origin and the line it is about, so an
+// operator can go straight to it.
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
@@ -608,12 +609,12 @@ Result<NodeOptions> Loader::load(std::string_view text) {
     if (root.IsDefined() && !root.IsNull() && !root.IsMap()) {
       return fail(root,
                   "the configuration must be a mapping with sections node, logging, "
-                  "security, log, broker, topics, schemas, gateway");
+                  "security, log, broker, topics, schemas, gateway, webhooks");
     }
     CIVICBUS_ASSIGN_OR_RETURN(
         Fields f, fields(root, "the configuration", "",
                          {"node", "logging", "security", "log", "broker", "topics", "schemas",
-                          "gateway"}));
+                          "gateway", "webhooks"}));
     for (const Entry& e : f.entries()) {
       Status s;
       if (e.key == "node") s = load_node(e, out);
@@ -624,6 +625,7 @@ Result<NodeOptions> Loader::load(std::string_view text) {
       if (e.key == "topics") s = load_topics(e, out);
       if (e.key == "schemas") s = load_schemas(e, out);
       if (e.key == "gateway") s = load_gateway(e, out);
+      if (e.key == "webhooks") s = load_webhooks(e, out);
       CIVICBUS_RETURN_IF_ERROR(s);
     }
   } catch (const YAML::Exception& e) {
@@ -857,6 +859,22 @@ Status NodeOptions::validate() const {
     if (!s.compatibility.empty() && !parse_schema_compatibility(s.compatibility).ok()) {
       return invalid_argument(
           fmt::format("schema '{}': unknown compatibility '{}'", s.subject, s.compatibility));
+    }
+  }
+  if (webhooks) {
+    std::set<std::string, std::less<>> ids;
+    for (std::size_t i = 0; i < webhooks->subscriptions.size(); ++i) {
+      const gateway::WebhookOptions& w = webhooks->subscriptions[i];
+      CIVICBUS_RETURN_IF_ERROR(w.validate().with_context(fmt::format("webhooks[{}]", i)));
+      if (!ids.insert(w.id).second) {
+        return invalid_argument(fmt::format("duplicate webhook id '{}' (webhooks[{}])", w.id, i));
+      }
+      if (w.secret.empty()) {
+        return invalid_argument(fmt::format(
+            "webhook '{}' has no secret; a node has no one to show a generated secret to, so "
+            "give one",
+            w.id));
+      }
     }
   }
   return {};

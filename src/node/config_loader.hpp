@@ -1,7 +1,7 @@
 // The YAML loader behind NodeOptions::from_file / from_yaml, shared by the files that load its
 // sections (config.cpp: node, logging, security, log, broker, topics, schemas;
-// gateway_config.cpp: gateway). yaml-cpp appears only in src/node; its exceptions never leave
-// Loader::load().
+// gateway_config.cpp: gateway; webhooks_config.cpp: webhooks). yaml-cpp appears only in
+// src/node; its exceptions never leave Loader::load().
 #pragma once
 
 #include <yaml-cpp/yaml.h>
@@ -18,6 +18,7 @@
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
 #include "civicbus/gateway/options.hpp"
+#include "civicbus/gateway/webhooks.hpp"
 #include "civicbus/node/node.hpp"
 
 namespace civicbus::config_detail {
@@ -119,6 +120,12 @@ class Loader {
   Status load_server_tls(const Entry& e, http::TlsServerOptions& out) const;
   Status load_client_tls(const Entry& e, http::TlsClientOptions& out) const;
   Result<http::TlsVersion> read_tls_version(const Entry& e) const;
+
+  // webhooks_config.cpp
+  Status load_webhooks(const Entry& e, NodeOptions& out);
+  Status load_webhook_subscriptions(const YAML::Node& list, NodeWebhooksOptions& out) const;
+  Status load_webhook(const YAML::Node& item, std::size_t index,
+                      gateway::WebhookOptions& out) const;
 
   std::string origin_;
   std::optional<std::filesystem::path> base_dir_;

@@ -19,8 +19,10 @@
 #include <thread>
 
 #include "broker/master_key.hpp"
+#include "civicbus/core/crypto.hpp"
 #include "civicbus/core/random.hpp"
 #include "civicbus/gateway/gateway.hpp"
+#include "civicbus/gateway/webhooks.hpp"
 #include "civicbus/storage/database.hpp"
 
 namespace civicbus {
@@ -91,6 +93,44 @@ Result<std::string> read_text_file(const std::string& path) {
   return out.str();
 }
 
+// The options that decide whether a stored webhook subscription is the configured one.
+// from_earliest is left out: it only matters when a subscription is first created.
+bool same_webhook_options(const gateway::WebhookOptions& a, const gateway::WebhookOptions& b) {
+  return a.topics == b.topics && a.event_types == b.event_types && a.url == b.url &&
+         a.tls.ca_file == b.tls.ca_file && a.tls.server_name == b.tls.server_name &&
+         a.schedule == b.schedule && a.jitter == b.jitter &&
+         a.attempt_timeout == b.attempt_timeout && a.max_concurrent == b.max_concurrent &&
+         a.pause.after_failures == b.pause.after_failures && a.pause.cool_off == b.pause.cool_off &&
+         a.pause.max_cool_off == b.pause.max_cool_off;
+}
+
+// A keyed digest of what the configuration asked for, secret included: the dispatcher never
+// hands a stored secret back, so this is how a restart tells "the configured secret is the
+// one in use" from "the configuration has a new secret". Keyed by the master key so the table
+// says nothing about the secret.
+std::string webhook_config_digest(std::string_view master_key, const gateway::WebhookOptions& o) {
+  std::string text;
+  auto add = [&text](std::string_view name, std::string_view value) {
+    text += fmt::format("{}={}:{};", name, value.size(), value);
+  };
+  add("id", o.id);
+  for (const std::string& t : o.topics) add("topic", t);
+  for (const std::string& t : o.event_types) add("event_type", t);
+  add("url", o.url);
+  add("ca_file", o.tls.ca_file);
+  add("server_name", o.tls.server_name);
+  add("secret", o.secret);
+  for (auto d : o.schedule) add("wait", std::to_string(d.count()));
+  add("jitter", fmt::format("{}", o.jitter));
+  add("attempt_timeout", std::to_string(o.attempt_timeout.count()));
+  add("max_concurrent", std::to_string(o.max_concurrent));
+  add("after_failures", std::to_string(o.pause.after_failures));
+  add("cool_off", std::to_string(o.pause.cool_off.count()));
+  add("max_cool_off", std::to_string(o.pause.max_cool_off.count()));
+  const std::string key = crypto::hmac_sha256(master_key, "civicbus node webhook config v1");
+  return crypto::to_hex(crypto::hmac_sha256(key, text));
+}
+
 }  // namespace
 
 #ifndef CIVICBUS_VERSION_STRING
@@ -114,6 +154,7 @@ struct Node::Impl {
   std::unique_ptr<transport::Transport> transport;
   std::unique_ptr<broker::Broker> broker;
   std::unique_ptr<gateway::Gateway> gateway;
+  std::unique_ptr<gateway::WebhookDispatcher> webhooks;
   std::mutex reload_mu;  // one gateway reload at a time
 
   std::mutex mu;
@@ -125,10 +166,15 @@ struct Node::Impl {
     // goes: it stops subscriptions (waiting for running handlers) and its
     // maintenance. The transport then commits what is queued. The executor is joined before
     // the broker and transport objects are freed, so no task posted by them can run against
-    // freed memory; tasks not yet started are dropped.
+    // freed memory; tasks not yet started are dropped. The webhook dispatcher closes before
+    // the broker (its consumer groups and retry writes run on the broker and the database)
+    // and is freed after the executor is joined, for the same reason.
+    if (gateway) gateway->stop();
+    if (webhooks) webhooks->close();
     if (broker) broker->close();
     if (transport) transport->close();
     executor.reset();
+    webhooks.reset();
     broker.reset();
     transport.reset();
     db.reset();
@@ -142,6 +188,9 @@ struct Node::Impl {
   Status register_schemas(const Logger& log);
   Status create_topics(const Logger& log);
   Status start_gateway(const Logger& log);
+  Status start_webhooks(const Logger& log);
+  Status apply_webhook(const gateway::WebhookOptions& wanted,
+                       const std::vector<gateway::WebhookSubscription>& stored, const Logger& log);
 
   std::atomic<Node*> owner{nullptr};  // the Node this Impl belongs to, once constructed
 };
@@ -174,6 +223,83 @@ Status Node::Impl::start_gateway(const Logger& logger) {
   return {};
 }
 
+Status Node::Impl::start_webhooks(const Logger& logger) {
+  if (!options.webhooks) return {};
+  gateway::WebhookDispatcherOptions dispatcher = options.webhooks->dispatcher;
+  dispatcher.master_key = options.broker.master_key;
+  gateway::WebhookContext context{
+      *broker, *db, *executor, *clock, *metrics, *random, this->logger.with_component("webhooks")};
+  auto opened = gateway::WebhookDispatcher::open(std::move(dispatcher), context);
+  if (!opened.ok()) return opened.status().with_context("webhooks");
+  webhooks = std::move(opened).value();
+  CIVICBUS_RETURN_IF_ERROR(
+      db->execute_script("CREATE TABLE IF NOT EXISTS node_webhook_config ("
+                         "  id TEXT PRIMARY KEY,"
+                         "  digest TEXT NOT NULL)"));
+  CIVICBUS_ASSIGN_OR_RETURN(auto stored, webhooks->subscriptions());
+  for (const gateway::WebhookOptions& wanted : options.webhooks->subscriptions) {
+    CIVICBUS_RETURN_IF_ERROR(
+        apply_webhook(wanted, stored, logger).with_context(fmt::format("webhook '{}'", wanted.id)));
+  }
+  logger.info("webhooks started",
+              {{"configured", std::to_string(options.webhooks->subscriptions.size())}});
+  return {};
+}
+
+// Creates, keeps, rotates or replaces one configured subscription (NodeWebhooksOptions says
+// when each happens). Logs ids and URLs, never secrets.
+Status Node::Impl::apply_webhook(const gateway::WebhookOptions& wanted,
+                                 const std::vector<gateway::WebhookSubscription>& stored,
+                                 const Logger& logger) {
+  const std::string digest = webhook_config_digest(options.broker.master_key, wanted);
+  auto record = [&]() -> Status {
+    return db
+        ->execute(
+            "INSERT INTO node_webhook_config (id, digest) VALUES (?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET digest = excluded.digest",
+            {std::string_view(wanted.id), std::string_view(digest)})
+        .status();
+  };
+  auto existing = std::find_if(stored.begin(), stored.end(),
+                               [&](const auto& s) { return s.options.id == wanted.id; });
+  if (existing == stored.end()) {
+    CIVICBUS_RETURN_IF_ERROR(webhooks->create(wanted).status());
+    logger.info("webhook subscription created", {{"id", wanted.id}, {"url", wanted.url}});
+    return record();
+  }
+  std::optional<std::string> recorded;
+  CIVICBUS_RETURN_IF_ERROR(db->query("SELECT digest FROM node_webhook_config WHERE id = ?",
+                                     {std::string_view(wanted.id)}, [&](const storage::Row& row) {
+                                       recorded = std::string(row.get_text(0));
+                                       return false;
+                                     }));
+  if (recorded && crypto::constant_time_equal(*recorded, digest)) return {};  // kept as it is
+  if (same_webhook_options(existing->options, wanted)) {
+    // Only the secret can differ (or the subscription was stored by someone else): rotate, so
+    // the previous secret keeps signing for rotation_overlap while receivers switch.
+    CIVICBUS_RETURN_IF_ERROR(webhooks->rotate_secret(wanted.id, wanted.secret).status());
+    logger.info("webhook secret set from the configuration", {{"id", wanted.id}});
+    return record();
+  }
+  gateway::WebhookEndpointState state;
+  if (auto s = webhooks->endpoint_state(wanted.id); s.ok()) state = *s;
+  CIVICBUS_RETURN_IF_ERROR(webhooks->remove(wanted.id));
+  CIVICBUS_RETURN_IF_ERROR(webhooks->create(wanted).status());
+  if (state.pending_retries > 0 || state.dead_letters > 0) {
+    logger.warn(
+        "webhook subscription replaced with its configured options; its parked retries "
+        "and dead letters were dropped",
+        {{"id", wanted.id},
+         {"url", wanted.url},
+         {"dropped_retries", std::to_string(state.pending_retries)},
+         {"dropped_dead_letters", std::to_string(state.dead_letters)}});
+  } else {
+    logger.info("webhook subscription updated from the configuration",
+                {{"id", wanted.id}, {"url", wanted.url}});
+  }
+  return record();
+}
+
 Status Node::Impl::load_master_key(const Logger& logger) {
   NodeOptions& o = options;
   if (!o.broker.master_key.empty()) return {};  // given by the embedding program
@@ -192,6 +318,14 @@ Status Node::Impl::load_master_key(const Logger& logger) {
     logger.info("master key loaded",
                 {{"source", from_env ? "$" + o.master_key_env : o.master_key_file}});
     return {};
+  }
+  if (o.webhooks) {
+    return failed_precondition(fmt::format(
+        "webhooks need the master key (their secrets are stored sealed under it) but none is "
+        "available: set ${} to 64 hex digits, create '{}' (mode 0600), or set "
+        "`security: {{master_key: generate}}`",
+        o.master_key_env.empty() ? std::string("CIVICBUS_MASTER_KEY") : o.master_key_env,
+        o.master_key_file));
   }
   for (const broker::TopicOptions& t : o.topics) {
     if (!t.pii_fields.empty()) {
@@ -314,6 +448,7 @@ Result<std::unique_ptr<Node>> Node::create(NodeOptions options, const Clock* clo
 
   CIVICBUS_RETURN_IF_ERROR(impl->register_schemas(log));
   CIVICBUS_RETURN_IF_ERROR(impl->create_topics(log));
+  CIVICBUS_RETURN_IF_ERROR(impl->start_webhooks(log));
   CIVICBUS_RETURN_IF_ERROR(impl->start_gateway(log));
   log.info("node started", {{"name", o.name},
                             {"data_dir", o.data_dir},
@@ -357,6 +492,9 @@ const NodeOptions& Node::options() const {
 }
 gateway::Gateway* Node::gateway() {
   return impl_->gateway.get();
+}
+gateway::WebhookDispatcher* Node::webhooks() {
+  return impl_->webhooks.get();
 }
 
 Status Node::reload_gateway() {

@@ -14,6 +14,10 @@
 // its modules: created and started by create(), stopped first by the destructor, and
 // reachable through gateway() so a module can add_route() its in-process handlers.
 //
+// With a `webhooks` section (NodeOptions::webhooks) the node also runs a WebhookDispatcher on its
+// broker, database and master key: opened by create(), which creates or updates the configured
+// subscriptions, closed by the destructor before the broker, and reachable through webhooks().
+//
 // A data directory is used by one Node at a time: create() takes an exclusive lock on
 // `<data_dir>/LOCK` and fails (kFailedPrecondition) when another Node, in this process or
 // another, holds it.
@@ -36,6 +40,7 @@
 #include "civicbus/core/metrics.hpp"
 #include "civicbus/core/status.hpp"
 #include "civicbus/gateway/options.hpp"
+#include "civicbus/gateway/webhooks.hpp"
 #include "civicbus/transport/transport.hpp"
 
 namespace civicbus {
@@ -46,6 +51,21 @@ class Database;
 namespace gateway {
 class Gateway;
 }
+
+// The node's webhooks (YAML: `webhooks:`; see docs/CONFIG.md and docs/webhooks.md).
+struct NodeWebhooksOptions {
+  // Dispatcher settings. master_key is filled by Node::create() with the node's master key
+  // (the broker's); a value set here is replaced.
+  gateway::WebhookDispatcherOptions dispatcher;
+  // Created at start-up when missing. One stored with the same id is kept when its options
+  // and secret are those configured; when only the secret changed it is rotated
+  // (rotate_secret: the old one keeps signing for dispatcher.rotation_overlap); when other
+  // options changed it is replaced (removed and created again: the consumer group's offset
+  // stays, its parked retries and dead letters are dropped, with a warning in the log).
+  // Stored subscriptions that are not listed (created through the API) are left alone. Each
+  // needs a secret: a node has no one to show a generated secret to.
+  std::vector<gateway::WebhookOptions> subscriptions;
+};
 
 struct NodeOptions {
   std::string name = "civicbus";
@@ -84,6 +104,10 @@ struct NodeOptions {
   // file paths (JWKS, signing key, schemas) are resolved like the others.
   std::optional<civicbus::gateway::GatewayOptions> gateway;
 
+  // The webhook dispatcher (YAML: `webhooks:`). Empty: none is opened (subscriptions stored
+  // in the database stay idle). Needs the master key.
+  std::optional<NodeWebhooksOptions> webhooks;
+
   // The YAML file these options were read from (absolute; set by from_file()), which
   // Node::reload_gateway() reads again. Empty for options built in code or from_yaml().
   std::string config_file;
@@ -120,8 +144,8 @@ class Node {
   // configured topics. `clock` (SystemClock when null) must outlive the Node.
   static Result<std::unique_ptr<Node>> create(NodeOptions options, const Clock* clock = nullptr);
 
-  // Closes the broker (stopping every subscription), then the transport, then the rest in
-  // reverse construction order.
+  // Closes the webhook dispatcher, then the broker (stopping every subscription), then the
+  // transport, then the rest in reverse construction order.
   ~Node();
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
@@ -142,6 +166,10 @@ class Node {
   // The gateway when the options have one (it is listening once create() returned), else
   // null. Valid as long as the Node.
   civicbus::gateway::Gateway* gateway();
+  // The webhook dispatcher when the options have a webhooks section (its subscriptions are
+  // running once create() returned), else null. Valid as long as the Node.
+  civicbus::gateway::WebhookDispatcher* webhooks();
+
   // Reads options().config_file again and hands its gateway section to
   // reload_gateway(GatewayOptions): the way SIGHUP (see run()) and the admin API reload.
   // Errors (the file does not load, no config_file, no gateway) change nothing.
