@@ -52,6 +52,7 @@ struct Connection {
   // frame would be a large allocation per request (and makes glibc consolidate its bins).
   std::array<char, 16 * 1024> buffer;
   std::unique_ptr<detail::TlsStream> tls;  // over `socket`, for an https client
+  std::unique_ptr<detail::ResponseParser> parser;  // reset for each exchange
   SteadyClock::time_point idle_since{};
   bool reused = false;  // it carried an earlier exchange
 };
@@ -446,10 +447,15 @@ asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& 
         asio::redirect_error(asio::use_awaitable, ec));
   }
   out.bytes_sent = written > 0;
-  detail::ResponseParser parser(
-      detail::ResponseLimits{options.max_response_header_count, options.max_response_header_bytes,
-                             options.max_response_body_bytes},
-      head_request);
+  if (!conn.parser) {
+    conn.parser = std::make_unique<detail::ResponseParser>(
+        detail::ResponseLimits{options.max_response_header_count,
+                               options.max_response_header_bytes, options.max_response_body_bytes},
+        head_request);
+  } else {
+    conn.parser->reset(head_request);
+  }
+  detail::ResponseParser& parser = *conn.parser;
   std::array<char, 16 * 1024>& buffer = conn.buffer;
   while (!ec) {
     std::size_t n = 0;

@@ -102,6 +102,24 @@ ResponseParser::ResponseParser(ResponseLimits limits, bool head_request)
 
 ResponseParser::~ResponseParser() = default;
 
+void ResponseParser::reset(bool head_request) {
+  head_request_ = head_request;
+  llhttp_init(&llhttp_->parser, HTTP_RESPONSE, &llhttp_->settings);
+  llhttp_->parser.data = this;
+  llhttp_set_lenient_headers(&llhttp_->parser, 0);
+  llhttp_set_lenient_chunked_length(&llhttp_->parser, 0);
+  llhttp_set_lenient_keep_alive(&llhttp_->parser, 0);
+  llhttp_set_lenient_transfer_encoding(&llhttp_->parser, 0);
+  reset_head();
+  started_ = false;
+  closed_ = false;
+  scan_error_ = Status();
+  chunked_ = false;
+  chunks_.reset();
+  keep_alive_ = false;
+  error_ = Status();
+}
+
 ResponseParser::Step ResponseParser::fail(Status status, std::size_t consumed) {
   closed_ = true;
   if (error_.ok()) error_ = std::move(status);

@@ -53,6 +53,10 @@ class ResponseParser {
   ResponseParser(const ResponseParser&) = delete;
   ResponseParser& operator=(const ResponseParser&) = delete;
 
+  // Makes the parser ready for the next response on the same connection, as if new (a pooled
+  // connection keeps one parser instead of allocating one per exchange).
+  void reset(bool head_request);
+
   Step feed(std::string_view data);
   // The peer closed the connection: completes a body delimited by the close, else kError.
   Step finish();

@@ -153,3 +153,44 @@ TEST_CASE("http response parser: limits are kResourceExhausted") {
 
 }  // namespace
 }  // namespace civicbus::http::detail
+
+namespace civicbus::http::detail {
+namespace {
+
+TEST_CASE("http response parser: reset() parses the next response as a new parser would") {
+  ResponseParser parser({}, false);
+  auto one = [&](std::string_view wire) {
+    const auto step = parser.feed(wire);
+    return step.event;
+  };
+  REQUIRE(one("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nok") ==
+          ResponseParser::Event::kMessageComplete);
+  HttpResponse first = parser.take_response();
+  CHECK(first.body == "ok");
+  // A HEAD response next: no body although Content-Length says 5.
+  parser.reset(true);
+  REQUIRE(one("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n") ==
+          ResponseParser::Event::kMessageComplete);
+  HttpResponse head = parser.take_response();
+  CHECK(head.body.empty());
+  CHECK_FALSE(head.headers.contains("X-A"));
+  // After an error, reset() gives a working parser again.
+  parser.reset(false);
+  REQUIRE(one("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx") ==
+          ResponseParser::Event::kError);
+  parser.reset(false);
+  CHECK_FALSE(parser.started());
+  REQUIRE(one("HTTP/1.1 204 No Content\r\n\r\n") == ResponseParser::Event::kMessageComplete);
+  CHECK(parser.take_response().status == 204);
+  CHECK(parser.keep_alive());
+  // Chunked after chunked.
+  for (int i = 0; i < 2; ++i) {
+    parser.reset(false);
+    REQUIRE(one("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n") ==
+            ResponseParser::Event::kMessageComplete);
+    CHECK(parser.take_response().body == "abc");
+  }
+}
+
+}  // namespace
+}  // namespace civicbus::http::detail
