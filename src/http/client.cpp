@@ -114,6 +114,9 @@ bool is_stale(tcp::socket& socket) {
   return ec != asio::error::would_block;
 }
 
+// How often overdue round trips are looked for (Impl::Deadline): the resolution of timeouts.
+constexpr std::chrono::milliseconds kSweepInterval{10};
+
 // See acquire(): idle time after which even an idempotent request's connection is peeked at.
 constexpr std::chrono::milliseconds kPeekAfter{1'000};
 
@@ -234,6 +237,28 @@ struct HttpClient::Impl {
   void release(const std::string& key, std::unique_ptr<Connection> conn, bool reusable);
   void wake_one(Pool& pool);
   void shutdown();  // on the io thread
+
+  // Round-trip deadlines. A timer per request (armed, then cancelled, its handler run) costs
+  // more than the rest of an exchange's bookkeeping, so round trips register here instead and
+  // one sweep timer, running only while some are registered, closes the socket of any that
+  // is overdue. Timeouts fire up to kSweepInterval late.
+  struct Deadline {
+    SteadyClock::time_point at;
+    tcp::socket* socket = nullptr;
+    bool fired = false;
+    Deadline* prev = nullptr;
+    Deadline* next = nullptr;
+  };
+  Deadline* deadlines = nullptr;  // an intrusive list, newest first
+  std::unique_ptr<asio::steady_timer> sweep_timer;
+  bool sweep_armed = false;
+  // False once the Impl is gone: a sweep handler still queued on a lent event loop then does
+  // nothing.
+  std::shared_ptr<bool> alive = std::make_shared<bool>(true);
+  ~Impl() { *alive = false; }
+  void add_deadline(Deadline& d);
+  void remove_deadline(Deadline& d);
+  void arm_sweep();
 };
 
 void HttpClient::Impl::wake_one(Pool& pool) {
@@ -259,8 +284,43 @@ void HttpClient::Impl::release(const std::string& key, std::unique_ptr<Connectio
   wake_one(pool);
 }
 
+void HttpClient::Impl::add_deadline(Deadline& d) {
+  d.next = deadlines;
+  if (deadlines != nullptr) deadlines->prev = &d;
+  deadlines = &d;
+  if (!sweep_armed) arm_sweep();
+}
+
+void HttpClient::Impl::remove_deadline(Deadline& d) {
+  if (d.prev != nullptr) d.prev->next = d.next;
+  if (d.next != nullptr) d.next->prev = d.prev;
+  if (deadlines == &d) deadlines = d.next;
+  d.prev = d.next = nullptr;
+}
+
+void HttpClient::Impl::arm_sweep() {
+  if (!sweep_timer) sweep_timer = std::make_unique<asio::steady_timer>(*io);
+  sweep_armed = true;
+  sweep_timer->expires_after(kSweepInterval);
+  sweep_timer->async_wait([this, alive = alive](const asio::error_code& ec) {
+    if (!*alive) return;
+    sweep_armed = false;
+    if (ec || shut_down) return;
+    const SteadyClock::time_point now = SteadyClock::now();
+    for (Deadline* d = deadlines; d != nullptr; d = d->next) {
+      if (!d->fired && now >= d->at) {
+        d->fired = true;
+        asio::error_code ignored;
+        d->socket->close(ignored);
+      }
+    }
+    if (deadlines != nullptr) arm_sweep();
+  });
+}
+
 void HttpClient::Impl::shutdown() {
   shut_down = true;
+  if (sweep_timer) sweep_timer->cancel();
   for (auto& [key, pool] : pools) {
     for (auto& conn : pool.idle) {
       asio::error_code ec;
@@ -417,10 +477,18 @@ asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& 
                                                       const std::string& wire, bool head_request,
                                                       SteadyClock::time_point deadline) {
   Attempt out;
-  Watch watch(ex.timer, deadline, [&conn] {
-    asio::error_code ignored;
-    conn.socket.close(ignored);
-  });
+  // Registered for the sweep (see Impl::Deadline) while the round trip runs.
+  struct RoundTripDeadline {
+    Impl& impl;
+    Deadline d;
+    RoundTripDeadline(Impl& i, SteadyClock::time_point at, tcp::socket& socket) : impl(i) {
+      d.at = at;
+      d.socket = &socket;
+      impl.add_deadline(d);
+    }
+    ~RoundTripDeadline() { impl.remove_deadline(d); }
+    bool fired() const { return d.fired; }
+  } watch(*this, deadline, conn.socket);
   ex.socket = &conn.socket;
   struct ClearSocket {
     Exchange& ex;
