@@ -122,7 +122,9 @@ const std::string* RouteResult::param(std::string_view name) const {
 }
 
 Result<std::string> normalize_path(std::string_view target) {
-  target = target.substr(0, target.find_first_of("?#"));
+  const auto end =
+      std::find_if(target.begin(), target.end(), [](char c) { return c == '?' || c == '#'; });
+  target = target.substr(0, static_cast<std::size_t>(end - target.begin()));
   if (target.empty() || target.front() != '/') {
     return invalid_argument(fmt::format("request target '{}' does not start with '/'", target));
   }

@@ -30,9 +30,13 @@ using SteadyClock = std::chrono::steady_clock;
 
 constexpr std::chrono::milliseconds kLingerTime{500};
 
+// No CR, LF or NUL: the text cannot split a response. (One pass; find_first_of("\r\n") would
+// call memchr once per byte.)
 bool safe_field_text(std::string_view s) {
-  return s.find_first_of("\r\n") == std::string_view::npos &&
-         s.find('\0') == std::string_view::npos;
+  for (const char c : s) {
+    if (c == '\r' || c == '\n' || c == '\0') return false;
+  }
+  return true;
 }
 
 bool framing_field(std::string_view name) {
@@ -101,13 +105,13 @@ namespace detail {
 // What the connections share: the HttpServer's state, outside its private Impl.
 struct ServerCore {
   HttpServerOptions options;
-  HttpHandler handler;             // one of the two is set
+  HttpHandler handler;  // one of the two is set
   HttpAsyncHandler async_handler;
   std::vector<std::unique_ptr<asio::io_context>> workers;
   std::optional<tcp::acceptor> acceptor;  // on workers[0]
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::vector<std::thread> threads;
-  std::size_t next_worker = 0;  // the accept loop's round robin
+  std::size_t next_worker = 0;                          // the accept loop's round robin
   std::unique_ptr<detail::TlsServerContextHolder> tls;  // with options.tls
   std::atomic<std::uint16_t> port{0};
   bool started = false;
@@ -498,8 +502,7 @@ std::size_t detail::ServerAccess::worker_count(const HttpServer& server) {
   return server.impl_->workers.size();
 }
 
-HttpResponder::HttpResponder(std::shared_ptr<detail::ResponseSlot> slot)
-    : slot_(std::move(slot)) {}
+HttpResponder::HttpResponder(std::shared_ptr<detail::ResponseSlot> slot) : slot_(std::move(slot)) {}
 
 HttpResponder& HttpResponder::operator=(HttpResponder&& other) noexcept {
   if (this != &other) {
