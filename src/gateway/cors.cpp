@@ -1,4 +1,6 @@
 #include "gateway/cors.hpp"
+#include "core/ascii.hpp"
+#include "http/framing.hpp"
 
 #include <fmt/format.h>
 
@@ -10,26 +12,8 @@
 namespace civicbus::gateway {
 namespace {
 
-std::string to_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-// RFC 9110 token characters.
-bool is_token(std::string_view s) {
-  if (s.empty()) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) ||
-           std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-  });
-}
+using http::detail::is_token;
+using http::detail::trim_ows;
 
 struct ParsedOrigin {
   std::string scheme, host, port;
@@ -41,7 +25,7 @@ std::optional<ParsedOrigin> parse_origin(std::string_view text) {
   const auto sep = text.find("://");
   if (sep == std::string_view::npos || sep == 0) return std::nullopt;
   ParsedOrigin o;
-  o.scheme = to_lower(text.substr(0, sep));
+  o.scheme = ascii_lower(text.substr(0, sep));
   for (char c : o.scheme) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') {
       return std::nullopt;
@@ -76,7 +60,7 @@ std::optional<ParsedOrigin> parse_origin(std::string_view text) {
                     c == '*' || c == '[' || c == ']' || c == ':';
     if (!ok) return std::nullopt;
   }
-  o.host = to_lower(host);
+  o.host = ascii_lower(host);
   return o;
 }
 
@@ -103,7 +87,7 @@ std::vector<std::string> split_list(std::string_view value) {
   std::vector<std::string> out;
   while (!value.empty()) {
     const auto comma = value.find(',');
-    const auto item = trim(value.substr(0, comma));
+    const auto item = trim_ows(value.substr(0, comma));
     if (!item.empty()) out.emplace_back(item);
     if (comma == std::string_view::npos) break;
     value.remove_prefix(comma + 1);
@@ -223,7 +207,7 @@ void CorsPolicy::add_origin_headers(std::string_view origin, http::HttpHeaders& 
 CorsPreflightResult CorsPolicy::preflight(const http::HttpRequest& request) const {
   CorsPreflightResult result;
   const auto origin = request.headers.get("Origin").value_or("");
-  const auto method = trim(request.headers.get("Access-Control-Request-Method").value_or(""));
+  const auto method = trim_ows(request.headers.get("Access-Control-Request-Method").value_or(""));
   auto refuse = [&](std::string reason) {
     result.allowed = false;
     result.response = refusal(reason);

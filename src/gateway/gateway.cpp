@@ -12,16 +12,15 @@
 #include <algorithm>
 #include <asio.hpp>
 #include <atomic>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <sstream>
 #include <unordered_map>
 
 #include "civicbus/core/crypto.hpp"
 #include "civicbus/core/id.hpp"
 #include "civicbus/http/client.hpp"
 #include "civicbus/http/server.hpp"
+#include "core/read_file.hpp"
 #include "gateway/consumers.hpp"
 #include "gateway/cors.hpp"
 #include "gateway/http_signature.hpp"
@@ -117,17 +116,6 @@ const char* auth_method_name(AuthMethod m) {
       return "mtls";
   }
   return "?";
-}
-
-std::string read_file(const std::string& path, Status& status) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    status = not_found("cannot read '" + path + "'");
-    return {};
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 // application/x-www-form-urlencoded (RFC 6749 uses it for the token request).
@@ -663,10 +651,9 @@ void Gateway::Impl::install(std::shared_ptr<const Snapshot> snap) {
 Status Gateway::Impl::load_jwt_keys(const JwtAuthOptions& jwt) {
   JwkSet keys;
   if (!jwt.jwks_file.empty()) {
-    Status read;
-    const std::string text = read_file(jwt.jwks_file, read);
-    if (!read.ok()) return read.with_context("jwt.jwks_file");
-    auto set = JwkSet::parse_text(text);
+    auto text = read_text_file(jwt.jwks_file);
+    if (!text.ok()) return text.status().with_context("jwt.jwks_file");
+    auto set = JwkSet::parse_text(*text);
     if (!set.ok()) return set.status().with_context("jwt.jwks_file '" + jwt.jwks_file + "'");
     keys = std::move(set).value();
   }
@@ -1028,9 +1015,13 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
   // Rate limits: the consumer's own, then the route's (per consumer, or per address when
   // anonymous). The headers describe the tighter of the two.
   std::optional<RateLimitDecision> shown;
-  auto apply = [&](const std::string& key, const RateLimitPolicy& policy) -> bool {
+  // `route` empty: the consumer's own policy; else the route's. The key is built only for a
+  // policy that limits something (most requests have none).
+  auto apply = [&](const RateLimitPolicy& policy, std::string_view route_id) -> bool {
     if (policy.requests_per_minute == 0 && policy.requests_per_day == 0) return true;
-    auto decision = limiter->check(key, policy);
+    const std::string who = consumer != nullptr ? "c:" + consumer->options.id
+                                                : "ip:" + ex->request.remote_address;
+    auto decision = limiter->check(rate_limit_key(who, route_id), policy);
     if (!decision.ok()) {
       finish(ex, problem(500, decision.status().message(), ex->request_id));
       return false;
@@ -1040,13 +1031,9 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
     }
     return decision->allowed;
   };
-  const std::string who =
-      consumer != nullptr ? "c:" + consumer->options.id : "ip:" + ex->request.remote_address;
   bool allowed = true;
-  if (consumer != nullptr) allowed = apply(rate_limit_key(who), consumer->options.rate_limit);
-  if (ex->responder && allowed) {
-    allowed = apply(rate_limit_key(who, route.options.id), route.options.rate_limit);
-  }
+  if (consumer != nullptr) allowed = apply(consumer->options.rate_limit, {});
+  if (ex->responder && allowed) allowed = apply(route.options.rate_limit, route.options.id);
   if (!ex->responder) return;  // answered (limiter error)
   if (shown && shown->window != RateLimitWindow::kNone) {
     ex->response_headers.add("RateLimit-Limit", std::to_string(shown->limit));
@@ -1674,10 +1661,9 @@ Result<std::unique_ptr<Gateway>> Gateway::create(GatewayOptions options, Gateway
                               "' must be ES256 or RS256");
     }
     if (!options.oauth.signing_key_file.empty()) {
-      Status read;
-      const std::string text = read_file(options.oauth.signing_key_file, read);
-      if (!read.ok()) return read.with_context("gateway oauth.signing_key_file");
-      auto key = Jwk::parse_text(text);
+      auto text = read_text_file(options.oauth.signing_key_file);
+      if (!text.ok()) return text.status().with_context("gateway oauth.signing_key_file");
+      auto key = Jwk::parse_text(*text);
       if (!key.ok()) return key.status().with_context("gateway oauth.signing_key_file");
       if (!key->can_sign() || key->algorithm() != *alg) {
         return invalid_argument("gateway oauth.signing_key_file must hold a private " +

@@ -9,9 +9,13 @@
 #include <utility>
 
 #include "civicbus/core/crypto.hpp"
+#include "core/ascii.hpp"
+#include "http/framing.hpp"
 
 namespace civicbus::gateway {
 namespace {
+
+using http::detail::trim_ows;
 
 using http::HttpRequest;
 
@@ -50,10 +54,7 @@ bool is_digit(char c) {
 bool is_alpha(char c) {
   return is_lcalpha(c) || (c >= 'A' && c <= 'Z');
 }
-bool is_tchar(char c) {
-  return is_alpha(c) || is_digit(c) ||
-         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
+using http::detail::is_tchar;  // RFC 9110 token characters
 
 class SfParser {
  public:
@@ -289,20 +290,6 @@ std::optional<std::string> combined_field(const http::HttpHeaders& headers, std:
   return out;
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-std::string to_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
 std::string sha512(std::string_view data) {
   unsigned char out[64];
   // mbedtls_md has the same signature in 2.28 and 3.x.
@@ -326,7 +313,7 @@ Result<HttpSignatureParams> params_from_sf(const std::vector<SfItem>& items, con
     }
     const std::string& id = item.value.text;
     if (id.empty()) return invalid_argument("empty component identifier");
-    if (id != to_lower(id)) {
+    if (id != ascii_lower(id)) {
       return invalid_argument("component identifier \"" + id + "\" is not lower case");
     }
     if (std::find(p.components.begin(), p.components.end(), id) != p.components.end()) {
@@ -363,15 +350,15 @@ Result<std::string> component_value(const HttpRequest& request, const std::strin
                                     std::string_view scheme) {
   auto authority = [&]() -> Result<std::string> {
     auto host = request.headers.get("host");
-    if (!host || request.headers.count("host") != 1 || trim(*host).empty()) {
+    if (!host || request.headers.count("host") != 1 || trim_ows(*host).empty()) {
       return invalid_argument("@authority needs exactly one non-empty Host header");
     }
-    return to_lower(trim(*host));
+    return ascii_lower(trim_ows(*host));
   };
   bool absolute_form = request.target.find("://") != std::string::npos;
   if (id == "@method") return request.method;
   if (id == "@authority") return authority();
-  if (id == "@scheme") return to_lower(scheme);
+  if (id == "@scheme") return ascii_lower(scheme);
   if (id == "@path") return request.path.empty() ? std::string("/") : request.path;
   if (id == "@query") return "?" + request.query;
   if (id == "@request-target") return request.target;
@@ -381,7 +368,7 @@ Result<std::string> component_value(const HttpRequest& request, const std::strin
       return invalid_argument("@target-uri needs an origin-form or absolute-form request-target");
     }
     CIVICBUS_ASSIGN_OR_RETURN(std::string auth, authority());
-    return to_lower(scheme) + "://" + auth + request.target;
+    return ascii_lower(scheme) + "://" + auth + request.target;
   }
   if (id.front() == '@') {
     return invalid_argument("derived component \"" + id + "\" is not supported for requests");
@@ -392,7 +379,7 @@ Result<std::string> component_value(const HttpRequest& request, const std::strin
   for (std::size_t i = 0; i < values.size(); ++i) {
     if (i) out += ", ";
     // Obsolete line folding cannot reach here: the HTTP parser rejects it.
-    out += trim(values[i]);
+    out += trim_ows(values[i]);
   }
   return out;
 }

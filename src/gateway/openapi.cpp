@@ -1,4 +1,5 @@
 #include "gateway/openapi.hpp"
+#include "core/ascii.hpp"
 
 #include <algorithm>
 #include <map>
@@ -6,11 +7,6 @@
 namespace civicbus::gateway {
 
 namespace {
-
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 const char* scheme_name(AuthMethod m) {
   switch (m) {
@@ -66,7 +62,7 @@ Json openapi_document(const OpenApiInfo& info, const std::vector<OpenApiRoute>& 
     if (r.method.empty() || r.method == "*") {
       methods = {"get", "post", "put", "patch", "delete"};
     } else {
-      methods = {lower(r.method)};
+      methods = {ascii_lower(r.method)};
     }
     for (const std::string& method : methods) {
       Json op = Json::object();

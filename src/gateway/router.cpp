@@ -1,4 +1,6 @@
 #include "gateway/router.hpp"
+#include "core/ascii.hpp"
+#include "core/uri_reference.hpp"
 
 #include <fmt/format.h>
 
@@ -20,21 +22,6 @@ bool is_unreserved(unsigned char c) {
          c == '.' || c == '_' || c == '~';
 }
 
-std::string percent_decode(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    // normalize_path has already checked every escape.
-    if (text[i] == '%' && i + 2 < text.size()) {
-      out.push_back(static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(text[i]);
-    }
-  }
-  return out;
-}
-
 std::vector<std::string_view> split_segments(std::string_view path) {
   // "/a/b" -> {"a", "b"}; "/a/" -> {"a", ""}; "/" -> {""}.
   std::vector<std::string_view> segments;
@@ -50,14 +37,6 @@ std::vector<std::string_view> split_segments(std::string_view path) {
   }
 }
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
 // The request's host without port, lower case, without a trailing dot.
 std::string request_host(std::string_view host) {
   if (!host.empty() && host.front() == '[') {
@@ -67,7 +46,7 @@ std::string request_host(std::string_view host) {
     host = host.substr(0, colon);
   }
   if (!host.empty() && host.back() == '.') host.remove_suffix(1);
-  return lower(host);
+  return ascii_lower(host);
 }
 
 bool valid_host_chars(std::string_view host) {
@@ -211,7 +190,7 @@ Status Router::add(RouteSpec spec) {
     }
     route.method = spec.method;
   }
-  const std::string host = lower(spec.host);
+  const std::string host = ascii_lower(spec.host);
   if (host != "" && host != "*") {
     const bool wildcard = host.starts_with("*.");
     const std::string_view rest = wildcard ? std::string_view(host).substr(1) : host;
@@ -310,7 +289,7 @@ bool Router::path_matches(const Route& route, std::string_view path,
         params->clear();
         for (std::size_t i = 0; i < segments.size(); ++i) {
           if (route.segments[i].param) {
-            params->push_back(RouteParam{route.segments[i].text, percent_decode(segments[i])});
+            params->push_back(RouteParam{route.segments[i].text, detail::percent_decode(segments[i])});
           }
         }
       }

@@ -14,6 +14,8 @@
 #include <utility>
 
 #include "core/uri_reference.hpp"
+#include "core/ascii.hpp"
+#include "http/framing.hpp"
 
 namespace civicbus::gateway {
 namespace {
@@ -30,21 +32,7 @@ bool all_xml_space(std::string_view s) {
   return std::all_of(s.begin(), s.end(), is_xml_space);
 }
 
-char ascii_lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-std::string to_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = ascii_lower(c);
-  return out;
-}
-
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
+using http::detail::trim_ows;  // http/framing.hpp
 
 // Decodes one UTF-8 sequence at s[i] (advancing i); nullopt for ill-formed UTF-8 (overlong
 // forms, surrogates, values above U+10FFFF, truncated sequences).
@@ -507,7 +495,9 @@ class XmlWriter {
     return Status();
   }
 
-  void append_escaped_text(std::string_view text) {
+  // Escapes character data; in an attribute value also '"' and the whitespace that
+  // attribute-value normalisation would turn into spaces (references keep it).
+  void append_escaped(std::string_view text, bool attribute) {
     for (char c : text) {
       switch (c) {
         case '&':
@@ -517,41 +507,19 @@ class XmlWriter {
           out_ += "&lt;";
           break;
         case '>':
-          out_ += "&gt;";
-          break;  // so "]]>" never appears
+          out_ += "&gt;";  // so "]]>" never appears
+          break;
         case '\r':
-          out_ += "&#13;";
-          break;  // parsers turn a literal CR into LF
-        default:
-          out_ += c;
-      }
-    }
-  }
-
-  void append_escaped_attribute(std::string_view text) {
-    for (char c : text) {
-      switch (c) {
-        case '&':
-          out_ += "&amp;";
-          break;
-        case '<':
-          out_ += "&lt;";
-          break;
-        case '>':
-          out_ += "&gt;";
+          out_ += "&#13;";  // parsers turn a literal CR into LF
           break;
         case '"':
-          out_ += "&quot;";
+          out_ += attribute ? "&quot;" : "\"";
           break;
-        // Attribute-value normalisation turns literal whitespace into spaces; references keep it.
         case '\t':
-          out_ += "&#9;";
+          out_ += attribute ? "&#9;" : "\t";
           break;
         case '\n':
-          out_ += "&#10;";
-          break;
-        case '\r':
-          out_ += "&#13;";
+          out_ += attribute ? "&#10;" : "\n";
           break;
         default:
           out_ += c;
@@ -591,7 +559,7 @@ class XmlWriter {
         out_ += '<';
         out_ += name;
         out_ += '>';
-        append_escaped_text(text);
+        append_escaped(text, false);
         out_ += "</";
         out_ += name;
         out_ += '>';
@@ -633,7 +601,7 @@ class XmlWriter {
       out_ += ' ';
       out_ += attribute;
       out_ += "=\"";
-      append_escaped_attribute(text);
+      append_escaped(text, true);
       out_ += '"';
     }
     text.clear();
@@ -656,7 +624,7 @@ class XmlWriter {
     }
     out_ += '>';
     // Text first: mixed content keeps its text but not where it stood among the children.
-    append_escaped_text(text);
+    append_escaped(text, false);
     for (const auto& [key, value] : members) {
       if (key == "#text" || (!key.empty() && key[0] == '@')) continue;
       const std::string member_path = pointer_append(path, key);
@@ -931,7 +899,7 @@ Result<BodyFormat> body_format_from_media_type(std::string_view value) {
   for (std::size_t position = 0; position < ranges.size(); ++position) {
     const std::string_view range = ranges[position];
     const std::size_t semicolon = range.find(';');
-    std::string type = to_lower(trim_ows(range.substr(0, semicolon)));
+    std::string type = ascii_lower(trim_ows(range.substr(0, semicolon)));
     if (type == "*") type = "*/*";  // sent by some old clients
     const std::size_t slash = type.find('/');
     if (slash == std::string::npos || slash == 0 || slash + 1 == type.size()) {
@@ -947,7 +915,7 @@ Result<BodyFormat> body_format_from_media_type(std::string_view value) {
           trim_ows(range.substr(p + 1, next == std::string_view::npos ? next : next - p - 1));
       p = next;
       const std::size_t eq = param.find('=');
-      if (eq == std::string_view::npos || to_lower(trim_ows(param.substr(0, eq))) != "q") continue;
+      if (eq == std::string_view::npos || ascii_lower(trim_ows(param.substr(0, eq))) != "q") continue;
       const std::string_view qtext = trim_ows(param.substr(eq + 1));
       // qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ); ".5" is accepted too.
       double parsed = -1;

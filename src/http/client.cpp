@@ -29,20 +29,10 @@ namespace {
 using asio::ip::tcp;
 using SteadyClock = std::chrono::steady_clock;
 
-using detail::is_tchar;  // http/framing.hpp
-
-bool is_token(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
-}
-
-bool safe_field_value(std::string_view s) {
-  return std::none_of(s.begin(), s.end(), [](char c) { return c == '\r' || c == '\n' || c == 0; });
-}
-
-bool framing_field(std::string_view name) {
-  return equals_ignore_case(name, "Content-Length") ||
-         equals_ignore_case(name, "Transfer-Encoding") || equals_ignore_case(name, "Connection");
-}
+// http/framing.hpp
+using detail::is_framing_field;
+using detail::is_safe_field_text;
+using detail::is_token;
 
 // A pooled TCP connection.
 struct Connection {
@@ -587,11 +577,11 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
   std::string wire = request.method + " " + target + " HTTP/1.1\r\n";
   if (!request.headers.contains("Host")) wire += "Host: " + name + "\r\n";
   for (const auto& [field, value] : request.headers) {
-    if (!is_token(field) || !safe_field_value(value)) {
+    if (!is_token(field) || !is_safe_field_text(value)) {
       co_return invalid_argument("request header '" + field +
                                  "' has an invalid name or a CR, LF or NUL in its value");
     }
-    if (framing_field(field)) continue;
+    if (is_framing_field(field)) continue;
     wire += field + ": " + value + "\r\n";
   }
   if (!request.body.empty() || request.method == "POST" || request.method == "PUT" ||

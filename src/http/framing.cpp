@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "civicbus/http/message.hpp"
+
 namespace civicbus::http::detail {
 
 namespace {
@@ -234,6 +236,22 @@ bool is_tchar(char c) {
     default:
       return false;
   }
+}
+
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
+}
+
+bool is_safe_field_text(std::string_view s) {
+  for (const char c : s) {  // one pass: find_first_of("\r\n") would memchr each byte
+    if (c == '\r' || c == '\n' || c == '\0') return false;
+  }
+  return true;
+}
+
+bool is_framing_field(std::string_view name) {
+  return equals_ignore_case(name, "Content-Length") ||
+         equals_ignore_case(name, "Transfer-Encoding") || equals_ignore_case(name, "Connection");
 }
 
 std::string_view trim_ows(std::string_view s) {

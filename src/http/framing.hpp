@@ -124,6 +124,13 @@ class ChunkScanner : public FramingFindings {
 
 // token characters (RFC 9110 section 5.6.2).
 bool is_tchar(char c);
+// 1*tchar: a method, a field name.
+bool is_token(std::string_view s);
+// No CR, LF or NUL: text that cannot split a message when written into a field or status line.
+bool is_safe_field_text(std::string_view s);
+// Content-Length, Transfer-Encoding or Connection: fields the server and client write
+// themselves and never copy from a caller.
+bool is_framing_field(std::string_view name);
 // Without leading and trailing spaces and tabs.
 std::string_view trim_ows(std::string_view s);
 // 1*DIGIT that fits in uint64; nothing else (no sign, no inner space, no list).

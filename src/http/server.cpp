@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "civicbus/core/clock.hpp"
+#include "http/framing.hpp"
 #include "http/request_parser.hpp"
 #include "http/server_access.hpp"
 #include "http/tls.hpp"
@@ -30,19 +31,9 @@ using SteadyClock = std::chrono::steady_clock;
 
 constexpr std::chrono::milliseconds kLingerTime{500};
 
-// No CR, LF or NUL: the text cannot split a response. (One pass; find_first_of("\r\n") would
-// call memchr once per byte.)
-bool safe_field_text(std::string_view s) {
-  for (const char c : s) {
-    if (c == '\r' || c == '\n' || c == '\0') return false;
-  }
-  return true;
-}
-
-bool framing_field(std::string_view name) {
-  return equals_ignore_case(name, "Content-Length") ||
-         equals_ignore_case(name, "Transfer-Encoding") || equals_ignore_case(name, "Connection");
-}
+// http/framing.hpp
+using detail::is_framing_field;
+using detail::is_safe_field_text;
 
 // The Date value, formatted once per second per thread (as nginx caches its time strings).
 const std::string& current_http_date() {
@@ -61,7 +52,7 @@ const std::string& current_http_date() {
 void append_response(std::string& out, const HttpResponse& response, bool head_request,
                      bool keep_alive, int request_minor) {
   const int status = (response.status >= 100 && response.status <= 999) ? response.status : 500;
-  std::string_view reason = response.reason.empty() || !safe_field_text(response.reason)
+  std::string_view reason = response.reason.empty() || !is_safe_field_text(response.reason)
                                 ? reason_phrase(status)
                                 : std::string_view(response.reason);
   out += "HTTP/1.1 ";
@@ -71,7 +62,7 @@ void append_response(std::string& out, const HttpResponse& response, bool head_r
   out += "\r\n";
   for (const auto& [name, value] : response.headers) {
     // A field that could split the response, or one the server owns, is dropped.
-    if (name.empty() || !safe_field_text(name) || !safe_field_text(value) || framing_field(name)) {
+    if (name.empty() || !is_safe_field_text(name) || !is_safe_field_text(value) || is_framing_field(name)) {
       continue;
     }
     out += name;

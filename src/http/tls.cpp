@@ -12,18 +12,13 @@
 
 #include "civicbus/core/crypto.hpp"
 #include "core/mbedtls_compat.hpp"
+#include "core/ascii.hpp"
 
 namespace civicbus::http {
 
 namespace {
 
 namespace compat = mbedtls_compat;
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 // "*.example.org" or a name without '*'.
 bool valid_server_name_pattern(std::string_view p) {
@@ -425,7 +420,7 @@ Status TlsServerContext::init(const TlsServerOptions& options) {
                           options.default_certificate.key_file, random_, "default certificate"));
   for (const auto& entry : options.sni_certificates) {
     SniEntry sni;
-    sni.pattern = lower(entry.server_name);
+    sni.pattern = ascii_lower(entry.server_name);
     sni.wildcard = sni.pattern.starts_with("*.");
     CIVICBUS_ASSIGN_OR_RETURN(
         sni.credential,
@@ -471,7 +466,7 @@ Status TlsServerContext::init(const TlsServerOptions& options) {
 
 TlsCredential* TlsServerContext::select(std::string_view server_name) const {
   if (server_name.empty()) return nullptr;
-  const std::string name = lower(server_name);
+  const std::string name = ascii_lower(server_name);
   for (const auto& entry : sni_) {
     if (name_matches(entry.pattern, entry.wildcard, name)) return entry.credential.get();
   }
@@ -483,7 +478,7 @@ int TlsServerContext::on_sni(void* self, mbedtls_ssl_context* ssl, const unsigne
   const auto* context = static_cast<const TlsServerContext*>(self);
   const std::string_view server_name(reinterpret_cast<const char*>(name), len);
   if (auto* stream = static_cast<TlsStream*>(compat::ssl_user_pointer(ssl))) {
-    stream->server_name_ = lower(server_name);
+    stream->server_name_ = ascii_lower(server_name);
   }
   // An unknown name gets the default certificate rather than a failed handshake, as most
   // servers do; the client's own name check decides.

@@ -26,6 +26,7 @@
 #include "civicbus/node/node.hpp"
 #include "core/edit_distance.hpp"
 #include "node/config_loader.hpp"
+#include "core/ascii.hpp"
 
 namespace civicbus {
 namespace config_detail {
@@ -43,19 +44,11 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
 std::string did_you_mean(std::string_view got, const std::vector<std::string_view>& candidates) {
   std::string_view best;
   std::size_t best_distance = std::numeric_limits<std::size_t>::max();
   for (std::string_view c : candidates) {
-    std::size_t d = detail::edit_distance(lower(got), c);
+    std::size_t d = detail::edit_distance(ascii_lower(got), c);
     if (d < best_distance) {
       best_distance = d;
       best = c;
@@ -178,7 +171,7 @@ Result<std::vector<std::string>> Loader::read_string_list(const Entry& e) const 
 Result<std::string> Loader::read_choice(const Entry& e,
                                         const std::vector<std::string_view>& choices) const {
   CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_string(e));
-  std::string l = lower(trim(text));
+  std::string l = ascii_lower(trim(text));
   for (std::string_view c : choices) {
     if (l == c) return l;
   }
@@ -194,7 +187,7 @@ std::string Loader::resolve(const std::string& path) const {
 
 Result<bool> Loader::read_bool(const Entry& e) const {
   CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_string(e));
-  std::string l = lower(trim(text));
+  std::string l = ascii_lower(trim(text));
   if (l == "true" || l == "yes" || l == "on") return true;
   if (l == "false" || l == "no" || l == "off") return false;
   return fail(e.value, fmt::format("'{}' must be true or false; got '{}'", e.key, text));
@@ -509,7 +502,7 @@ Status Loader::load_topics(const Entry& e, NodeOptions& out) {
     }
     if (const Entry* v = f.get("sensitivity")) {
       CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_string(*v));
-      auto s = broker::parse_sensitivity(lower(trim(text)));
+      auto s = broker::parse_sensitivity(ascii_lower(trim(text)));
       if (!s.ok()) {
         return fail(v->value, fmt::format("'sensitivity' must be one of public, internal, "
                                           "confidential, restricted; got '{}'",
@@ -641,7 +634,6 @@ Result<NodeOptions> Loader::load(std::string_view text) {
 
 using config_detail::is_digit;
 using config_detail::Loader;
-using config_detail::lower;
 using config_detail::trim;
 namespace fs = std::filesystem;
 
@@ -667,7 +659,7 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
     t.remove_prefix(n);
     std::size_t u = 0;
     while (u < t.size() && !is_digit(t[u])) ++u;
-    std::string unit = lower(t.substr(0, u));
+    std::string unit = ascii_lower(t.substr(0, u));
     t.remove_prefix(u);
     std::int64_t scale = 0;
     if (unit == "ms")
@@ -705,7 +697,7 @@ Result<std::int64_t> parse_size(std::string_view text) {
   std::int64_t value = 0;
   auto [ptr, ec] = std::from_chars(t.data(), t.data() + n, value);
   if (ec != std::errc()) return bad();
-  std::string unit = lower(trim(t.substr(n)));
+  std::string unit = ascii_lower(trim(t.substr(n)));
   std::int64_t scale = 0;
   if (unit.empty() || unit == "b")
     scale = 1;

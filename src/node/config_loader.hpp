@@ -20,11 +20,11 @@
 #include "civicbus/gateway/options.hpp"
 #include "civicbus/gateway/webhooks.hpp"
 #include "civicbus/node/node.hpp"
+#include "core/ascii.hpp"
 
 namespace civicbus::config_detail {
 
 std::string_view trim(std::string_view s);
-std::string lower(std::string_view s);
 // " (did you mean 'x'?)" when a candidate is close to `got`, else "".
 std::string did_you_mean(std::string_view got, const std::vector<std::string_view>& candidates);
 std::string join(const std::vector<std::string_view>& items);

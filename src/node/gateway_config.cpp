@@ -190,7 +190,7 @@ Status Loader::load_listener(const Entry& e, http::HttpServerOptions& out) const
 
 Result<http::TlsVersion> Loader::read_tls_version(const Entry& e) const {
   CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_string(e));
-  std::string t = lower(trim(text));
+  std::string t = ascii_lower(trim(text));
   if (t == "1.2" || t == "tls1.2") return http::TlsVersion::kTls12;
   if (t == "1.3" || t == "tls1.3") return http::TlsVersion::kTls13;
   return fail(e.value, fmt::format("'{}' must be 1.2 or 1.3; got '{}'", e.key, text));
@@ -509,7 +509,7 @@ Status Loader::load_routes(const Entry& e, GatewayOptions& out) const {
     if (const Entry* v = f.get("auth")) {
       CIVICBUS_ASSIGN_OR_RETURN(auto methods, read_string_list(*v));
       for (std::size_t j = 0; j < methods.size(); ++j) {
-        std::string m = lower(trim(methods[j]));
+        std::string m = ascii_lower(trim(methods[j]));
         gateway::AuthMethod method;
         if (m == "api_key") {
           method = gateway::AuthMethod::kApiKey;

@@ -24,6 +24,7 @@
 #include "civicbus/gateway/gateway.hpp"
 #include "civicbus/gateway/webhooks.hpp"
 #include "civicbus/storage/database.hpp"
+#include "core/read_file.hpp"
 
 namespace civicbus {
 namespace {
@@ -83,14 +84,6 @@ bool env_has_value(const std::string& name) {
   if (name.empty()) return false;
   const char* v = std::getenv(name.c_str());
   return v != nullptr && *v != '\0';
-}
-
-Result<std::string> read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
 }
 
 // The options that decide whether a stored webhook subscription is the configured one.
