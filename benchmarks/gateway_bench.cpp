@@ -26,9 +26,9 @@
 namespace {
 
 using namespace civicbus::bench;
+using asio::ip::tcp;
 using civicbus::gateway::Gateway;
 using civicbus::gateway::GatewayOptions;
-using asio::ip::tcp;
 
 constexpr std::string_view kApiKey = "bench-key-0123456789abcdef";
 
@@ -95,8 +95,10 @@ void start_upstream(ServerProcess& p, const TempDir& dir, std::uint16_t port) {
                       << "  server {\n    listen 127.0.0.1:" << port
                       << ";\n    location / { default_type application/json; return 200 "
                          "'{\"permit\":\"B-2026-0001\",\"status\":\"issued\"}'; }\n  }\n}\n";
-  p.start({"nginx", {"-c", conf.string(), "-e", (dir.path() / "upstream.stderr").string()},
-           dir.path() / "upstream.log", port});
+  p.start({"nginx",
+           {"-c", conf.string(), "-e", (dir.path() / "upstream.stderr").string()},
+           dir.path() / "upstream.log",
+           port});
 }
 
 void start_nginx_proxy(ServerProcess& p, const TempDir& dir, std::uint16_t port,
@@ -117,8 +119,10 @@ void start_nginx_proxy(ServerProcess& p, const TempDir& dir, std::uint16_t port,
                       << "    ssl_session_tickets off;\n"
                       << "    location / { proxy_pass http://backend; proxy_http_version 1.1; "
                          "proxy_set_header Connection \"\"; }\n  }\n}\n";
-  p.start({"nginx", {"-c", conf.string(), "-e", (dir.path() / "proxy.stderr").string()},
-           dir.path() / "proxy.log", port});
+  p.start({"nginx",
+           {"-c", conf.string(), "-e", (dir.path() / "proxy.stderr").string()},
+           dir.path() / "proxy.log",
+           port});
 }
 
 struct WrkResult {
@@ -179,11 +183,11 @@ HandshakeResult run_s_time(const TempDir& dir, std::uint16_t port, int seconds,
                            std::string_view name) {
   HandshakeResult r;
   const auto log = dir.path() / ("s_time-" + std::string(name) + ".txt");
-  const int code = run_program(
-      "openssl",
-      {"s_time", "-connect", "127.0.0.1:" + std::to_string(port), "-new", "-time",
-       std::to_string(seconds), "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"},
-      log, std::chrono::milliseconds(seconds * 1000 + 20'000));
+  const int code =
+      run_program("openssl",
+                  {"s_time", "-connect", "127.0.0.1:" + std::to_string(port), "-new", "-time",
+                   std::to_string(seconds), "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"},
+                  log, std::chrono::milliseconds(seconds * 1000 + 20'000));
   std::ifstream in(log);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::smatch m;
@@ -207,9 +211,9 @@ struct OpenLoopResult {
 };
 
 asio::awaitable<void> open_loop_connection(tcp::endpoint endpoint, std::size_t first,
-                                           std::size_t stride, std::size_t total,
-                                           std::int64_t t0, double period_ns,
-                                           std::int64_t warmup_end, OpenLoopResult& out) {
+                                           std::size_t stride, std::size_t total, std::int64_t t0,
+                                           double period_ns, std::int64_t warmup_end,
+                                           OpenLoopResult& out) {
   auto ex = co_await asio::this_coro::executor;
   tcp::socket socket(ex);
   asio::error_code ec;
@@ -220,8 +224,9 @@ asio::awaitable<void> open_loop_connection(tcp::endpoint endpoint, std::size_t f
   }
   socket.set_option(tcp::no_delay(true));
   asio::steady_timer timer(ex);
-  const std::string request = "GET /permits/B-2026-0001 HTTP/1.1\r\nHost: 127.0.0.1\r\napikey: " +
-                              std::string(kApiKey) + "\r\n\r\n";
+  const std::string request =
+      "GET /permits/B-2026-0001 HTTP/1.1\r\nHost: 127.0.0.1\r\napikey: " + std::string(kApiKey) +
+      "\r\n\r\n";
   std::string buffer;
   std::array<char, 8192> chunk{};
   for (std::size_t i = first; i < total; i += stride) {
@@ -244,8 +249,7 @@ asio::awaitable<void> open_loop_connection(tcp::endpoint endpoint, std::size_t f
           std::string head = buffer.substr(0, header_end);
           for (char& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
           const std::size_t cl = head.find("content-length:");
-          const std::size_t length =
-              cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
+          const std::size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
           need = header_end + 4 + length;
         }
       }
@@ -306,8 +310,8 @@ int main(int argc, char** argv) {
   const std::string cert = (dir.path() / "cert.pem").string();
   const std::string key = (dir.path() / "key.pem").string();
   if (run_program("openssl",
-                  {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                   "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=localhost", "-days", "2"},
+                  {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                   "-keyout", key, "-out", cert, "-subj", "/CN=localhost", "-days", "2"},
                   dir.path() / "openssl.log") != 0) {
     std::cerr << "gateway_bench: openssl could not make a certificate\n";
     return 1;
@@ -442,18 +446,17 @@ int main(int argc, char** argv) {
                                     {"added_p99_us", nginx_s.p99_us - base_s.p99_us}});
     // The p99s through each proxy at the same rate. (Added latency is the difference of two
     // separate runs' p99s, too noisy to divide: it can come out negative for either proxy.)
-    print_vs("gateway_latency_p99", ours_s.p99_us, nginx_s.p99_us, "nginx_proxy", "us_p99",
-             false);
-    print_vs("gateway_latency_p50", ours_s.p50_us, nginx_s.p50_us, "nginx_proxy", "us_p50",
-             false);
+    print_vs("gateway_latency_p99", ours_s.p99_us, nginx_s.p99_us, "nginx_proxy", "us_p99", false);
+    print_vs("gateway_latency_p50", ours_s.p50_us, nginx_s.p50_us, "nginx_proxy", "us_p50", false);
   }
   // ---- TLS: full handshakes, and requests over kept-alive TLS connections ----
   const int handshake_seconds = 4;
   const HandshakeResult ours_hs = run_s_time(dir, *tls_port, handshake_seconds, "civicbus");
   HandshakeResult nginx_hs;
   if (!flags.skip_nginx) nginx_hs = run_s_time(dir, nginx_tls_port, handshake_seconds, "nginx");
-  for (const auto& [name, r] : {std::pair<const char*, const HandshakeResult*>{"civicbus", &ours_hs},
-                                {"nginx", &nginx_hs}}) {
+  for (const auto& [name, r] :
+       {std::pair<const char*, const HandshakeResult*>{"civicbus", &ours_hs},
+        {"nginx", &nginx_hs}}) {
     if (std::string(name) == "nginx" && flags.skip_nginx) continue;
     if (!r->error.empty()) {
       std::cerr << "# gateway_tls_handshakes " << name << ": " << r->error << "\n";
@@ -471,8 +474,8 @@ int main(int argc, char** argv) {
   const WrkResult ours_tls = run_wrk(dir, *tls_port, flags, "civicbus-tls", true);
   WrkResult nginx_tls;
   if (!flags.skip_nginx) nginx_tls = run_wrk(dir, nginx_tls_port, flags, "nginx-tls", true);
-  for (const auto& [name, r] : {std::pair<const char*, const WrkResult*>{"civicbus", &ours_tls},
-                                {"nginx", &nginx_tls}}) {
+  for (const auto& [name, r] :
+       {std::pair<const char*, const WrkResult*>{"civicbus", &ours_tls}, {"nginx", &nginx_tls}}) {
     if (std::string(name) == "nginx" && flags.skip_nginx) continue;
     if (!r->error.empty()) {
       std::cerr << "# gateway_tls_throughput " << name << ": " << r->error << "\n";

@@ -78,15 +78,24 @@ Flags parse_flags(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const std::string v = argv[i + 1];
-    if (k == "--events") f.events = std::stoul(v);
-    else if (k == "--fail-rate") f.fail_rate = std::stod(v);
-    else if (k == "--scale") f.scale = std::stod(v);
-    else if (k == "--concurrency") f.concurrency = std::stoul(v);
-    else if (k == "--window-seconds") f.window_seconds = std::stod(v);
-    else if (k == "--write-delay-ms") f.write_delay_ms = std::stoll(v);
-    else if (k == "--write-batch") f.write_batch = std::stoul(v);
-    else if (k == "--pause-after") f.pause_after = std::stoi(v);
-    else throw std::runtime_error("unknown flag " + k);
+    if (k == "--events")
+      f.events = std::stoul(v);
+    else if (k == "--fail-rate")
+      f.fail_rate = std::stod(v);
+    else if (k == "--scale")
+      f.scale = std::stod(v);
+    else if (k == "--concurrency")
+      f.concurrency = std::stoul(v);
+    else if (k == "--window-seconds")
+      f.window_seconds = std::stod(v);
+    else if (k == "--write-delay-ms")
+      f.write_delay_ms = std::stoll(v);
+    else if (k == "--write-batch")
+      f.write_batch = std::stoul(v);
+    else if (k == "--pause-after")
+      f.pause_after = std::stoi(v);
+    else
+      throw std::runtime_error("unknown flag " + k);
   }
   return f;
 }
@@ -98,9 +107,8 @@ class Receiver {
   explicit Receiver(double fail_rate) : fail_rate_(fail_rate), rng_(20261122) {
     http::HttpServerOptions o;
     o.threads = 2;
-    server_ = std::make_unique<http::HttpServer>(o, [this](const http::HttpRequest& r) {
-      return handle(r);
-    });
+    server_ = std::make_unique<http::HttpServer>(
+        o, [this](const http::HttpRequest& r) { return handle(r); });
     port_ = check(server_->start());
   }
   ~Receiver() { server_->stop(); }
@@ -135,8 +143,8 @@ class Receiver {
       }
       secret = secret_;
     }
-    Status st = gateway::verify_webhook({secret}, r.headers, r.body,
-                                        std::chrono::system_clock::now());
+    Status st =
+        gateway::verify_webhook({secret}, r.headers, r.body, std::chrono::system_clock::now());
     if (!st.ok()) {
       bad_signatures_.fetch_add(1);
       return http::HttpResponse::text(401, st.message());
@@ -165,7 +173,8 @@ class Receiver {
 double quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  const std::size_t i = std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())));
+  const std::size_t i =
+      std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())));
   return v[i];
 }
 
@@ -204,7 +213,8 @@ int run(const Flags& flags) {
   w.url = receiver.url();
   w.schedule.clear();
   for (auto d : gateway::default_webhook_schedule()) {
-    w.schedule.emplace_back(static_cast<std::int64_t>(static_cast<double>(d.count()) * flags.scale));
+    w.schedule.emplace_back(
+        static_cast<std::int64_t>(static_cast<double>(d.count()) * flags.scale));
   }
   w.max_concurrent = flags.concurrency;
   w.pause.after_failures = flags.pause_after;
@@ -282,10 +292,9 @@ int run(const Flags& flags) {
   for (const auto& [id, t] : delivered) delivered_at.push_back(t);
   std::sort(delivered_at.begin(), delivered_at.end());
   const std::size_t n99 = (flags.events * 99 + 99) / 100;
-  const double delivered_99_s =
-      delivered_at.size() >= n99 && n99 > 0
-          ? static_cast<double>(delivered_at[n99 - 1] - start) / 1e9
-          : 0.0;
+  const double delivered_99_s = delivered_at.size() >= n99 && n99 > 0
+                                    ? static_cast<double>(delivered_at[n99 - 1] - start) / 1e9
+                                    : 0.0;
   const std::int64_t pending = state.pending_retries;
   const std::int64_t dlq = static_cast<std::int64_t>(dead.size());
   // Lost: neither delivered, nor parked for a later attempt, nor dead-lettered. (An event
@@ -302,39 +311,38 @@ int run(const Flags& flags) {
   broker->close();
   log->close();
 
-  print_bench("webhook_delivery",
-              {{"events", flags.events},
-               {"fail_rate", flags.fail_rate},
-               {"schedule_scale", flags.scale},
-               {"max_concurrent", flags.concurrency},
-               {"cores", std::thread::hardware_concurrency()},
-               {"retry_write_delay_ms", flags.write_delay_ms},
-               {"retry_write_batch", flags.write_batch},
-               {"publish_errors", publish_errors},
-               {"publish_s", publish_seconds}});
-  print_bench("webhook_delivery_result",
-              {{"delivered", delivered_ours},
-               {"within_60s_share", static_cast<double>(within) / static_cast<double>(flags.events)},
-               {"lost", lost},
-               {"pending_retries", pending},
-               {"paused", state.paused ? 1 : 0},
-               {"group_lag", group_lag},
-               {"dead_lettered", dlq},
-               {"requests", receiver.requests()},
-               {"failed_on_purpose", receiver.failed_on_purpose()},
-               {"bad_signatures", receiver.bad_signatures()},
-               {"deliveries_per_s",
-                delivery_seconds > 0 ? static_cast<double>(delivered_ours) / delivery_seconds : 0.0},
-               {"all_delivered_s", delivery_seconds},
-               {"delivered_99pct_s", delivered_99_s},
-               {"deliveries_per_s_99pct",
-                delivered_99_s > 0 ? static_cast<double>(n99) / delivered_99_s : 0.0}});
-  print_bench("webhook_delivery_latency",
-              {{"unit", "s"},
-               {"p50", quantile(latencies, 0.5)},
-               {"p99", quantile(latencies, 0.99)},
-               {"p999", quantile(latencies, 0.999)},
-               {"max", quantile(latencies, 1.0)}});
+  print_bench("webhook_delivery", {{"events", flags.events},
+                                   {"fail_rate", flags.fail_rate},
+                                   {"schedule_scale", flags.scale},
+                                   {"max_concurrent", flags.concurrency},
+                                   {"cores", std::thread::hardware_concurrency()},
+                                   {"retry_write_delay_ms", flags.write_delay_ms},
+                                   {"retry_write_batch", flags.write_batch},
+                                   {"publish_errors", publish_errors},
+                                   {"publish_s", publish_seconds}});
+  print_bench(
+      "webhook_delivery_result",
+      {{"delivered", delivered_ours},
+       {"within_60s_share", static_cast<double>(within) / static_cast<double>(flags.events)},
+       {"lost", lost},
+       {"pending_retries", pending},
+       {"paused", state.paused ? 1 : 0},
+       {"group_lag", group_lag},
+       {"dead_lettered", dlq},
+       {"requests", receiver.requests()},
+       {"failed_on_purpose", receiver.failed_on_purpose()},
+       {"bad_signatures", receiver.bad_signatures()},
+       {"deliveries_per_s",
+        delivery_seconds > 0 ? static_cast<double>(delivered_ours) / delivery_seconds : 0.0},
+       {"all_delivered_s", delivery_seconds},
+       {"delivered_99pct_s", delivered_99_s},
+       {"deliveries_per_s_99pct",
+        delivered_99_s > 0 ? static_cast<double>(n99) / delivered_99_s : 0.0}});
+  print_bench("webhook_delivery_latency", {{"unit", "s"},
+                                           {"p50", quantile(latencies, 0.5)},
+                                           {"p99", quantile(latencies, 0.99)},
+                                           {"p999", quantile(latencies, 0.999)},
+                                           {"max", quantile(latencies, 1.0)}});
   return lost == 0 ? 0 : 1;
 }
 

@@ -182,7 +182,8 @@ CloudEvent make_event(std::uint64_t n, bool with_ward) {
 // /permits/{id} answers a permit as JSON, GET /health answers ok.
 http::HttpResponse legacy_permits(const http::HttpRequest& request) {
   constexpr std::string_view kPrefix = "/permits/";
-  if (request.method == "GET" && request.path == "/health") return http::HttpResponse::text(200, "ok");
+  if (request.method == "GET" && request.path == "/health")
+    return http::HttpResponse::text(200, "ok");
   if (request.method != "GET" || !request.path.starts_with(kPrefix) ||
       request.path.size() == kPrefix.size()) {
     return http::HttpResponse::text(404, "no such resource in the legacy permits system");
@@ -481,10 +482,11 @@ Status Demo::setup_gateway() {
   portal.groups = {"permits"};
   CIVICBUS_ASSIGN_OR_RETURN(portal_key_, gw->add_consumer(portal, true));
 
-  fmt::print("gateway  http://127.0.0.1:{} in front of the node: admin API, OpenAPI, "
-             "/api/v1/permits/{{id}} (in process, group permits-api),\n"
-             "         /api/v1/legacy/permits/{{id}} -> upstream {} on 127.0.0.1:{}\n",
-             gw->port(), kLegacyUpstream, upstream_port_);
+  fmt::print(
+      "gateway  http://127.0.0.1:{} in front of the node: admin API, OpenAPI, "
+      "/api/v1/permits/{{id}} (in process, group permits-api),\n"
+      "         /api/v1/legacy/permits/{{id}} -> upstream {} on 127.0.0.1:{}\n",
+      gw->port(), kLegacyUpstream, upstream_port_);
   fmt::print("consumer demo-admin     (group admin)   X-API-Key {}\n", admin_key_);
   fmt::print("consumer permits-portal (group permits) X-API-Key {}\n", portal_key_);
   return {};
@@ -554,9 +556,10 @@ void Demo::exercise_gateway() {
 void Demo::serve_gateway() {
   gateway::Gateway* gw = node_.gateway();
   if (gw == nullptr) return;
-  fmt::print("\nserving the gateway on http://127.0.0.1:{} until Ctrl-C; try the curl commands "
-             "above\n",
-             gw->port());
+  fmt::print(
+      "\nserving the gateway on http://127.0.0.1:{} until Ctrl-C; try the curl commands "
+      "above\n",
+      gw->port());
   std::fflush(stdout);
   while (!stop_requested()) std::this_thread::sleep_for(50ms);
 }

@@ -12,8 +12,8 @@ namespace {
 bool valid_consumer_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
   });
 }
 
@@ -53,7 +53,7 @@ bool Consumer::in_group(std::string_view group) const {
 }
 
 Result<std::shared_ptr<const Consumer>> ConsumerStore::compile(ConsumerOptions options,
-                                                                bool from_config) {
+                                                               bool from_config) {
   const std::string name = "consumer '" + options.id + "'";
   if (!valid_consumer_id(options.id)) {
     return invalid_argument("consumer id '" + options.id +
@@ -85,8 +85,9 @@ Result<std::shared_ptr<const Consumer>> ConsumerStore::compile(ConsumerOptions o
       return invalid_argument(name + ": client_id and client_secret go together");
     }
     const bool hashed = options.client_secret.rfind("sha256:", 0) == 0;
-    CIVICBUS_ASSIGN_OR_RETURN(consumer->client_secret_digest,
-                              secret_digest(options.client_secret, hashed, name + ": client_secret"));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        consumer->client_secret_digest,
+        secret_digest(options.client_secret, hashed, name + ": client_secret"));
   }
   for (std::string& f : options.certificate_fingerprints) {
     f = http::normalize_fingerprint(f);
@@ -167,8 +168,8 @@ Status ConsumerStore::replace_configured(std::vector<std::shared_ptr<const Consu
   std::vector<std::shared_ptr<const Consumer>> next = std::move(configured);
   for (const auto& [id, c] : index_.by_id) {
     if (c->from_config) continue;
-    const bool replaced = std::any_of(next.begin(), next.end(),
-                                      [&](const auto& n) { return n->options.id == id; });
+    const bool replaced =
+        std::any_of(next.begin(), next.end(), [&](const auto& n) { return n->options.id == id; });
     if (!replaced) next.push_back(c);
   }
   CIVICBUS_ASSIGN_OR_RETURN(Index index, build(next));

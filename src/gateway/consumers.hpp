@@ -22,7 +22,7 @@ namespace civicbus::gateway {
 
 // An immutable consumer: options without plaintext secrets, and the compiled IP list.
 struct Consumer {
-  ConsumerOptions options;  // api_keys and client_secret cleared
+  ConsumerOptions options;                   // api_keys and client_secret cleared
   std::vector<std::string> api_key_digests;  // raw SHA-256
   std::string client_secret_digest;          // raw SHA-256, "" without client credentials
   std::optional<IpAllowlist> ip;             // nullopt: no IP rules
@@ -40,8 +40,7 @@ Result<std::string> secret_digest(std::string_view hashed_or_plain, bool hashed,
 class ConsumerStore {
  public:
   // Validates and compiles one consumer (errors name it and the field).
-  static Result<std::shared_ptr<const Consumer>> compile(ConsumerOptions options,
-                                                          bool from_config);
+  static Result<std::shared_ptr<const Consumer>> compile(ConsumerOptions options, bool from_config);
 
   // Adds or replaces one consumer. kAlreadyExists when one of its credentials (API key,
   // HMAC key id, client id, JWT subject) belongs to another consumer.

@@ -1,6 +1,4 @@
 #include "gateway/cors.hpp"
-#include "core/ascii.hpp"
-#include "http/framing.hpp"
 
 #include <fmt/format.h>
 
@@ -8,6 +6,9 @@
 #include <cctype>
 #include <string>
 #include <utility>
+
+#include "core/ascii.hpp"
+#include "http/framing.hpp"
 
 namespace civicbus::gateway {
 namespace {

@@ -1019,8 +1019,8 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
   // policy that limits something (most requests have none).
   auto apply = [&](const RateLimitPolicy& policy, std::string_view route_id) -> bool {
     if (policy.requests_per_minute == 0 && policy.requests_per_day == 0) return true;
-    const std::string who = consumer != nullptr ? "c:" + consumer->options.id
-                                                : "ip:" + ex->request.remote_address;
+    const std::string who =
+        consumer != nullptr ? "c:" + consumer->options.id : "ip:" + ex->request.remote_address;
     auto decision = limiter->check(rate_limit_key(who, route_id), policy);
     if (!decision.ok()) {
       finish(ex, problem(500, decision.status().message(), ex->request_id));

@@ -1,8 +1,9 @@
 #include "gateway/openapi.hpp"
-#include "core/ascii.hpp"
 
 #include <algorithm>
 #include <map>
+
+#include "core/ascii.hpp"
 
 namespace civicbus::gateway {
 
@@ -39,17 +40,18 @@ Json error_response(const char* description) {
   return Json::object(
       {{"description", description},
        {"content",
-        Json::object({{"application/problem+json",
-                       Json::object({{"schema", Json::object({{"$ref",
-                                                               "#/components/schemas/Problem"}})}})}})}});
+        Json::object(
+            {{"application/problem+json",
+              Json::object(
+                  {{"schema", Json::object({{"$ref", "#/components/schemas/Problem"}})}})}})}});
 }
 
 }  // namespace
 
 Json openapi_document(const OpenApiInfo& info, const std::vector<OpenApiRoute>& routes) {
-  Json doc = Json::object({{"openapi", "3.1.0"},
-                           {"info", Json::object({{"title", info.title},
-                                                  {"version", info.version}})}});
+  Json doc =
+      Json::object({{"openapi", "3.1.0"},
+                    {"info", Json::object({{"title", info.title}, {"version", info.version}})}});
   // Paths sorted for a stable document; operations keep the route order within a path.
   std::map<std::string, Json> paths;
   std::map<std::string, int> operation_ids;
@@ -88,15 +90,15 @@ Json openapi_document(const OpenApiInfo& info, const std::vector<OpenApiRoute>& 
       }
       if (!r.request_schema.is_null() && method != "get" && method != "delete") {
         op.set("requestBody",
-               Json::object({{"required", true},
-                             {"content", Json::object({{"application/json",
-                                                        Json::object({{"schema",
-                                                                       r.request_schema}})}})}}));
+               Json::object(
+                   {{"required", true},
+                    {"content", Json::object({{"application/json",
+                                               Json::object({{"schema", r.request_schema}})}})}}));
       }
       Json ok = Json::object({{"description", "Success"}});
       if (!r.response_schema.is_null()) {
-        ok.set("content", Json::object({{"application/json",
-                                         Json::object({{"schema", r.response_schema}})}}));
+        ok.set("content",
+               Json::object({{"application/json", Json::object({{"schema", r.response_schema}})}}));
       }
       Json responses = Json::object({{"200", std::move(ok)}});
       if (!r.auth.empty()) {
@@ -142,11 +144,12 @@ Json openapi_document(const OpenApiInfo& info, const std::vector<OpenApiRoute>& 
                        "@target-uri and content-digest, with Signature-Input"}})}});
   schemes.set("mutualTls", Json::object({{"type", "mutualTLS"}}));
   if (!info.token_url.empty()) {
-    schemes.set("oauth2ClientCredentials",
-                Json::object({{"type", "oauth2"},
-                              {"flows", Json::object({{"clientCredentials",
-                                                       Json::object({{"tokenUrl", info.token_url},
-                                                                     {"scopes", Json::object()}})}})}}));
+    schemes.set(
+        "oauth2ClientCredentials",
+        Json::object({{"type", "oauth2"},
+                      {"flows", Json::object({{"clientCredentials",
+                                               Json::object({{"tokenUrl", info.token_url},
+                                                             {"scopes", Json::object()}})}})}}));
   }
   Json problem = Json::object(
       {{"type", "object"},
@@ -155,8 +158,9 @@ Json openapi_document(const OpenApiInfo& info, const std::vector<OpenApiRoute>& 
                                     {"status", Json::object({{"type", "integer"}})},
                                     {"detail", Json::object({{"type", "string"}})},
                                     {"request_id", Json::object({{"type", "string"}})}})}});
-  doc.set("components", Json::object({{"securitySchemes", std::move(schemes)},
-                                      {"schemas", Json::object({{"Problem", std::move(problem)}})}}));
+  doc.set("components",
+          Json::object({{"securitySchemes", std::move(schemes)},
+                        {"schemas", Json::object({{"Problem", std::move(problem)}})}}));
   return doc;
 }
 

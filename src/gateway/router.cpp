@@ -1,11 +1,12 @@
 #include "gateway/router.hpp"
-#include "core/ascii.hpp"
-#include "core/uri_reference.hpp"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <set>
+
+#include "core/ascii.hpp"
+#include "core/uri_reference.hpp"
 
 namespace civicbus::gateway {
 namespace {
@@ -289,7 +290,8 @@ bool Router::path_matches(const Route& route, std::string_view path,
         params->clear();
         for (std::size_t i = 0; i < segments.size(); ++i) {
           if (route.segments[i].param) {
-            params->push_back(RouteParam{route.segments[i].text, detail::percent_decode(segments[i])});
+            params->push_back(
+                RouteParam{route.segments[i].text, detail::percent_decode(segments[i])});
           }
         }
       }

@@ -59,8 +59,8 @@ TraceParent next_traceparent(const std::optional<TraceParent>& incoming, RandomS
 
 bool acceptable_request_id(std::string_view id) {
   return !id.empty() && id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
-           return c > 0x20 && c < 0x7f && c != '"' && c != '\\';
-         });
+    return c > 0x20 && c < 0x7f && c != '"' && c != '\\';
+  });
 }
 
 }  // namespace civicbus::gateway

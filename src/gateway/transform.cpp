@@ -13,8 +13,8 @@
 #include <unordered_set>
 #include <utility>
 
-#include "core/uri_reference.hpp"
 #include "core/ascii.hpp"
+#include "core/uri_reference.hpp"
 #include "http/framing.hpp"
 
 namespace civicbus::gateway {
@@ -915,7 +915,8 @@ Result<BodyFormat> body_format_from_media_type(std::string_view value) {
           trim_ows(range.substr(p + 1, next == std::string_view::npos ? next : next - p - 1));
       p = next;
       const std::size_t eq = param.find('=');
-      if (eq == std::string_view::npos || ascii_lower(trim_ows(param.substr(0, eq))) != "q") continue;
+      if (eq == std::string_view::npos || ascii_lower(trim_ows(param.substr(0, eq))) != "q")
+        continue;
       const std::string_view qtext = trim_ows(param.substr(eq + 1));
       // qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ); ".5" is accepted too.
       double parsed = -1;

@@ -41,8 +41,8 @@ enum class UpstreamOutcome {
 enum class BreakerState { kClosed, kOpen, kHalfOpen };
 
 struct UpstreamTargetStatus {
-  std::string target;       // "host:port"
-  bool healthy = true;      // active health (true when there are no active checks)
+  std::string target;   // "host:port"
+  bool healthy = true;  // active health (true when there are no active checks)
   BreakerState breaker = BreakerState::kClosed;
   std::uint32_t in_flight = 0;
   std::uint64_t requests = 0;  // picked so far

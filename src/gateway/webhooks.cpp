@@ -53,7 +53,8 @@ std::int64_t unix_seconds(SystemTime t) {
 }
 
 std::string strip_secret_prefix(std::string_view secret) {
-  if (secret.substr(0, kSecretPrefix.size()) == kSecretPrefix) secret.remove_prefix(kSecretPrefix.size());
+  if (secret.substr(0, kSecretPrefix.size()) == kSecretPrefix)
+    secret.remove_prefix(kSecretPrefix.size());
   return std::string(secret);
 }
 
@@ -74,7 +75,8 @@ struct EndpointTarget {
 
 Result<EndpointTarget> parse_endpoint_url(std::string_view url) {
   std::string lower;
-  for (char c : url.substr(0, 8)) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char c : url.substr(0, 8))
+    lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   const bool tls = lower.rfind("https://", 0) == 0;
   if (!tls && lower.rfind("http://", 0) != 0) {
     return invalid_argument(
@@ -101,13 +103,11 @@ Result<EndpointTarget> parse_endpoint_url(std::string_view url) {
   }
   const bool bracketed = authority.front() == '[';
   const std::size_t colon = authority.rfind(':');
-  const bool has_port =
-      bracketed ? authority.back() != ']' : colon != std::string::npos;
+  const bool has_port = bracketed ? authority.back() != ']' : colon != std::string::npos;
   if (!has_port) authority += tls ? ":443" : ":80";
   auto upstream = http::Upstream::parse(authority);
   if (!upstream.ok()) {
-    return invalid_argument(
-        fmt::format("webhook URL '{}': {}", url, upstream.status().message()));
+    return invalid_argument(fmt::format("webhook URL '{}': {}", url, upstream.status().message()));
   }
   return EndpointTarget{std::move(upstream).value(), std::move(target), tls};
 }
@@ -146,21 +146,21 @@ std::vector<std::string> strings_from(const Json* j) {
 Json options_json(const WebhookOptions& o) {
   Json schedule = Json::array();
   for (auto d : o.schedule) schedule.push_back(static_cast<std::int64_t>(d.count()));
-  return Json::object({{"id", o.id},
-                       {"topics", strings_json(o.topics)},
-                       {"event_types", strings_json(o.event_types)},
-                       {"url", o.url},
-                       {"tls_ca_file", o.tls.ca_file},
-                       {"tls_server_name", o.tls.server_name},
-                       {"schedule_ms", std::move(schedule)},
-                       {"jitter", o.jitter},
-                       {"attempt_timeout_ms", static_cast<std::int64_t>(o.attempt_timeout.count())},
-                       {"max_concurrent", static_cast<std::int64_t>(o.max_concurrent)},
-                       {"pause_after_failures", o.pause.after_failures},
-                       {"pause_cool_off_ms", static_cast<std::int64_t>(o.pause.cool_off.count())},
-                       {"pause_max_cool_off_ms",
-                        static_cast<std::int64_t>(o.pause.max_cool_off.count())},
-                       {"from_earliest", o.from_earliest}});
+  return Json::object(
+      {{"id", o.id},
+       {"topics", strings_json(o.topics)},
+       {"event_types", strings_json(o.event_types)},
+       {"url", o.url},
+       {"tls_ca_file", o.tls.ca_file},
+       {"tls_server_name", o.tls.server_name},
+       {"schedule_ms", std::move(schedule)},
+       {"jitter", o.jitter},
+       {"attempt_timeout_ms", static_cast<std::int64_t>(o.attempt_timeout.count())},
+       {"max_concurrent", static_cast<std::int64_t>(o.max_concurrent)},
+       {"pause_after_failures", o.pause.after_failures},
+       {"pause_cool_off_ms", static_cast<std::int64_t>(o.pause.cool_off.count())},
+       {"pause_max_cool_off_ms", static_cast<std::int64_t>(o.pause.max_cool_off.count())},
+       {"from_earliest", o.from_earliest}});
 }
 
 Result<WebhookOptions> options_from_json(std::string_view text) {
@@ -416,9 +416,9 @@ struct Shared {
                                   std::string_view stored) const {
     if (stored.empty()) return std::string();
     auto sealed = crypto::base64_decode(stored);
-    Result<std::string> secret =
-        sealed.ok() ? cipher.open(*sealed, secret_aad(subscription, column))
-                    : Result<std::string>(sealed.status());
+    Result<std::string> secret = sealed.ok()
+                                     ? cipher.open(*sealed, secret_aad(subscription, column))
+                                     : Result<std::string>(sealed.status());
     if (!secret.ok()) {
       return data_loss(fmt::format(
           "webhook '{}': its stored {} does not decrypt with the master key (the row is corrupt, "
@@ -470,7 +470,7 @@ Outcome classify(const Result<http::HttpResponse>& r) {
     const ErrorCode code = r.status().code();
     o.cancelled = code == ErrorCode::kCancelled;
     // The HTTP client reports a failed certificate check as kUnauthenticated.
-    o.result = code == ErrorCode::kDeadlineExceeded ? "timeout"
+    o.result = code == ErrorCode::kDeadlineExceeded  ? "timeout"
                : code == ErrorCode::kUnauthenticated ? "tls_error"
                                                      : "network_error";
     o.error = r.status().to_string();
@@ -514,7 +514,8 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
         secret_(std::move(stored.secret)),
         previous_secret_(std::move(stored.previous_secret)),
         previous_until_us_(stored.previous_until_us),
-        cool_off_ms_(stored.cool_off_ms > 0 ? stored.cool_off_ms : options_.pause.cool_off.count()) {
+        cool_off_ms_(stored.cool_off_ms > 0 ? stored.cool_off_ms
+                                            : options_.pause.cool_off.count()) {
     if (stored.paused_until_us) {
       paused_ = true;
       paused_until_us_ = *stored.paused_until_us;
@@ -581,16 +582,14 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
     auto& m = shared_.ctx.metrics;
     std::weak_ptr<Endpoint> weak = weak_from_this();
     pending_gauge_ = m.gauge_callback("civicbus_webhook_pending_retries",
-                                      "Webhook events parked for a later attempt", labels,
-                                      [weak] {
+                                      "Webhook events parked for a later attempt", labels, [weak] {
                                         auto self = weak.lock();
                                         if (!self) return 0.0;
                                         std::lock_guard lock(self->mu_);
                                         return static_cast<double>(self->parked_.size());
                                       });
     dlq_gauge_ = m.gauge_callback("civicbus_webhook_dead_letters",
-                                  "Webhook dead letters kept for the subscription", labels,
-                                  [weak] {
+                                  "Webhook dead letters kept for the subscription", labels, [weak] {
                                     auto self = weak.lock();
                                     if (!self) return 0.0;
                                     std::lock_guard lock(self->mu_);
@@ -607,7 +606,8 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
     g.max_deliveries = 100;
     g.initial_backoff = 1'000ms;
     g.max_backoff = 60'000ms;
-    g.start_from = options_.from_earliest ? broker::StartFrom::kEarliest : broker::StartFrom::kLatest;
+    g.start_from =
+        options_.from_earliest ? broker::StartFrom::kEarliest : broker::StartFrom::kLatest;
     auto sub = shared_.ctx.broker.subscribe_async(
         g, [weak](const broker::DeliveredEvent& e, std::function<void(Status)> done) {
           auto self = weak.lock();
@@ -661,8 +661,9 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
   void on_event(const broker::DeliveredEvent& e, std::function<void(Status)> done) {
     if (!options_.event_types.empty()) {
       const std::string type = e.event.type();
-      const bool wanted = std::any_of(options_.event_types.begin(), options_.event_types.end(),
-                                      [&](const std::string& p) { return broker::topic_matches(p, type); });
+      const bool wanted =
+          std::any_of(options_.event_types.begin(), options_.event_types.end(),
+                      [&](const std::string& p) { return broker::topic_matches(p, type); });
       if (!wanted) {
         done(Status());
         return;
@@ -882,17 +883,16 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
     req.body = a.body;
     const SteadyTime started = shared_.ctx.clock.steady_now();
     auto attempt = std::make_shared<Attempt>(std::move(a));
-    client.send_async(target_.upstream, std::move(req),
-                      [self = shared_from_this(), attempt, started](Result<http::HttpResponse> r) {
-                        Outcome o = classify(r);
-                        o.seconds = std::chrono::duration<double>(
-                                        self->shared_.ctx.clock.steady_now() - started)
-                                        .count();
-                        // Bookkeeping writes to the database: not on the client's thread.
-                        self->shared_.ctx.executor.post([self, attempt, o = std::move(o)] {
-                          self->finish(std::move(*attempt), o);
-                        });
-                      });
+    client.send_async(
+        target_.upstream, std::move(req),
+        [self = shared_from_this(), attempt, started](Result<http::HttpResponse> r) {
+          Outcome o = classify(r);
+          o.seconds =
+              std::chrono::duration<double>(self->shared_.ctx.clock.steady_now() - started).count();
+          // Bookkeeping writes to the database: not on the client's thread.
+          self->shared_.ctx.executor.post(
+              [self, attempt, o = std::move(o)] { self->finish(std::move(*attempt), o); });
+        });
   }
 
   void finish(Attempt a, const Outcome& o) {
@@ -907,7 +907,8 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
         a.done(cancelled("webhook subscription is closing"));
       } else {
         std::lock_guard lock(mu_);
-        if (auto it = parked_.find(a.event_id); it != parked_.end()) due_.emplace(it->second, a.event_id);
+        if (auto it = parked_.find(a.event_id); it != parked_.end())
+          due_.emplace(it->second, a.event_id);
       }
       release(a);
       return;
@@ -966,7 +967,8 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
       const std::int64_t now = to_unix_micros(shared_.ctx.clock.now());
       if (paused_ && a.probe) {
         probing_ = false;
-        cool_off_ms_ = std::min<std::int64_t>(cool_off_ms_ * 2, options_.pause.max_cool_off.count());
+        cool_off_ms_ =
+            std::min<std::int64_t>(cool_off_ms_ * 2, options_.pause.max_cool_off.count());
         paused_until_us_ = now + cool_off_ms_ * 1000;
         pause_until = paused_until_us_;
       } else if (!paused_ && options_.pause.after_failures > 0 &&
@@ -976,12 +978,11 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
         paused_until_us_ = now + cool_off_ms_ * 1000;
         pause_until = paused_until_us_;
         paused_gauge_->set(1);
-        shared_.ctx.logger.warn(
-            "webhook endpoint paused after consecutive failures",
-            {{"subscription", options_.id},
-             {"failures", std::to_string(consecutive_failures_)},
-             {"cool_off_ms", std::to_string(cool_off_ms_)},
-             {"last_error", error}});
+        shared_.ctx.logger.warn("webhook endpoint paused after consecutive failures",
+                                {{"subscription", options_.id},
+                                 {"failures", std::to_string(consecutive_failures_)},
+                                 {"cool_off_ms", std::to_string(cool_off_ms_)},
+                                 {"last_error", error}});
       }
       cool_off = cool_off_ms_;
     }
@@ -1013,12 +1014,13 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
       std::lock_guard lock(mu_);
       ++pending_writes_;
     }
-    shared_.writer->submit(std::move(w), [self = shared_from_this(), done = std::move(done)](Status st) {
-      done(st);
-      std::lock_guard lock(self->mu_);
-      --self->pending_writes_;
-      self->idle_cv_.notify_all();
-    });
+    shared_.writer->submit(std::move(w),
+                           [self = shared_from_this(), done = std::move(done)](Status st) {
+                             done(st);
+                             std::lock_guard lock(self->mu_);
+                             --self->pending_writes_;
+                             self->idle_cv_.notify_all();
+                           });
   }
 
   // Writes (or updates) the event's retry row; a fresh event is acknowledged to the group only
@@ -1054,10 +1056,11 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
                     "ON CONFLICT(subscription_id, event_id) DO UPDATE SET "
                     "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
                     "last_error = excluded.last_error",
-                    {Value{std::string_view(row.subscription)}, Value{std::string_view(row.event_id)},
-                     Value{std::string_view(row.topic)}, Value{storage::Blob{row.sealed_body}},
-                     Value{row.attempts}, Value{row.due}, Value{row.first_failed_at},
-                     Value{row.stored_at}, Value{std::string_view(row.error)}})
+                    {Value{std::string_view(row.subscription)},
+                     Value{std::string_view(row.event_id)}, Value{std::string_view(row.topic)},
+                     Value{storage::Blob{row.sealed_body}}, Value{row.attempts}, Value{row.due},
+                     Value{row.first_failed_at}, Value{row.stored_at},
+                     Value{std::string_view(row.error)}})
                 .status();
           },
           [this, event_id, due, done = std::move(done)](const Status& st) {
@@ -1144,9 +1147,9 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
                          "VALUES (?,?,?,?,?,?,?,?,?,1)",
                          {Value{std::string_view(row.subscription)},
                           Value{std::string_view(row.event_id)}, Value{std::string_view(row.topic)},
-                          Value{storage::Blob{row.sealed_body}}, Value{std::string_view(row.reason)},
-                          Value{row.attempts}, Value{row.first_failed_at}, Value{row.stored_at},
-                          Value{row.dead_at}})
+                          Value{storage::Blob{row.sealed_body}},
+                          Value{std::string_view(row.reason)}, Value{row.attempts},
+                          Value{row.first_failed_at}, Value{row.stored_at}, Value{row.dead_at}})
                   .status());
           if (fresh) return {};
           return db
@@ -1221,7 +1224,7 @@ class Endpoint : public std::enable_shared_from_this<Endpoint> {
   std::string secret_;
   std::string previous_secret_;
   std::int64_t previous_until_us_ = 0;
-  std::deque<Attempt> fresh_;                            // from the group, waiting for a slot
+  std::deque<Attempt> fresh_;                             // from the group, waiting for a slot
   std::unordered_map<std::string, std::int64_t> parked_;  // event id -> due (every retry row)
   std::set<std::pair<std::int64_t, std::string>> due_;    // parked and not in flight, by due
   std::size_t in_flight_ = 0;
@@ -1249,7 +1252,12 @@ class DispatcherImpl final : public WebhookDispatcher {
  public:
   DispatcherImpl(WebhookDispatcherOptions options, WebhookContext ctx, crypto::AesGcm cipher,
                  std::string key_check)
-      : shared_{std::move(options), std::move(ctx), std::move(cipher), std::move(key_check), {}, {}},
+      : shared_{std::move(options),
+                std::move(ctx),
+                std::move(cipher),
+                std::move(key_check),
+                {},
+                {}},
         tick_(std::make_shared<TickState>()) {
     tick_->owner = this;
     Histogram& batch_rows = shared_.ctx.metrics.histogram(
@@ -1387,17 +1395,18 @@ class DispatcherImpl final : public WebhookDispatcher {
   Result<std::vector<WebhookSubscription>> subscriptions() override {
     std::vector<WebhookSubscription> out;
     Status parse_error;
-    CIVICBUS_RETURN_IF_ERROR(shared_.ctx.db.query(
-        "SELECT options, created_at FROM webhook_subscriptions ORDER BY id", {},
-        [&](const storage::Row& r) {
-          auto o = options_from_json(r.get_text(0));
-          if (!o.ok()) {
-            parse_error = o.status();
-            return false;
-          }
-          out.push_back(WebhookSubscription{std::move(o).value(), "", from_unix_micros(r.get_int(1))});
-          return true;
-        }));
+    CIVICBUS_RETURN_IF_ERROR(
+        shared_.ctx.db.query("SELECT options, created_at FROM webhook_subscriptions ORDER BY id",
+                             {}, [&](const storage::Row& r) {
+                               auto o = options_from_json(r.get_text(0));
+                               if (!o.ok()) {
+                                 parse_error = o.status();
+                                 return false;
+                               }
+                               out.push_back(WebhookSubscription{std::move(o).value(), "",
+                                                                 from_unix_micros(r.get_int(1))});
+                               return true;
+                             }));
     CIVICBUS_RETURN_IF_ERROR(parse_error);
     return out;
   }
@@ -1420,10 +1429,11 @@ class DispatcherImpl final : public WebhookDispatcher {
                                           return false;
                                         }));
       return db
-          .execute("UPDATE webhook_subscriptions SET secret = ?, previous_secret = ?, "
-                   "previous_secret_until = ?, sealed = 1 WHERE id = ?",
-                   {Value{std::string_view(sealed_new)}, Value{std::string_view(sealed_old)},
-                    Value{until}, Value{id}})
+          .execute(
+              "UPDATE webhook_subscriptions SET secret = ?, previous_secret = ?, "
+              "previous_secret_until = ?, sealed = 1 WHERE id = ?",
+              {Value{std::string_view(sealed_new)}, Value{std::string_view(sealed_old)},
+               Value{until}, Value{id}})
           .status();
     }));
     ep->set_secrets(new_secret, old, until);
@@ -1443,7 +1453,8 @@ class DispatcherImpl final : public WebhookDispatcher {
     return {};
   }
 
-  Result<std::vector<WebhookRetry>> pending_retries(std::string_view id, std::size_t limit) override {
+  Result<std::vector<WebhookRetry>> pending_retries(std::string_view id,
+                                                    std::size_t limit) override {
     CIVICBUS_ASSIGN_OR_RETURN(auto ep, endpoint(id));
     (void)ep;
     std::vector<WebhookRetry> out;
@@ -1464,7 +1475,8 @@ class DispatcherImpl final : public WebhookDispatcher {
     return out;
   }
 
-  Result<std::vector<WebhookDeadLetter>> dead_letters(std::string_view id, std::size_t limit) override {
+  Result<std::vector<WebhookDeadLetter>> dead_letters(std::string_view id,
+                                                      std::size_t limit) override {
     std::vector<WebhookDeadLetter> out;
     Status unreadable;
     CIVICBUS_RETURN_IF_ERROR(shared_.ctx.db.query(
@@ -1501,24 +1513,26 @@ class DispatcherImpl final : public WebhookDispatcher {
     auto& db = shared_.ctx.db;
     CIVICBUS_RETURN_IF_ERROR(db.transaction([&]() -> Status {
       rows.clear();
-      CIVICBUS_RETURN_IF_ERROR(db.query(
-          "SELECT event_id FROM webhook_dead_letters WHERE subscription_id = ?", {Value{id}},
-          [&](const storage::Row& r) {
-            rows.emplace_back(std::string(r.get_text(0)), now);
-            return true;
-          }));
+      CIVICBUS_RETURN_IF_ERROR(
+          db.query("SELECT event_id FROM webhook_dead_letters WHERE subscription_id = ?",
+                   {Value{id}}, [&](const storage::Row& r) {
+                     rows.emplace_back(std::string(r.get_text(0)), now);
+                     return true;
+                   }));
       CIVICBUS_RETURN_IF_ERROR(
           // The sealed body moves as it is: retry and dead-letter rows share its AAD.
-          db.execute("INSERT INTO webhook_retries(subscription_id, event_id, topic, body, attempts, "
-                     "next_attempt_at, first_failed_at, stored_at, last_error, sealed) "
-                     "SELECT subscription_id, event_id, topic, body, 0, ?, first_failed_at, "
-                     "stored_at, 'replayed from the dead letters: ' || reason, sealed "
-                     "FROM webhook_dead_letters WHERE subscription_id = ? "
-                     "ON CONFLICT(subscription_id, event_id) DO NOTHING",
-                     {Value{now}, Value{id}})
+          db.execute(
+                "INSERT INTO webhook_retries(subscription_id, event_id, topic, body, attempts, "
+                "next_attempt_at, first_failed_at, stored_at, last_error, sealed) "
+                "SELECT subscription_id, event_id, topic, body, 0, ?, first_failed_at, "
+                "stored_at, 'replayed from the dead letters: ' || reason, sealed "
+                "FROM webhook_dead_letters WHERE subscription_id = ? "
+                "ON CONFLICT(subscription_id, event_id) DO NOTHING",
+                {Value{now}, Value{id}})
               .status());
       CIVICBUS_ASSIGN_OR_RETURN(
-          moved, db.execute("DELETE FROM webhook_dead_letters WHERE subscription_id = ?", {Value{id}}));
+          moved,
+          db.execute("DELETE FROM webhook_dead_letters WHERE subscription_id = ?", {Value{id}}));
       return {};
     }));
     ep->add_parked(rows, moved);
@@ -1576,12 +1590,12 @@ class DispatcherImpl final : public WebhookDispatcher {
       // No check value yet. Sealed rows without one mean it was deleted: try a row rather
       // than recording a wrong key as the right one.
       std::optional<std::pair<std::string, std::string>> sample;
-      CIVICBUS_RETURN_IF_ERROR(db.query(
-          "SELECT id, secret FROM webhook_subscriptions WHERE sealed = 1 LIMIT 1", {},
-          [&](const storage::Row& row) {
-            sample.emplace(std::string(row.get_text(0)), std::string(row.get_text(1)));
-            return false;
-          }));
+      CIVICBUS_RETURN_IF_ERROR(
+          db.query("SELECT id, secret FROM webhook_subscriptions WHERE sealed = 1 LIMIT 1", {},
+                   [&](const storage::Row& row) {
+                     sample.emplace(std::string(row.get_text(0)), std::string(row.get_text(1)));
+                     return false;
+                   }));
       if (sample && !shared_.open_secret(sample->first, "secret", sample->second).ok()) {
         return failed_precondition(wrong_key);
       }
@@ -1610,13 +1624,13 @@ class DispatcherImpl final : public WebhookDispatcher {
           subs.push_back({id, id, "", std::string(r.get_text(1)), std::string(r.get_text(2))});
           return true;
         }));
-    CIVICBUS_RETURN_IF_ERROR(db.query(
-        "SELECT subscription_id, event_id, body FROM webhook_retries WHERE sealed = 0", {},
-        [&](const storage::Row& r) {
-          retries.push_back({"", std::string(r.get_text(0)), std::string(r.get_text(1)),
-                             std::string(r.get_blob(2)), ""});
-          return true;
-        }));
+    CIVICBUS_RETURN_IF_ERROR(
+        db.query("SELECT subscription_id, event_id, body FROM webhook_retries WHERE sealed = 0", {},
+                 [&](const storage::Row& r) {
+                   retries.push_back({"", std::string(r.get_text(0)), std::string(r.get_text(1)),
+                                      std::string(r.get_blob(2)), ""});
+                   return true;
+                 }));
     CIVICBUS_RETURN_IF_ERROR(db.query(
         "SELECT id, subscription_id, event_id, body FROM webhook_dead_letters WHERE sealed = 0", {},
         [&](const storage::Row& r) {
@@ -1751,20 +1765,21 @@ Status verify_webhook(const std::vector<std::string>& secrets, std::string_view 
   if (webhook_id.empty()) return unauthenticated("webhook-id header is missing");
   if (timestamp.empty()) return unauthenticated("webhook-timestamp header is missing");
   if (signature_header.empty()) return unauthenticated("webhook-signature header is missing");
-  if (timestamp.size() > 18 ||
-      !std::all_of(timestamp.begin(), timestamp.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+  if (timestamp.size() > 18 || !std::all_of(timestamp.begin(), timestamp.end(),
+                                            [](char c) { return c >= '0' && c <= '9'; })) {
     return unauthenticated(fmt::format("webhook-timestamp '{}' is not Unix seconds", timestamp));
   }
   const std::int64_t ts = std::stoll(std::string(timestamp));
   const std::int64_t age = unix_seconds(now) - ts;
   if (age > options.tolerance.count()) {
-    return unauthenticated(fmt::format("webhook timestamp is {} s old, more than the {} s tolerance",
-                                       age, options.tolerance.count()));
+    return unauthenticated(
+        fmt::format("webhook timestamp is {} s old, more than the {} s tolerance", age,
+                    options.tolerance.count()));
   }
   if (-age > options.tolerance.count()) {
-    return unauthenticated(fmt::format(
-        "webhook timestamp is {} s in the future, more than the {} s tolerance", -age,
-        options.tolerance.count()));
+    return unauthenticated(
+        fmt::format("webhook timestamp is {} s in the future, more than the {} s tolerance", -age,
+                    options.tolerance.count()));
   }
   std::vector<std::string> expected;
   for (const auto& s : secrets) {
@@ -1865,7 +1880,8 @@ Status WebhookDispatcherOptions::validate() const {
     return invalid_argument("webhook retry_write_batch must be 1..10000");
   }
   if (poll_interval <= 0ms) return invalid_argument("webhook poll_interval must be positive");
-  if (rotation_overlap.count() < 0) return invalid_argument("rotation_overlap must not be negative");
+  if (rotation_overlap.count() < 0)
+    return invalid_argument("rotation_overlap must not be negative");
   return {};
 }
 

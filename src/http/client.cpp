@@ -41,7 +41,7 @@ struct Connection {
   // The read buffer, kept with the connection: a 16 KiB array in each round trip's coroutine
   // frame would be a large allocation per request (and makes glibc consolidate its bins).
   std::array<char, 16 * 1024> buffer;
-  std::unique_ptr<detail::TlsStream> tls;  // over `socket`, for an https client
+  std::unique_ptr<detail::TlsStream> tls;          // over `socket`, for an https client
   std::unique_ptr<detail::ResponseParser> parser;  // reset for each exchange
   SteadyClock::time_point idle_since{};
   bool reused = false;  // it carried an earlier exchange
@@ -387,8 +387,8 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
     ex.socket = nullptr;
     if (ex.cancelled) co_return cancelled("request to upstream " + name + " cancelled");
     if (watch.fired()) {
-      co_return deadline_exceeded("the TLS handshake with upstream " + name +
-                                  " took longer than " + ms_text(options.connect_timeout));
+      co_return deadline_exceeded("the TLS handshake with upstream " + name + " took longer than " +
+                                  ms_text(options.connect_timeout));
     }
     if (!handshake.ok()) co_return handshake;
   }
@@ -507,8 +507,8 @@ asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& 
   out.bytes_sent = written > 0;
   if (!conn.parser) {
     conn.parser = std::make_unique<detail::ResponseParser>(
-        detail::ResponseLimits{options.max_response_header_count,
-                               options.max_response_header_bytes, options.max_response_body_bytes},
+        detail::ResponseLimits{options.max_response_header_count, options.max_response_header_bytes,
+                               options.max_response_body_bytes},
         head_request);
   } else {
     conn.parser->reset(head_request);
@@ -712,7 +712,7 @@ Result<std::unique_ptr<HttpClient>> HttpClient::create(HttpClientOptions options
 }
 
 Result<std::unique_ptr<HttpClient>> detail::ClientAccess::create_on(asio::io_context& io,
-                                                                     HttpClientOptions options) {
+                                                                    HttpClientOptions options) {
   CIVICBUS_RETURN_IF_ERROR(options.validate());
   auto impl = std::make_unique<HttpClient::Impl>();
   impl->options = std::move(options);

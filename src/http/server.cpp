@@ -62,7 +62,8 @@ void append_response(std::string& out, const HttpResponse& response, bool head_r
   out += "\r\n";
   for (const auto& [name, value] : response.headers) {
     // A field that could split the response, or one the server owns, is dropped.
-    if (name.empty() || !is_safe_field_text(name) || !is_safe_field_text(value) || is_framing_field(name)) {
+    if (name.empty() || !is_safe_field_text(name) || !is_safe_field_text(value) ||
+        is_framing_field(name)) {
       continue;
     }
     out += name;

@@ -11,8 +11,8 @@
 #include <filesystem>
 
 #include "civicbus/core/crypto.hpp"
-#include "core/mbedtls_compat.hpp"
 #include "core/ascii.hpp"
+#include "core/mbedtls_compat.hpp"
 
 namespace civicbus::http {
 

@@ -24,9 +24,9 @@
 
 #include "civicbus/core/json_schema_compat.hpp"
 #include "civicbus/node/node.hpp"
+#include "core/ascii.hpp"
 #include "core/edit_distance.hpp"
 #include "node/config_loader.hpp"
-#include "core/ascii.hpp"
 
 namespace civicbus {
 namespace config_detail {
@@ -210,9 +210,8 @@ Result<double> Loader::read_number(const Entry& e, double min, double max) const
 Result<std::chrono::seconds> Loader::read_seconds(const Entry& e) const {
   CIVICBUS_ASSIGN_OR_RETURN(auto d, read_duration(e));
   if (d.count() % 1000 != 0) {
-    return fail(e.value,
-                fmt::format("'{}' must be whole seconds like 30s or 5m; got '{}'", e.key,
-                            e.value.Scalar()));
+    return fail(e.value, fmt::format("'{}' must be whole seconds like 30s or 5m; got '{}'", e.key,
+                                     e.value.Scalar()));
   }
   return std::chrono::duration_cast<std::chrono::seconds>(d);
 }
@@ -234,8 +233,8 @@ Result<std::string> Loader::read_secret(const YAML::Node& value, std::string_vie
   }
   const char* env = std::getenv(std::string(name).c_str());
   if (env == nullptr || *env == '\0') {
-    return fail(value, fmt::format("{}: environment variable '{}' is not set (or empty)", what,
-                                   name));
+    return fail(value,
+                fmt::format("{}: environment variable '{}' is not set (or empty)", what, name));
   }
   return std::string(env);
 }
@@ -604,10 +603,9 @@ Result<NodeOptions> Loader::load(std::string_view text) {
                   "the configuration must be a mapping with sections node, logging, "
                   "security, log, broker, topics, schemas, gateway, webhooks");
     }
-    CIVICBUS_ASSIGN_OR_RETURN(
-        Fields f, fields(root, "the configuration", "",
-                         {"node", "logging", "security", "log", "broker", "topics", "schemas",
-                          "gateway", "webhooks"}));
+    CIVICBUS_ASSIGN_OR_RETURN(Fields f, fields(root, "the configuration", "",
+                                               {"node", "logging", "security", "log", "broker",
+                                                "topics", "schemas", "gateway", "webhooks"}));
     for (const Entry& e : f.entries()) {
       Status s;
       if (e.key == "node") s = load_node(e, out);

@@ -829,10 +829,10 @@ Status Loader::load_versions(const Entry& e, GatewayOptions& out) const {
 }
 
 Status Loader::load_jwt(const Entry& e, gateway::JwtAuthOptions& out) const {
-  CIVICBUS_ASSIGN_OR_RETURN(Fields f, fields(e.value, "'gateway.jwt'", "in gateway.jwt",
-                                             {"jwks_file", "jwks_url", "jwks_ca_file",
-                                              "refresh_min_interval", "issuer", "audiences",
-                                              "leeway", "consumer_claim"}));
+  CIVICBUS_ASSIGN_OR_RETURN(
+      Fields f, fields(e.value, "'gateway.jwt'", "in gateway.jwt",
+                       {"jwks_file", "jwks_url", "jwks_ca_file", "refresh_min_interval", "issuer",
+                        "audiences", "leeway", "consumer_claim"}));
   if (const Entry* v = f.get("jwks_file")) {
     CIVICBUS_ASSIGN_OR_RETURN(std::string file, read_string(*v));
     out.jwks_file = resolve(file);
@@ -841,9 +841,8 @@ Status Loader::load_jwt(const Entry& e, gateway::JwtAuthOptions& out) const {
     CIVICBUS_ASSIGN_OR_RETURN(out.jwks_url, read_string(*v));
     if (!out.jwks_url.empty() && !out.jwks_url.starts_with("http://") &&
         !out.jwks_url.starts_with("https://")) {
-      return fail(v->value,
-                  fmt::format("'jwks_url' must be an http:// or https:// URL; got '{}'",
-                              out.jwks_url));
+      return fail(v->value, fmt::format("'jwks_url' must be an http:// or https:// URL; got '{}'",
+                                        out.jwks_url));
     }
   }
   if (const Entry* v = f.get("jwks_ca_file")) {

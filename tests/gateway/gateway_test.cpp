@@ -7,8 +7,8 @@
 #include <atomic>
 #include <map>
 #include <mutex>
-#include <set>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "civicbus/core/crypto.hpp"
@@ -35,30 +35,31 @@ const std::string kHmacSecret(40, 's');
 // An upstream that answers with what it received, as JSON.
 struct EchoUpstream {
   explicit EchoUpstream(std::string name = "echo") : name(std::move(name)) {
-    server = std::make_unique<http::HttpServer>(http::HttpServerOptions{},
-                                                [this](const HttpRequest& r) {
-      calls.fetch_add(1);
-      if (r.path == "/health") {
-        return HttpResponse::text(healthy.load() ? 200 : 500, "health\n");
-      }
-      if (r.path.find("/fail") != std::string::npos) return HttpResponse::text(503, "down\n");
-      if (r.path.find("/slow") != std::string::npos) std::this_thread::sleep_for(300ms);
-      Json headers = Json::object();
-      for (const auto& [n, v] : r.headers) {
-        std::string lower;
-        for (char c : n) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        headers.set(lower, v);
-      }
-      HttpResponse out;
-      out.headers.add("Content-Type", "application/json");
-      out.body = Json::object({{"upstream", this->name},
-                               {"method", r.method},
-                               {"target", r.target},
-                               {"body", r.body},
-                               {"headers", std::move(headers)}})
-                     .dump();
-      return out;
-    });
+    server =
+        std::make_unique<http::HttpServer>(http::HttpServerOptions{}, [this](const HttpRequest& r) {
+          calls.fetch_add(1);
+          if (r.path == "/health") {
+            return HttpResponse::text(healthy.load() ? 200 : 500, "health\n");
+          }
+          if (r.path.find("/fail") != std::string::npos) return HttpResponse::text(503, "down\n");
+          if (r.path.find("/slow") != std::string::npos) std::this_thread::sleep_for(300ms);
+          Json headers = Json::object();
+          for (const auto& [n, v] : r.headers) {
+            std::string lower;
+            for (char c : n)
+              lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            headers.set(lower, v);
+          }
+          HttpResponse out;
+          out.headers.add("Content-Type", "application/json");
+          out.body = Json::object({{"upstream", this->name},
+                                   {"method", r.method},
+                                   {"target", r.target},
+                                   {"body", r.body},
+                                   {"headers", std::move(headers)}})
+                         .dump();
+          return out;
+        });
     auto p = server->start();
     REQUIRE(p.ok());
     port = *p;
@@ -190,7 +191,7 @@ TEST_CASE("gateway: a public route is proxied with the path rewritten and trace 
   CHECK(h.get_string("x-request-id") == "req-123");
   const std::string forwarded = h.get_string("traceparent");
   CHECK(forwarded.substr(0, 36) == trace.substr(0, 36));  // same trace id
-  CHECK(forwarded != trace);                               // the gateway's own span
+  CHECK(forwarded != trace);                              // the gateway's own span
   CHECK(forwarded.substr(53) == "01");
   CHECK(h.get_string("x-forwarded-for") == "127.0.0.1");
   CHECK(h.get_string("x-forwarded-proto") == "http");
@@ -238,7 +239,8 @@ TEST_CASE("gateway: API keys authenticate, are stripped, and groups are enforced
   CHECK(j.find("headers")->get_string("x-consumer-id") == "permits-portal");
   CHECK(j.find("headers")->get_string("x-consumer-groups") == "public-apps");
   CHECK_FALSE(j.find("headers")->contains("apikey"));
-  r = c.send(gw->port(), "GET", "/permits/7", {{"Authorization", "ApiKey " + std::string(kPortalKey)}});
+  r = c.send(gw->port(), "GET", "/permits/7",
+             {{"Authorization", "ApiKey " + std::string(kPortalKey)}});
   CHECK(r.status == 200);
   r = c.send(gw->port(), "GET", "/permits/7", {{"X-API-Key", std::string(kPortalKey)}});
   CHECK(r.status == 200);
@@ -412,7 +414,8 @@ TEST_CASE("gateway: an unknown kid refreshes the JWKS from its URL, at most once
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
-  Json claims = Json::object({{"sub", "permits-portal"}, {"exp", static_cast<long long>(now + 60)}});
+  Json claims =
+      Json::object({{"sub", "permits-portal"}, {"exp", static_cast<long long>(now + 60)}});
   auto call = [&](const Jwk& key) {
     auto token = sign_jwt(claims, key, random);
     REQUIRE(token.ok());
@@ -460,7 +463,8 @@ TEST_CASE("gateway: HMAC signatures authenticate once, and replays and stale dat
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
   HttpRequest good = signed_request(now, "n-1");
-  std::vector<std::pair<std::string, std::string>> headers(good.headers.begin(), good.headers.end());
+  std::vector<std::pair<std::string, std::string>> headers(good.headers.begin(),
+                                                           good.headers.end());
   HttpResponse r = c.send(gw->port(), "POST", good.target, headers, good.body);
   REQUIRE_MESSAGE(r.status == 200, r.body);
   CHECK(body_json(r).find("headers")->get_string("x-consumer-id") == "permits-portal");
@@ -469,8 +473,8 @@ TEST_CASE("gateway: HMAC signatures authenticate once, and replays and stale dat
   CHECK(r.status == 401);
   // A stale signature.
   HttpRequest stale = signed_request(now - 3600, "n-2");
-  r = c.send(gw->port(), "POST", stale.target,
-             {stale.headers.begin(), stale.headers.end()}, stale.body);
+  r = c.send(gw->port(), "POST", stale.target, {stale.headers.begin(), stale.headers.end()},
+             stale.body);
   CHECK(r.status == 401);
   // A body that does not match its digest.
   HttpRequest fresh = signed_request(now, "n-3");
@@ -553,7 +557,12 @@ TEST_CASE("gateway: load shedding refuses low-priority consumers first") {
   };
   // Seven normal-tier requests in flight: at the low tier's 70% share.
   for (int i = 0; i < 7; ++i) send(kPortalKey);
-  for (int i = 0; i < 200 && [&] { std::lock_guard l(mu); return held.size(); }() < 7; ++i) {
+  for (int i = 0; i < 200 &&
+                  [&] {
+                    std::lock_guard l(mu);
+                    return held.size();
+                  }() < 7;
+       ++i) {
     std::this_thread::sleep_for(5ms);
   }
   Client c;
@@ -565,7 +574,12 @@ TEST_CASE("gateway: load shedding refuses low-priority consumers first") {
   // Critical and normal tiers still pass: send them and let everything go.
   send(kAdminKey);
   send(kPortalKey);
-  for (int i = 0; i < 200 && [&] { std::lock_guard l(mu); return held.size(); }() < 9; ++i) {
+  for (int i = 0; i < 200 &&
+                  [&] {
+                    std::lock_guard l(mu);
+                    return held.size();
+                  }() < 9;
+       ++i) {
     std::this_thread::sleep_for(5ms);
   }
   {
@@ -603,7 +617,8 @@ TEST_CASE("gateway: round robin, retries on another target, breaker and 503 when
   const auto& targets = m.find("upstreams")->find("permits")->as_array();
   CHECK(targets[2].get_string("breaker") == "open");
   // A POST to a failing path is not retried: 503 from the upstream passes through.
-  HttpResponse r = c.send(gw->port(), "POST", "/permits/fail", {{"apikey", std::string(kPortalKey)}});
+  HttpResponse r =
+      c.send(gw->port(), "POST", "/permits/fail", {{"apikey", std::string(kPortalKey)}});
   CHECK(r.status == 503);
   // Every target down: 503 from the gateway.
   a.server->stop();
@@ -641,7 +656,8 @@ TEST_CASE("gateway: a slow upstream gets 504, and active health checks take a ta
   b.healthy = true;
   std::this_thread::sleep_for(300ms);
   std::set<std::string> seen;
-  for (int i = 0; i < 4; ++i) seen.insert(body_json(c.send(gw->port(), "GET", "/public")).get_string("upstream"));
+  for (int i = 0; i < 4; ++i)
+    seen.insert(body_json(c.send(gw->port(), "GET", "/public")).get_string("upstream"));
   CHECK(seen.size() == 2);
 }
 
@@ -656,16 +672,16 @@ TEST_CASE("gateway: in-process routes get params, consumer and request id") {
   route.auth = {AuthMethod::kApiKey};
   route.summary = "Readings of a device";
   REQUIRE(gw->add_route(route, [](const GatewayRequest& r) {
-                return HttpResponse::text(200, std::string(r.param("id")) + " for " +
-                                                   std::string(r.consumer_id) + " " +
-                                                   std::string(r.request_id.substr(0, 4)));
-              }).ok());
+              return HttpResponse::text(200, std::string(r.param("id")) + " for " +
+                                                 std::string(r.consumer_id) + " " +
+                                                 std::string(r.request_id.substr(0, 4)));
+            }).ok());
   RouteOptions boom = route;
   boom.id = "devices.boom";
   boom.path = "/devices/{id}/boom";
   REQUIRE(gw->add_route(boom, [](const GatewayRequest&) -> HttpResponse {
-                throw std::runtime_error("handler bug");
-              }).ok());
+              throw std::runtime_error("handler bug");
+            }).ok());
   Client c;
   HttpResponse r = c.send(gw->port(), "GET", "/devices/m%2D7/readings",
                           {{"apikey", std::string(kPortalKey)}, {"X-Request-Id", "abcd-1"}});
@@ -734,7 +750,8 @@ TEST_CASE("gateway: deprecated versions get Deprecation, Sunset and Link, then 4
   CHECK(up.calls.load() == 1);
 }
 
-TEST_CASE("gateway: admin API needs an admin consumer and creates consumers with a key shown once") {
+TEST_CASE(
+    "gateway: admin API needs an admin consumer and creates consumers with a key shown once") {
   EchoUpstream up;
   auto gw = start_gateway(base_options(up));
   Client c;
@@ -966,10 +983,9 @@ TEST_CASE("gateway: TLS listener, client certificates mapped to consumers, https
   up_tls.default_certificate = {pki.server, pki.server_key};
   up_options.tls = up_tls;
   http::HttpServer upstream(up_options, [](const HttpRequest& r) {
-    return HttpResponse::text(200, "secure upstream saw " +
-                                       std::string(r.headers.get("X-Consumer-Id").value_or("-")) +
-                                       " via " +
-                                       std::string(r.headers.get("X-Forwarded-Proto").value_or("")));
+    return HttpResponse::text(
+        200, "secure upstream saw " + std::string(r.headers.get("X-Consumer-Id").value_or("-")) +
+                 " via " + std::string(r.headers.get("X-Forwarded-Proto").value_or("")));
   });
   auto up_port = upstream.start();
   REQUIRE(up_port.ok());
@@ -1062,9 +1078,9 @@ TEST_CASE("gateway: a JWKS URL over https, verified against its CA") {
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
-  auto token = sign_jwt(
-      Json::object({{"sub", "permits-portal"}, {"exp", static_cast<long long>(now + 60)}}), key,
-      random);
+  auto token =
+      sign_jwt(Json::object({{"sub", "permits-portal"}, {"exp", static_cast<long long>(now + 60)}}),
+               key, random);
   REQUIRE(token.ok());
   Client c;
   HttpResponse r = c.send(gw->port(), "GET", "/permits", {{"Authorization", "Bearer " + *token}});

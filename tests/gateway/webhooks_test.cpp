@@ -118,7 +118,9 @@ class Receiver {
   std::uint16_t port_ = 0;
 };
 
-HttpResponse status(int code, std::string body = {}) { return HttpResponse::text(code, std::move(body)); }
+HttpResponse status(int code, std::string body = {}) {
+  return HttpResponse::text(code, std::move(body));
+}
 
 // ---- the dispatcher over a broker ------------------------------------------------------------
 
@@ -236,7 +238,9 @@ constexpr std::int64_t kSpecTimestamp = 1614265330;
 constexpr std::string_view kSpecBody = R"({"test": 2432232314})";
 constexpr std::string_view kSpecSignature = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
 
-SystemTime at(std::int64_t unix_seconds) { return SystemTime{std::chrono::seconds(unix_seconds)}; }
+SystemTime at(std::int64_t unix_seconds) {
+  return SystemTime{std::chrono::seconds(unix_seconds)};
+}
 
 TEST_CASE("webhooks: signature matches the Standard Webhooks example vector") {
   auto sig = sign_webhook(kSpecSecret, kSpecId, kSpecTimestamp, kSpecBody);
@@ -268,10 +272,11 @@ TEST_CASE("webhooks: verify rejects a bad signature, a stale timestamp and missi
   CHECK(bad.code() == ErrorCode::kUnauthenticated);
   CHECK(bad.message().find("no webhook signature matches") != std::string::npos);
   // The body, the id or the timestamp changed: the signature no longer matches.
-  CHECK_FALSE(verify_webhook(secrets, kSpecId, "1614265330", kSpecSignature,
-                             R"({"test": 2432232315})", now)
-                  .ok());
-  CHECK_FALSE(verify_webhook(secrets, "msg_other", "1614265330", kSpecSignature, kSpecBody, now).ok());
+  CHECK_FALSE(
+      verify_webhook(secrets, kSpecId, "1614265330", kSpecSignature, R"({"test": 2432232315})", now)
+          .ok());
+  CHECK_FALSE(
+      verify_webhook(secrets, "msg_other", "1614265330", kSpecSignature, kSpecBody, now).ok());
   CHECK_FALSE(verify_webhook(secrets, kSpecId, "1614265331", kSpecSignature, kSpecBody, now).ok());
   // Another secret.
   SeededRandom random(1);
@@ -419,7 +424,8 @@ TEST_CASE("webhooks: the event type filter and secret rotation") {
   CHECK(got.signature.find(' ') != std::string::npos);  // both secrets sign during the overlap
   const SystemTime now = std::chrono::system_clock::now();
   CHECK(verify_webhook({s.secret}, got.id, got.timestamp, got.signature, got.body, now).ok());
-  CHECK(verify_webhook({rotated->secret}, got.id, got.timestamp, got.signature, got.body, now).ok());
+  CHECK(
+      verify_webhook({rotated->secret}, got.id, got.timestamp, got.signature, got.body, now).ok());
 }
 
 TEST_CASE("webhooks: retries follow the schedule within the jitter bounds") {
@@ -468,7 +474,8 @@ TEST_CASE("webhooks: retries follow the schedule within the jitter bounds") {
   }
   // The same webhook-id each time, a fresh timestamp and signature.
   const auto reqs = r.requests();
-  const auto first = std::find_if(reqs.begin(), reqs.end(), [&](const Received& x) { return x.id == reqs.back().id; });
+  const auto first = std::find_if(reqs.begin(), reqs.end(),
+                                  [&](const Received& x) { return x.id == reqs.back().id; });
   CHECK(first->timestamp != reqs.back().timestamp);
   CHECK(first->signature != reqs.back().signature);
 }
@@ -496,7 +503,8 @@ TEST_CASE("webhooks: 4xx, 5xx and timeouts are retried, then the DLQ keeps the l
   CHECK(h.retries("gis").front().last_error.find("HTTP 404") != std::string::npos);
   clock.advance(1000ms);
   h.d().run_due();
-  REQUIRE(h.wait([&] { return !h.retries("gis").empty() && h.retries("gis").front().attempts == 2; }));
+  REQUIRE(
+      h.wait([&] { return !h.retries("gis").empty() && h.retries("gis").front().attempts == 2; }));
   CHECK(h.retries("gis").front().last_error.find("deadline_exceeded") != std::string::npos);
   // A blocking handler holds its server worker: let the slow one finish first.
   std::this_thread::sleep_for(350ms);
@@ -513,8 +521,9 @@ TEST_CASE("webhooks: 4xx, 5xx and timeouts are retried, then the DLQ keeps the l
   CHECK(h.retries("gis").empty());
   CHECK(h.state("gis").dead_letters == 1);
   REQUIRE(h.wait([&] {
-    return h.metrics().find("civicbus_webhook_deliveries_total{outcome=\"dead_lettered\","
-                            "subscription=\"gis\"} 1") != std::string::npos;
+    return h.metrics().find(
+               "civicbus_webhook_deliveries_total{outcome=\"dead_lettered\","
+               "subscription=\"gis\"} 1") != std::string::npos;
   }));
   const std::string m = h.metrics();
   for (const char* result : {"http_4xx", "http_5xx", "timeout"}) {
@@ -653,7 +662,9 @@ std::string file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
-std::string db_bytes(BrokerFixture& f) { return file_bytes(f.path()) + file_bytes(f.path() + "-wal"); }
+std::string db_bytes(BrokerFixture& f) {
+  return file_bytes(f.path()) + file_bytes(f.path() + "-wal");
+}
 bool contains(const std::string& haystack, std::string_view needle) {
   return haystack.find(needle) != std::string::npos;
 }
@@ -708,10 +719,14 @@ TEST_CASE("webhooks: secrets and parked bodies are sealed at rest and bound to t
   CHECK(h.wait([&] { return h.retries("gis").empty(); }));
 
   // A body moved to another row no longer opens: an error, not another event's body.
-  REQUIRE(h.f().db().execute_script(
-      "UPDATE webhook_dead_letters SET body = (SELECT d2.body FROM webhook_dead_letters d2 "
-      "WHERE d2.event_id = 'ev-sealed-2' AND d2.subscription_id = 'archive') "
-      "WHERE event_id = 'ev-sealed-1' AND subscription_id = 'archive'").ok());
+  REQUIRE(
+      h.f()
+          .db()
+          .execute_script(
+              "UPDATE webhook_dead_letters SET body = (SELECT d2.body FROM webhook_dead_letters d2 "
+              "WHERE d2.event_id = 'ev-sealed-2' AND d2.subscription_id = 'archive') "
+              "WHERE event_id = 'ev-sealed-1' AND subscription_id = 'archive'")
+          .ok());
   auto swapped = h.d().dead_letters("archive");
   CHECK(swapped.status().code() == ErrorCode::kDataLoss);
   CHECK(contains(swapped.status().message(), "event ev-sealed-1 does not decrypt"));
@@ -769,14 +784,22 @@ TEST_CASE("webhooks: rows stored in clear by the first version are sealed on ope
       broker::CloudEvent::parse(R"({"specversion":"1.0","id":"ev-legacy","source":"urn:x",)"
                                 R"("type":"permit.issued","data":{"permit":"LEGACY-CLEAR-BODY"}})")
           ->to_json();
-  REQUIRE(h.f().db().execute("UPDATE webhook_subscriptions SET secret = ?, sealed = 0",
-                             {storage::Value{std::string_view(s.secret)}}).ok());
-  REQUIRE(h.f().db().execute("UPDATE webhook_retries SET body = ?, sealed = 0",
-                             {storage::Value{storage::Blob{body}}}).ok());
+  REQUIRE(h.f()
+              .db()
+              .execute("UPDATE webhook_subscriptions SET secret = ?, sealed = 0",
+                       {storage::Value{std::string_view(s.secret)}})
+              .ok());
+  REQUIRE(h.f()
+              .db()
+              .execute("UPDATE webhook_retries SET body = ?, sealed = 0",
+                       {storage::Value{storage::Blob{body}}})
+              .ok());
   h.open();
   auto sealed = h.f().db().query_int("SELECT count(*) FROM webhook_retries WHERE sealed = 1");
   CHECK(sealed->value_or(0) == 1);
-  CHECK(h.f().db().query_int("SELECT count(*) FROM webhook_subscriptions WHERE secret LIKE 'whsec_%'")
+  CHECK(h.f()
+            .db()
+            .query_int("SELECT count(*) FROM webhook_subscriptions WHERE secret LIKE 'whsec_%'")
             ->value_or(-1) == 0);
   r.set([](const HttpRequest&, int) { return status(200); });
   clock.advance(61s);
@@ -863,9 +886,12 @@ TEST_CASE("webhooks: a retry row that cannot be written leaves only its event wi
   o.max_concurrent = 8;
   h.create(o);
   // The row of one event is refused; the group commit must not take the others with it.
-  REQUIRE(h.f().db().execute_script(
-      "CREATE TRIGGER refuse_poison BEFORE INSERT ON webhook_retries "
-      "WHEN NEW.event_id = 'ev-poison' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;").ok());
+  REQUIRE(h.f()
+              .db()
+              .execute_script("CREATE TRIGGER refuse_poison BEFORE INSERT ON webhook_retries "
+                              "WHEN NEW.event_id = 'ev-poison' BEGIN SELECT RAISE(ABORT, 'refused "
+                              "by the test'); END;")
+              .ok());
   for (int i = 0; i < 4; ++i) h.publish_id("ev-ok-" + std::to_string(i), "BP");
   h.publish_id("ev-poison", "BP");
   REQUIRE(h.wait([&] { return h.retries("gis").size() == 4; }));
@@ -879,7 +905,8 @@ TEST_CASE("webhooks: a retry row that cannot be written leaves only its event wi
   REQUIRE(h.f().db().execute_script("DROP TRIGGER refuse_poison").ok());
   REQUIRE(h.wait([&] { return h.retries("gis").size() == 5; }));
   const auto rows = h.retries("gis");
-  CHECK(std::any_of(rows.begin(), rows.end(), [](const WebhookRetry& w) { return w.event_id == "ev-poison"; }));
+  CHECK(std::any_of(rows.begin(), rows.end(),
+                    [](const WebhookRetry& w) { return w.event_id == "ev-poison"; }));
 }
 
 }  // namespace

@@ -536,10 +536,11 @@ TEST_CASE("http server async: a responder sent from another thread answers the r
     const int worker = static_cast<int>(responder.worker());
     if (worker > max_worker.load()) max_worker = worker;
     std::lock_guard lock(mu);
-    helpers.emplace_back([request = std::move(request), responder = std::move(responder)]() mutable {
-      std::this_thread::sleep_for(5ms);
-      responder.send(HttpResponse::text(200, request.path + " from " + request.remote_address));
-    });
+    helpers.emplace_back(
+        [request = std::move(request), responder = std::move(responder)]() mutable {
+          std::this_thread::sleep_for(5ms);
+          responder.send(HttpResponse::text(200, request.path + " from " + request.remote_address));
+        });
   });
   REQUIRE(server.start().ok());
   {
@@ -621,8 +622,8 @@ TEST_CASE("http server async: a dropped responder or a throwing handler gives 50
 TEST_CASE("http server async: stop() while a handler holds a responder, which is sent later") {
   std::mutex mu;
   std::optional<HttpResponder> held;
-  auto server = std::make_unique<HttpServer>(
-      HttpServerOptions{}, [&](HttpRequest, HttpResponder responder) {
+  auto server =
+      std::make_unique<HttpServer>(HttpServerOptions{}, [&](HttpRequest, HttpResponder responder) {
         std::lock_guard lock(mu);
         held = std::move(responder);
       });

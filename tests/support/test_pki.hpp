@@ -68,9 +68,9 @@ struct Pki {
     ca_key = path("ca.key");
     key("ca.key", false);
     write_file(path("ca.cnf"),
-                   "[req]\ndistinguished_name=dn\nprompt=no\n[dn]\nO=civicbus tests\n"
-                   "CN=civicbus test CA\n[v3]\nbasicConstraints=critical,CA:TRUE\n"
-                   "keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n");
+               "[req]\ndistinguished_name=dn\nprompt=no\n[dn]\nO=civicbus tests\n"
+               "CN=civicbus test CA\n[v3]\nbasicConstraints=critical,CA:TRUE\n"
+               "keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n");
     openssl({"req", "-x509", "-new", "-key", ca_key, "-config", path("ca.cnf"), "-extensions", "v3",
              "-days", "30", "-out", ca});
 
@@ -118,6 +118,5 @@ inline const Pki& pki() {
   static const Pki instance;
   return instance;
 }
-
 
 }  // namespace civicbus::testing

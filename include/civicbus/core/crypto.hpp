@@ -19,11 +19,11 @@ std::string hmac_sha256(std::string_view key, std::string_view data);
 // Compares in time that depends only on the lengths.
 bool constant_time_equal(std::string_view a, std::string_view b);
 
-std::string to_hex(std::string_view bytes);                 // lower case
+std::string to_hex(std::string_view bytes);  // lower case
 Result<std::string> from_hex(std::string_view hex);
-std::string base64_encode(std::string_view bytes);          // RFC 4648 §4, padded
+std::string base64_encode(std::string_view bytes);  // RFC 4648 §4, padded
 Result<std::string> base64_decode(std::string_view text);
-std::string base64url_encode(std::string_view bytes);       // RFC 4648 §5, no padding
+std::string base64url_encode(std::string_view bytes);  // RFC 4648 §5, no padding
 
 // Associated data that binds a sealed value to where it is stored: `label`, then each field
 // with a 32-bit big-endian length in front, so that no two field lists give the same bytes.

@@ -41,7 +41,7 @@ struct GatewayRequest {
   const http::HttpRequest& http;
   std::string_view route_id;
   const std::vector<std::pair<std::string, std::string>>& params;  // {id} values, decoded
-  std::string_view consumer_id;  // "" when anonymous
+  std::string_view consumer_id;                                    // "" when anonymous
   const std::vector<std::string>& consumer_groups;
   std::string_view request_id;
 

@@ -96,7 +96,7 @@ struct LoadShedderOptions {
   std::uint32_t max_limit = 10'000;
   double tolerance = 3.0;  // latency may grow this much over min_latency before shrinking
   std::chrono::milliseconds sample_window{250};
-  std::size_t min_samples = 20;  // a window with fewer samples does not change the limit
+  std::size_t min_samples = 20;            // a window with fewer samples does not change the limit
   std::uint32_t min_latency_refresh = 40;  // windows between re-measuring min_latency
   // Share of the limit each tier may fill, tier 0 first; non-increasing, the first 1.0.
   // Default: critical 100%, normal 90%, low 70%.

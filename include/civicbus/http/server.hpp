@@ -115,7 +115,6 @@ class HttpServer {
   Status reload_tls();
   Status reload_tls(const TlsServerOptions& options);
 
-
  private:
   friend struct detail::ServerAccess;  // src/http/server_access.hpp: the workers' event loops
 
