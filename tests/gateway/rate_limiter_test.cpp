@@ -188,6 +188,9 @@ TEST_CASE("rate_limiter: threads hammering one key never exceed the limit") {
     });
   }
   threads.emplace_back([&] {
+    // Time moves only once the first 100 tokens are gone: a full bucket caps its refill, so
+    // advancing while it is still full would (rightly) add fewer than 30 tokens.
+    while (allowed.load() < 100) std::this_thread::yield();
     for (int s = 0; s < 30; ++s) {
       clock.advance(seconds{1});
       std::this_thread::yield();
