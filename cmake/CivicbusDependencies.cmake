@@ -7,6 +7,9 @@ find_package(SQLite3 REQUIRED)
 find_package(yaml-cpp REQUIRED)
 # libexpat: the gateway's XML body transforms (src/gateway/transform.cpp).
 find_package(EXPAT REQUIRED)
+# Eclipse Paho MQTT C++ (and the C library under it): the device fleet's MQTT ingestion
+# (src/fleet/mqtt_*.cpp).
+find_package(PahoMqttCpp REQUIRED)
 
 find_path(ASIO_INCLUDE_DIR asio.hpp REQUIRED)
 add_library(civicbus_deps::asio INTERFACE IMPORTED)

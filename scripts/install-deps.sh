@@ -9,9 +9,9 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # libraries (see docs/ARCHITECTURE.md, "Dependencies")
   libasio-dev libfmt-dev libsimdjson-dev libsqlite3-dev libmbedtls-dev libyaml-cpp-dev
-  doctest-dev node-llhttp libexpat1-dev
+  doctest-dev node-llhttp libexpat1-dev libpaho-mqttpp-dev tzdata
   # tools and peers used by tests and benchmarks
-  sqlite3 nats-server libnats-dev redis-server nginx wrk openssl
+  sqlite3 nats-server libnats-dev redis-server nginx wrk openssl mosquitto mosquitto-clients
   # sanitizer and fuzzer runtimes
   clang libclang-rt-14-dev
 )
@@ -36,6 +36,6 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # The peers are started by the tests and benchmarks themselves, on loopback; the distro
 # services are not needed.
-for svc in redis-server nats-server; do
+for svc in redis-server nats-server mosquitto; do
   $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done

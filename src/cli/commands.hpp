@@ -48,6 +48,8 @@ enum class NodeParts {
   kBrokerOnly,    // no gateway, no webhook dispatcher
   kWithWebhooks,  // the webhook dispatcher too (the `webhooks` commands); an empty one when
                   // the configuration has no webhooks section
+  kWithFleet,     // the device fleet too (the `devices` commands), without its MQTT link and
+                  // edge uplink; a default one when the configuration has no fleet section
 };
 
 // Opens a node for an operator command from --config and/or --data-dir (one is required).
@@ -97,6 +99,8 @@ int run_openapi(const Args& args);
 int run_audit_verify(const Args& args);
 int run_audit_list(const Args& args);
 int run_webhooks_list(const Args& args);
+int run_devices_import(const Args& args);
+int run_devices_list(const Args& args);
 int run_webhooks_dlq(const Args& args);
 int run_webhooks_replay(const Args& args);
 

@@ -72,6 +72,15 @@ Result<NodeOptions> load_options(const Args& args, std::string_view command, int
   } else {
     options.webhooks.reset();
   }
+  // The fleet's MQTT link and edge uplink belong to the running node (`serve`); an operator
+  // command works on the registry only.
+  if (parts == NodeParts::kWithFleet) {
+    if (!options.fleet) options.fleet.emplace();
+    options.fleet->mqtt.reset();
+    options.fleet->edge.reset();
+  } else {
+    options.fleet.reset();
+  }
   if (!args.has("verbose") &&
       static_cast<int>(options.logging.level) < static_cast<int>(LogLevel::kWarn)) {
     options.logging.level = LogLevel::kWarn;

@@ -106,6 +106,22 @@ constexpr OptionSpec kAuditListOptions[] = {kConfigOption,
                                             {"from", true, "SEQ", "first record (default 1)"},
                                             {"limit", true, "N", "records to show (default 100)"},
                                             kVerboseOption};
+constexpr OptionSpec kDevicesImportOptions[] = {
+    kConfigOption,
+    kDataDirOption,
+    {"format", true, "csv|json", "the file's format (default: by its extension or content)"},
+    {"keys", true, "FILE", "write the certificates and private keys here (mode 0600, new file)"},
+    {"errors", true, "FILE", "write the refused rows as CSV (where,field,reason)"},
+    {"actor", true, "NAME", "who is recorded as provisioning (default civicbus-cli)"},
+    {"json", false, "", "print the report, keys included, as JSON"},
+    kVerboseOption};
+constexpr OptionSpec kDevicesListOptions[] = {kConfigOption,
+                                              kDataDirOption,
+                                              {"type", true, "TYPE", "only this device type"},
+                                              {"status", true, "STATUS", "only this status"},
+                                              {"limit", true, "N", "at most N (default 1000)"},
+                                              {"json", false, "", "print JSON lines"},
+                                              kVerboseOption};
 constexpr OptionSpec kWebhooksListOptions[] = {
     kConfigOption, kDataDirOption, {"json", false, "", "print JSON lines"}, kVerboseOption};
 constexpr OptionSpec kWebhooksDlqOptions[] = {kConfigOption,
@@ -195,6 +211,20 @@ constexpr Command kCommands[] = {
     {"audit list", "print audit records as JSON lines",
      "civicbus audit list (--config FILE | --data-dir DIR) [--from SEQ] [--limit N]",
      kAuditListOptions, 0, run_audit_list, ""},
+    {"devices import", "provision devices from a CSV or JSON list (certificates included)",
+     "civicbus devices import (--config FILE | --data-dir DIR) FILE (--keys FILE | --json)",
+     kDevicesImportOptions, 1, run_devices_import,
+     "Validates every row; good rows are provisioned (each gets an X.509 certificate from the\n"
+     "node's device CA, its MQTT topics and its type's alert rules) while bad rows are listed\n"
+     "by line with the reason. Shows a progress bar on a terminal. The private keys are shown\n"
+     "once: they go to the --keys file (created with mode 0600) and are never stored. CSV\n"
+     "columns: serial,type,lat,lon,asset_id,id,model,firmware_version,install_date,\n"
+     "department,project,network,tags (k=v;k=v). Exit 1 when a row was refused.\n\n"
+     "Example:\n  civicbus devices import --config node.yaml meters.csv --keys meters-keys.pem\n"},
+    {"devices list", "list the fleet's devices",
+     "civicbus devices list (--config FILE | --data-dir DIR) [--type TYPE] [--status S] [--json]",
+     kDevicesListOptions, 0, run_devices_list,
+     "Example:\n  civicbus devices list --config node.yaml --type water_meter\n"},
     {"webhooks list", "list webhook subscriptions with their state, retries and dead letters",
      "civicbus webhooks list (--config FILE | --data-dir DIR) [--json]", kWebhooksListOptions, 0,
      run_webhooks_list,

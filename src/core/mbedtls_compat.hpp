@@ -13,6 +13,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/version.h>
+#include <mbedtls/x509_crt.h>
 
 #include <cstddef>
 #include <vector>
@@ -107,6 +108,34 @@ inline int pk_check_pair(const mbedtls_pk_context* pub, const mbedtls_pk_context
   (void)rng;
   (void)rng_state;
   return mbedtls_pk_check_pair(pub, prv);
+#endif
+}
+
+// ---- Key parsing and certificate writing (fleet/device_ca.cpp) ----
+// 3.x takes an RNG for private-key parsing (blinding); 2.x does not.
+inline int pk_parse_key(mbedtls_pk_context* pk, const unsigned char* key, std::size_t key_len,
+                        RngFunction rng, void* rng_state) {
+#if MBEDTLS_VERSION_MAJOR >= 3
+  return mbedtls_pk_parse_key(pk, key, key_len, nullptr, 0, rng, rng_state);
+#else
+  (void)rng;
+  (void)rng_state;
+  return mbedtls_pk_parse_key(pk, key, key_len, nullptr, 0);
+#endif
+}
+
+// The certificate serial from big-endian bytes: 3.x deprecates the MPI form for a raw one.
+inline int x509write_crt_set_serial_bytes(mbedtls_x509write_cert* crt, const unsigned char* bytes,
+                                          std::size_t len) {
+#if MBEDTLS_VERSION_MAJOR >= 3
+  return mbedtls_x509write_crt_set_serial_raw(crt, const_cast<unsigned char*>(bytes), len);
+#else
+  mbedtls_mpi serial;
+  mbedtls_mpi_init(&serial);
+  int rc = mbedtls_mpi_read_binary(&serial, bytes, len);
+  if (rc == 0) rc = mbedtls_x509write_crt_set_serial(crt, &serial);
+  mbedtls_mpi_free(&serial);
+  return rc;
 #endif
 }
 

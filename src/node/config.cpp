@@ -601,11 +601,12 @@ Result<NodeOptions> Loader::load(std::string_view text) {
     if (root.IsDefined() && !root.IsNull() && !root.IsMap()) {
       return fail(root,
                   "the configuration must be a mapping with sections node, logging, "
-                  "security, log, broker, topics, schemas, gateway, webhooks");
+                  "security, log, broker, topics, schemas, gateway, webhooks, fleet");
     }
     CIVICBUS_ASSIGN_OR_RETURN(Fields f, fields(root, "the configuration", "",
                                                {"node", "logging", "security", "log", "broker",
-                                                "topics", "schemas", "gateway", "webhooks"}));
+                                                "topics", "schemas", "gateway", "webhooks",
+                                                "fleet"}));
     for (const Entry& e : f.entries()) {
       Status s;
       if (e.key == "node") s = load_node(e, out);
@@ -617,6 +618,7 @@ Result<NodeOptions> Loader::load(std::string_view text) {
       if (e.key == "schemas") s = load_schemas(e, out);
       if (e.key == "gateway") s = load_gateway(e, out);
       if (e.key == "webhooks") s = load_webhooks(e, out);
+      if (e.key == "fleet") s = load_fleet(e, out);
       CIVICBUS_RETURN_IF_ERROR(s);
     }
   } catch (const YAML::Exception& e) {
@@ -867,6 +869,7 @@ Status NodeOptions::validate() const {
       }
     }
   }
+  if (fleet) CIVICBUS_RETURN_IF_ERROR(fleet->validate());
   return {};
 }
 

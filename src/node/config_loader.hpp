@@ -104,6 +104,13 @@ class Loader {
   Status load_topics(const Entry& e, NodeOptions& out);
   Status load_schemas(const Entry& e, NodeOptions& out);
 
+  // A list of api_key, jwt, hmac, mtls; `who` names the owner in errors ("route 'x'").
+  Result<std::vector<gateway::AuthMethod>> read_auth_methods(const Entry& e,
+                                                             std::string_view who) const;
+
+  // fleet_config.cpp
+  Status load_fleet(const Entry& e, NodeOptions& out);
+
   // gateway_config.cpp
   Status load_gateway(const Entry& e, NodeOptions& out);
   Status load_listener(const Entry& e, http::HttpServerOptions& out) const;

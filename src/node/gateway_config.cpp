@@ -507,31 +507,7 @@ Status Loader::load_routes(const Entry& e, GatewayOptions& out) const {
       }
     }
     if (const Entry* v = f.get("auth")) {
-      CIVICBUS_ASSIGN_OR_RETURN(auto methods, read_string_list(*v));
-      for (std::size_t j = 0; j < methods.size(); ++j) {
-        std::string m = ascii_lower(trim(methods[j]));
-        gateway::AuthMethod method;
-        if (m == "api_key") {
-          method = gateway::AuthMethod::kApiKey;
-        } else if (m == "jwt") {
-          method = gateway::AuthMethod::kJwt;
-        } else if (m == "hmac") {
-          method = gateway::AuthMethod::kHmac;
-        } else if (m == "mtls") {
-          method = gateway::AuthMethod::kMtls;
-        } else {
-          return fail(
-              v->value[j],
-              fmt::format("route '{}': 'auth' entries must be api_key, jwt, hmac or mtls; "
-                          "got '{}'{}",
-                          r.id, methods[j], did_you_mean(m, {"api_key", "jwt", "hmac", "mtls"})));
-        }
-        if (std::find(r.auth.begin(), r.auth.end(), method) != r.auth.end()) {
-          return fail(v->value[j],
-                      fmt::format("route '{}': '{}' is listed twice in 'auth'", r.id, m));
-        }
-        r.auth.push_back(method);
-      }
+      CIVICBUS_ASSIGN_OR_RETURN(r.auth, read_auth_methods(*v, fmt::format("route '{}'", r.id)));
     }
     if (const Entry* v = f.get("groups")) {
       CIVICBUS_ASSIGN_OR_RETURN(r.groups, read_string_list(*v));
@@ -962,6 +938,34 @@ Status Loader::load_load_shedding(const Entry& e, gateway::LoadShedderOptions& o
                                      out.min_limit, out.initial_limit, out.max_limit));
   }
   return {};
+}
+
+Result<std::vector<gateway::AuthMethod>> Loader::read_auth_methods(const Entry& e,
+                                                                   std::string_view who) const {
+  CIVICBUS_ASSIGN_OR_RETURN(auto methods, read_string_list(e));
+  std::vector<gateway::AuthMethod> out;
+  for (std::size_t j = 0; j < methods.size(); ++j) {
+    std::string m = ascii_lower(trim(methods[j]));
+    gateway::AuthMethod method;
+    if (m == "api_key") {
+      method = gateway::AuthMethod::kApiKey;
+    } else if (m == "jwt") {
+      method = gateway::AuthMethod::kJwt;
+    } else if (m == "hmac") {
+      method = gateway::AuthMethod::kHmac;
+    } else if (m == "mtls") {
+      method = gateway::AuthMethod::kMtls;
+    } else {
+      return fail(e.value[j],
+                  fmt::format("{}: 'auth' entries must be api_key, jwt, hmac or mtls; got '{}'{}",
+                              who, methods[j], did_you_mean(m, {"api_key", "jwt", "hmac", "mtls"})));
+    }
+    if (std::find(out.begin(), out.end(), method) != out.end()) {
+      return fail(e.value[j], fmt::format("{}: '{}' is listed twice in 'auth'", who, m));
+    }
+    out.push_back(method);
+  }
+  return out;
 }
 
 }  // namespace civicbus::config_detail

@@ -148,6 +148,7 @@ struct Node::Impl {
   std::unique_ptr<broker::Broker> broker;
   std::unique_ptr<gateway::Gateway> gateway;
   std::unique_ptr<gateway::WebhookDispatcher> webhooks;
+  std::unique_ptr<fleet::DeviceFleet> fleet;
   std::mutex reload_mu;  // one gateway reload at a time
 
   std::mutex mu;
@@ -163,6 +164,9 @@ struct Node::Impl {
     // the broker (its consumer groups and retry writes run on the broker and the database)
     // and is freed after the executor is joined, for the same reason.
     if (gateway) gateway->stop();
+    // The fleet next: its MQTT link and rules publish through the broker; closing it flushes
+    // the time series and the alert state.
+    fleet.reset();
     if (webhooks) webhooks->close();
     if (broker) broker->close();
     if (transport) transport->close();
@@ -182,6 +186,7 @@ struct Node::Impl {
   Status create_topics(const Logger& log);
   Status start_gateway(const Logger& log);
   Status start_webhooks(const Logger& log);
+  Status start_fleet(const Logger& log);
   Status apply_webhook(const gateway::WebhookOptions& wanted,
                        const std::vector<gateway::WebhookSubscription>& stored, const Logger& log);
 
@@ -204,6 +209,7 @@ Status Node::Impl::start_gateway(const Logger& logger) {
     return node->reload_gateway();
   };
   CIVICBUS_ASSIGN_OR_RETURN(gateway, gateway::Gateway::create(*options.gateway, std::move(deps)));
+  if (fleet) CIVICBUS_RETURN_IF_ERROR(fleet->mount(*gateway).with_context("fleet API"));
   auto port = gateway->start();
   if (!port.ok()) {
     gateway.reset();
@@ -213,6 +219,25 @@ Status Node::Impl::start_gateway(const Logger& logger) {
   }
   logger.info("gateway started", {{"address", options.gateway->listener.bind_address},
                                   {"port", std::to_string(*port)}});
+  return {};
+}
+
+Status Node::Impl::start_fleet(const Logger& logger) {
+  if (!options.fleet) return {};
+  fleet::FleetDeps deps;
+  deps.db = db.get();
+  deps.timeseries_path = (fs::path(options.data_dir) / "timeseries.db").string();
+  deps.broker = broker.get();
+  deps.clock = clock;
+  deps.random = random.get();
+  deps.metrics = metrics.get();
+  deps.logger = this->logger.with_component("fleet");
+  deps.master_key = options.broker.master_key;
+  deps.source = "/civicbus/" + options.name + "/fleet";
+  auto opened = fleet::DeviceFleet::open(*options.fleet, std::move(deps));
+  if (!opened.ok()) return opened.status().with_context("fleet");
+  fleet = std::move(opened).value();
+  logger.info("fleet started", {{"devices", std::to_string(fleet->stats().devices)}});
   return {};
 }
 
@@ -311,6 +336,14 @@ Status Node::Impl::load_master_key(const Logger& logger) {
     logger.info("master key loaded",
                 {{"source", from_env ? "$" + o.master_key_env : o.master_key_file}});
     return {};
+  }
+  if (o.fleet && o.fleet->issue_certificates) {
+    return failed_precondition(fmt::format(
+        "the fleet's device CA needs the master key (its private key is stored sealed under it) "
+        "but none is available: set ${} to 64 hex digits, create '{}' (mode 0600), set "
+        "`security: {{master_key: generate}}`, or set `fleet: {{certificates: {{enabled: false}}}}`",
+        o.master_key_env.empty() ? std::string("CIVICBUS_MASTER_KEY") : o.master_key_env,
+        o.master_key_file));
   }
   if (o.webhooks) {
     return failed_precondition(fmt::format(
@@ -442,6 +475,7 @@ Result<std::unique_ptr<Node>> Node::create(NodeOptions options, const Clock* clo
   CIVICBUS_RETURN_IF_ERROR(impl->register_schemas(log));
   CIVICBUS_RETURN_IF_ERROR(impl->create_topics(log));
   CIVICBUS_RETURN_IF_ERROR(impl->start_webhooks(log));
+  CIVICBUS_RETURN_IF_ERROR(impl->start_fleet(log));
   CIVICBUS_RETURN_IF_ERROR(impl->start_gateway(log));
   log.info("node started", {{"name", o.name},
                             {"data_dir", o.data_dir},
@@ -489,6 +523,7 @@ gateway::Gateway* Node::gateway() {
 gateway::WebhookDispatcher* Node::webhooks() {
   return impl_->webhooks.get();
 }
+fleet::DeviceFleet* Node::fleet() { return impl_->fleet.get(); }
 
 Status Node::reload_gateway() {
   const std::string& file = impl_->options.config_file;

@@ -39,6 +39,7 @@
 #include "civicbus/core/log.hpp"
 #include "civicbus/core/metrics.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/fleet/fleet.hpp"
 #include "civicbus/gateway/options.hpp"
 #include "civicbus/gateway/webhooks.hpp"
 #include "civicbus/transport/transport.hpp"
@@ -108,6 +109,12 @@ struct NodeOptions {
   // in the database stay idle). Needs the master key.
   std::optional<NodeWebhooksOptions> webhooks;
 
+  // The device fleet (YAML: `fleet:`; see docs/fleet.md). Empty: none. It keeps its registry,
+  // alerts, rollouts and device CA in civicbus.db and its time series in timeseries.db, and
+  // mounts its HTTP API on the gateway when there is one. Issuing device certificates needs
+  // the master key.
+  std::optional<fleet::FleetOptions> fleet;
+
   // The YAML file these options were read from (absolute; set by from_file()), which
   // Node::reload_gateway() reads again. Empty for options built in code or from_yaml().
   std::string config_file;
@@ -169,6 +176,9 @@ class Node {
   // The webhook dispatcher when the options have a webhooks section (its subscriptions are
   // running once create() returned), else null. Valid as long as the Node.
   civicbus::gateway::WebhookDispatcher* webhooks();
+  // The device fleet when the options have a fleet section (MQTT connecting, API mounted
+  // once create() returned), else null. Valid as long as the Node.
+  fleet::DeviceFleet* fleet();
 
   // Reads options().config_file again and hands its gateway section to
   // reload_gateway(GatewayOptions): the way SIGHUP (see run()) and the admin API reload.
