@@ -3,9 +3,16 @@
 // publishes steady traffic, evolves a schema, replays the dead-letter queue and verifies the
 // audit log, printing what happens as it goes. An API gateway runs in front of the node: an
 // in-process permits API fed by a consumer group, a proxied stand-in for a legacy permits
-// system, the admin API and OpenAPI; the demo calls it and prints the curl equivalents.
+// system, the admin API and OpenAPI; the demo calls it and prints the curl equivalents. A small
+// simulated device fleet (water meters, pressure sensors, flood gauges) reports readings,
+// raises a flood alert that an operator acknowledges and that resolves when the water drops,
+// and is served at /api/v1/iot/* (over MQTT too when a mosquitto listens on 127.0.0.1:1883).
 #include <fmt/format.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -18,6 +25,7 @@
 
 #include "civicbus/broker/broker.hpp"
 #include "civicbus/core/json.hpp"
+#include "civicbus/fleet/fleet.hpp"
 #include "civicbus/gateway/gateway.hpp"
 #include "civicbus/http/client.hpp"
 #include "civicbus/http/server.hpp"
@@ -203,6 +211,19 @@ http::HttpResponse legacy_permits(const http::HttpRequest& request) {
 
 // The demo gateway: a proxied route to the legacy system (the in-process permits API and the
 // consumers are added once the node runs).
+// Whether something accepts TCP connections there (the demo's optional mosquitto).
+bool port_open(const char* host, int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  ::inet_pton(AF_INET, host, &addr.sin_addr);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
 gateway::GatewayOptions demo_gateway_options(std::uint16_t upstream_port, std::uint16_t port) {
   gateway::GatewayOptions g;
   g.api_title = "civicbus demo gateway";
@@ -307,6 +328,7 @@ class Demo {
   Status subscribe();
   Status setup_gateway();
   void exercise_gateway();
+  void fleet_tour();
   void serve_gateway();
   void show_refusal_and_dedup();
   Status traffic();
@@ -330,6 +352,7 @@ class Demo {
   std::map<std::string, std::pair<Json, std::int64_t>> permits_;
   std::string admin_key_;
   std::string portal_key_;
+  std::string iot_key_;
 
   std::map<std::string, GroupStats> stats_;
   std::vector<std::unique_ptr<broker::Subscription>> subscriptions_;
@@ -354,6 +377,12 @@ Status Demo::setup() {
   fmt::print("schema   {} v{} {} (compatibility BACKWARD)\n", kSubject, first->version,
              broker::to_string(first->state));
   for (const auto& t : demo_topics()) {
+    if (auto existing = broker_.topic(t.name); existing.ok()) {
+      // The fleet created its iot.* topics when the node started.
+      fmt::print("topic    {:<28} owner={:<16} (created by the {})\n", t.name,
+                 existing->options.owner, existing->options.owner);
+      continue;
+    }
     CIVICBUS_RETURN_IF_ERROR(broker_.create_topic(t, t.owner));
     std::string pii;
     for (const auto& p : t.pii_fields) pii += (pii.empty() ? "" : ",") + p;
@@ -477,6 +506,10 @@ Status Demo::setup_gateway() {
   admin.id = "demo-admin";
   admin.groups = {"admin"};
   CIVICBUS_ASSIGN_OR_RETURN(admin_key_, gw->add_consumer(admin, true));
+  gateway::ConsumerOptions iot;
+  iot.id = "iot-console";
+  iot.groups = {"iot"};
+  CIVICBUS_ASSIGN_OR_RETURN(iot_key_, gw->add_consumer(iot, true));
   gateway::ConsumerOptions portal;
   portal.id = "permits-portal";
   portal.groups = {"permits"};
@@ -489,6 +522,7 @@ Status Demo::setup_gateway() {
       gw->port(), kLegacyUpstream, upstream_port_);
   fmt::print("consumer demo-admin     (group admin)   X-API-Key {}\n", admin_key_);
   fmt::print("consumer permits-portal (group permits) X-API-Key {}\n", portal_key_);
+  fmt::print("consumer iot-console    (group iot)     X-API-Key {}\n", iot_key_);
   return {};
 }
 
@@ -838,6 +872,134 @@ void Demo::summary() {
   fmt::print("{}", groups.render());
 }
 
+// The device fleet: a few hundred devices imported from CSV (each with a certificate), readings
+// every simulated 15 minutes (2 minutes for the flood gauges), a flood alert raised on one
+// gauge, acknowledged by an operator and resolved when the water drops.
+void Demo::fleet_tour() {
+  fleet::DeviceFleet* f = node_.fleet();
+  if (f == nullptr) return;
+  fmt::print("\nfleet    a simulated device fleet{}\n",
+             f->mqtt_connected() ? " (MQTT link connected to mosquitto on 127.0.0.1:1883)"
+                                 : " (readings over the in-process API; start mosquitto on "
+                                   "127.0.0.1:1883 to see the MQTT link connect)");
+  std::string csv = "id,serial,type,lat,lon,department,project\n";
+  for (int i = 0; i < 240; ++i) {
+    csv += fmt::format("wm-{:03},WM{:06},water_meter,{:.5f},{:.5f},water,ami-2026\n", i, 100000 + i,
+                       45.40 + (i / 20) * 0.0009, -75.70 + (i % 20) * 0.0013);
+  }
+  for (int i = 0; i < 20; ++i) {
+    csv += fmt::format("ps-{:02},PS{:04},pressure_sensor,{:.5f},{:.5f},water,ami-2026\n", i, i,
+                       45.40 + (i / 5) * 0.003, -75.70 + (i % 5) * 0.005);
+  }
+  for (int i = 0; i < 12; ++i) {
+    csv += fmt::format("fg-{:02},FG{:04},flood_gauge,{:.5f},-75.68000,emergency,creek-watch\n", i, i,
+                       45.38 + i * 0.004);
+  }
+  csv += "bad-1,X1,water_metre,45.4,-75.7,water,ami-2026\n";  // refused: unknown type
+  auto report = f->import_devices(csv, fleet::ImportFormat::kCsv, "demo-operator");
+  if (!report.ok()) {
+    fmt::print("         import failed: {}\n", report.status().message());
+    ++failures_;
+    return;
+  }
+  fmt::print("         imported {} devices with certificates in {} ms; refused {}",
+             report->provisioned.size(), report->elapsed.count(), report->errors.size());
+  if (!report->errors.empty()) {
+    fmt::print(" ({}: {})", report->errors[0].where, report->errors[0].reason);
+  }
+  fmt::print("\n");
+
+  // Two simulated hours: meters every 15 minutes, flood gauges every 2 minutes; fg-03's creek
+  // rises past 1 m and 1.5 m, then falls back.
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  const std::int64_t start = now - 2 * 3600 * 1000;
+  std::size_t accepted = 0, rejected = 0;
+  std::string alert_id;
+  for (int step = 0; step <= 60; ++step) {
+    const std::int64_t t = start + step * 120'000;
+    std::vector<fleet::Reading> rs;
+    for (int i = 0; i < 12; ++i) {
+      double level = 0.40 + i * 0.02;
+      if (i == 3) level = step < 20 ? 0.5 : step < 38 ? 0.5 + (step - 20) * 0.065 : std::max(0.4, 1.67 - (step - 38) * 0.09);
+      rs.push_back({fmt::format("fg-{:02}", i), "water_level", level, "m", t});
+    }
+    if (step % 7 == 0) {
+      for (int i = 0; i < 240; ++i) {
+        rs.push_back({fmt::format("wm-{:03}", i), "flow_rate", 0.4 + (i % 9) * 0.3, "L/min", t});
+      }
+      for (int i = 0; i < 20; ++i) rs.push_back({fmt::format("ps-{:02}", i), "pressure", 410.0, "kPa", t});
+    }
+    if (step == 10) rs.push_back({"wm-000", "flow_rate", 12.0, "m3/h", t});  // refused: wrong unit
+    auto r = f->ingest(rs);
+    accepted += r.accepted;
+    rejected += r.rejected.size();
+    if (step == 10 && !r.rejected.empty()) {
+      fmt::print("         refused reading: {}\n", r.rejected[0].message);
+    }
+    fleet::AlertQuery query;
+    query.active_only = true;
+    query.device_id = "fg-03";
+    auto active = f->alerts(query);
+    if (active.ok()) {
+      for (const auto& a : *active) {
+        if (a.rule_id != "flood_gauge.water_level") continue;
+        if (alert_id.empty()) {
+          alert_id = a.id;
+          fmt::print("         t+{:>3} min  ALERT {} {} on fg-03: {}\n", step * 2,
+                     fleet::severity_name(a.severity), a.rule_id, a.message);
+          auto acked = f->acknowledge(a.id, "demo-operator", "crew dispatched to the creek");
+          if (acked.ok()) fmt::print("         t+{:>3} min  acknowledged by demo-operator\n", step * 2);
+        } else if (a.severity == fleet::Severity::kCritical && a.id == alert_id &&
+                   alert_id.back() != '!') {
+          fmt::print("         t+{:>3} min  escalated to critical (level {:.2f} m)\n", step * 2, a.value);
+          alert_id.push_back('!');  // printed once
+        }
+      }
+    }
+  }
+  if (!alert_id.empty() && alert_id.back() == '!') alert_id.pop_back();
+  auto done = alert_id.empty() ? Result<fleet::Alert>(not_found("no alert")) : f->alert(alert_id);
+  if (!done.ok() || done->state != fleet::AlertState::kResolved) {
+    fmt::print("         expected the flood alert raised and resolved; it was not\n");
+    ++failures_;
+  } else {
+    fmt::print("         the water dropped below 0.9 m: resolved by {}\n", done->resolved_by);
+  }
+  (void)f->flush();
+  auto stats = f->stats();
+  fmt::print("         {} readings stored with 5-min/hour/day rollups, {} refused; {} devices\n",
+             accepted, rejected, stats.devices);
+  gateway::Gateway* gw = node_.gateway();
+  if (gw != nullptr) {
+    const std::string base = fmt::format("http://127.0.0.1:{}", gw->port());
+    fmt::print("         look at it (API key of iot-console):\n");
+    fmt::print("  $ curl -s -H 'X-API-Key: {}' '{}/api/v1/iot/devices?type=flood_gauge&limit=3'\n", iot_key_, base);
+    fmt::print("  $ curl -s -H 'X-API-Key: {}' {}/api/v1/iot/devices/fg-03\n", iot_key_, base);
+    fmt::print("  $ curl -s -H 'X-API-Key: {}' '{}/api/v1/iot/devices/fg-03/readings?metric=water_level&agg=5m'\n", iot_key_, base);
+    fmt::print("  $ curl -s -H 'X-API-Key: {}' {}/api/v1/iot/alerts\n", iot_key_, base);
+    auto client = http::HttpClient::create();
+    if (client.ok()) {
+      http::HttpRequest req;
+      req.method = "GET";
+      req.target = "/api/v1/iot/devices/fg-03/readings?metric=water_level&agg=1h";
+      req.headers.add("X-API-Key", iot_key_);
+      auto resp = (*client)->send(fmt::format("127.0.0.1:{}", gw->port()), std::move(req));
+      if (!resp.ok() || resp->status != 200) {
+        fmt::print("         the readings API did not answer 200\n");
+        ++failures_;
+      } else {
+        auto j = Json::parse(resp->body);
+        const Json* points = j.ok() ? j->find("points") : nullptr;
+        fmt::print("    200 fg-03 water_level, hourly tier: {} buckets\n",
+                   points != nullptr ? points->size() : 0);
+      }
+    }
+  }
+  std::fflush(stdout);
+}
+
 int Demo::run() {
   fmt::print("\n");
   if (Status s = setup(); !s.ok()) return fail(s);
@@ -849,6 +1011,7 @@ int Demo::run() {
   if (Status s = replay_dlq(); !s.ok()) return fail(s);
   show_pii();
   exercise_gateway();
+  fleet_tour();
   bool audit_ok = verify_audit();
   summary();
   stop_subscriptions();
@@ -932,6 +1095,16 @@ int run_demo(const Args& args) {
     return fail(upstream_port.status().with_context("starting the demo's legacy permits service"));
   }
   options.gateway = demo_gateway_options(*upstream_port, gateway_port);
+  fleet::FleetOptions fleet;
+  fleet.api_auth = {gateway::AuthMethod::kApiKey};
+  fleet.api_groups = {"iot", "admin"};
+  fleet.time_zone = "America/Toronto";
+  if (port_open("127.0.0.1", 1883)) {
+    fleet.mqtt = fleet::FleetMqttOptions{};
+    fleet.mqtt->server_uri = "tcp://127.0.0.1:1883";
+    fleet.mqtt->client_id = fmt::format("civicbus-demo-{}", ::getpid());
+  }
+  options.fleet = std::move(fleet);
 
   fmt::print("civicbus demo: a municipal integration node, {} at {} events/s\n",
              format_duration(*duration), rate);

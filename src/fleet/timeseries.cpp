@@ -221,7 +221,8 @@ Status scan_chunks(storage::Database& db, std::int64_t series, TimeMs from, Time
       "start_time > ? AND start_time < ? AND end_time >= ? ORDER BY start_time, id",
       {series, saturating_add(from, -kMaxChunkSpan), to, from}, [&](const storage::Row& row) {
         StoredChunk c{row.get_int(0), row.get_int(1), row.get_int(2), row.get_blob(3)};
-        if (c.count < 0 || c.data.size() != static_cast<std::uint64_t>(c.count) * kChunkRecordBytes) {
+        if (c.count < 0 ||
+            c.data.size() != static_cast<std::uint64_t>(c.count) * kChunkRecordBytes) {
           bad = data_loss(fmt::format(
               "time series: the raw chunk of series {} starting at {} holds {} bytes for {} "
               "readings (expected {} bytes each); the database file is damaged",
@@ -309,8 +310,8 @@ Result<Tier> parse_tier(std::string_view text) {
   for (Tier t : {Tier::kRaw, Tier::k5m, Tier::k1h, Tier::k1d}) {
     if (text == tier_name(t)) return t;
   }
-  return invalid_argument(fmt::format(
-      "aggregation '{}' is unknown; use one of raw, 5m, 1h, 1d or auto", text));
+  return invalid_argument(
+      fmt::format("aggregation '{}' is unknown; use one of raw, 5m, 1h, 1d or auto", text));
 }
 
 // ----- lifecycle ---------------------------------------------------------------------------
@@ -366,19 +367,18 @@ Result<std::unique_ptr<TimeSeriesStore>> TimeSeriesStore::open(storage::Database
 
 Status TimeSeriesStore::load() {
   std::lock_guard lock(mu_);
-  CIVICBUS_RETURN_IF_ERROR(db_.query(
-      "SELECT id, device_id, metric FROM fleet_series ORDER BY id", {},
-      [&](const storage::Row& row) {
-        auto s = std::make_unique<Series>();
-        s->id = row.get_int(0);
-        s->device_id = std::string(row.get_text(1));
-        s->metric = std::string(row.get_text(2));
-        next_series_id_ = std::max(next_series_id_, s->id + 1);
-        s->device_series = &index_->by_device[s->device_id];
-        s->device_series->push_back(s.get());
-        index_->all.push_back(std::move(s));
-        return true;
-      }));
+  CIVICBUS_RETURN_IF_ERROR(db_.query("SELECT id, device_id, metric FROM fleet_series ORDER BY id",
+                                     {}, [&](const storage::Row& row) {
+                                       auto s = std::make_unique<Series>();
+                                       s->id = row.get_int(0);
+                                       s->device_id = std::string(row.get_text(1));
+                                       s->metric = std::string(row.get_text(2));
+                                       next_series_id_ = std::max(next_series_id_, s->id + 1);
+                                       s->device_series = &index_->by_device[s->device_id];
+                                       s->device_series->push_back(s.get());
+                                       index_->all.push_back(std::move(s));
+                                       return true;
+                                     }));
   // The latest reading of each series is the last of its newest daily bucket.
   std::unordered_map<std::int64_t, Series*> by_id;
   for (const auto& s : index_->all) by_id.emplace(s->id, s.get());
@@ -397,7 +397,9 @@ Status TimeSeriesStore::load() {
       });
 }
 
-TimeSeriesStore::~TimeSeriesStore() { close().ignore_error(); }
+TimeSeriesStore::~TimeSeriesStore() {
+  close().ignore_error();
+}
 
 Status TimeSeriesStore::close() {
   {
@@ -594,8 +596,8 @@ Status TimeSeriesStore::write(Pending& batch) {
       const TimeMs limit = saturating_add(points[b].time, kMaxChunkSpan);
       std::size_t e = b + 1;
       while (e < points.size() && e - b < kMaxChunkReadings && points[e].time < limit) ++e;
-      rows.push_back(ChunkRow{chunk->series, points[b].time, points[e - 1].time, e - b,
-                              blobs.size()});
+      rows.push_back(
+          ChunkRow{chunk->series, points[b].time, points[e - 1].time, e - b, blobs.size()});
       encode_chunk(std::span<const RawPoint>(points.data() + b, e - b), blobs);
       b = e;
     }
@@ -621,8 +623,8 @@ Status TimeSeriesStore::write(Pending& batch) {
         params.emplace_back(r.start);
         params.emplace_back(r.end);
         params.emplace_back(static_cast<std::int64_t>(r.count));
-        params.emplace_back(storage::Blob{
-            std::string_view(blobs).substr(r.offset, r.count * kChunkRecordBytes)});
+        params.emplace_back(
+            storage::Blob{std::string_view(blobs).substr(r.offset, r.count * kChunkRecordBytes)});
       }
       CIVICBUS_RETURN_IF_ERROR(writer_db_.execute(chunk_sql(n > 1), params).status());
       i += n;
@@ -653,11 +655,10 @@ Status TimeSeriesStore::write(Pending& batch) {
     }
     // Rows after the last full group go one by one (one more statement text, not 63).
     for (std::size_t r = 0; r < pending_rows; ++r) {
-      CIVICBUS_RETURN_IF_ERROR(
-          writer_db_
-              .execute(rollup_sql(false),
-                       std::span<const storage::Value>(params.data() + r * 11, 11))
-              .status());
+      CIVICBUS_RETURN_IF_ERROR(writer_db_
+                                   .execute(rollup_sql(false), std::span<const storage::Value>(
+                                                                   params.data() + r * 11, 11))
+                                   .status());
     }
     return Status();
   });
@@ -682,9 +683,9 @@ Result<SeriesQueryResult> TimeSeriesStore::query(std::string_view device_id,
                                                  std::string_view metric, TimeMs from, TimeMs to,
                                                  Tier tier) {
   if (to < from) {
-    return invalid_argument(fmt::format(
-        "readings of '{}' metric '{}': 'to' ({}) is before 'from' ({})", device_id, metric, to,
-        from));
+    return invalid_argument(
+        fmt::format("readings of '{}' metric '{}': 'to' ({}) is before 'from' ({})", device_id,
+                    metric, to, from));
   }
   std::int64_t series_id = 0;
   {
@@ -753,8 +754,7 @@ Result<SeriesQueryResult> TimeSeriesStore::query(std::string_view device_id,
       "SELECT bucket, count, sum, min, max, first_value, first_time, last_value, last_time "
       "FROM fleet_rollups WHERE series = ? AND tier = ? AND bucket >= ? AND bucket < ? "
       "ORDER BY bucket",
-      {series_id, static_cast<std::int64_t>(tier), first_bucket, to},
-      [&](const storage::Row& row) {
+      {series_id, static_cast<std::int64_t>(tier), first_bucket, to}, [&](const storage::Row& row) {
         SeriesPoint p;
         p.time = row.get_int(0);
         p.count = row.get_int(1);

@@ -63,7 +63,7 @@ struct TimeSeriesOptions {
 };
 
 struct SeriesQueryResult {
-  Tier tier = Tier::kRaw;  // the tier used (never kAuto)
+  Tier tier = Tier::kRaw;           // the tier used (never kAuto)
   std::vector<SeriesPoint> points;  // ascending by time
 };
 
@@ -74,7 +74,7 @@ struct LatestValue {
 };
 
 struct ExpireCounts {
-  std::int64_t raw = 0;            // raw readings deleted (whole chunks, see expire())
+  std::int64_t raw = 0;                 // raw readings deleted (whole chunks, see expire())
   std::int64_t m5 = 0, h1 = 0, d1 = 0;  // rollup buckets deleted per tier
 };
 
@@ -100,8 +100,8 @@ class TimeSeriesStore {
 
   // Points of one series with time in [from, to) (rollups: buckets overlapping it), readings
   // still queued included. An unknown series gives no points.
-  Result<SeriesQueryResult> query(std::string_view device_id, std::string_view metric,
-                                  TimeMs from, TimeMs to, Tier tier);
+  Result<SeriesQueryResult> query(std::string_view device_id, std::string_view metric, TimeMs from,
+                                  TimeMs to, Tier tier);
   // The latest reading of each metric of a device (by reading time), from memory; metrics
   // in name order.
   std::vector<LatestValue> latest(std::string_view device_id) const;

