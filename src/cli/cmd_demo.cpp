@@ -328,6 +328,7 @@ class Demo {
   Status subscribe();
   Status setup_gateway();
   void exercise_gateway();
+  void run_call(http::HttpClient& client, const std::string& base, const GatewayCall& call);
   void fleet_tour();
   void serve_gateway();
   void show_refusal_and_dedup();
@@ -526,6 +527,45 @@ Status Demo::setup_gateway() {
   return {};
 }
 
+// Sends one call, prints its curl equivalent and what came back; counts a failure when the
+// status is not the expected one.
+void Demo::run_call(http::HttpClient& client, const std::string& base, const GatewayCall& call) {
+  http::HttpRequest request;
+  request.method = "GET";
+  request.target = call.path;
+  std::string curl = "curl -s";
+  if (!call.api_key.empty()) {
+    request.headers.add("X-API-Key", call.api_key);
+    curl += fmt::format(" -H 'X-API-Key: {}'", call.api_key);
+  }
+  // Quoted when the shell would read '&' or '?'.
+  const bool quote = call.path.find_first_of("?&") != std::string::npos;
+  curl += quote ? fmt::format(" 'http://{}{}'", base, call.path)
+               : fmt::format(" http://{}{}", base, call.path);
+  fmt::print("  $ {}\n", curl);
+  auto response = client.send(base, std::move(request));
+  if (!response.ok()) {
+    fmt::print("    failed: {}\n", response.status().message());
+    ++failures_;
+    return;
+  }
+  std::string answer;
+  if (call.path == "/api/v1/openapi.json") {
+    auto doc = Json::parse(response->body);
+    const Json* paths = doc.ok() ? doc->find("paths") : nullptr;
+    answer = doc.ok() ? fmt::format("OpenAPI {}, {} paths", doc->get_string("openapi"),
+                                    paths != nullptr ? paths->size() : 0)
+                      : "not JSON";
+  } else {
+    answer = truncate(response->body, 110);
+  }
+  fmt::print("    {} {}  ({})\n", response->status, answer, call.note);
+  if (response->status != call.expected_status) {
+    fmt::print("    expected {}\n", call.expected_status);
+    ++failures_;
+  }
+}
+
 void Demo::exercise_gateway() {
   gateway::Gateway* gw = node_.gateway();
   if (gw == nullptr) return;
@@ -550,39 +590,7 @@ void Demo::exercise_gateway() {
       {"/api/v1/gateway/consumers", admin_key_, 200, "admin API: the consumers, no secrets"},
       {"/api/v1/gateway/consumers", portal_key_, 403, "admin API: not in group admin"},
   };
-  for (const GatewayCall& call : calls) {
-    http::HttpRequest request;
-    request.method = "GET";
-    request.target = call.path;
-    std::string curl = "curl -s";
-    if (!call.api_key.empty()) {
-      request.headers.add("X-API-Key", call.api_key);
-      curl += fmt::format(" -H 'X-API-Key: {}'", call.api_key);
-    }
-    curl += fmt::format(" http://{}{}", base, call.path);
-    fmt::print("  $ {}\n", curl);
-    auto response = (*client)->send(base, std::move(request));
-    if (!response.ok()) {
-      fmt::print("    failed: {}\n", response.status().message());
-      ++failures_;
-      continue;
-    }
-    std::string answer;
-    if (call.path == "/api/v1/openapi.json") {
-      auto doc = Json::parse(response->body);
-      const Json* paths = doc.ok() ? doc->find("paths") : nullptr;
-      answer = doc.ok() ? fmt::format("OpenAPI {}, {} paths", doc->get_string("openapi"),
-                                      paths != nullptr ? paths->size() : 0)
-                        : "not JSON";
-    } else {
-      answer = truncate(response->body, 110);
-    }
-    fmt::print("    {} {}  ({})\n", response->status, answer, call.note);
-    if (response->status != call.expected_status) {
-      fmt::print("    expected {}\n", call.expected_status);
-      ++failures_;
-    }
-  }
+  for (const GatewayCall& call : calls) run_call(**client, base, call);
   fmt::print("\n");
   std::fflush(stdout);
 }
@@ -973,29 +981,22 @@ void Demo::fleet_tour() {
              accepted, rejected, stats.devices);
   gateway::Gateway* gw = node_.gateway();
   if (gw != nullptr) {
-    const std::string base = fmt::format("http://127.0.0.1:{}", gw->port());
+    const std::string base = fmt::format("127.0.0.1:{}", gw->port());
     fmt::print("         look at it (API key of iot-console):\n");
-    fmt::print("  $ curl -s -H 'X-API-Key: {}' '{}/api/v1/iot/devices?type=flood_gauge&limit=3'\n", iot_key_, base);
-    fmt::print("  $ curl -s -H 'X-API-Key: {}' {}/api/v1/iot/devices/fg-03\n", iot_key_, base);
-    fmt::print("  $ curl -s -H 'X-API-Key: {}' '{}/api/v1/iot/devices/fg-03/readings?metric=water_level&agg=5m'\n", iot_key_, base);
-    fmt::print("  $ curl -s -H 'X-API-Key: {}' {}/api/v1/iot/alerts\n", iot_key_, base);
     auto client = http::HttpClient::create();
-    if (client.ok()) {
-      http::HttpRequest req;
-      req.method = "GET";
-      req.target = "/api/v1/iot/devices/fg-03/readings?metric=water_level&agg=1h";
-      req.headers.add("X-API-Key", iot_key_);
-      auto resp = (*client)->send(fmt::format("127.0.0.1:{}", gw->port()), std::move(req));
-      if (!resp.ok() || resp->status != 200) {
-        fmt::print("         the readings API did not answer 200\n");
-        ++failures_;
-      } else {
-        auto j = Json::parse(resp->body);
-        const Json* points = j.ok() ? j->find("points") : nullptr;
-        fmt::print("    200 fg-03 water_level, hourly tier: {} buckets\n",
-                   points != nullptr ? points->size() : 0);
-      }
+    if (!client.ok()) {
+      ++failures_;
+      return;
     }
+    const GatewayCall calls[] = {
+        {"/api/v1/iot/devices?type=flood_gauge&limit=2", iot_key_, 200, "flood gauges"},
+        {"/api/v1/iot/devices/fg-03", iot_key_, 200, "a device with its latest readings"},
+        {"/api/v1/iot/devices/fg-03/readings?metric=water_level&agg=1h", iot_key_, 200,
+         "hourly rollups"},
+        {"/api/v1/iot/alerts?device=fg-03", iot_key_, 200, "its alerts, raised to resolved"},
+        {"/api/v1/iot/alerts", portal_key_, 403, "not in group iot"},
+    };
+    for (const GatewayCall& call : calls) run_call(**client, base, call);
   }
   std::fflush(stdout);
 }

@@ -163,11 +163,11 @@ struct CurlCall {
   int printed_status = 0;
 };
 
-// The "$ curl -s [-H 'X-API-Key: K'] http://HOST:PORT/PATH" lines of the demo's output, each
-// with the status printed under it.
+// The "$ curl -s [-H 'X-API-Key: K'] [']http://HOST:PORT/PATH[']" lines of the demo's output,
+// each with the status printed under it.
 std::vector<CurlCall> curl_calls(const std::string& output) {
   static const std::regex kCurl(
-      R"(^\s*\$ curl -s (?:-H 'X-API-Key: ([^']+)' )?http://([0-9.]+:\d+)(/\S*)$)");
+      R"(^\s*\$ curl -s (?:-H 'X-API-Key: ([^']+)' )?'?http://([0-9.]+:\d+)(/[^'\s]*)'?$)");
   static const std::regex kStatus(R"(^\s+(\d{3}) )");
   std::vector<CurlCall> calls;
   std::istringstream in(output);
