@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "civicbus/core/csv.hpp"
+#include "core/civil_date.hpp"
 #include "civicbus/core/json.hpp"
 
 namespace civicbus::fleet {
@@ -86,19 +87,7 @@ std::optional<double> parse_number(std::string_view text) {
   return v;
 }
 
-bool valid_date(std::string_view s) {
-  if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
-  for (std::size_t i : {0, 1, 2, 3, 5, 6, 8, 9}) {
-    if (s[i] < '0' || s[i] > '9') return false;
-  }
-  const int y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
-  const int m = (s[5] - '0') * 10 + (s[6] - '0');
-  const int d = (s[8] - '0') * 10 + (s[9] - '0');
-  if (y < 1900 || m < 1 || m > 12 || d < 1) return false;
-  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-  return d <= kDays[m - 1] + (m == 2 && leap ? 1 : 0);
-}
+bool valid_date(std::string_view s) { return detail::is_iso_date(s); }
 
 // Why `id` cannot name a device (it goes into MQTT topics and certificate subjects), or "".
 std::string id_problem(std::string_view id) {

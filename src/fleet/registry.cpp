@@ -11,6 +11,8 @@
 #include <shared_mutex>
 #include <unordered_map>
 
+#include "core/civil_date.hpp"
+
 namespace civicbus::fleet {
 
 namespace {
@@ -152,26 +154,9 @@ Status write_history(storage::Database& db, const StatusChange& c) {
   return Status();
 }
 
-bool is_leap(int y) {
-  return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
 Status check_date(std::string_view s, std::string_view what) {
-  auto bad = [&] {
-    return invalid_argument(fmt::format("{} '{}' is not a date in the form YYYY-MM-DD", what, s));
-  };
-  if (s.size() != 10 || s[4] != '-' || s[7] != '-') return bad();
-  for (std::size_t i : {0, 1, 2, 3, 5, 6, 8, 9}) {
-    if (s[i] < '0' || s[i] > '9') return bad();
-  }
-  const int y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
-  const int m = (s[5] - '0') * 10 + (s[6] - '0');
-  const int d = (s[8] - '0') * 10 + (s[9] - '0');
-  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (m < 1 || m > 12) return bad();
-  const int days = kDays[m - 1] + (m == 2 && is_leap(y) ? 1 : 0);
-  if (d < 1 || d > days) return bad();
-  return Status();
+  if (detail::is_iso_date(s)) return Status();
+  return invalid_argument(fmt::format("{} '{}' is not a date in the form YYYY-MM-DD", what, s));
 }
 
 Status check_location(const std::optional<GeoPoint>& p, std::string_view id) {
