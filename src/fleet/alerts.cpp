@@ -589,6 +589,7 @@ struct AlertEngine::Impl {
     a.resolved_by = std::string(who);
     a.resolved_at = t;
     a.updated_at = std::max(a.updated_at, t);
+    a.resolve_note = std::string(note);
     CIVICBUS_RETURN_IF_ERROR(store_alert(a));
     if (!note.empty()) {
       CIVICBUS_RETURN_IF_ERROR(exec("UPDATE fleet_alerts SET resolve_note = ? WHERE id = ?",
@@ -942,12 +943,15 @@ struct AlertEngine::Impl {
     a.acknowledged_at = row.get_int(14);
     a.resolved_by = std::string(row.get_text(15));
     a.resolved_at = row.get_int(16);
+    a.acknowledge_note = std::string(row.get_text(17));
+    a.resolve_note = std::string(row.get_text(18));
     return a;
   }
 
   static constexpr std::string_view kAlertColumns =
       "id, rule_id, device_id, devices, metric, severity, state, message, value, lat, lon, "
-      "raised_at, updated_at, acknowledged_by, acknowledged_at, resolved_by, resolved_at";
+      "raised_at, updated_at, acknowledged_by, acknowledged_at, resolved_by, resolved_at, ack_note, "
+      "resolve_note";
 
   DeviceSlot& slot_by_id(std::string_view id) {
     auto it = devices.find(id);
@@ -1352,6 +1356,7 @@ Result<Alert> AlertEngine::acknowledge(std::string_view alert_id, std::string_vi
     a.state = AlertState::kAcknowledged;
     a.acknowledged_by = std::string(who);
     a.acknowledged_at = now;
+    a.acknowledge_note = std::string(note);
     a.updated_at = std::max(a.updated_at, now);
     CIVICBUS_RETURN_IF_ERROR(impl_->store_alert(a));
     CIVICBUS_RETURN_IF_ERROR(

@@ -42,14 +42,6 @@ CREATE TABLE fleet_rollout_devices (
 )sql"},
 };
 
-bool finished(DeviceUpdateState s) {
-  return s == DeviceUpdateState::kSucceeded || s == DeviceUpdateState::kFailed ||
-         s == DeviceUpdateState::kTimedOut || s == DeviceUpdateState::kRolledBack;
-}
-bool failed(DeviceUpdateState s) {
-  return s == DeviceUpdateState::kFailed || s == DeviceUpdateState::kTimedOut;
-}
-
 }  // namespace
 
 std::string_view rollout_state_name(RolloutState s) {

@@ -192,10 +192,12 @@ Json Alert::to_json() const {
   if (!acknowledged_by.empty()) {
     j["acknowledged_by"] = acknowledged_by;
     j["acknowledged_at"] = acknowledged_at;
+    if (!acknowledge_note.empty()) j["acknowledge_note"] = acknowledge_note;
   }
   if (!resolved_by.empty()) {
     j["resolved_by"] = resolved_by;
     j["resolved_at"] = resolved_at;
+    if (!resolve_note.empty()) j["resolve_note"] = resolve_note;
   }
   return j;
 }

@@ -144,6 +144,8 @@ TEST_CASE("scenario: water leak detection with a composite alert (1,500 meters, 
   CHECK(closed.state == AlertState::kResolved);
   CHECK(closed.acknowledged_by == "crew-12");
   CHECK(closed.resolved_by == "crew-12");
+  CHECK(closed.acknowledge_note == "isolating valve V-88");
+  CHECK(closed.resolve_note == "main repaired");
 }
 
 TEST_CASE("scenario: air quality monitoring (25 monitors, 5-minute data, PM2.5 35/55)") {

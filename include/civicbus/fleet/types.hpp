@@ -257,8 +257,10 @@ struct Alert {
   TimeMs updated_at = 0;
   std::string acknowledged_by;
   TimeMs acknowledged_at = 0;
+  std::string acknowledge_note;  // what the person acknowledging wrote ("crew dispatched")
   std::string resolved_by;  // "system" when the condition cleared
   TimeMs resolved_at = 0;
+  std::string resolve_note;
 
   Json to_json() const;
 };
