@@ -806,6 +806,7 @@ struct AlertEngine::Impl {
     DeviceSlot& slot = slot_for(ctx, position_changed);
     if (slot.generation != generation) bind(slot);
     const TimeMs t = reading.time;
+    TimeMs heard_at = -1;  // the clock, read once and only when an inactivity rule needs it
     for (auto& b : slot.bindings) {
       const AlertRule& r = *b.rule;
       State& st = b.st;
@@ -836,7 +837,11 @@ struct AlertEngine::Impl {
         }
         case RuleKind::kInactivity:
           if (r.metric != "*" && r.metric != reading.metric) break;
-          st.last_seen = std::max(st.last_seen, t);
+          // Activity is when the node hears from the device (as ThingsBoard's last activity
+          // time), not the reading's own time: a backfill of old readings, or a batch an edge
+          // held during an outage, is activity now and must not raise an inactivity alert.
+          if (heard_at < 0) heard_at = now_ms();
+          st.last_seen = std::max(st.last_seen, std::max(t, heard_at));
           mark_dirty(slot);
           if (st.level > 0) CIVICBUS_RETURN_IF_ERROR(clear(slot, b, t, out));
           break;

@@ -225,6 +225,11 @@ Status Impl::open() {
   tso.retention_5m = options.retention_5m;
   tso.retention_1h = options.retention_1h;
   tso.retention_1d = options.retention_1d;
+  // Larger writer batches put more readings of a series in one chunk and one rollup merge
+  // (a fleet's readings of one interval arrive spread over every device); a query flushes
+  // first, so nothing written is invisible.
+  tso.flush_interval = std::chrono::milliseconds(1000);
+  tso.batch_size = 400'000;
   CIVICBUS_ASSIGN_OR_RETURN(series,
                             TimeSeriesStore::open(series_db ? *series_db : *deps.db, tso));
 
@@ -576,10 +581,14 @@ IngestResult Impl::ingest(std::span<const Reading> readings) {
   }
   series->append(stored);
 
-  // First readings move provisioned devices to active.
-  for (const auto& id : to_activate) {
-    auto changed = registry->set_status(id, DeviceStatus::kActive, "system", "first reading");
-    (void)changed;  // another thread may have done it first
+  // First readings move provisioned devices to active, all of this call's in one transaction
+  // (another thread may have moved some first: they are skipped).
+  if (!to_activate.empty()) {
+    auto moved = registry->set_status_many(to_activate, DeviceStatus::kActive, "system",
+                                           "first reading");
+    if (!moved.ok()) {
+      deps.logger.warn(fmt::format("fleet: activating devices: {}", moved.status().message()));
+    }
   }
 
   DeviceContext ctx;

@@ -1009,9 +1009,9 @@ Result<std::vector<StatusChange>> Registry::history(std::string_view id) const {
   return out;
 }
 
-Result<std::vector<std::string>> Registry::decommission_where(const DeviceQuery& query,
-                                                              std::string_view actor,
-                                                              std::string_view reason) {
+Result<std::vector<std::string>> Registry::transition_many(
+    const std::function<void(const std::function<void(const Device&)>&)>& candidates,
+    DeviceStatus to, std::string_view actor, std::string_view reason) {
   Impl& r = *impl_;
   std::vector<std::pair<StatusChange, std::shared_ptr<const Device>>> changes;
   {
@@ -1020,18 +1020,15 @@ Result<std::vector<std::string>> Registry::decommission_where(const DeviceQuery&
     std::vector<std::pair<Slot, std::shared_ptr<const Device>>> next;
     {
       std::shared_lock read(r.mu);
-      DeviceQuery q = query;
-      q.limit = q.offset = 0;
-      for (const Device* cur : r.matching(q)) {
-        if (cur->status == DeviceStatus::kDecommissioned) continue;
-        auto d = std::make_shared<Device>(*cur);
-        d->status = DeviceStatus::kDecommissioned;
+      candidates([&](const Device& cur) {
+        if (!transition_allowed(cur.status, to)) return;
+        auto d = std::make_shared<Device>(cur);
+        d->status = to;
         d->updated_at = now;
-        changes.emplace_back(StatusChange{d->id, cur->status, DeviceStatus::kDecommissioned,
-                                          std::string(actor), std::string(reason), now},
-                             d);
+        changes.emplace_back(
+            StatusChange{d->id, cur.status, to, std::string(actor), std::string(reason), now}, d);
         next.emplace_back(r.by_id.find(d->id)->second, d);
-      }
+      });
     }
     if (!changes.empty()) {
       CIVICBUS_RETURN_IF_ERROR(r.db.transaction([&]() -> Status {
@@ -1053,6 +1050,33 @@ Result<std::vector<std::string>> Registry::decommission_where(const DeviceQuery&
   }
   std::sort(ids.begin(), ids.end());
   return ids;
+}
+
+Result<std::vector<std::string>> Registry::decommission_where(const DeviceQuery& query,
+                                                              std::string_view actor,
+                                                              std::string_view reason) {
+  DeviceQuery q = query;
+  q.limit = q.offset = 0;
+  return transition_many(
+      [&](const std::function<void(const Device&)>& each) {
+        for (const Device* cur : impl_->matching(q)) each(*cur);
+      },
+      DeviceStatus::kDecommissioned, actor, reason);
+}
+
+Result<std::vector<std::string>> Registry::set_status_many(const std::vector<std::string>& ids,
+                                                           DeviceStatus to,
+                                                           std::string_view actor,
+                                                           std::string_view reason) {
+  return transition_many(
+      [&](const std::function<void(const Device&)>& each) {
+        std::set<std::string_view> seen;
+        for (const auto& id : ids) {
+          if (!seen.insert(id).second) continue;
+          if (auto s = impl_->slot_of(id)) each(*impl_->slots[*s]);
+        }
+      },
+      to, actor, reason);
 }
 
 // ----- metadata and twin -------------------------------------------------------------------

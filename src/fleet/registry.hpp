@@ -74,6 +74,12 @@ class Registry {
                                                       std::string_view actor,
                                                       std::string_view reason);
 
+  // The same move for many devices in one transaction: those that may make it (known, and
+  // transition_allowed) do, the others are skipped; returns the ids moved (sorted).
+  Result<std::vector<std::string>> set_status_many(const std::vector<std::string>& ids,
+                                                   DeviceStatus to, std::string_view actor,
+                                                   std::string_view reason);
+
   Result<std::shared_ptr<const Device>> update(std::string_view id, const DeviceUpdate& update,
                                                std::string_view actor);
 
@@ -116,6 +122,11 @@ class Registry {
  private:
   struct Impl;
   explicit Registry(std::unique_ptr<Impl> impl);
+  // Moves the devices `candidates` yields (under the registry's locks) to `to` in one
+  // transaction; what decommission_where and set_status_many share.
+  Result<std::vector<std::string>> transition_many(
+      const std::function<void(const std::function<void(const Device&)>&)>& candidates,
+      DeviceStatus to, std::string_view actor, std::string_view reason);
   std::unique_ptr<Impl> impl_;
 };
 
