@@ -459,7 +459,10 @@ LocalTimeResolution TimeZone::from_local(std::int64_t local_seconds, Disambiguat
     if (offset_at(u) != o) continue;
     if (std::find(found, found + n, u) == found + n) found[n++] = u;
   }
-  std::sort(found, found + n);
+  // At most three values: sorted by hand (GCC 12 warns, wrongly, about std::sort here).
+  for (int i = 1; i < n; ++i) {
+    for (int j = i; j > 0 && found[j] < found[j - 1]; --j) std::swap(found[j], found[j - 1]);
+  }
   if (n == 1) return {found[0], LocalTimeKind::kUnique};
   if (n >= 2) {
     return {d == Disambiguation::kEarlier ? found[0] : found[n - 1], LocalTimeKind::kRepeated};
