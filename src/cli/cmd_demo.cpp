@@ -26,6 +26,7 @@
 #include "civicbus/broker/broker.hpp"
 #include "civicbus/core/json.hpp"
 #include "civicbus/fleet/fleet.hpp"
+#include <mqtt/async_client.h>
 #include "civicbus/gateway/gateway.hpp"
 #include "civicbus/http/client.hpp"
 #include "civicbus/http/server.hpp"
@@ -309,8 +310,9 @@ struct DataDir {
 class Demo {
  public:
   Demo(Node& node, std::chrono::milliseconds duration, std::int64_t rate, bool serve,
-       std::uint16_t upstream_port)
-      : node_(node),
+       std::uint16_t upstream_port, std::string mqtt_uri)
+      : mqtt_uri_(std::move(mqtt_uri)),
+        node_(node),
         broker_(node.broker()),
         duration_(duration),
         rate_(rate),
@@ -319,7 +321,16 @@ class Demo {
 
   // Stops the consumer groups (waiting for running handlers). Must run before the node goes.
   void stop_subscriptions() { subscriptions_.clear(); }
-  ~Demo() { stop_subscriptions(); }
+  ~Demo() {
+    stop_subscriptions();
+    if (devices_mqtt_ && devices_mqtt_->is_connected()) {
+      try {
+        devices_mqtt_->disconnect()->wait();
+      } catch (const mqtt::exception&) {
+        // The broker went first; nothing to close.
+      }
+    }
+  }
 
   int run();
 
@@ -330,6 +341,12 @@ class Demo {
   void exercise_gateway();
   void run_call(http::HttpClient& client, const std::string& base, const GatewayCall& call);
   void fleet_tour();
+  // Publishes the flood gauges' readings of one step as the devices would (QoS 1) and waits
+  // until the fleet ingested them; false when the broker refused.
+  bool publish_over_mqtt(const std::vector<fleet::Reading>& readings);
+
+  std::string mqtt_uri_;
+  std::unique_ptr<mqtt::async_client> devices_mqtt_;
   void serve_gateway();
   void show_refusal_and_dedup();
   Status traffic();
@@ -886,10 +903,17 @@ void Demo::summary() {
 void Demo::fleet_tour() {
   fleet::DeviceFleet* f = node_.fleet();
   if (f == nullptr) return;
+  for (int i = 0; i < 50 && !mqtt_uri_.empty() && !f->mqtt_connected(); ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  const bool over_mqtt = !mqtt_uri_.empty() && f->mqtt_connected();
   fmt::print("\nfleet    a simulated device fleet{}\n",
-             f->mqtt_connected() ? " (MQTT link connected to mosquitto on 127.0.0.1:1883)"
-                                 : " (readings over the in-process API; start mosquitto on "
-                                   "127.0.0.1:1883 to see the MQTT link connect)");
+             over_mqtt ? fmt::format(" (the flood gauges publish over MQTT to {}; the node's MQTT "
+                                     "link ingests them)",
+                                     mqtt_uri_)
+                       : std::string(" (readings over the in-process API; start mosquitto on "
+                                     "127.0.0.1:1883, or give --mqtt URI, to see them go over "
+                                     "MQTT)"));
   std::string csv = "id,serial,type,lat,lon,department,project\n";
   for (int i = 0; i < 240; ++i) {
     csv += fmt::format("wm-{:03},WM{:06},water_meter,{:.5f},{:.5f},water,ami-2026\n", i, 100000 + i,
@@ -939,6 +963,16 @@ void Demo::fleet_tour() {
       }
       for (int i = 0; i < 20; ++i) rs.push_back({fmt::format("ps-{:02}", i), "pressure", 410.0, "kPa", t});
     }
+    if (over_mqtt) {
+      // The gauges' readings go through mosquitto; the rest stays in process.
+      std::vector<fleet::Reading> gauges(rs.begin(), rs.begin() + 12);
+      rs.erase(rs.begin(), rs.begin() + 12);
+      if (!publish_over_mqtt(gauges)) {
+        ++failures_;
+        return;
+      }
+      accepted += gauges.size();
+    }
     if (step == 10) rs.push_back({"wm-000", "flow_rate", 12.0, "m3/h", t});  // refused: wrong unit
     auto r = f->ingest(rs);
     accepted += r.accepted;
@@ -977,8 +1011,10 @@ void Demo::fleet_tour() {
   }
   (void)f->flush();
   auto stats = f->stats();
-  fmt::print("         {} readings stored with 5-min/hour/day rollups, {} refused; {} devices\n",
-             accepted, rejected, stats.devices);
+  fmt::print("         {} readings stored with 5-min/hour/day rollups, {} refused; {} devices{}\n",
+             accepted, rejected, stats.devices,
+             over_mqtt ? fmt::format("; {} MQTT messages received", stats.mqtt_messages)
+                       : std::string());
   gateway::Gateway* gw = node_.gateway();
   if (gw != nullptr) {
     const std::string base = fmt::format("127.0.0.1:{}", gw->port());
@@ -999,6 +1035,40 @@ void Demo::fleet_tour() {
     for (const GatewayCall& call : calls) run_call(**client, base, call);
   }
   std::fflush(stdout);
+}
+
+bool Demo::publish_over_mqtt(const std::vector<fleet::Reading>& readings) {
+  fleet::DeviceFleet* f = node_.fleet();
+  try {
+    if (!devices_mqtt_) {
+      devices_mqtt_ = std::make_unique<mqtt::async_client>(
+          mqtt_uri_, fmt::format("civicbus-demo-devices-{}", ::getpid()));
+      auto opts = mqtt::connect_options_builder().clean_session(true).finalize();
+      devices_mqtt_->connect(opts)->wait();
+    }
+    const std::uint64_t before = f->stats().readings_accepted;
+    std::vector<mqtt::delivery_token_ptr> tokens;
+    for (const auto& r : readings) {
+      const std::string body =
+          fmt::format(R"({{"ts":{},"values":{{"{}":{}}}}})", r.time, r.metric, r.value);
+      tokens.push_back(devices_mqtt_->publish(
+          fmt::format("civicbus/devices/{}/telemetry", r.device_id), body, 1, false));
+    }
+    for (auto& t : tokens) t->wait();
+    // QoS 1 is acknowledged by mosquitto; the node receives the messages on its own link.
+    const auto deadline = SteadyClock::now() + 5s;
+    while (f->stats().readings_accepted < before + readings.size()) {
+      if (SteadyClock::now() > deadline) {
+        fmt::print("         the fleet did not receive the gauges' MQTT messages in 5 s\n");
+        return false;
+      }
+      std::this_thread::sleep_for(1ms);
+    }
+    return true;
+  } catch (const mqtt::exception& e) {
+    fmt::print("         MQTT publish to {} failed: {}\n", mqtt_uri_, e.what());
+    return false;
+  }
 }
 
 int Demo::run() {
@@ -1100,9 +1170,18 @@ int run_demo(const Args& args) {
   fleet.api_auth = {gateway::AuthMethod::kApiKey};
   fleet.api_groups = {"iot", "admin"};
   fleet.time_zone = "America/Toronto";
-  if (port_open("127.0.0.1", 1883)) {
+  std::string mqtt_uri;
+  if (auto given = args.value("mqtt")) {
+    if (!given->starts_with("tcp://")) {
+      return usage_error("demo", fmt::format("--mqtt must be tcp://host:port; got '{}'", *given));
+    }
+    mqtt_uri = *given;
+  } else if (port_open("127.0.0.1", 1883)) {
+    mqtt_uri = "tcp://127.0.0.1:1883";
+  }
+  if (!mqtt_uri.empty()) {
     fleet.mqtt = fleet::FleetMqttOptions{};
-    fleet.mqtt->server_uri = "tcp://127.0.0.1:1883";
+    fleet.mqtt->server_uri = mqtt_uri;
     fleet.mqtt->client_id = fmt::format("civicbus-demo-{}", ::getpid());
   }
   options.fleet = std::move(fleet);
@@ -1114,7 +1193,7 @@ int run_demo(const Args& args) {
   if (!created.ok()) return fail(created.status());
   std::unique_ptr<Node> node = std::move(created).value();
   // The demo outlives the node: the log may still answer publishes while it closes.
-  Demo demo(*node, *duration, rate, args.has("serve"), *upstream_port);
+  Demo demo(*node, *duration, rate, args.has("serve"), *upstream_port, mqtt_uri);
   int code = demo.run();
   demo.stop_subscriptions();
   node.reset();

@@ -23,6 +23,9 @@ constexpr OptionSpec kDemoOptions[] = {
     {"data-dir", true, "DIR", "keep the demo's data here (default: a temporary directory)"},
     {"keep", false, "", "do not delete the temporary data directory"},
     {"gateway-port", true, "PORT", "the demo gateway's port on 127.0.0.1 (default: any free one)"},
+    {"mqtt", true, "URI",
+     "the MQTT broker the simulated devices publish to (default tcp://127.0.0.1:1883 when "
+     "something listens there, else readings go in process)"},
     {"serve", false, "",
      "after the tour, keep the node and its gateway running until Ctrl-C (to try the curl "
      "commands)"},

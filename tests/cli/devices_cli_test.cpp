@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "civicbus/core/json.hpp"
+#include "support/mosquitto.hpp"
 #include "support/test_support.hpp"
 
 namespace civicbus {
@@ -68,6 +69,18 @@ TEST_CASE("cli: devices import provisions the good rows, lists the bad ones and 
   CHECK_FALSE(contains(list.output, "PRIVATE"));
   RunResult table = cli({"devices", "list", "--config", config, "--type", "water_meter"});
   CHECK(contains(table.output, "2 of 2 devices"));
+}
+
+TEST_CASE("cli: the demo's simulated gauges publish over MQTT through a real mosquitto") {
+  testing::Mosquitto mosquitto;
+  RunResult r = cli({"demo", "--duration", "1s", "--rate", "100", "--mqtt", mosquitto.uri()});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.output, "the flood gauges publish over MQTT"));
+  CHECK(contains(r.output, "732 MQTT messages received"));  // 61 steps x 12 gauges
+  CHECK(contains(r.output, "resolved by system"));
+  RunResult bad = cli({"demo", "--mqtt", "http://127.0.0.1:1"});
+  CHECK(bad.exit_code == 2);
 }
 
 }  // namespace civicbus
