@@ -215,6 +215,9 @@ struct AlertEngine::Impl {
   std::uint64_t generation = 1;
 
   StringMap<std::unique_ptr<DeviceSlot>> devices;
+  // The slot of the last evaluated device: readings come in runs of one device, and this
+  // spares the hash of its id for all but the first (reset when a slot is erased).
+  DeviceSlot* last_slot = nullptr;
   std::vector<DeviceSlot*> dirty;
 
   StringMap<Alert> active;               // alert id → alert (raised or acknowledged)
@@ -357,15 +360,17 @@ struct AlertEngine::Impl {
   }
 
   DeviceSlot& slot_for(const DeviceContext& ctx, bool& position_changed) {
-    auto it = devices.find(std::string_view(ctx.device_id));
-    DeviceSlot* slot;
-    if (it == devices.end()) {
+    DeviceSlot* slot = nullptr;
+    if (last_slot != nullptr && last_slot->known_ctx && last_slot->ctx.device_id == ctx.device_id) {
+      slot = last_slot;
+    } else if (auto it = devices.find(std::string_view(ctx.device_id)); it != devices.end()) {
+      slot = it->second.get();
+    } else {
       auto s = std::make_unique<DeviceSlot>();
       slot = s.get();
       devices.emplace(ctx.device_id, std::move(s));
-    } else {
-      slot = it->second.get();
     }
+    last_slot = slot;
     if (!slot->known_ctx) {
       slot->ctx = ctx;
       slot->known_ctx = true;
@@ -1285,6 +1290,7 @@ Status AlertEngine::untrack_device(std::string_view device_id) {
     auto it = impl_->devices.find(device_id);
     if (it != impl_->devices.end()) {
       std::erase(impl_->dirty, it->second.get());
+      if (impl_->last_slot == it->second.get()) impl_->last_slot = nullptr;
       impl_->devices.erase(it);
     }
     if (st.ok()) {
@@ -1309,6 +1315,25 @@ Status AlertEngine::evaluate(const Reading& reading, const DeviceContext& ctx) {
     std::lock_guard lock(impl_->mu);
     const std::uint64_t before = impl_->writes_queued;
     st = impl_->evaluate(reading, ctx, events);
+    wrote = impl_->writes_queued != before;
+  }
+  if (!events.empty()) impl_->dispatch(events);
+  if (!wrote) return st;
+  Status written = impl_->drain();
+  return st.ok() ? written : st;
+}
+
+Status AlertEngine::evaluate(std::span<const Reading> readings, const DeviceContext& ctx) {
+  std::vector<Event> events;
+  Status st;
+  bool wrote = false;
+  {
+    std::lock_guard lock(impl_->mu);
+    const std::uint64_t before = impl_->writes_queued;
+    for (const Reading& r : readings) {
+      st = impl_->evaluate(r, ctx, events);
+      if (!st.ok()) break;
+    }
     wrote = impl_->writes_queued != before;
   }
   if (!events.empty()) impl_->dispatch(events);

@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -105,6 +106,8 @@ class AlertEngine {
 
   // The hot path. Returns an error only when storing a transition failed.
   Status evaluate(const Reading& reading, const DeviceContext& ctx);
+  // The same for a run of readings of one device, under one lock and one commit.
+  Status evaluate(std::span<const Reading> readings, const DeviceContext& ctx);
   // Inactivity and for_s checks at `now`, then a batched flush when due.
   Status tick(TimeMs now);
   // Writes batched state now.

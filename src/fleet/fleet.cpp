@@ -556,6 +556,8 @@ IngestResult Impl::ingest(std::span<const Reading> readings) {
   std::shared_ptr<const Device> device;
   std::shared_ptr<const DeviceType> type;
   std::vector<std::string> to_activate;
+  // Runs of accepted readings of one device, for the rules: (device, readings in the run).
+  std::vector<std::pair<std::shared_ptr<const Device>, std::size_t>> runs;
   for (const auto& r : readings) {
     if (!device || device->id != r.device_id) {
       device = registry->find(r.device_id);
@@ -568,6 +570,8 @@ IngestResult Impl::ingest(std::span<const Reading> readings) {
       continue;
     }
     accepted.push_back(&r);
+    if (runs.empty() || runs.back().first != device) runs.emplace_back(device, 0);
+    ++runs.back().second;
   }
   result.accepted = accepted.size();
   if (accepted.empty()) return result;
@@ -592,18 +596,19 @@ IngestResult Impl::ingest(std::span<const Reading> readings) {
   }
 
   DeviceContext ctx;
-  for (const Reading& r : stored) {
-    if (ctx.device_id != r.device_id || !device || device->id != r.device_id) {
-      device = registry->find(r.device_id);
-      if (!device) continue;
-      ctx.device_id = device->id;
-      ctx.type = device->type;
-      ctx.location = device->location;
-      ctx.groups = registry->groups_of(device->id);
-    }
+  std::size_t at = 0;
+  for (const auto& [d, count] : runs) {
+    const std::span<const Reading> run = stored.subspan(at, count);
+    at += count;
     // A device under maintenance reports, but its alerts are held.
-    if (device->status == DeviceStatus::kMaintenance) continue;
-    Status s = alerts->evaluate(r, ctx);
+    if (d->status == DeviceStatus::kMaintenance) continue;
+    if (ctx.device_id != d->id) {
+      ctx.device_id = d->id;
+      ctx.type = d->type;
+      ctx.groups = registry->groups_of(d->id);
+    }
+    ctx.location = d->location;
+    Status s = alerts->evaluate(run, ctx);
     if (!s.ok()) deps.logger.warn(fmt::format("fleet: alert state not stored: {}", s.message()));
   }
 

@@ -140,6 +140,27 @@ struct Agg {
       last_time = t;
     }
   }
+
+  // Folds another partial aggregate of the same bucket into this one.
+  void merge(const Agg& o) {
+    if (o.count == 0) return;
+    if (count == 0) {
+      *this = o;
+      return;
+    }
+    count += o.count;
+    sum += o.sum;
+    min = std::min(min, o.min);
+    max = std::max(max, o.max);
+    if (o.first_time < first_time) {
+      first = o.first;
+      first_time = o.first_time;
+    }
+    if (o.last_time >= last_time) {
+      last = o.last;
+      last_time = o.last_time;
+    }
+  }
 };
 
 struct AggKey {
@@ -149,13 +170,35 @@ struct AggKey {
   bool operator==(const AggKey&) const = default;
 };
 
-struct AggKeyHash {
-  std::size_t operator()(const AggKey& k) const {
-    std::uint64_t h = static_cast<std::uint64_t>(k.series) * 0x9E3779B97F4A7C15ull;
-    h ^= static_cast<std::uint64_t>(k.bucket) + 0x632BE59BD9B4E019ull + (h << 6) + (h >> 2);
-    h ^= static_cast<std::uint64_t>(k.tier) * 0xC2B2AE3D27D4EB4Full;
-    return static_cast<std::size_t>(h ^ (h >> 29));
+// The partial aggregates of one batch, appended as readings move into buckets. A series that
+// comes back to a bucket it left in the same batch (a late reading) opens a second entry for
+// it; the writer sorts the entries by key and folds such twins together. No hash map: most
+// readings of a sparse series open a new bucket, and hashing and node allocation per entry
+// cost more than the sort. Entries live in fixed blocks, so pointers to them stay valid, and
+// the blocks are kept for the next batch.
+class AggPool {
+ public:
+  struct Entry {
+    AggKey key;
+    Agg agg;
+  };
+  Agg& open(const AggKey& key) {
+    if (size_ == blocks_.size() * kBlock) blocks_.push_back(std::make_unique<Entry[]>(kBlock));
+    Entry& e = blocks_[size_ / kBlock][size_ % kBlock];
+    e.key = key;
+    e.agg = Agg{};
+    ++size_;
+    return e.agg;
   }
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  void clear() { size_ = 0; }
+  const Entry& operator[](std::size_t i) const { return blocks_[i / kBlock][i % kBlock]; }
+
+ private:
+  static constexpr std::size_t kBlock = 4096;
+  std::vector<std::unique_ptr<Entry[]>> blocks_;
+  std::size_t size_ = 0;
 };
 
 struct RawPoint {
@@ -271,7 +314,7 @@ struct TimeSeriesStore::Pending {
   std::vector<PendingChunk> chunks;
   std::size_t chunk_count = 0;
   std::size_t raw_count = 0;  // readings in the chunks
-  std::unordered_map<AggKey, Agg, AggKeyHash> aggs;
+  AggPool aggs;
   std::vector<NewSeries> new_series;
   bool empty() const { return raw_count == 0 && aggs.empty() && new_series.empty(); }
   void clear() {
@@ -510,7 +553,7 @@ void TimeSeriesStore::append(std::span<const Reading> readings) {
       if (s.generation[i] != generation_ || r.time < s.bucket_start[i] ||
           r.time >= s.bucket_end[i]) {
         const auto [start, end] = bucket_of(static_cast<Tier>(i + 1), r.time);
-        s.agg[i] = &p.aggs[AggKey{s.id, static_cast<std::int64_t>(i + 1), start}];
+        s.agg[i] = &p.aggs.open(AggKey{s.id, static_cast<std::int64_t>(i + 1), start});
         s.bucket_start[i] = start;
         s.bucket_end[i] = end;
         s.generation[i] = generation_;
@@ -569,13 +612,24 @@ Status TimeSeriesStore::write(Pending& batch) {
   for (std::size_t i = 0; i < batch.chunk_count; ++i) chunks.push_back(&batch.chunks[i]);
   std::sort(chunks.begin(), chunks.end(),
             [](const PendingChunk* a, const PendingChunk* b) { return a->series < b->series; });
-  std::vector<const std::pair<const AggKey, Agg>*> aggs;
-  aggs.reserve(batch.aggs.size());
-  for (const auto& entry : batch.aggs) aggs.push_back(&entry);
-  std::sort(aggs.begin(), aggs.end(), [](const auto* a, const auto* b) {
-    return std::tie(a->first.series, a->first.tier, a->first.bucket) <
-           std::tie(b->first.series, b->first.tier, b->first.bucket);
+  std::vector<const AggPool::Entry*> sorted;
+  sorted.reserve(batch.aggs.size());
+  for (std::size_t i = 0; i < batch.aggs.size(); ++i) sorted.push_back(&batch.aggs[i]);
+  // Stable: twins stay in append order, so a later reading at an equal time still wins "last".
+  std::stable_sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) {
+    return std::tie(a->key.series, a->key.tier, a->key.bucket) <
+           std::tie(b->key.series, b->key.tier, b->key.bucket);
   });
+  // One row per bucket: twins (a series back in a bucket it left) folded together.
+  std::vector<AggPool::Entry> aggs;
+  aggs.reserve(sorted.size());
+  for (const AggPool::Entry* e : sorted) {
+    if (!aggs.empty() && aggs.back().key == e->key) {
+      aggs.back().agg.merge(e->agg);
+    } else {
+      aggs.push_back(*e);
+    }
+  }
   // Every chunk row of the batch, its blob a slice of `blobs`.
   struct ChunkRow {
     std::int64_t series;
@@ -645,8 +699,8 @@ Status TimeSeriesStore::write(Pending& batch) {
       params.emplace_back(a.last);
       params.emplace_back(a.last_time);
     };
-    for (const auto* entry : aggs) {
-      add_row(entry->first, entry->second);
+    for (const AggPool::Entry& entry : aggs) {
+      add_row(entry.key, entry.agg);
       if (++pending_rows == kRollupChunk) {
         CIVICBUS_RETURN_IF_ERROR(writer_db_.execute(rollup_sql(true), params).status());
         params.clear();
