@@ -14,44 +14,9 @@ namespace civicbus::fleet {
 namespace {
 
 using gateway::GatewayRequest;
+using gateway::json_response;
+using gateway::problem_response;
 using http::HttpResponse;
-
-HttpResponse json_response(int status, const Json& body) {
-  HttpResponse r;
-  r.status = status;
-  r.headers.add("Content-Type", "application/json");
-  r.body = body.dump();
-  return r;
-}
-
-int http_status_of(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kInvalidArgument: return 400;
-    case ErrorCode::kNotFound: return 404;
-    case ErrorCode::kAlreadyExists: return 409;
-    case ErrorCode::kFailedPrecondition: return 409;
-    case ErrorCode::kPermissionDenied: return 403;
-    case ErrorCode::kUnauthenticated: return 401;
-    case ErrorCode::kResourceExhausted: return 429;
-    case ErrorCode::kUnavailable: return 503;
-    case ErrorCode::kDeadlineExceeded: return 504;
-    default: return 500;
-  }
-}
-
-HttpResponse problem(const Status& s) {
-  const int status = http_status_of(s.code());
-  HttpResponse r;
-  r.status = status;
-  r.headers.add("Content-Type", "application/problem+json");
-  r.body = Json::object({{"type", "about:blank"},
-                         {"title", std::string(http::reason_phrase(status))},
-                         {"status", status},
-                         {"code", std::string(error_code_name(s.code()))},
-                         {"detail", s.message()}})
-               .dump();
-  return r;
-}
 
 // The query string as name → value (percent-decoded, '+' as space).
 std::map<std::string, std::string, std::less<>> query_params(std::string_view query) {
@@ -208,15 +173,13 @@ Status DeviceFleet::mount(gateway::Gateway& gw) {
     r.groups = o.api_groups;
     r.summary = std::move(summary);
     r.tags = {"iot"};
-    // A handler's error becomes a problem document instead of a 500 with no detail.
-    first = gw.add_route(std::move(r), [handler = std::move(handler)](const GatewayRequest& req) {
-      return handler(req);
-    });
+    first = gw.add_route(std::move(r), std::move(handler));
   };
+  // A handler's error becomes a problem document instead of a 500 with no detail.
   auto wrap = [](auto fn) {
     return [fn](const GatewayRequest& req) -> HttpResponse {
       Result<HttpResponse> r = fn(req);
-      return r.ok() ? std::move(*r) : problem(r.status());
+      return r.ok() ? std::move(*r) : problem_response(r.status());
     };
   };
 

@@ -39,6 +39,14 @@
 
 namespace civicbus::gateway {
 
+http::HttpResponse json_response(int status, const Json& body) {
+  http::HttpResponse r;
+  r.status = status;
+  r.headers.add("Content-Type", "application/json");
+  r.body = body.dump();
+  return r;
+}
+
 namespace {
 
 using http::HttpHeaders;
@@ -49,7 +57,8 @@ constexpr std::string_view kAdminPrefix = "/api/v1/gateway";
 constexpr std::string_view kOpenApiPath = "/api/v1/openapi.json";
 
 // RFC 9457 problem details; every error the gateway makes itself looks like this.
-HttpResponse problem(int status, std::string_view detail, std::string_view request_id = {}) {
+HttpResponse problem(int status, std::string_view detail, std::string_view request_id = {},
+                     std::string_view code = {}) {
   HttpResponse r;
   r.status = status;
   r.headers.add("Content-Type", "application/problem+json");
@@ -58,17 +67,11 @@ HttpResponse problem(int status, std::string_view detail, std::string_view reque
                             {"status", status},
                             {"detail", std::string(detail)}});
   if (!request_id.empty()) body.set("request_id", std::string(request_id));
+  if (!code.empty()) body.set("code", std::string(code));  // clients can branch on it
   r.body = body.dump();
   return r;
 }
 
-HttpResponse json_response(int status, const Json& body) {
-  HttpResponse r;
-  r.status = status;
-  r.headers.add("Content-Type", "application/json");
-  r.body = body.dump();
-  return r;
-}
 
 bool is_hop_by_hop(std::string_view name) {
   static constexpr std::string_view kNames[] = {
@@ -238,6 +241,26 @@ struct Snapshot {
 };
 
 }  // namespace
+
+int http_status_of(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kUnauthenticated: return 401;
+    case ErrorCode::kPermissionDenied: return 403;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kFailedPrecondition: return 409;
+    case ErrorCode::kResourceExhausted: return 429;
+    case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kDeadlineExceeded: return 504;
+    default: return 500;
+  }
+}
+
+http::HttpResponse problem_response(const Status& status) {
+  return problem(http_status_of(status.code()), status.message(), {},
+                 error_code_name(status.code()));
+}
 
 std::string_view GatewayRequest::param(std::string_view name) const {
   for (const auto& [n, v] : params) {

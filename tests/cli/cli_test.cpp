@@ -7,26 +7,20 @@
 #include <vector>
 
 #include "civicbus/core/json.hpp"
+#include "cli/cli_support.hpp"
 #include "support/test_support.hpp"
 
 namespace civicbus {
 namespace {
 
+using cli_testing::cli;
+using cli_testing::contains;
+using cli_testing::kCli;
+
 using namespace std::chrono_literals;
 using testing::run_command;
 using testing::RunResult;
 using testing::TempDir;
-
-const std::string kCli = CIVICBUS_CLI_PATH;
-
-RunResult cli(std::vector<std::string> args, const std::string& stdin_text = {}) {
-  args.insert(args.begin(), kCli);
-  return run_command(args, stdin_text);
-}
-
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
-}
 
 // A configuration with a schema'd topic and a PII topic, in its own directory.
 struct Config {

@@ -7,25 +7,19 @@
 
 #include "civicbus/core/json.hpp"
 #include "support/mosquitto.hpp"
+#include "cli/cli_support.hpp"
 #include "support/test_support.hpp"
 
 namespace civicbus {
 namespace {
 
+using cli_testing::cli;
+using cli_testing::contains;
+using cli_testing::kCli;
+
 using testing::run_command;
 using testing::RunResult;
 using testing::TempDir;
-
-const std::string kCli = CIVICBUS_CLI_PATH;
-
-RunResult cli(std::vector<std::string> args) {
-  args.insert(args.begin(), kCli);
-  return run_command(args);
-}
-
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
-}
 
 }  // namespace
 

@@ -7,26 +7,21 @@
 #include <vector>
 
 #include "civicbus/core/json.hpp"
+#include "cli/cli_support.hpp"
 #include "support/test_support.hpp"
 
 namespace civicbus {
 namespace {
 
+using cli_testing::cli;
+using cli_testing::contains;
+using cli_testing::kCli;
+
 using testing::run_command;
 using testing::RunResult;
 using testing::TempDir;
 
-const std::string kCli = CIVICBUS_CLI_PATH;
 constexpr std::string_view kSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-RunResult cli(std::vector<std::string> args) {
-  args.insert(args.begin(), kCli);
-  return run_command(args);
-}
-
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
-}
 
 std::string webhooks_yaml() {
   return fmt::format(R"(node: {{name: hooks-test, data_dir: data, worker_threads: 2}}

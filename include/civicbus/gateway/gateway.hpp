@@ -52,6 +52,15 @@ struct GatewayRequest {
 // Returns the response; may throw (the client then gets 500). Runs on a gateway worker.
 using GatewayHandler = std::function<http::HttpResponse(const GatewayRequest&)>;
 
+// For in-process handlers: a JSON body, and an RFC 9457 problem document for an error (the
+// gateway's own errors look the same), with the error's code name in "code".
+// http_status_of: invalid_argument 400, unauthenticated 401, permission_denied 403,
+// not_found 404, already_exists and failed_precondition 409, resource_exhausted 429,
+// unavailable 503, deadline_exceeded 504, anything else 500.
+http::HttpResponse json_response(int status, const Json& body);
+http::HttpResponse problem_response(const Status& status);
+int http_status_of(ErrorCode code);
+
 // What the gateway needs from its host. Every pointer may be null: the gateway then uses one
 // of its own (system clock, secure random, a metrics registry of its own, stderr logs).
 // Whatever is given must outlive the gateway.
