@@ -26,13 +26,13 @@
 //        --probes N (5000) --mqtt-messages N (50000)
 //        --only ingest|latency|mqtt|registry|import
 #include <fmt/format.h>
+#include <mqtt/async_client.h>
 #include <sqlite3.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
-#include <mqtt/async_client.h>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -61,14 +61,22 @@ Flags parse_flags(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const std::string v = argv[i + 1];
-    if (k == "--readings") f.readings = std::stoul(v);
-    else if (k == "--devices") f.devices = std::stoul(v);
-    else if (k == "--import-devices") f.import_devices = std::stoul(v);
-    else if (k == "--openssl-devices") f.openssl_devices = std::stoul(v);
-    else if (k == "--probes") f.probes = std::stoul(v);
-    else if (k == "--mqtt-messages") f.mqtt_messages = std::stoul(v);
-    else if (k == "--only") f.only = v;
-    else throw std::runtime_error("unknown flag " + k);
+    if (k == "--readings")
+      f.readings = std::stoul(v);
+    else if (k == "--devices")
+      f.devices = std::stoul(v);
+    else if (k == "--import-devices")
+      f.import_devices = std::stoul(v);
+    else if (k == "--openssl-devices")
+      f.openssl_devices = std::stoul(v);
+    else if (k == "--probes")
+      f.probes = std::stoul(v);
+    else if (k == "--mqtt-messages")
+      f.mqtt_messages = std::stoul(v);
+    else if (k == "--only")
+      f.only = v;
+    else
+      throw std::runtime_error("unknown flag " + k);
   }
   return f;
 }
@@ -82,7 +90,9 @@ void check(const Status& s, std::string_view what) {
   if (!s.ok()) throw std::runtime_error(fmt::format("{}: {}", what, s.to_string()));
 }
 
-double seconds_since(std::int64_t start_ns) { return (steady_now_ns() - start_ns) / 1e9; }
+double seconds_since(std::int64_t start_ns) {
+  return (steady_now_ns() - start_ns) / 1e9;
+}
 
 fleet::TimeMs now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -166,7 +176,8 @@ void bench_ingest(const Flags& f) {
   const auto csv_path = dir.path() / "readings.csv";
   {
     std::ofstream out(csv_path);
-    for (const auto& r : all) out << r.device_id << ',' << r.metric << ',' << r.value << ',' << r.time << '\n';
+    for (const auto& r : all)
+      out << r.device_id << ',' << r.metric << ',' << r.value << ',' << r.time << '\n';
   }
   const auto script = dir.path() / "import.sql";
   {
@@ -182,8 +193,10 @@ void bench_ingest(const Flags& f) {
   if (std::system(cmd.c_str()) != 0) throw std::runtime_error("sqlite3 .import failed");
   const double psecs = seconds_since(p0);
   const double peer = all.size() / psecs;
-  print_bench("fleet_ingest", {{"peer", "sqlite3_import"}, {"readings", all.size()},
-                               {"seconds", psecs}, {"readings_per_s", peer}});
+  print_bench("fleet_ingest", {{"peer", "sqlite3_import"},
+                               {"readings", all.size()},
+                               {"seconds", psecs},
+                               {"readings_per_s", peer}});
   print_vs("fleet_ingest", ours, peer, "sqlite3_import_raw_rows", "readings/s", true);
 }
 
@@ -198,7 +211,9 @@ void bench_latency(const Flags& f) {
   check(fleet.import_devices(meter_csv(1000), fleet::ImportFormat::kCsv, "bench"), "import");
   check(fleet.add_rule(Json::parse(R"({"id":"probe","name":"probe","scope":{"type":"water_meter"},
         "kind":"threshold","metric":"flow_rate","direction":"above","critical":100,"clear":10,
-        "actions":[{"output":"probe","command":"raised","on":"raised"}]})").value()), "rule");
+        "actions":[{"output":"probe","command":"raised","on":"raised"}]})")
+                           .value()),
+        "rule");
   std::atomic<std::int64_t> fired_ns{0};
   fleet.on_action([&](std::string_view, std::string_view, const fleet::Alert&) {
     fired_ns.store(steady_now_ns());
@@ -242,13 +257,13 @@ struct Publisher {
       const std::size_t d = i % devices;
       std::string body = "[";
       for (int k = 0; k < 5; ++k) {
-        body += fmt::format(R"({}{{"ts":{},"values":{{"flow_rate":{:.1f},"total_volume":{:.2f}}}}})",
-                            k ? "," : "", base + static_cast<fleet::TimeMs>(i) * 5 + k, 1.0 + k,
-                            100.0 + i * 0.01);
+        body += fmt::format(
+            R"({}{{"ts":{},"values":{{"flow_rate":{:.1f},"total_volume":{:.2f}}}}})", k ? "," : "",
+            base + static_cast<fleet::TimeMs>(i) * 5 + k, 1.0 + k, 100.0 + i * 0.01);
       }
       body += "]";
-      auto msg = mqtt::make_message(fmt::format("civicbus/devices/wm-{:07}/telemetry", d), body, 1,
-                                    false);
+      auto msg =
+          mqtt::make_message(fmt::format("civicbus/devices/wm-{:07}/telemetry", d), body, 1, false);
       tokens.push_back(client.publish(msg));
       if (tokens.size() >= 4000) {
         for (auto& t : tokens) t->wait();
@@ -273,8 +288,10 @@ void bench_mqtt(const Flags& f) {
          << "max_inflight_messages 0\nmax_queued_messages 1000000\n";
   }
   ServerProcess mosquitto;
-  mosquitto.start({"mosquitto", {"-c", (dir.path() / "mosquitto.conf").string()},
-                   dir.path() / "mosquitto.log", port});
+  mosquitto.start({"mosquitto",
+                   {"-c", (dir.path() / "mosquitto.conf").string()},
+                   dir.path() / "mosquitto.log",
+                   port});
   constexpr std::size_t kDevices = 1000;
   const std::size_t readings = f.mqtt_messages * 10;
 
@@ -282,7 +299,8 @@ void bench_mqtt(const Flags& f) {
   double peer = 0;
   {
     const std::string cmd = fmt::format(
-        "mosquitto_sub -h 127.0.0.1 -p {} -q 1 -i fleet-bench-sub -t 'civicbus/devices/+/telemetry' "
+        "mosquitto_sub -h 127.0.0.1 -p {} -q 1 -i fleet-bench-sub -t "
+        "'civicbus/devices/+/telemetry' "
         "-C {} > /dev/null",
         port, f.mqtt_messages);
     std::atomic<std::int64_t> done_ns{0};
@@ -296,8 +314,11 @@ void bench_mqtt(const Flags& f) {
     if (done_ns.load() == 0) throw std::runtime_error("mosquitto_sub failed");
     const double secs = (done_ns.load() - t0) / 1e9;
     peer = readings / secs;
-    print_bench("fleet_mqtt", {{"peer", "mosquitto_sub"}, {"messages", f.mqtt_messages},
-                               {"readings", readings}, {"seconds", secs}, {"readings_per_s", peer}});
+    print_bench("fleet_mqtt", {{"peer", "mosquitto_sub"},
+                               {"messages", f.mqtt_messages},
+                               {"readings", readings},
+                               {"seconds", secs},
+                               {"readings_per_s", peer}});
   }
 
   fleet::FleetOptions fo;
@@ -323,9 +344,11 @@ void bench_mqtt(const Flags& f) {
   const double secs = seconds_since(t0);
   const std::uint64_t got = fleet.stats().readings_accepted - before;
   const double ours = got / secs;
-  print_bench("fleet_mqtt", {{"messages", f.mqtt_messages}, {"readings", got},
+  print_bench("fleet_mqtt", {{"messages", f.mqtt_messages},
+                             {"readings", got},
                              {"lost", readings - std::min<std::uint64_t>(got, readings)},
-                             {"seconds", secs}, {"readings_per_s", ours}});
+                             {"seconds", secs},
+                             {"readings_per_s", ours}});
   print_vs("fleet_mqtt", ours, peer, "mosquitto_sub_qos1", "readings/s", true);
 }
 
@@ -375,16 +398,20 @@ void bench_registry(const Flags& f) {
     queries.push_back(steady_now_ns() - s);
   }
   auto qs = summarize_latencies(queries);
-  print_bench("fleet_registry", {{"devices", f.devices}, {"import_seconds", import_secs},
-                                 {"lookup_p50_us", ls.p50_us}, {"lookup_p99_us", ls.p99_us},
-                                 {"bbox_query_p50_ms", qs.p50_us / 1e3}, {"bbox_query_max_ms", qs.max_us / 1e3},
+  print_bench("fleet_registry", {{"devices", f.devices},
+                                 {"import_seconds", import_secs},
+                                 {"lookup_p50_us", ls.p50_us},
+                                 {"lookup_p99_us", ls.p99_us},
+                                 {"bbox_query_p50_ms", qs.p50_us / 1e3},
+                                 {"bbox_query_max_ms", qs.max_us / 1e3},
                                  {"bbox_matches_avg", matched / 50.0}});
   node.reset();
 
   // The peer: the same rows in SQLite, queried through the library.
   sqlite3* db = nullptr;
   sqlite3_open((dir.path() / "peer.db").string().c_str(), &db);
-  sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE devices(id TEXT PRIMARY KEY, type TEXT, "
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; CREATE TABLE devices(id TEXT PRIMARY KEY, type TEXT, "
                "lat REAL, lon REAL); CREATE INDEX devices_geo ON devices(type, lat, lon);",
                nullptr, nullptr, nullptr);
   sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
@@ -413,8 +440,10 @@ void bench_registry(const Flags& f) {
   sqlite3_finalize(get);
   auto pls = summarize_latencies(plookups);
   sqlite3_stmt* box = nullptr;
-  sqlite3_prepare_v2(db, "SELECT count(*) FROM devices WHERE type = 'water_meter' AND lat BETWEEN ? "
-                     "AND ? AND lon BETWEEN ? AND ?", -1, &box, nullptr);
+  sqlite3_prepare_v2(db,
+                     "SELECT count(*) FROM devices WHERE type = 'water_meter' AND lat BETWEEN ? "
+                     "AND ? AND lon BETWEEN ? AND ?",
+                     -1, &box, nullptr);
   std::vector<std::int64_t> pqueries;
   for (int i = 0; i < 50; ++i) {
     const double lat = 45.20 + (rng() % 900) * 0.0004, lon = -75.95 + (rng() % 900) * 0.0005;
@@ -430,11 +459,15 @@ void bench_registry(const Flags& f) {
   sqlite3_finalize(box);
   sqlite3_close(db);
   auto pqs = summarize_latencies(pqueries);
-  print_bench("fleet_registry", {{"peer", "sqlite_btree"}, {"devices", f.devices},
-                                 {"lookup_p50_us", pls.p50_us}, {"lookup_p99_us", pls.p99_us},
-                                 {"bbox_query_p50_ms", pqs.p50_us / 1e3}, {"bbox_query_max_ms", pqs.max_us / 1e3}});
+  print_bench("fleet_registry", {{"peer", "sqlite_btree"},
+                                 {"devices", f.devices},
+                                 {"lookup_p50_us", pls.p50_us},
+                                 {"lookup_p99_us", pls.p99_us},
+                                 {"bbox_query_p50_ms", pqs.p50_us / 1e3},
+                                 {"bbox_query_max_ms", pqs.max_us / 1e3}});
   print_vs("fleet_registry_lookup", ls.p99_us, pls.p99_us, "sqlite_btree", "us_p99", false);
-  print_vs("fleet_registry_bbox", qs.max_us / 1e3, pqs.max_us / 1e3, "sqlite_btree", "ms_max", false);
+  print_vs("fleet_registry_bbox", qs.max_us / 1e3, pqs.max_us / 1e3, "sqlite_btree", "ms_max",
+           false);
 }
 
 // ----- import ---------------------------------------------------------------------------------
@@ -447,10 +480,13 @@ void bench_import(const Flags& f) {
   const std::int64_t t0 = steady_now_ns();
   auto report = check(fleet.import_devices(csv, fleet::ImportFormat::kCsv, "bench"), "import");
   const double secs = seconds_since(t0);
-  if (report.provisioned.size() != f.import_devices) throw std::runtime_error("import refused rows");
+  if (report.provisioned.size() != f.import_devices)
+    throw std::runtime_error("import refused rows");
   const double ours = f.import_devices / secs;
-  print_bench("fleet_import", {{"devices", f.import_devices}, {"seconds", secs},
-                               {"devices_per_s", ours}, {"target_seconds", 60}});
+  print_bench("fleet_import", {{"devices", f.import_devices},
+                               {"seconds", secs},
+                               {"devices_per_s", ours},
+                               {"target_seconds", 60}});
 
   // Peer: openssl making a P-256 key and a CA-signed certificate per device.
   if (!find_program("openssl")) return;
@@ -471,8 +507,10 @@ void bench_import(const Flags& f) {
   }
   const double psecs = seconds_since(p0);
   const double peer = f.openssl_devices / psecs;
-  print_bench("fleet_import", {{"peer", "openssl_cli"}, {"devices", f.openssl_devices},
-                               {"seconds", psecs}, {"devices_per_s", peer}});
+  print_bench("fleet_import", {{"peer", "openssl_cli"},
+                               {"devices", f.openssl_devices},
+                               {"seconds", psecs},
+                               {"devices_per_s", peer}});
   print_vs("fleet_import", ours, peer, "openssl_cli_per_device", "devices/s", true);
 }
 

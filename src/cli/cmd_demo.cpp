@@ -7,8 +7,9 @@
 // simulated device fleet (water meters, pressure sensors, flood gauges) reports readings,
 // raises a flood alert that an operator acknowledges and that resolves when the water drops,
 // and is served at /api/v1/iot/* (over MQTT too when a mosquitto listens on 127.0.0.1:1883).
-#include <fmt/format.h>
 #include <arpa/inet.h>
+#include <fmt/format.h>
+#include <mqtt/async_client.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -26,7 +27,6 @@
 #include "civicbus/broker/broker.hpp"
 #include "civicbus/core/json.hpp"
 #include "civicbus/fleet/fleet.hpp"
-#include <mqtt/async_client.h>
 #include "civicbus/gateway/gateway.hpp"
 #include "civicbus/http/client.hpp"
 #include "civicbus/http/server.hpp"
@@ -558,7 +558,7 @@ void Demo::run_call(http::HttpClient& client, const std::string& base, const Gat
   // Quoted when the shell would read '&' or '?'.
   const bool quote = call.path.find_first_of("?&") != std::string::npos;
   curl += quote ? fmt::format(" 'http://{}{}'", base, call.path)
-               : fmt::format(" http://{}{}", base, call.path);
+                : fmt::format(" http://{}{}", base, call.path);
   fmt::print("  $ {}\n", curl);
   auto response = client.send(base, std::move(request));
   if (!response.ok()) {
@@ -924,8 +924,8 @@ void Demo::fleet_tour() {
                        45.40 + (i / 5) * 0.003, -75.70 + (i % 5) * 0.005);
   }
   for (int i = 0; i < 12; ++i) {
-    csv += fmt::format("fg-{:02},FG{:04},flood_gauge,{:.5f},-75.68000,emergency,creek-watch\n", i, i,
-                       45.38 + i * 0.004);
+    csv += fmt::format("fg-{:02},FG{:04},flood_gauge,{:.5f},-75.68000,emergency,creek-watch\n", i,
+                       i, 45.38 + i * 0.004);
   }
   csv += "bad-1,X1,water_metre,45.4,-75.7,water,ami-2026\n";  // refused: unknown type
   auto report = f->import_devices(csv, fleet::ImportFormat::kCsv, "demo-operator");
@@ -954,14 +954,18 @@ void Demo::fleet_tour() {
     std::vector<fleet::Reading> rs;
     for (int i = 0; i < 12; ++i) {
       double level = 0.40 + i * 0.02;
-      if (i == 3) level = step < 20 ? 0.5 : step < 38 ? 0.5 + (step - 20) * 0.065 : std::max(0.4, 1.67 - (step - 38) * 0.09);
+      if (i == 3)
+        level = step < 20   ? 0.5
+                : step < 38 ? 0.5 + (step - 20) * 0.065
+                            : std::max(0.4, 1.67 - (step - 38) * 0.09);
       rs.push_back({fmt::format("fg-{:02}", i), "water_level", level, "m", t});
     }
     if (step % 7 == 0) {
       for (int i = 0; i < 240; ++i) {
         rs.push_back({fmt::format("wm-{:03}", i), "flow_rate", 0.4 + (i % 9) * 0.3, "L/min", t});
       }
-      for (int i = 0; i < 20; ++i) rs.push_back({fmt::format("ps-{:02}", i), "pressure", 410.0, "kPa", t});
+      for (int i = 0; i < 20; ++i)
+        rs.push_back({fmt::format("ps-{:02}", i), "pressure", 410.0, "kPa", t});
     }
     if (over_mqtt) {
       // The gauges' readings go through mosquitto; the rest stays in process.
@@ -992,10 +996,12 @@ void Demo::fleet_tour() {
           fmt::print("         t+{:>3} min  ALERT {} {} on fg-03: {}\n", step * 2,
                      fleet::severity_name(a.severity), a.rule_id, a.message);
           auto acked = f->acknowledge(a.id, "demo-operator", "crew dispatched to the creek");
-          if (acked.ok()) fmt::print("         t+{:>3} min  acknowledged by demo-operator\n", step * 2);
+          if (acked.ok())
+            fmt::print("         t+{:>3} min  acknowledged by demo-operator\n", step * 2);
         } else if (a.severity == fleet::Severity::kCritical && a.id == alert_id &&
                    alert_id.back() != '!') {
-          fmt::print("         t+{:>3} min  escalated to critical (level {:.2f} m)\n", step * 2, a.value);
+          fmt::print("         t+{:>3} min  escalated to critical (level {:.2f} m)\n", step * 2,
+                     a.value);
           alert_id.push_back('!');  // printed once
         }
       }
@@ -1011,10 +1017,10 @@ void Demo::fleet_tour() {
   }
   (void)f->flush();
   auto stats = f->stats();
-  fmt::print("         {} readings stored with 5-min/hour/day rollups, {} refused; {} devices{}\n",
-             accepted, rejected, stats.devices,
-             over_mqtt ? fmt::format("; {} MQTT messages received", stats.mqtt_messages)
-                       : std::string());
+  fmt::print(
+      "         {} readings stored with 5-min/hour/day rollups, {} refused; {} devices{}\n",
+      accepted, rejected, stats.devices,
+      over_mqtt ? fmt::format("; {} MQTT messages received", stats.mqtt_messages) : std::string());
   gateway::Gateway* gw = node_.gateway();
   if (gw != nullptr) {
     const std::string base = fmt::format("127.0.0.1:{}", gw->port());

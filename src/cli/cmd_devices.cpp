@@ -52,8 +52,8 @@ Status write_private(const std::string& path, const std::string& text) {
   // Created 0600 before anything is written: the file holds private keys.
   FILE* f = std::fopen(path.c_str(), "wx");
   if (f == nullptr) {
-    return io_error(fmt::format("cannot create '{}' (it must not exist yet): {}", path,
-                                std::strerror(errno)));
+    return io_error(
+        fmt::format("cannot create '{}' (it must not exist yet): {}", path, std::strerror(errno)));
   }
   ::fchmod(::fileno(f), 0600);
   const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
@@ -64,15 +64,19 @@ Status write_private(const std::string& path, const std::string& text) {
 }  // namespace
 
 int run_devices_import(const Args& args) {
-  if (args.positionals().size() != 1) return usage_error("devices import", "give the FILE to import");
+  if (args.positionals().size() != 1)
+    return usage_error("devices import", "give the FILE to import");
   const std::string file = args.positionals()[0];
   auto text = read_text_file(file);
   if (!text.ok()) return fail(text.status());
   fleet::ImportFormat format = fleet::ImportFormat::kAuto;
   if (auto f = args.value("format")) {
-    if (*f == "csv") format = fleet::ImportFormat::kCsv;
-    else if (*f == "json") format = fleet::ImportFormat::kJson;
-    else return usage_error("devices import", "--format must be csv or json");
+    if (*f == "csv")
+      format = fleet::ImportFormat::kCsv;
+    else if (*f == "json")
+      format = fleet::ImportFormat::kJson;
+    else
+      return usage_error("devices import", "--format must be csv or json");
   } else if (file.ends_with(".csv")) {
     format = fleet::ImportFormat::kCsv;
   } else if (file.ends_with(".json")) {
@@ -94,9 +98,9 @@ int run_devices_import(const Args& args) {
 
   Progress progress("certificates", ::isatty(STDERR_FILENO) == 1);
   const std::string actor = args.value("actor").value_or("civicbus-cli");
-  auto report = fleet->import_devices(*text, format, actor, [&](std::size_t done, std::size_t total) {
-    progress.update(done, total);
-  });
+  auto report = fleet->import_devices(
+      *text, format, actor,
+      [&](std::size_t done, std::size_t total) { progress.update(done, total); });
   if (!report.ok()) return fail(report.status().with_context(file));
 
   if (json) {
@@ -153,7 +157,8 @@ int run_devices_list(const Args& args) {
                d->location ? fmt::format("{:.5f},{:.5f}", d->location->lat, d->location->lon) : "",
                d->department});
   }
-  std::printf("%s%zu of %zu devices\n", table.render().c_str(), result.devices.size(), result.total);
+  std::printf("%s%zu of %zu devices\n", table.render().c_str(), result.devices.size(),
+              result.total);
   return kExitOk;
 }
 

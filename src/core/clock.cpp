@@ -13,8 +13,8 @@ namespace {
 constexpr std::int64_t kMicrosPerSecond = 1'000'000;
 constexpr std::int64_t kSecondsPerDay = 86'400;
 
-using detail::CivilDate;
 using detail::civil_from_days;
+using detail::CivilDate;
 using detail::days_from_civil;
 using detail::days_in_month;
 

@@ -130,8 +130,8 @@ Result<CsvTable> parse_csv(std::string_view text, CsvOptions options) {
 std::string csv_quote(std::string_view field, char delimiter) {
   // A leading byte-order mark is quoted too: at the start of a file the reader would take
   // it for the file's BOM and drop it.
-  bool needs = !field.empty() && (field.front() == ' ' || field.back() == ' ' ||
-                                  field.starts_with("\xEF\xBB\xBF"));
+  bool needs = !field.empty() &&
+               (field.front() == ' ' || field.back() == ' ' || field.starts_with("\xEF\xBB\xBF"));
   for (char c : field) {
     if (c == delimiter || c == '"' || c == '\n' || c == '\r') {
       needs = true;

@@ -36,7 +36,9 @@ void civil_from_days(std::int64_t z, std::int64_t& y, unsigned& m, unsigned& d) 
   d = c.day;
 }
 
-bool is_leap(std::int64_t y) { return detail::is_leap_year(y); }
+bool is_leap(std::int64_t y) {
+  return detail::is_leap_year(y);
+}
 
 }  // namespace
 
@@ -226,9 +228,9 @@ class PosixParser {
 
 struct TimeZone::Data {
   std::string name;
-  std::vector<std::int64_t> transitions;   // UTC seconds, ascending
+  std::vector<std::int64_t> transitions;      // UTC seconds, ascending
   std::vector<std::uint8_t> transition_type;  // index into types
-  std::vector<LocalType> types;            // never empty
+  std::vector<LocalType> types;               // never empty
   bool has_rule = false;
   PosixRule rule;
 
@@ -237,15 +239,15 @@ struct TimeZone::Data {
   void rule_transitions(std::int64_t year, RuleTransition* out) const {
     out[0] = {rule.start.day_in(year) * kDay + rule.start.time - rule.std_type.offset,
               &rule.dst_type};
-    out[1] = {rule.end.day_in(year) * kDay + rule.end.time - rule.dst_type.offset,
-              &rule.std_type};
+    out[1] = {rule.end.day_in(year) * kDay + rule.end.time - rule.dst_type.offset, &rule.std_type};
   }
 
   const LocalType& from_rule(std::int64_t t) const {
     if (!rule.has_dst) return rule.std_type;
     const std::int64_t year = civil_from_seconds(t + rule.std_type.offset).year;
     std::array<RuleTransition, 6> ts;
-    for (int i = 0; i < 3; ++i) rule_transitions(year - 1 + i, &ts[static_cast<std::size_t>(2 * i)]);
+    for (int i = 0; i < 3; ++i)
+      rule_transitions(year - 1 + i, &ts[static_cast<std::size_t>(2 * i)]);
     // On equal instants (permanent DST written as "0/0,J365/25") the DST start wins.
     std::sort(ts.begin(), ts.end(), [](const auto& a, const auto& b) {
       return a.first != b.first ? a.first < b.first : a.second->dst < b.second->dst;
@@ -288,10 +290,9 @@ struct Header {
   char version = 0;
   std::int64_t isutcnt = 0, isstdcnt = 0, leapcnt = 0, timecnt = 0, typecnt = 0, charcnt = 0;
   std::size_t block_size(std::size_t time_size) const {
-    return static_cast<std::size_t>(timecnt * static_cast<std::int64_t>(time_size) + timecnt +
-                                    typecnt * 6 + charcnt +
-                                    leapcnt * static_cast<std::int64_t>(time_size + 4) +
-                                    isstdcnt + isutcnt);
+    return static_cast<std::size_t>(
+        timecnt * static_cast<std::int64_t>(time_size) + timecnt + typecnt * 6 + charcnt +
+        leapcnt * static_cast<std::int64_t>(time_size + 4) + isstdcnt + isutcnt);
   }
 };
 
@@ -416,14 +417,15 @@ Result<TimeZone> TimeZone::load(std::string_view name, std::string_view zoneinfo
   auto bytes = read_text_file(path);
   if (!bytes.ok()) {
     if (name == "UTC" || name == "Etc/UTC") return utc();
-    return not_found(fmt::format("time zone '{}' is unknown: cannot read '{}' (is the tzdata "
-                                 "package installed?)",
-                                 name, path));
+    return not_found(
+        fmt::format("time zone '{}' is unknown: cannot read '{}' (is the tzdata "
+                    "package installed?)",
+                    name, path));
   }
   auto zone = from_tzif(name, *bytes);
   if (!zone.ok()) {
-    return Status(zone.status().code(), fmt::format("time zone '{}' from '{}': {}", name, path,
-                                                    zone.status().message()));
+    return Status(zone.status().code(),
+                  fmt::format("time zone '{}' from '{}': {}", name, path, zone.status().message()));
   }
   return zone;
 }
@@ -435,13 +437,17 @@ Result<TimeZone> TimeZone::from_tzif(std::string_view name, std::string_view tzi
   return TimeZone(std::move(d));
 }
 
-const std::string& TimeZone::name() const { return data_->name; }
+const std::string& TimeZone::name() const {
+  return data_->name;
+}
 
 int TimeZone::offset_at(std::int64_t utc_seconds) const {
   return data_->type_at(utc_seconds).offset;
 }
 
-bool TimeZone::is_dst(std::int64_t utc_seconds) const { return data_->type_at(utc_seconds).dst; }
+bool TimeZone::is_dst(std::int64_t utc_seconds) const {
+  return data_->type_at(utc_seconds).dst;
+}
 
 std::string TimeZone::abbreviation(std::int64_t utc_seconds) const {
   return data_->type_at(utc_seconds).abbreviation;

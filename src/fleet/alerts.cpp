@@ -960,7 +960,8 @@ struct AlertEngine::Impl {
 
   static constexpr std::string_view kAlertColumns =
       "id, rule_id, device_id, devices, metric, severity, state, message, value, lat, lon, "
-      "raised_at, updated_at, acknowledged_by, acknowledged_at, resolved_by, resolved_at, ack_note, "
+      "raised_at, updated_at, acknowledged_by, acknowledged_at, resolved_by, resolved_at, "
+      "ack_note, "
       "resolve_note";
 
   DeviceSlot& slot_by_id(std::string_view id) {

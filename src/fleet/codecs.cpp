@@ -19,12 +19,18 @@ struct TypeInfo {
   std::size_t size;
 };
 constexpr std::array<TypeInfo, 12> kTypes{{
-    {FieldType::kU8, "u8", 1},       {FieldType::kI8, "i8", 1},
-    {FieldType::kU16Be, "u16be", 2}, {FieldType::kI16Be, "i16be", 2},
-    {FieldType::kU16Le, "u16le", 2}, {FieldType::kI16Le, "i16le", 2},
-    {FieldType::kU32Be, "u32be", 4}, {FieldType::kI32Be, "i32be", 4},
-    {FieldType::kU32Le, "u32le", 4}, {FieldType::kI32Le, "i32le", 4},
-    {FieldType::kF32Be, "f32be", 4}, {FieldType::kF32Le, "f32le", 4},
+    {FieldType::kU8, "u8", 1},
+    {FieldType::kI8, "i8", 1},
+    {FieldType::kU16Be, "u16be", 2},
+    {FieldType::kI16Be, "i16be", 2},
+    {FieldType::kU16Le, "u16le", 2},
+    {FieldType::kI16Le, "i16le", 2},
+    {FieldType::kU32Be, "u32be", 4},
+    {FieldType::kI32Be, "i32be", 4},
+    {FieldType::kU32Le, "u32le", 4},
+    {FieldType::kI32Le, "i32le", 4},
+    {FieldType::kF32Be, "f32be", 4},
+    {FieldType::kF32Le, "f32le", 4},
 }};
 
 std::uint32_t read_be(const unsigned char* p, std::size_t n) {
@@ -40,18 +46,30 @@ std::uint32_t read_le(const unsigned char* p, std::size_t n) {
 
 double raw_value(FieldType t, const unsigned char* p) {
   switch (t) {
-    case FieldType::kU8: return p[0];
-    case FieldType::kI8: return static_cast<std::int8_t>(p[0]);
-    case FieldType::kU16Be: return read_be(p, 2);
-    case FieldType::kI16Be: return static_cast<std::int16_t>(read_be(p, 2));
-    case FieldType::kU16Le: return read_le(p, 2);
-    case FieldType::kI16Le: return static_cast<std::int16_t>(read_le(p, 2));
-    case FieldType::kU32Be: return read_be(p, 4);
-    case FieldType::kI32Be: return static_cast<std::int32_t>(read_be(p, 4));
-    case FieldType::kU32Le: return read_le(p, 4);
-    case FieldType::kI32Le: return static_cast<std::int32_t>(read_le(p, 4));
-    case FieldType::kF32Be: return std::bit_cast<float>(read_be(p, 4));
-    case FieldType::kF32Le: return std::bit_cast<float>(read_le(p, 4));
+    case FieldType::kU8:
+      return p[0];
+    case FieldType::kI8:
+      return static_cast<std::int8_t>(p[0]);
+    case FieldType::kU16Be:
+      return read_be(p, 2);
+    case FieldType::kI16Be:
+      return static_cast<std::int16_t>(read_be(p, 2));
+    case FieldType::kU16Le:
+      return read_le(p, 2);
+    case FieldType::kI16Le:
+      return static_cast<std::int16_t>(read_le(p, 2));
+    case FieldType::kU32Be:
+      return read_be(p, 4);
+    case FieldType::kI32Be:
+      return static_cast<std::int32_t>(read_be(p, 4));
+    case FieldType::kU32Le:
+      return read_le(p, 4);
+    case FieldType::kI32Le:
+      return static_cast<std::int32_t>(read_le(p, 4));
+    case FieldType::kF32Be:
+      return std::bit_cast<float>(read_be(p, 4));
+    case FieldType::kF32Le:
+      return std::bit_cast<float>(read_le(p, 4));
   }
   return 0;
 }
@@ -60,7 +78,8 @@ Result<double> number_member(const Json& j, std::string_view key, double fallbac
                              std::string_view where) {
   const Json* v = j.find(key);
   if (v == nullptr) return fallback;
-  if (!v->is_number()) return invalid_argument(fmt::format("{}: '{}' must be a number", where, key));
+  if (!v->is_number())
+    return invalid_argument(fmt::format("{}: '{}' must be a number", where, key));
   return v->as_double();
 }
 
@@ -109,8 +128,7 @@ Result<Codec> Codec::from_json(const Json& j) {
     if (field.metric.empty()) return invalid_argument(where + " needs a non-empty 'metric'");
     const std::string named = fmt::format("codec '{}' field '{}'", codec.name, field.metric);
     const Json* offset = f.find("offset");
-    if (offset == nullptr || !offset->is_int() || offset->as_int() < 0 ||
-        offset->as_int() > 255) {
+    if (offset == nullptr || !offset->is_int() || offset->as_int() < 0 || offset->as_int() > 255) {
       return invalid_argument(named + ": 'offset' must be an integer byte offset 0..255");
     }
     field.offset = static_cast<std::size_t>(offset->as_int());
@@ -163,9 +181,10 @@ Result<std::vector<CodecValue>> Codec::decode(std::string_view bytes,
     }
     const double raw = raw_value(f.type, data + f.offset);
     if (!std::isfinite(raw)) {
-      return invalid_argument(fmt::format("codec '{}' field '{}' at byte offset {} is not a finite "
-                                          "number",
-                                          name, f.metric, f.offset));
+      return invalid_argument(
+          fmt::format("codec '{}' field '{}' at byte offset {} is not a finite "
+                      "number",
+                      name, f.metric, f.offset));
     }
     values.push_back({f.metric, raw * f.scale + f.add, f.unit});
   }
@@ -181,8 +200,8 @@ Result<std::vector<CodecValue>> Codec::decode_hex(std::string_view hex,
                                                   std::optional<int> fport) const {
   auto bytes = crypto::from_hex(hex);
   if (!bytes.ok()) {
-    return invalid_argument(fmt::format("codec '{}': payload is not valid hex: {}", name,
-                                        bytes.status().message()));
+    return invalid_argument(
+        fmt::format("codec '{}': payload is not valid hex: {}", name, bytes.status().message()));
   }
   return decode(*bytes, fport);
 }
@@ -191,8 +210,8 @@ Result<std::vector<CodecValue>> Codec::decode_base64(std::string_view base64,
                                                      std::optional<int> fport) const {
   auto bytes = crypto::base64_decode(base64);
   if (!bytes.ok()) {
-    return invalid_argument(fmt::format("codec '{}': payload is not valid base64: {}", name,
-                                        bytes.status().message()));
+    return invalid_argument(
+        fmt::format("codec '{}': payload is not valid base64: {}", name, bytes.status().message()));
   }
   return decode(*bytes, fport);
 }

@@ -22,7 +22,18 @@
 namespace civicbus::fleet {
 
 enum class FieldType {
-  kU8, kI8, kU16Be, kI16Be, kU16Le, kI16Le, kU32Be, kI32Be, kU32Le, kI32Le, kF32Be, kF32Le,
+  kU8,
+  kI8,
+  kU16Be,
+  kI16Be,
+  kU16Le,
+  kI16Le,
+  kU32Be,
+  kI32Be,
+  kU32Le,
+  kI32Le,
+  kF32Be,
+  kF32Le,
 };
 std::string_view field_type_name(FieldType t);  // "u8", "i16be", "f32le", …
 Result<FieldType> parse_field_type(std::string_view text);

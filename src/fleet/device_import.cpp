@@ -10,8 +10,8 @@
 #include <unordered_map>
 
 #include "civicbus/core/csv.hpp"
-#include "core/civil_date.hpp"
 #include "civicbus/core/json.hpp"
+#include "core/civil_date.hpp"
 
 namespace civicbus::fleet {
 namespace {
@@ -87,7 +87,9 @@ std::optional<double> parse_number(std::string_view text) {
   return v;
 }
 
-bool valid_date(std::string_view s) { return detail::is_iso_date(s); }
+bool valid_date(std::string_view s) {
+  return detail::is_iso_date(s);
+}
 
 // Why `id` cannot name a device (it goes into MQTT topics and certificate subjects), or "".
 std::string id_problem(std::string_view id) {

@@ -1,8 +1,8 @@
 #include "fleet/edge_buffer.hpp"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 namespace civicbus::fleet {
 
@@ -111,8 +111,8 @@ EdgeForwarder::EdgeForwarder(EdgeBufferOptions options, Uplink uplink, const Clo
                              std::unique_ptr<storage::Database> db)
     : options_(std::move(options)), uplink_(std::move(uplink)), clock_(clock), db_(std::move(db)) {}
 
-Result<std::unique_ptr<EdgeForwarder>> EdgeForwarder::open(EdgeBufferOptions options,
-                                                           Uplink uplink, const Clock& clock) {
+Result<std::unique_ptr<EdgeForwarder>> EdgeForwarder::open(EdgeBufferOptions options, Uplink uplink,
+                                                           const Clock& clock) {
   CIVICBUS_RETURN_IF_ERROR(options.validate());
   if (!uplink) return invalid_argument("edge buffer: an uplink is required");
   storage::SqliteOptions so;
@@ -126,14 +126,16 @@ Result<std::unique_ptr<EdgeForwarder>> EdgeForwarder::open(EdgeBufferOptions opt
   return f;
 }
 
-EdgeForwarder::~EdgeForwarder() { stop(); }
+EdgeForwarder::~EdgeForwarder() {
+  stop();
+}
 
 Status EdgeForwarder::load_counters() {
   // The next sequence number survives an empty buffer (every batch forwarded) through
   // fleet_edge_meta, so the central node's watermark never sees a number twice.
   CIVICBUS_ASSIGN_OR_RETURN(auto max_seq, db_->query_int("SELECT MAX(seq) FROM fleet_edge_buffer"));
-  CIVICBUS_ASSIGN_OR_RETURN(auto meta,
-                            db_->query_int("SELECT value FROM fleet_edge_meta WHERE key = 'next_seq'"));
+  CIVICBUS_ASSIGN_OR_RETURN(
+      auto meta, db_->query_int("SELECT value FROM fleet_edge_meta WHERE key = 'next_seq'"));
   CIVICBUS_ASSIGN_OR_RETURN(auto count, db_->query_int("SELECT COUNT(*) FROM fleet_edge_buffer"));
   next_seq_ = std::max(max_seq.value_or(0) + 1, meta.value_or(1));
   buffered_ = count.value_or(0);
@@ -153,16 +155,18 @@ Status EdgeForwarder::append(std::span<const Reading> readings) {
     CIVICBUS_RETURN_IF_ERROR(db_->transaction([&]() -> Status {
       for (const auto& r : readings) {
         CIVICBUS_RETURN_IF_ERROR(
-            db_->execute("INSERT INTO fleet_edge_buffer (seq, device_id, metric, value, unit, time) "
-                         "VALUES (?, ?, ?, ?, ?, ?)",
-                         {seq++, std::string_view(r.device_id), std::string_view(r.metric),
-                          r.value, std::string_view(r.unit), r.time})
+            db_->execute(
+                   "INSERT INTO fleet_edge_buffer (seq, device_id, metric, value, unit, time) "
+                   "VALUES (?, ?, ?, ?, ?, ?)",
+                   {seq++, std::string_view(r.device_id), std::string_view(r.metric), r.value,
+                    std::string_view(r.unit), r.time})
                 .status());
       }
       return db_
-          ->execute("INSERT INTO fleet_edge_meta (key, value) VALUES ('next_seq', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    {seq})
+          ->execute(
+              "INSERT INTO fleet_edge_meta (key, value) VALUES ('next_seq', ?) "
+              "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+              {seq})
           .status();
     }));
     next_seq_ = seq;
@@ -202,8 +206,8 @@ Status EdgeForwarder::forward_once() {
   uplink_down_.store(!sent.ok());
   if (!sent.ok()) return sent;
   std::lock_guard lock(mu_);
-  CIVICBUS_ASSIGN_OR_RETURN(auto deleted,
-                            db_->execute("DELETE FROM fleet_edge_buffer WHERE seq <= ?", {last_seq}));
+  CIVICBUS_ASSIGN_OR_RETURN(
+      auto deleted, db_->execute("DELETE FROM fleet_edge_buffer WHERE seq <= ?", {last_seq}));
   buffered_ -= deleted;
   forwarded_ += static_cast<std::int64_t>(batch.readings.size());
   return Status();
@@ -250,7 +254,9 @@ std::int64_t EdgeForwarder::buffered() const {
   std::lock_guard lock(mu_);
   return buffered_;
 }
-std::int64_t EdgeForwarder::forwarded() const { return forwarded_.load(); }
+std::int64_t EdgeForwarder::forwarded() const {
+  return forwarded_.load();
+}
 std::int64_t EdgeForwarder::next_seq() const {
   std::lock_guard lock(mu_);
   return next_seq_;
@@ -259,11 +265,11 @@ std::int64_t EdgeForwarder::next_seq() const {
 Result<std::unique_ptr<EdgeWatermarks>> EdgeWatermarks::open(storage::Database& db) {
   CIVICBUS_RETURN_IF_ERROR(storage::migrate(db, "fleet.edge_watermarks", kWatermarkMigrations));
   std::unique_ptr<EdgeWatermarks> w(new EdgeWatermarks(db));
-  CIVICBUS_RETURN_IF_ERROR(db.query("SELECT edge_id, seq FROM fleet_edge_watermarks", {},
-                                    [&](const storage::Row& row) {
-                                      w->marks_[std::string(row.get_text(0))] = row.get_int(1);
-                                      return true;
-                                    }));
+  CIVICBUS_RETURN_IF_ERROR(
+      db.query("SELECT edge_id, seq FROM fleet_edge_watermarks", {}, [&](const storage::Row& row) {
+        w->marks_[std::string(row.get_text(0))] = row.get_int(1);
+        return true;
+      }));
   return w;
 }
 

@@ -29,8 +29,8 @@
 namespace civicbus::fleet {
 
 struct EdgeBufferOptions {
-  std::string path;      // the buffer's SQLite file (required)
-  std::string edge_id;   // this edge gateway's id, unique per central node (required)
+  std::string path;              // the buffer's SQLite file (required)
+  std::string edge_id;           // this edge gateway's id, unique per central node (required)
   std::size_t max_batch = 1000;  // readings per uplink call
   std::chrono::milliseconds initial_backoff{500};
   std::chrono::milliseconds max_backoff{30'000};

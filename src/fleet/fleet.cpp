@@ -1,5 +1,7 @@
 #include "civicbus/fleet/fleet.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -7,8 +9,6 @@
 #include <mutex>
 #include <set>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "civicbus/broker/broker.hpp"
 #include "civicbus/core/id.hpp"
@@ -114,7 +114,8 @@ std::string ImportReport::errors_csv() const {
     ImportError err;
     const bool item = e.where.rfind("item ", 0) == 0;
     err.json_item = item;
-    err.line = static_cast<std::size_t>(std::strtoull(e.where.c_str() + (item ? 5 : 5), nullptr, 10));
+    err.line =
+        static_cast<std::size_t>(std::strtoull(e.where.c_str() + (item ? 5 : 5), nullptr, 10));
     err.field = e.field;
     err.reason = e.reason;
     plan.errors.push_back(std::move(err));
@@ -201,7 +202,9 @@ Impl::Impl(FleetOptions o, FleetDeps d) : options(std::move(o)), deps(std::move(
       "budget)");
 }
 
-TimeMs Impl::now_ms() const { return to_ms(clock->now()); }
+TimeMs Impl::now_ms() const {
+  return to_ms(clock->now());
+}
 
 Status Impl::open() {
   CIVICBUS_ASSIGN_OR_RETURN(catalog, DeviceTypeCatalog::with_builtin_types());
@@ -230,14 +233,12 @@ Status Impl::open() {
   // first, so nothing written is invisible.
   tso.flush_interval = std::chrono::milliseconds(1000);
   tso.batch_size = 400'000;
-  CIVICBUS_ASSIGN_OR_RETURN(series,
-                            TimeSeriesStore::open(series_db ? *series_db : *deps.db, tso));
+  CIVICBUS_ASSIGN_OR_RETURN(series, TimeSeriesStore::open(series_db ? *series_db : *deps.db, tso));
 
   CIVICBUS_ASSIGN_OR_RETURN(alerts,
                             AlertEngine::open(*deps.db, *clock, [this] { return ids->next(); }));
-  alerts->set_on_alert([this](const Alert& a, std::string_view transition) {
-    publish_alert(a, transition);
-  });
+  alerts->set_on_alert(
+      [this](const Alert& a, std::string_view transition) { publish_alert(a, transition); });
   alerts->set_on_action([this](const RuleAction& action, const Alert& a) {
     ActionHandler handler;
     {
@@ -245,8 +246,8 @@ Status Impl::open() {
       handler = action_handler;
     }
     if (handler) handler(action.output, action.command, a);
-    deps.logger.info(fmt::format("fleet: rule '{}' action {} → {}", a.rule_id, action.output,
-                                 action.command));
+    deps.logger.info(
+        fmt::format("fleet: rule '{}' action {} → {}", a.rule_id, action.output, action.command));
   });
 
   if (options.issue_certificates) {
@@ -261,14 +262,12 @@ Status Impl::open() {
                                      [this](const std::string& device, const Json& command) {
                                        return send_command(device, command);
                                      }));
-  rollouts->on_progress([this](const RolloutProgress& p) {
-    publish("iot.rollout.progressed", p.id, p.to_json());
-  });
+  rollouts->on_progress(
+      [this](const RolloutProgress& p) { publish("iot.rollout.progressed", p.id, p.to_json()); });
   CIVICBUS_ASSIGN_OR_RETURN(watermarks, EdgeWatermarks::open(*deps.db));
 
-  registry->on_provisioned([this](const Device& d) {
-    publish("iot.device.provisioned", d.id, d.to_json());
-  });
+  registry->on_provisioned(
+      [this](const Device& d) { publish("iot.device.provisioned", d.id, d.to_json()); });
   registry->on_status_changed([this](const StatusChange& c, const Device& d) {
     Json data = Json::object();
     data["device_id"] = c.device_id;
@@ -316,13 +315,13 @@ void Impl::publish(std::string_view type, std::string_view subject, Json data) {
   if (deps.broker == nullptr) return;
   broker::CloudEvent event{std::string(type), deps.source, std::move(data)};
   event.set_subject(std::string(subject));
-  deps.broker->publish_async(std::move(event), [this, type = std::string(type)](
-                                                   Result<broker::PublishAck> ack) {
-    if (!ack.ok()) {
-      deps.logger.warn(fmt::format("fleet: {} event not published: {}", type,
-                                   ack.status().message()));
-    }
-  });
+  deps.broker->publish_async(
+      std::move(event), [this, type = std::string(type)](Result<broker::PublishAck> ack) {
+        if (!ack.ok()) {
+          deps.logger.warn(
+              fmt::format("fleet: {} event not published: {}", type, ack.status().message()));
+        }
+      });
 }
 
 void Impl::publish_alert(const Alert& a, std::string_view transition) {
@@ -333,9 +332,9 @@ void Impl::publish_alert(const Alert& a, std::string_view transition) {
 Status Impl::send_command(const std::string& device_id, const Json& command) {
   if (deps.command_sender) return deps.command_sender(device_id, command);
   if (mqtt == nullptr) {
-    return unavailable(fmt::format(
-        "no MQTT link to send '{}' to device '{}' (configure fleet.mqtt)",
-        command.get_string("command"), device_id));
+    return unavailable(
+        fmt::format("no MQTT link to send '{}' to device '{}' (configure fleet.mqtt)",
+                    command.get_string("command"), device_id));
   }
   return mqtt->publish_command(device_id, command);
 }
@@ -389,12 +388,13 @@ void Impl::report_twin(const std::string& device_id, const Json& reported) {
   // OTA answers come with the twin: {"ota": {"rollout": id, "success": bool}}.
   if (const Json* ota = reported.find("ota"); ota != nullptr && ota->is_object()) {
     Status s = self->report_ota(device_id, *ota);
-    if (!s.ok()) deps.logger.warn(fmt::format("fleet: OTA report of '{}': {}", device_id, s.message()));
+    if (!s.ok())
+      deps.logger.warn(fmt::format("fleet: OTA report of '{}': {}", device_id, s.message()));
   }
   auto r = registry->report(device_id, reported);
   if (!r.ok()) {
-    deps.logger.warn(fmt::format("fleet: twin report of '{}' refused: {}", device_id,
-                                 r.status().message()));
+    deps.logger.warn(
+        fmt::format("fleet: twin report of '{}' refused: {}", device_id, r.status().message()));
   }
 }
 
@@ -520,11 +520,12 @@ std::optional<Rejection> Impl::validate(const Reading& r, const Device* device,
   if (spec == nullptr) {
     std::string known;
     if (type != nullptr) {
-      for (const auto& m : type->metrics) known += fmt::format("{}{}", known.empty() ? "" : ", ", m.name);
+      for (const auto& m : type->metrics)
+        known += fmt::format("{}{}", known.empty() ? "" : ", ", m.name);
     }
     return reject(RejectReason::kUnknownMetric,
-                  fmt::format("device '{}' (type '{}') has no metric '{}' (known: {})",
-                              r.device_id, device->type, r.metric, known));
+                  fmt::format("device '{}' (type '{}') has no metric '{}' (known: {})", r.device_id,
+                              device->type, r.metric, known));
   }
   if (!r.unit.empty() && r.unit != spec->unit) {
     return reject(RejectReason::kUnitMismatch,
@@ -588,8 +589,8 @@ IngestResult Impl::ingest(std::span<const Reading> readings) {
   // First readings move provisioned devices to active, all of this call's in one transaction
   // (another thread may have moved some first: they are skipped).
   if (!to_activate.empty()) {
-    auto moved = registry->set_status_many(to_activate, DeviceStatus::kActive, "system",
-                                           "first reading");
+    auto moved =
+        registry->set_status_many(to_activate, DeviceStatus::kActive, "system", "first reading");
     if (!moved.ok()) {
       deps.logger.warn(fmt::format("fleet: activating devices: {}", moved.status().message()));
     }
@@ -632,10 +633,9 @@ IngestResult Impl::ingest_decoded(DecodedPayload decoded) {
     rejected_counters[static_cast<std::size_t>(e.device_id.empty() ? RejectReason::kUnknownDevice
                                                                    : RejectReason::kMalformed)]
         ->inc();
-    result.rejected.push_back(Rejection{std::move(r),
-                                        e.device_id.empty() ? RejectReason::kUnknownDevice
-                                                            : RejectReason::kMalformed,
-                                        std::move(e.reason)});
+    result.rejected.push_back(Rejection{
+        std::move(r), e.device_id.empty() ? RejectReason::kUnknownDevice : RejectReason::kMalformed,
+        std::move(e.reason)});
   }
   return result;
 }
@@ -788,7 +788,8 @@ Result<ImportReport> DeviceFleet::import_devices(
     ids.reserve(rows.size());
     for (const auto& row : rows) ids.push_back(row.device.id);
     CIVICBUS_ASSIGN_OR_RETURN(certs, m.ca->issue_many(ids, 2, progress));
-    for (std::size_t i = 0; i < rows.size(); ++i) rows[i].device.certificate_serial = certs[i].serial_hex;
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      rows[i].device.certificate_serial = certs[i].serial_hex;
   } else if (progress) {
     progress(rows.size(), rows.size());
   }
@@ -808,13 +809,13 @@ Result<ImportReport> DeviceFleet::import_devices(
     report.provisioned.push_back(
         m.finish_provisioning(r.device, certs.empty() ? nullptr : &certs[r.index], now));
   }
-  std::stable_sort(report.errors.begin(), report.errors.end(),
-                   [](const ImportIssue& a, const ImportIssue& b) {
-                     auto n = [](const std::string& w) {
-                       return std::strtoull(w.c_str() + std::min<std::size_t>(5, w.size()), nullptr, 10);
-                     };
-                     return n(a.where) < n(b.where);
-                   });
+  std::stable_sort(
+      report.errors.begin(), report.errors.end(), [](const ImportIssue& a, const ImportIssue& b) {
+        auto n = [](const std::string& w) {
+          return std::strtoull(w.c_str() + std::min<std::size_t>(5, w.size()), nullptr, 10);
+        };
+        return n(a.where) < n(b.where);
+      });
   report.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - started);
   return report;
@@ -870,8 +871,12 @@ Result<std::vector<std::string>> DeviceFleet::decommission_where(const DeviceQue
 Result<Group> DeviceFleet::create_group(Group group, std::string_view actor) {
   return impl_->registry->create_group(std::move(group), actor);
 }
-Result<Group> DeviceFleet::group(std::string_view id) const { return impl_->registry->get_group(id); }
-std::vector<Group> DeviceFleet::groups() const { return impl_->registry->list_groups(); }
+Result<Group> DeviceFleet::group(std::string_view id) const {
+  return impl_->registry->get_group(id);
+}
+std::vector<Group> DeviceFleet::groups() const {
+  return impl_->registry->list_groups();
+}
 Status DeviceFleet::delete_group(std::string_view id, std::string_view actor) {
   return impl_->registry->delete_group(id, actor);
 }
@@ -893,8 +898,8 @@ Result<Json> DeviceFleet::push_config(std::string_view device_id, const Json& pa
     Status s = m.mqtt->publish_desired(d->id, message);
     if (!s.ok()) {
       // The desired state is stored; the device gets it with its next twin exchange.
-      m.deps.logger.warn(fmt::format("fleet: desired config for '{}' not sent now: {}", d->id,
-                                     s.message()));
+      m.deps.logger.warn(
+          fmt::format("fleet: desired config for '{}' not sent now: {}", d->id, s.message()));
     }
   }
   return delta;
@@ -915,7 +920,8 @@ Result<std::vector<std::string>> DeviceFleet::push_group_config(std::string_view
 }
 
 Result<Json> DeviceFleet::report_config(std::string_view device_id, const Json& reported) {
-  if (!reported.is_object()) return invalid_argument("a reported configuration must be a JSON object");
+  if (!reported.is_object())
+    return invalid_argument("a reported configuration must be a JSON object");
   CIVICBUS_RETURN_IF_ERROR(impl_->registry->report(device_id, reported).status());
   return impl_->registry->delta(device_id);
 }
@@ -940,7 +946,8 @@ Result<SeriesResult> DeviceFleet::readings(std::string_view device_id, std::stri
   if (!impl_->registry->find(device_id)) {
     return not_found(fmt::format("unknown device '{}'", device_id));
   }
-  if (to <= from) return invalid_argument(fmt::format("readings: 'to' ({}) must be after 'from' ({})", to, from));
+  if (to <= from)
+    return invalid_argument(fmt::format("readings: 'to' ({}) must be after 'from' ({})", to, from));
   CIVICBUS_ASSIGN_OR_RETURN(Tier tier, parse_tier(agg));
   CIVICBUS_ASSIGN_OR_RETURN(auto q, impl_->series->query(device_id, metric, from, to, tier));
   SeriesResult out;
@@ -977,7 +984,9 @@ Result<Json> DeviceFleet::put_rule(const Json& rule) {
   CIVICBUS_ASSIGN_OR_RETURN(auto r, impl_->alerts->put_rule(std::move(parsed)));
   return r.to_json();
 }
-Status DeviceFleet::remove_rule(std::string_view rule_id) { return impl_->alerts->remove_rule(rule_id); }
+Status DeviceFleet::remove_rule(std::string_view rule_id) {
+  return impl_->alerts->remove_rule(rule_id);
+}
 Json DeviceFleet::rules() const {
   Json list = Json::array();
   for (const auto& r : impl_->alerts->list_rules()) list.as_array().push_back(r.to_json());
@@ -993,7 +1002,9 @@ Result<std::vector<Alert>> DeviceFleet::alerts(const AlertQuery& q) const {
   f.limit = q.limit;
   return impl_->alerts->list_alerts(f);
 }
-Result<Alert> DeviceFleet::alert(std::string_view id) const { return impl_->alerts->get_alert(id); }
+Result<Alert> DeviceFleet::alert(std::string_view id) const {
+  return impl_->alerts->get_alert(id);
+}
 Result<Alert> DeviceFleet::acknowledge(std::string_view alert_id, std::string_view who,
                                        std::string_view note) {
   return impl_->alerts->acknowledge(alert_id, who, note);
@@ -1014,10 +1025,11 @@ Result<Json> DeviceFleet::start_rollout(const Json& rollout, std::string_view ac
   if (!rollout.is_object()) return invalid_argument("a rollout must be a JSON object");
   Json body = rollout;
   std::string group = body.get_string("group");
-  if (body.find("group") != nullptr) body.as_object().erase(
-      std::remove_if(body.as_object().begin(), body.as_object().end(),
-                     [](const auto& member) { return member.first == "group"; }),
-      body.as_object().end());
+  if (body.find("group") != nullptr)
+    body.as_object().erase(
+        std::remove_if(body.as_object().begin(), body.as_object().end(),
+                       [](const auto& member) { return member.first == "group"; }),
+        body.as_object().end());
   CIVICBUS_ASSIGN_OR_RETURN(RolloutOptions o, RolloutOptions::from_json(body));
   if (!group.empty()) {
     CIVICBUS_ASSIGN_OR_RETURN(auto members, m.registry->members(group));
@@ -1099,7 +1111,9 @@ Status DeviceFleet::flush() {
   return impl_->alerts->flush();
 }
 
-bool DeviceFleet::mqtt_connected() const { return impl_->mqtt && impl_->mqtt->connected(); }
+bool DeviceFleet::mqtt_connected() const {
+  return impl_->mqtt && impl_->mqtt->connected();
+}
 
 const std::string& DeviceFleet::ca_certificate_pem() const {
   static const std::string kNone;

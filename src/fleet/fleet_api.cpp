@@ -1,9 +1,9 @@
 // The fleet's HTTP API, served through the gateway: /api/v1/iot/* (FleetOptions::api_prefix).
 // Errors are RFC 9457 problem documents; every route is in the gateway's OpenAPI document.
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cstdlib>
-
-#include <fmt/format.h>
 
 #include "civicbus/gateway/gateway.hpp"
 #include "core/uri_reference.hpp"
@@ -71,9 +71,9 @@ Result<TimeMs> parse_time(std::string_view name, std::string_view text) {
   if (ec == std::errc() && ptr == text.data() + text.size()) return ms;
   auto t = parse_rfc3339(text);
   if (!t.ok()) {
-    return invalid_argument(fmt::format(
-        "query parameter '{}': '{}' is neither epoch milliseconds nor an RFC 3339 time", name,
-        text));
+    return invalid_argument(
+        fmt::format("query parameter '{}': '{}' is neither epoch milliseconds nor an RFC 3339 time",
+                    name, text));
   }
   return std::chrono::duration_cast<std::chrono::milliseconds>(t->time_since_epoch()).count();
 }
@@ -101,7 +101,8 @@ Result<DeviceQuery> device_query(const std::map<std::string, std::string, std::l
       q.circle = GeoCircle{GeoPoint{v[0], v[1]}, v[2]};
     } else if (name == "tag") {
       std::size_t eq = value.find(':');
-      if (eq == std::string::npos) return invalid_argument("query parameter 'tag' must be key:value");
+      if (eq == std::string::npos)
+        return invalid_argument("query parameter 'tag' must be key:value");
       q.tags[value.substr(0, eq)] = value.substr(eq + 1);
     } else if (name == "limit" || name == "offset") {
       CIVICBUS_ASSIGN_OR_RETURN(double v, parse_number(name, value));
@@ -125,7 +126,8 @@ std::string actor_of(const GatewayRequest& req) {
 
 Result<Json> body_json(const GatewayRequest& req) {
   auto j = Json::parse(req.http.body);
-  if (!j.ok()) return invalid_argument(fmt::format("request body is not JSON: {}", j.status().message()));
+  if (!j.ok())
+    return invalid_argument(fmt::format("request body is not JSON: {}", j.status().message()));
   return j;
 }
 
@@ -219,8 +221,8 @@ Status DeviceFleet::mount(gateway::Gateway& gw) {
           const Json* query = body.find("query");
           if (query == nullptr) return invalid_argument("body needs a 'query' object");
           CIVICBUS_ASSIGN_OR_RETURN(auto q, DeviceQuery::from_json(*query));
-          CIVICBUS_ASSIGN_OR_RETURN(auto ids, fleet->decommission_where(q, actor_of(req),
-                                                                        body.get_string("reason")));
+          CIVICBUS_ASSIGN_OR_RETURN(
+              auto ids, fleet->decommission_where(q, actor_of(req), body.get_string("reason")));
           Json list = Json::array();
           for (auto& id : ids) list.as_array().emplace_back(std::move(id));
           return json_response(200, Json::object({{"decommissioned", std::move(list)}}));
@@ -232,10 +234,10 @@ Status DeviceFleet::mount(gateway::Gateway& gw) {
           Json j = d->to_json();
           Json latest = Json::object();
           for (const auto& r : fleet->latest(d->id)) {
-            latest[r.metric] = Json::object({{"value", r.value},
-                                             {"unit", r.unit},
-                                             {"time", format_rfc3339(SystemTime(
-                                                          std::chrono::milliseconds(r.time)))}});
+            latest[r.metric] = Json::object(
+                {{"value", r.value},
+                 {"unit", r.unit},
+                 {"time", format_rfc3339(SystemTime(std::chrono::milliseconds(r.time)))}});
           }
           j["latest"] = std::move(latest);
           return json_response(200, j);
@@ -245,8 +247,8 @@ Status DeviceFleet::mount(gateway::Gateway& gw) {
         wrap([fleet](const GatewayRequest& req) -> Result<HttpResponse> {
           CIVICBUS_ASSIGN_OR_RETURN(Json body, body_json(req));
           CIVICBUS_ASSIGN_OR_RETURN(auto s, parse_status(body.get_string("status")));
-          CIVICBUS_ASSIGN_OR_RETURN(
-              auto d, fleet->set_status(req.param("id"), s, actor_of(req), body.get_string("reason")));
+          CIVICBUS_ASSIGN_OR_RETURN(auto d, fleet->set_status(req.param("id"), s, actor_of(req),
+                                                              body.get_string("reason")));
           return json_response(200, d->to_json());
         }));
   route("iot.devices.history", "GET", "/devices/{id}/history", "A device's status changes",
@@ -278,7 +280,8 @@ Status DeviceFleet::mount(gateway::Gateway& gw) {
             CIVICBUS_ASSIGN_OR_RETURN(to, parse_time("to", it->second));
           }
           std::string agg = p.count("agg") ? p.find("agg")->second : std::string();
-          CIVICBUS_ASSIGN_OR_RETURN(auto r, fleet->readings(req.param("id"), metric->second, from, to, agg));
+          CIVICBUS_ASSIGN_OR_RETURN(
+              auto r, fleet->readings(req.param("id"), metric->second, from, to, agg));
           Json j = r.to_json();
           j["device_id"] = std::string(req.param("id"));
           j["metric"] = metric->second;
@@ -302,7 +305,8 @@ Status DeviceFleet::mount(gateway::Gateway& gw) {
         "Push configuration (a JSON merge patch of the desired state)",
         wrap([fleet](const GatewayRequest& req) -> Result<HttpResponse> {
           CIVICBUS_ASSIGN_OR_RETURN(Json body, body_json(req));
-          CIVICBUS_ASSIGN_OR_RETURN(Json delta, fleet->push_config(req.param("id"), body, actor_of(req)));
+          CIVICBUS_ASSIGN_OR_RETURN(Json delta,
+                                    fleet->push_config(req.param("id"), body, actor_of(req)));
           return json_response(200, Json::object({{"delta", std::move(delta)}}));
         }));
   route("iot.groups.list", "GET", "/groups", "Device groups",
@@ -332,36 +336,47 @@ Status DeviceFleet::mount(gateway::Gateway& gw) {
         "Push configuration to every member of a group",
         wrap([fleet](const GatewayRequest& req) -> Result<HttpResponse> {
           CIVICBUS_ASSIGN_OR_RETURN(Json body, body_json(req));
-          CIVICBUS_ASSIGN_OR_RETURN(auto ids, fleet->push_group_config(req.param("id"), body, actor_of(req)));
-          return json_response(200, Json::object({{"updated", static_cast<std::int64_t>(ids.size())}}));
+          CIVICBUS_ASSIGN_OR_RETURN(auto ids,
+                                    fleet->push_group_config(req.param("id"), body, actor_of(req)));
+          return json_response(200,
+                               Json::object({{"updated", static_cast<std::int64_t>(ids.size())}}));
         }));
   route("iot.rules.list", "GET", "/rules", "Alert rules",
         wrap([fleet](const GatewayRequest&) -> Result<HttpResponse> {
           return json_response(200, fleet->rules());
         }));
-  route("iot.rules.create", "POST", "/rules", "Add an alert rule (threshold, rate_of_change, inactivity, geofence, composite)",
+  route("iot.rules.create", "POST", "/rules",
+        "Add an alert rule (threshold, rate_of_change, inactivity, geofence, composite)",
         wrap([fleet](const GatewayRequest& req) -> Result<HttpResponse> {
           CIVICBUS_ASSIGN_OR_RETURN(Json body, body_json(req));
           CIVICBUS_ASSIGN_OR_RETURN(Json rule, fleet->add_rule(body));
           return json_response(201, rule);
         }));
-  route("iot.alerts.list", "GET", "/alerts", "Alerts (filters: state, active, device, severity, rule)",
+  route("iot.alerts.list", "GET", "/alerts",
+        "Alerts (filters: state, active, device, severity, rule)",
         wrap([fleet](const GatewayRequest& req) -> Result<HttpResponse> {
           AlertQuery q;
           for (const auto& [name, value] : query_params(req.http.query)) {
             if (name == "state") {
-              if (value == "raised") q.state = AlertState::kRaised;
-              else if (value == "acknowledged") q.state = AlertState::kAcknowledged;
-              else if (value == "resolved") q.state = AlertState::kResolved;
-              else return invalid_argument(fmt::format("unknown alert state '{}'", value));
+              if (value == "raised")
+                q.state = AlertState::kRaised;
+              else if (value == "acknowledged")
+                q.state = AlertState::kAcknowledged;
+              else if (value == "resolved")
+                q.state = AlertState::kResolved;
+              else
+                return invalid_argument(fmt::format("unknown alert state '{}'", value));
             } else if (name == "active") {
               q.active_only = value == "true" || value == "1";
             } else if (name == "device") {
               q.device_id = value;
             } else if (name == "severity") {
-              if (value == "warning") q.severity = Severity::kWarning;
-              else if (value == "critical") q.severity = Severity::kCritical;
-              else return invalid_argument(fmt::format("unknown severity '{}'", value));
+              if (value == "warning")
+                q.severity = Severity::kWarning;
+              else if (value == "critical")
+                q.severity = Severity::kCritical;
+              else
+                return invalid_argument(fmt::format("unknown severity '{}'", value));
             } else if (name == "rule") {
               q.rule_id = value;
             } else {
@@ -377,7 +392,8 @@ Status DeviceFleet::mount(gateway::Gateway& gw) {
         wrap([fleet](const GatewayRequest& req) -> Result<HttpResponse> {
           auto body = Json::parse(req.http.body.empty() ? "{}" : req.http.body);
           std::string note = body.ok() ? body->get_string("note") : std::string();
-          CIVICBUS_ASSIGN_OR_RETURN(auto a, fleet->acknowledge(req.param("id"), actor_of(req), note));
+          CIVICBUS_ASSIGN_OR_RETURN(auto a,
+                                    fleet->acknowledge(req.param("id"), actor_of(req), note));
           return json_response(200, a.to_json());
         }));
   route("iot.alerts.resolve", "POST", "/alerts/{id}/resolve", "Resolve an alert",
@@ -402,7 +418,8 @@ Status DeviceFleet::mount(gateway::Gateway& gw) {
           CIVICBUS_ASSIGN_OR_RETURN(Json p, fleet->rollout(req.param("id")));
           return json_response(200, p);
         }));
-  route("iot.rollouts.abort", "POST", "/rollouts/{id}/abort", "Abort a rollout (rolls back updated devices)",
+  route("iot.rollouts.abort", "POST", "/rollouts/{id}/abort",
+        "Abort a rollout (rolls back updated devices)",
         wrap([fleet](const GatewayRequest& req) -> Result<HttpResponse> {
           auto body = Json::parse(req.http.body.empty() ? "{}" : req.http.body);
           std::string reason = body.ok() ? body->get_string("reason") : std::string();

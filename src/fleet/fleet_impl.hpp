@@ -51,8 +51,8 @@ struct DeviceFleet::Impl {
                                         const IssuedCertificate* cert, TimeMs now);
   Status retire(const std::string& id);
 
-  std::optional<Rejection> validate(const Reading& r, const Device* device,
-                                    const DeviceType* type, TimeMs now) const;
+  std::optional<Rejection> validate(const Reading& r, const Device* device, const DeviceType* type,
+                                    TimeMs now) const;
   IngestResult ingest(std::span<const Reading> readings);
   IngestResult ingest_decoded(DecodedPayload decoded);
   Result<Json> receive_edge_batch(const EdgeBatch& batch);

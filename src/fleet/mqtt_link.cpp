@@ -1,13 +1,12 @@
 #include "fleet/mqtt_link.hpp"
 
 #include <fmt/format.h>
+#include <mqtt/async_client.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <utility>
-
-#include <mqtt/async_client.h>
 
 namespace civicbus::fleet {
 namespace {
@@ -66,7 +65,9 @@ TopicMatch classify(std::string_view topic, const MqttLinkOptions& o) {
   return {};
 }
 
-TimeMs now_ms(const Clock& clock) { return to_unix_micros(clock.now()) / 1000; }
+TimeMs now_ms(const Clock& clock) {
+  return to_unix_micros(clock.now()) / 1000;
+}
 
 }  // namespace
 
@@ -175,13 +176,14 @@ struct MqttLink::Impl : public virtual mqtt::iaction_listener {
 
   Status publish(std::string_view topic, std::string_view payload, bool retained) {
     try {
-      auto msg = mqtt::make_message(std::string(topic), payload.data(), payload.size(), 1,
-                                    retained);
+      auto msg =
+          mqtt::make_message(std::string(topic), payload.data(), payload.size(), 1, retained);
       auto token = client->publish(msg);
       if (!token->wait_for(options.connect_timeout)) {
-        return deadline_exceeded(fmt::format("MQTT publish to '{}' was not acknowledged within "
-                                             "{} ms",
-                                             topic, options.connect_timeout.count()));
+        return deadline_exceeded(
+            fmt::format("MQTT publish to '{}' was not acknowledged within "
+                        "{} ms",
+                        topic, options.connect_timeout.count()));
       }
       published.fetch_add(1, std::memory_order_relaxed);
       return Status();
@@ -224,10 +226,9 @@ Result<std::unique_ptr<MqttLink>> MqttLink::create(MqttLinkOptions options, cons
   impl->on_readings = std::move(on_readings);
   impl->on_twin = std::move(on_twin);
   try {
-    impl->client = std::make_unique<mqtt::async_client>(impl->options.server_uri,
-                                                        impl->options.client_id,
-                                                        static_cast<mqtt::iclient_persistence*>(
-                                                            nullptr));
+    impl->client =
+        std::make_unique<mqtt::async_client>(impl->options.server_uri, impl->options.client_id,
+                                             static_cast<mqtt::iclient_persistence*>(nullptr));
   } catch (const mqtt::exception& e) {
     return invalid_argument(fmt::format("MQTT link: cannot create a client for '{}': {}",
                                         impl->options.server_uri, e.what()));
@@ -242,14 +243,14 @@ Result<std::unique_ptr<MqttLink>> MqttLink::create(MqttLinkOptions options, cons
 
 Status MqttLink::connect() {
   Impl& im = *impl_;
-  auto opts = mqtt::connect_options_builder()
-                  .clean_session(im.options.clean_session)
-                  .keep_alive_interval(std::chrono::seconds(im.options.keep_alive_s))
-                  .connect_timeout(im.options.connect_timeout)
-                  .automatic_reconnect(im.options.min_reconnect_delay,
-                                       im.options.max_reconnect_delay)
-                  .max_inflight(im.options.max_inflight)
-                  .finalize();
+  auto opts =
+      mqtt::connect_options_builder()
+          .clean_session(im.options.clean_session)
+          .keep_alive_interval(std::chrono::seconds(im.options.keep_alive_s))
+          .connect_timeout(im.options.connect_timeout)
+          .automatic_reconnect(im.options.min_reconnect_delay, im.options.max_reconnect_delay)
+          .max_inflight(im.options.max_inflight)
+          .finalize();
   if (!im.options.username.empty()) {
     opts.set_user_name(im.options.username);
     opts.set_password(im.options.password);
@@ -269,9 +270,10 @@ Status MqttLink::connect() {
   im.subscribe_all();
   std::unique_lock lock(im.mu);
   if (!im.cv.wait_for(lock, im.options.connect_timeout, [&] { return im.is_subscribed.load(); })) {
-    return unavailable(fmt::format("MQTT link: {} did not acknowledge the subscriptions within "
-                                   "{} ms",
-                                   im.options.server_uri, im.options.connect_timeout.count()));
+    return unavailable(
+        fmt::format("MQTT link: {} did not acknowledge the subscriptions within "
+                    "{} ms",
+                    im.options.server_uri, im.options.connect_timeout.count()));
   }
   return Status();
 }
@@ -288,8 +290,12 @@ Status MqttLink::disconnect() {
   return Status();
 }
 
-bool MqttLink::connected() const { return impl_->client->is_connected(); }
-bool MqttLink::subscribed() const { return connected() && impl_->is_subscribed.load(); }
+bool MqttLink::connected() const {
+  return impl_->client->is_connected();
+}
+bool MqttLink::subscribed() const {
+  return connected() && impl_->is_subscribed.load();
+}
 
 Status MqttLink::publish_desired(std::string_view device_id, const Json& desired) {
   if (device_id.empty()) return invalid_argument("MQTT link: desired config needs a device id");

@@ -18,8 +18,8 @@ constexpr double kSenmlRelativeLimit = 268435456.0;  // 2^28 s (RFC 8428 §4.5.3
 DecodedPayload parse_error(std::string_view device_id, std::string_view what,
                            const Status& status) {
   DecodedPayload out;
-  out.errors.push_back({std::string(device_id),
-                        fmt::format("{} is not valid JSON: {}", what, status.message())});
+  out.errors.push_back(
+      {std::string(device_id), fmt::format("{} is not valid JSON: {}", what, status.message())});
   return out;
 }
 
@@ -85,26 +85,25 @@ void append_values(std::string_view device_id, const Json& values, TimeMs time,
 void decode_telemetry_entry(std::string_view device_id, const Json& entry, TimeMs received_at,
                             std::string_view where, DecodedPayload& out) {
   if (!entry.is_object()) {
-    out.errors.push_back({std::string(device_id),
-                          fmt::format("{}telemetry must be a JSON object", where)});
+    out.errors.push_back(
+        {std::string(device_id), fmt::format("{}telemetry must be a JSON object", where)});
     return;
   }
   TimeMs time = received_at;
   if (const Json* ts = entry.find("ts"); ts != nullptr) {
     auto t = time_from_ms_or_text(*ts);
     if (!t.ok()) {
-      out.errors.push_back({std::string(device_id),
-                            fmt::format("{}'ts' of device '{}': {}", where, device_id,
-                                        t.status().message())});
+      out.errors.push_back({std::string(device_id), fmt::format("{}'ts' of device '{}': {}", where,
+                                                                device_id, t.status().message())});
       return;
     }
     time = *t;
   }
   if (const Json* values = entry.find("values"); values != nullptr) {
     if (!values->is_object()) {
-      out.errors.push_back({std::string(device_id),
-                            fmt::format("{}'values' of device '{}' must be an object", where,
-                                        device_id)});
+      out.errors.push_back(
+          {std::string(device_id),
+           fmt::format("{}'values' of device '{}' must be an object", where, device_id)});
       return;
     }
     append_values(device_id, *values, time, where, out, false);
@@ -128,9 +127,8 @@ bool senml_name_ok(std::string_view name) {
 }
 
 bool senml_known_field(std::string_view key) {
-  static constexpr std::string_view kKnown[] = {"bn", "bt", "bu", "bv", "bs", "bver", "n",
-                                                "u",  "v",  "vs", "vb", "vd", "s",    "t",
-                                                "ut"};
+  static constexpr std::string_view kKnown[] = {"bn", "bt", "bu", "bv", "bs", "bver", "n", "u",
+                                                "v",  "vs", "vb", "vd", "s",  "t",    "ut"};
   for (auto k : kKnown) {
     if (k == key) return true;
   }
@@ -145,8 +143,8 @@ const Json* member(const Json& j, std::string_view field) {
 }
 
 void decode_binary(const ResolvedDevice& device, const CodecCatalog& codecs,
-                   std::string_view codec_name, std::string_view bytes,
-                   std::optional<int> fport, TimeMs time, DecodedPayload& out) {
+                   std::string_view codec_name, std::string_view bytes, std::optional<int> fport,
+                   TimeMs time, DecodedPayload& out) {
   const Codec* codec = codecs.find(codec_name);
   if (codec == nullptr) {
     out.errors.push_back(
@@ -160,32 +158,32 @@ void decode_binary(const ResolvedDevice& device, const CodecCatalog& codecs,
   }
   auto values = codec->decode(bytes, fport);
   if (!values.ok()) {
-    out.errors.push_back(
-        {device.device_id, fmt::format("device '{}': {}", device.device_id,
-                                       values.status().message())});
+    out.errors.push_back({device.device_id, fmt::format("device '{}': {}", device.device_id,
+                                                        values.status().message())});
     return;
   }
   for (CodecValue& v : *values) {
-    out.readings.push_back({device.device_id, std::move(v.metric), v.value, std::move(v.unit),
-                            time});
+    out.readings.push_back(
+        {device.device_id, std::move(v.metric), v.value, std::move(v.unit), time});
   }
 }
 
-void flatten(std::string_view device_id, const Json& object, const std::string& prefix,
-             TimeMs time, std::vector<Reading>& out) {
+void flatten(std::string_view device_id, const Json& object, const std::string& prefix, TimeMs time,
+             std::vector<Reading>& out) {
   for (const auto& [key, v] : object.as_object()) {
     std::string name = prefix.empty() ? key : prefix + "_" + key;
     if (v.is_object()) {
       flatten(device_id, v, name, time, out);
     } else if (v.is_number() || v.is_bool()) {
       const double value = v.is_bool() ? (v.as_bool() ? 1 : 0) : v.as_double();
-      if (std::isfinite(value)) out.push_back({std::string(device_id), std::move(name), value, {}, time});
+      if (std::isfinite(value))
+        out.push_back({std::string(device_id), std::move(name), value, {}, time});
     }
   }
 }
 
 struct Uplink {
-  std::string network;  // "ChirpStack", "The Things Stack"
+  std::string network;                                   // "ChirpStack", "The Things Stack"
   std::vector<std::pair<std::string, std::string>> ids;  // (label, value) tried in order
   TimeMs time = 0;
   std::optional<int> fport;
@@ -214,24 +212,24 @@ DecodedPayload decode_uplink(const Uplink& up, const DeviceResolver& resolver,
   if (up.decoded != nullptr && up.decoded->is_object() && up.decoded->size() > 0) {
     flatten(device->device_id, *up.decoded, {}, up.time, out.readings);
     if (out.readings.empty()) {
-      out.errors.push_back({device->device_id,
-                            fmt::format("{} uplink of device '{}': the decoded object has no "
-                                        "numeric values",
-                                        up.network, device->device_id)});
+      out.errors.push_back(
+          {device->device_id, fmt::format("{} uplink of device '{}': the decoded object has no "
+                                          "numeric values",
+                                          up.network, device->device_id)});
     }
     return out;
   }
   if (up.payload == nullptr || !up.payload->is_string() || up.payload->as_string().empty()) {
-    out.errors.push_back({device->device_id,
-                          fmt::format("{} uplink of device '{}' carries no application payload",
-                                      up.network, device->device_id)});
+    out.errors.push_back(
+        {device->device_id, fmt::format("{} uplink of device '{}' carries no application payload",
+                                        up.network, device->device_id)});
     return out;
   }
   auto bytes = crypto::base64_decode(up.payload->as_string());
   if (!bytes.ok()) {
-    out.errors.push_back({device->device_id,
-                          fmt::format("{} uplink of device '{}': payload is not base64: {}",
-                                      up.network, device->device_id, bytes.status().message())});
+    out.errors.push_back(
+        {device->device_id, fmt::format("{} uplink of device '{}': payload is not base64: {}",
+                                        up.network, device->device_id, bytes.status().message())});
     return out;
   }
   decode_binary(*device, codecs, device->codec, *bytes, up.fport, up.time, out);
@@ -243,13 +241,13 @@ DecodedPayload decode_uplink(const Uplink& up, const DeviceResolver& resolver,
 DecodedPayload decode_device_json(std::string_view device_id, std::string_view body,
                                   TimeMs received_at) {
   auto j = Json::parse(body);
-  if (!j.ok()) return parse_error(device_id, fmt::format("telemetry of device '{}'", device_id),
-                                  j.status());
+  if (!j.ok())
+    return parse_error(device_id, fmt::format("telemetry of device '{}'", device_id), j.status());
   return decode_device_json_parsed(device_id, *j, received_at);
 }
 
 DecodedPayload decode_device_json_parsed(std::string_view device_id, const Json& body,
-                                  TimeMs received_at) {
+                                         TimeMs received_at) {
   DecodedPayload out;
   if (device_id.empty()) {
     out.errors.push_back({"", "telemetry names no device"});
@@ -266,14 +264,14 @@ DecodedPayload decode_device_json_parsed(std::string_view device_id, const Json&
   return out;
 }
 
-DecodedPayload decode_senml(std::string_view body, TimeMs received_at,
-                            std::string_view device_id) {
+DecodedPayload decode_senml(std::string_view body, TimeMs received_at, std::string_view device_id) {
   auto j = Json::parse(body);
   if (!j.ok()) return parse_error(device_id, "SenML pack", j.status());
   return decode_senml_parsed(*j, received_at, device_id);
 }
 
-DecodedPayload decode_senml_parsed(const Json& pack, TimeMs received_at, std::string_view device_id) {
+DecodedPayload decode_senml_parsed(const Json& pack, TimeMs received_at,
+                                   std::string_view device_id) {
   DecodedPayload out;
   if (!pack.is_array()) {
     out.errors.push_back({std::string(device_id), "a SenML pack must be a JSON array of records"});
@@ -371,8 +369,8 @@ DecodedPayload decode_senml_parsed(const Json& pack, TimeMs received_at, std::st
       }
       r.value = vb->as_bool() ? 1 : 0;
     } else if (rec.contains("vs") || rec.contains("vd")) {
-      fail(device, fmt::format("'{}' has a {} value, which is not a numeric reading; skipped",
-                               name, rec.contains("vs") ? "string" : "data"));
+      fail(device, fmt::format("'{}' has a {} value, which is not a numeric reading; skipped", name,
+                               rec.contains("vs") ? "string" : "data"));
       continue;
     } else {
       const Json* s = rec.find("s");
@@ -413,7 +411,7 @@ DecodedPayload decode_chirpstack_uplink(std::string_view body, const DeviceResol
 }
 
 DecodedPayload decode_chirpstack_uplink_parsed(const Json& event, const DeviceResolver& resolver,
-                                        const CodecCatalog& codecs, TimeMs received_at) {
+                                               const CodecCatalog& codecs, TimeMs received_at) {
   if (!event.is_object()) {
     DecodedPayload out;
     out.errors.push_back({"", "a ChirpStack uplink event must be a JSON object"});
@@ -447,7 +445,7 @@ DecodedPayload decode_tts_uplink(std::string_view body, const DeviceResolver& re
 }
 
 DecodedPayload decode_tts_uplink_parsed(const Json& message, const DeviceResolver& resolver,
-                                 const CodecCatalog& codecs, TimeMs received_at) {
+                                        const CodecCatalog& codecs, TimeMs received_at) {
   DecodedPayload out;
   const Json* uplink = message.find("uplink_message");
   if (uplink == nullptr || !uplink->is_object()) {
@@ -489,8 +487,8 @@ DecodedPayload decode_sigfox_callback(std::string_view body, const SigfoxMapping
   }
   const Json* dev = member(*j, mapping.device_field);
   if (dev == nullptr || !(dev->is_string() || dev->is_int())) {
-    out.errors.push_back({"", fmt::format("Sigfox callback has no device id in '{}'",
-                                          mapping.device_field)});
+    out.errors.push_back(
+        {"", fmt::format("Sigfox callback has no device id in '{}'", mapping.device_field)});
     return out;
   }
   const std::string sigfox_id = dev->is_string() ? dev->as_string() : std::to_string(dev->as_int());
@@ -514,27 +512,27 @@ DecodedPayload decode_sigfox_callback(std::string_view body, const SigfoxMapping
       ok = end != nullptr && *end == '\0' && std::isfinite(seconds);
     }
     if (!ok) {
-      out.errors.push_back({device->device_id,
-                            fmt::format("Sigfox callback of device '{}': '{}' is not epoch "
-                                        "seconds",
-                                        device->device_id, mapping.time_field)});
+      out.errors.push_back(
+          {device->device_id, fmt::format("Sigfox callback of device '{}': '{}' is not epoch "
+                                          "seconds",
+                                          device->device_id, mapping.time_field)});
       return out;
     }
     time = static_cast<TimeMs>(std::llround(seconds * 1000));
   }
   const Json* data = member(*j, mapping.data_field);
   if (data == nullptr || !data->is_string()) {
-    out.errors.push_back({device->device_id,
-                          fmt::format("Sigfox callback of device '{}' has no hex payload in '{}'",
-                                      device->device_id, mapping.data_field)});
+    out.errors.push_back(
+        {device->device_id, fmt::format("Sigfox callback of device '{}' has no hex payload in '{}'",
+                                        device->device_id, mapping.data_field)});
     return out;
   }
   auto bytes = crypto::from_hex(data->as_string());
   if (!bytes.ok()) {
-    out.errors.push_back({device->device_id,
-                          fmt::format("Sigfox callback of device '{}': '{}' is not hex: {}",
-                                      device->device_id, mapping.data_field,
-                                      bytes.status().message())});
+    out.errors.push_back(
+        {device->device_id,
+         fmt::format("Sigfox callback of device '{}': '{}' is not hex: {}", device->device_id,
+                     mapping.data_field, bytes.status().message())});
     return out;
   }
   std::string codec = device->codec;

@@ -48,7 +48,7 @@ struct DecodedPayload {
 DecodedPayload decode_device_json(std::string_view device_id, std::string_view body,
                                   TimeMs received_at);
 DecodedPayload decode_device_json_parsed(std::string_view device_id, const Json& body,
-                                  TimeMs received_at);
+                                         TimeMs received_at);
 
 // SenML JSON (RFC 8428). Each record's name is bn + n, resolved in order with the base fields.
 // Convention for device and metric: the resolved name is split at its last ':' or '/'; the
@@ -62,7 +62,8 @@ DecodedPayload decode_device_json_parsed(std::string_view device_id, const Json&
 // fields ending in '_' reject the whole pack (RFC 8428 §4.4).
 DecodedPayload decode_senml(std::string_view body, TimeMs received_at,
                             std::string_view device_id = {});
-DecodedPayload decode_senml_parsed(const Json& pack, TimeMs received_at, std::string_view device_id = {});
+DecodedPayload decode_senml_parsed(const Json& pack, TimeMs received_at,
+                                   std::string_view device_id = {});
 
 // ChirpStack v4 uplink event (MQTT application/+/device/+/event/up or HTTP integration).
 // The device is looked up by deviceInfo.devEui through `resolver`; time is "time" (RFC 3339)
@@ -72,7 +73,7 @@ DecodedPayload decode_senml_parsed(const Json& pack, TimeMs received_at, std::st
 DecodedPayload decode_chirpstack_uplink(std::string_view body, const DeviceResolver& resolver,
                                         const CodecCatalog& codecs, TimeMs received_at);
 DecodedPayload decode_chirpstack_uplink_parsed(const Json& event, const DeviceResolver& resolver,
-                                        const CodecCatalog& codecs, TimeMs received_at);
+                                               const CodecCatalog& codecs, TimeMs received_at);
 
 // The Things Stack v3 uplink message. The device is looked up by end_device_ids.dev_eui, then
 // by end_device_ids.device_id; time is uplink_message.received_at, then received_at. A
@@ -80,7 +81,7 @@ DecodedPayload decode_chirpstack_uplink_parsed(const Json& event, const DeviceRe
 DecodedPayload decode_tts_uplink(std::string_view body, const DeviceResolver& resolver,
                                  const CodecCatalog& codecs, TimeMs received_at);
 DecodedPayload decode_tts_uplink_parsed(const Json& message, const DeviceResolver& resolver,
-                                 const CodecCatalog& codecs, TimeMs received_at);
+                                        const CodecCatalog& codecs, TimeMs received_at);
 
 // Where a Sigfox callback's JSON body (as configured in the Sigfox backend) keeps each item.
 // Fields are top-level member names, or RFC 6901 pointers when they start with '/'.

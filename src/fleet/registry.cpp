@@ -1065,8 +1065,7 @@ Result<std::vector<std::string>> Registry::decommission_where(const DeviceQuery&
 }
 
 Result<std::vector<std::string>> Registry::set_status_many(const std::vector<std::string>& ids,
-                                                           DeviceStatus to,
-                                                           std::string_view actor,
+                                                           DeviceStatus to, std::string_view actor,
                                                            std::string_view reason) {
   return transition_many(
       [&](const std::function<void(const Device&)>& each) {

@@ -1,10 +1,10 @@
 #include "fleet/rollout.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
-
-#include <fmt/format.h>
 
 namespace civicbus::fleet {
 
@@ -74,8 +74,8 @@ Json RolloutOptions::to_json() const {
 Result<RolloutOptions> RolloutOptions::from_json(const Json& j) {
   if (!j.is_object()) return invalid_argument("a rollout must be a JSON object");
   static constexpr std::array<std::string_view, 13> kKnown{
-      "id",          "firmware_version", "firmware_url", "sha256",       "group_id",
-      "devices",     "first_wave",       "growth",       "max_wave",     "max_failure_ratio",
+      "id",          "firmware_version", "firmware_url",     "sha256",   "group_id",
+      "devices",     "first_wave",       "growth",           "max_wave", "max_failure_ratio",
       "min_devices", "device_timeout_s", "rollback_on_abort"};
   for (const auto& [key, value] : j.as_object()) {
     if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) {
@@ -85,7 +85,8 @@ Result<RolloutOptions> RolloutOptions::from_json(const Json& j) {
   RolloutOptions o;
   auto text = [&](std::string_view key, std::string& out) -> Status {
     if (const Json* v = j.find(key); v != nullptr && !v->is_null()) {
-      if (!v->is_string()) return invalid_argument(fmt::format("rollout: '{}' must be a string", key));
+      if (!v->is_string())
+        return invalid_argument(fmt::format("rollout: '{}' must be a string", key));
       out = v->as_string();
     }
     return Status();
@@ -101,7 +102,8 @@ Result<RolloutOptions> RolloutOptions::from_json(const Json& j) {
   };
   auto number = [&](std::string_view key, double& out) -> Status {
     if (const Json* v = j.find(key); v != nullptr && !v->is_null()) {
-      if (!v->is_number()) return invalid_argument(fmt::format("rollout: '{}' must be a number", key));
+      if (!v->is_number())
+        return invalid_argument(fmt::format("rollout: '{}' must be a number", key));
       out = v->as_double();
     }
     return Status();
@@ -128,7 +130,8 @@ Result<RolloutOptions> RolloutOptions::from_json(const Json& j) {
     o.device_timeout_s = v->as_int();
   }
   if (const Json* v = j.find("rollback_on_abort"); v != nullptr && !v->is_null()) {
-    if (!v->is_bool()) return invalid_argument("rollout: 'rollback_on_abort' must be true or false");
+    if (!v->is_bool())
+      return invalid_argument("rollout: 'rollback_on_abort' must be true or false");
     o.rollback_on_abort = v->as_bool();
   }
   return o;
@@ -139,7 +142,8 @@ Status RolloutOptions::validate() const {
   if (devices.empty()) return invalid_argument("rollout: no devices to update (empty group?)");
   if (first_wave == 0) return invalid_argument("rollout: first_wave must be at least 1");
   if (!(growth >= 1.0)) return invalid_argument("rollout: growth must be at least 1.0");
-  if (max_wave < first_wave) return invalid_argument("rollout: max_wave is smaller than first_wave");
+  if (max_wave < first_wave)
+    return invalid_argument("rollout: max_wave is smaller than first_wave");
   if (!(max_failure_ratio >= 0.0 && max_failure_ratio <= 1.0)) {
     return invalid_argument("rollout: max_failure_ratio must be within 0..1");
   }
@@ -189,8 +193,7 @@ Result<std::unique_ptr<RolloutManager>> RolloutManager::open(storage::Database& 
 }
 
 TimeMs RolloutManager::now_ms() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             clock_.now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now().time_since_epoch())
       .count();
 }
 
@@ -206,8 +209,8 @@ Status RolloutManager::load() {
       "FROM fleet_rollouts",
       {}, [&](const storage::Row& row) {
         auto options = Json::parse(row.get_text(1));
-        Result<RolloutOptions> parsed =
-            options.ok() ? RolloutOptions::from_json(*options) : Result<RolloutOptions>(options.status());
+        Result<RolloutOptions> parsed = options.ok() ? RolloutOptions::from_json(*options)
+                                                     : Result<RolloutOptions>(options.status());
         if (!parsed.ok()) {
           parse_error = parsed.status().with_context(
               fmt::format("rollout '{}' in fleet_rollouts", row.get_text(0)));
@@ -262,8 +265,8 @@ Status RolloutManager::save_rollout(const Rollout& r) {
           "wave_size = excluded.wave_size, updated_at = excluded.updated_at",
           {std::string_view(r.options.id), std::string_view(options),
            static_cast<std::int64_t>(r.state), std::string_view(r.reason),
-           static_cast<std::int64_t>(r.wave), static_cast<std::int64_t>(r.wave_size),
-           r.started_at, r.updated_at})
+           static_cast<std::int64_t>(r.wave), static_cast<std::int64_t>(r.wave_size), r.started_at,
+           r.updated_at})
       .status();
 }
 
@@ -295,13 +298,25 @@ RolloutProgress RolloutManager::progress_of(const Rollout& r) const {
   p.total = r.devices.size();
   for (const auto& d : r.devices) {
     switch (d.state) {
-      case DeviceUpdateState::kPending: ++p.pending; break;
-      case DeviceUpdateState::kSent: ++p.in_flight; break;
-      case DeviceUpdateState::kSucceeded: ++p.succeeded; break;
+      case DeviceUpdateState::kPending:
+        ++p.pending;
+        break;
+      case DeviceUpdateState::kSent:
+        ++p.in_flight;
+        break;
+      case DeviceUpdateState::kSucceeded:
+        ++p.succeeded;
+        break;
       case DeviceUpdateState::kFailed:
-      case DeviceUpdateState::kTimedOut: ++p.failed; break;
-      case DeviceUpdateState::kRollingBack: ++p.in_flight; break;
-      case DeviceUpdateState::kRolledBack: ++p.rolled_back; break;
+      case DeviceUpdateState::kTimedOut:
+        ++p.failed;
+        break;
+      case DeviceUpdateState::kRollingBack:
+        ++p.in_flight;
+        break;
+      case DeviceUpdateState::kRolledBack:
+        ++p.rolled_back;
+        break;
     }
   }
   const std::size_t done = p.succeeded + p.failed + p.rolled_back;
@@ -312,7 +327,8 @@ RolloutProgress RolloutManager::progress_of(const Rollout& r) const {
 }
 
 Result<RolloutProgress> RolloutManager::start(
-    RolloutOptions options, const std::function<std::string(const std::string&)>& previous_version) {
+    RolloutOptions options,
+    const std::function<std::string(const std::string&)>& previous_version) {
   CIVICBUS_RETURN_IF_ERROR(options.validate());
   std::vector<Outgoing> out;
   RolloutProgress progress;
@@ -359,9 +375,9 @@ Result<RolloutProgress> RolloutManager::start(
 Status RolloutManager::start_next_wave(Rollout& r, std::vector<Outgoing>& out) {
   std::size_t size = r.options.first_wave;
   if (r.wave > 0) {
-    size = std::max(r.wave_size + 1,
-                    static_cast<std::size_t>(std::ceil(static_cast<double>(r.wave_size) *
-                                                       r.options.growth)));
+    size = std::max(
+        r.wave_size + 1,
+        static_cast<std::size_t>(std::ceil(static_cast<double>(r.wave_size) * r.options.growth)));
   }
   size = std::min(size, r.options.max_wave);
   const TimeMs now = now_ms();
@@ -452,8 +468,8 @@ Status RolloutManager::check_finish_or_abort(Rollout& r, std::vector<Outgoing>& 
   return save_rollout(r);
 }
 
-Status RolloutManager::report(std::string_view device_id, std::string_view rollout_id,
-                              bool success, std::string_view detail) {
+Status RolloutManager::report(std::string_view device_id, std::string_view rollout_id, bool success,
+                              std::string_view detail) {
   std::vector<Outgoing> out;
   std::string id;
   {
@@ -480,9 +496,9 @@ Status RolloutManager::report(std::string_view device_id, std::string_view rollo
     } else if (d.state == DeviceUpdateState::kRollingBack) {
       d.state = success ? DeviceUpdateState::kRolledBack : DeviceUpdateState::kFailed;
     } else {
-      return failed_precondition(fmt::format(
-          "device '{}' in rollout '{}' is {}, not waiting for an answer", device_id, id,
-          device_update_state_name(d.state)));
+      return failed_precondition(
+          fmt::format("device '{}' in rollout '{}' is {}, not waiting for an answer", device_id, id,
+                      device_update_state_name(d.state)));
     }
     d.finished_at = now_ms();
     d.detail = std::string(detail);

@@ -30,17 +30,17 @@
 namespace civicbus::fleet {
 
 struct RolloutOptions {
-  std::string id;  // "" → a UUIDv7
-  std::string firmware_version;  // the target version (required)
-  std::string firmware_url;      // where devices fetch the image
-  std::string sha256;            // the image's digest, passed to devices when set
-  std::string group_id;          // for the record
+  std::string id;                    // "" → a UUIDv7
+  std::string firmware_version;      // the target version (required)
+  std::string firmware_url;          // where devices fetch the image
+  std::string sha256;                // the image's digest, passed to devices when set
+  std::string group_id;              // for the record
   std::vector<std::string> devices;  // the group's members when the rollout starts
   std::size_t first_wave = 10;
   double growth = 2.0;  // wave n+1 = wave n × growth (at least one more device)
   std::size_t max_wave = 1000;
-  double max_failure_ratio = 0.1;  // abort when failed / finished exceeds this…
-  std::size_t min_devices = 10;    // …once at least this many devices have finished
+  double max_failure_ratio = 0.1;        // abort when failed / finished exceeds this…
+  std::size_t min_devices = 10;          // …once at least this many devices have finished
   std::int64_t device_timeout_s = 3600;  // a device that has not reported by then failed
   bool rollback_on_abort = true;
 
@@ -53,8 +53,8 @@ enum class RolloutState { kRunning, kCompleted, kAborted };
 std::string_view rollout_state_name(RolloutState s);  // "running", "completed", "aborted"
 
 enum class DeviceUpdateState {
-  kPending,      // not sent yet (or skipped, when the rollout aborted)
-  kSent,         // command sent, waiting for the device
+  kPending,  // not sent yet (or skipped, when the rollout aborted)
+  kSent,     // command sent, waiting for the device
   kSucceeded,
   kFailed,       // the device said so
   kTimedOut,     // no answer within device_timeout_s (counts as a failure)
@@ -102,8 +102,9 @@ class RolloutManager {
   // Starts a rollout and sends its first wave. `previous_version(device)` gives each
   // device's firmware now (kept for the rollback). A device already in a running rollout is
   // refused (kFailedPrecondition naming it).
-  Result<RolloutProgress> start(RolloutOptions options,
-                                const std::function<std::string(const std::string&)>& previous_version);
+  Result<RolloutProgress> start(
+      RolloutOptions options,
+      const std::function<std::string(const std::string&)>& previous_version);
 
   // A device's answer to an update (or rollback) command. `rollout_id` may be empty: the
   // running rollout that holds the device is used. Unknown device: kNotFound.

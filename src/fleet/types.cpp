@@ -1,10 +1,10 @@
 #include "civicbus/fleet/types.hpp"
 
+#include <fmt/format.h>
+
 #include <array>
 #include <cmath>
 #include <numbers>
-
-#include <fmt/format.h>
 
 namespace civicbus::fleet {
 
@@ -13,9 +13,9 @@ double distance_m(const GeoPoint& a, const GeoPoint& b) {
   constexpr double kRad = std::numbers::pi / 180.0;
   const double dlat = (b.lat - a.lat) * kRad;
   const double dlon = (b.lon - a.lon) * kRad;
-  const double s = std::sin(dlat / 2) * std::sin(dlat / 2) +
-                   std::cos(a.lat * kRad) * std::cos(b.lat * kRad) * std::sin(dlon / 2) *
-                       std::sin(dlon / 2);
+  const double s =
+      std::sin(dlat / 2) * std::sin(dlat / 2) +
+      std::cos(a.lat * kRad) * std::cos(b.lat * kRad) * std::sin(dlon / 2) * std::sin(dlon / 2);
   return 2 * kEarthRadiusM * std::asin(std::min(1.0, std::sqrt(s)));
 }
 
@@ -29,8 +29,7 @@ Result<E> parse_enum(std::string_view text, const std::array<std::string_view, N
   }
   std::string choices;
   for (auto n : names) choices += fmt::format("{}'{}'", choices.empty() ? "" : ", ", n);
-  return invalid_argument(
-      fmt::format("unknown {} '{}' (expected one of {})", what, text, choices));
+  return invalid_argument(fmt::format("unknown {} '{}' (expected one of {})", what, text, choices));
 }
 
 constexpr std::array<std::string_view, 4> kNetworks{"mqtt", "lorawan", "sigfox", "http"};
@@ -44,18 +43,24 @@ constexpr std::array<std::string_view, 3> kAlertStates{"raised", "acknowledged",
 
 }  // namespace
 
-std::string_view network_name(Network n) { return kNetworks[static_cast<std::size_t>(n)]; }
+std::string_view network_name(Network n) {
+  return kNetworks[static_cast<std::size_t>(n)];
+}
 Result<Network> parse_network(std::string_view text) {
   return parse_enum<Network>(text, kNetworks, "network");
 }
-std::string_view status_name(DeviceStatus s) { return kStatuses[static_cast<std::size_t>(s)]; }
+std::string_view status_name(DeviceStatus s) {
+  return kStatuses[static_cast<std::size_t>(s)];
+}
 Result<DeviceStatus> parse_status(std::string_view text) {
   return parse_enum<DeviceStatus>(text, kStatuses, "device status");
 }
 std::string_view reject_reason_name(RejectReason r) {
   return kRejects[static_cast<std::size_t>(r)];
 }
-std::string_view severity_name(Severity s) { return kSeverities[static_cast<std::size_t>(s)]; }
+std::string_view severity_name(Severity s) {
+  return kSeverities[static_cast<std::size_t>(s)];
+}
 std::string_view alert_state_name(AlertState s) {
   return kAlertStates[static_cast<std::size_t>(s)];
 }
@@ -64,10 +69,14 @@ bool transition_allowed(DeviceStatus from, DeviceStatus to) {
   using S = DeviceStatus;
   if (from == to) return false;
   switch (from) {
-    case S::kProvisioned: return to == S::kActive || to == S::kDecommissioned;
-    case S::kActive: return to == S::kMaintenance || to == S::kDecommissioned;
-    case S::kMaintenance: return to == S::kActive || to == S::kDecommissioned;
-    case S::kDecommissioned: return false;
+    case S::kProvisioned:
+      return to == S::kActive || to == S::kDecommissioned;
+    case S::kActive:
+      return to == S::kMaintenance || to == S::kDecommissioned;
+    case S::kMaintenance:
+      return to == S::kActive || to == S::kDecommissioned;
+    case S::kDecommissioned:
+      return false;
   }
   return false;
 }

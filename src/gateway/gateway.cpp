@@ -72,7 +72,6 @@ HttpResponse problem(int status, std::string_view detail, std::string_view reque
   return r;
 }
 
-
 bool is_hop_by_hop(std::string_view name) {
   static constexpr std::string_view kNames[] = {
       "Connection",        "Keep-Alive",          "Proxy-Connection",  "TE", "Trailer", "Upgrade",
@@ -244,16 +243,25 @@ struct Snapshot {
 
 int http_status_of(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInvalidArgument: return 400;
-    case ErrorCode::kUnauthenticated: return 401;
-    case ErrorCode::kPermissionDenied: return 403;
-    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kInvalidArgument:
+      return 400;
+    case ErrorCode::kUnauthenticated:
+      return 401;
+    case ErrorCode::kPermissionDenied:
+      return 403;
+    case ErrorCode::kNotFound:
+      return 404;
     case ErrorCode::kAlreadyExists:
-    case ErrorCode::kFailedPrecondition: return 409;
-    case ErrorCode::kResourceExhausted: return 429;
-    case ErrorCode::kUnavailable: return 503;
-    case ErrorCode::kDeadlineExceeded: return 504;
-    default: return 500;
+    case ErrorCode::kFailedPrecondition:
+      return 409;
+    case ErrorCode::kResourceExhausted:
+      return 429;
+    case ErrorCode::kUnavailable:
+      return 503;
+    case ErrorCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
   }
 }
 

@@ -603,10 +603,10 @@ Result<NodeOptions> Loader::load(std::string_view text) {
                   "the configuration must be a mapping with sections node, logging, "
                   "security, log, broker, topics, schemas, gateway, webhooks, fleet");
     }
-    CIVICBUS_ASSIGN_OR_RETURN(Fields f, fields(root, "the configuration", "",
-                                               {"node", "logging", "security", "log", "broker",
-                                                "topics", "schemas", "gateway", "webhooks",
-                                                "fleet"}));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        Fields f, fields(root, "the configuration", "",
+                         {"node", "logging", "security", "log", "broker", "topics", "schemas",
+                          "gateway", "webhooks", "fleet"}));
     for (const Entry& e : f.entries()) {
       Status s;
       if (e.key == "node") s = load_node(e, out);

@@ -20,10 +20,10 @@ Status Loader::load_fleet(const Entry& e, NodeOptions& out) {
     return {};
   }
   CIVICBUS_ASSIGN_OR_RETURN(
-      Fields f, fields(e.value, "'fleet'", "in fleet",
-                       {"enabled", "time_zone", "retention", "max_future_skew", "device_types",
-                        "certificates", "mqtt", "sigfox", "reading_events", "tick_interval",
-                        "edge", "api"}));
+      Fields f,
+      fields(e.value, "'fleet'", "in fleet",
+             {"enabled", "time_zone", "retention", "max_future_skew", "device_types",
+              "certificates", "mqtt", "sigfox", "reading_events", "tick_interval", "edge", "api"}));
   if (const Entry* v = f.get("enabled")) {
     CIVICBUS_ASSIGN_OR_RETURN(enabled, read_bool(*v));
   }
@@ -54,26 +54,28 @@ Status Loader::load_fleet(const Entry& e, NodeOptions& out) {
   }
   if (const Entry* v = f.get("tick_interval")) {
     CIVICBUS_ASSIGN_OR_RETURN(o.tick_interval, read_duration(*v));
-    if (o.tick_interval.count() < 10) return fail(v->value, "'tick_interval' must be at least 10ms");
+    if (o.tick_interval.count() < 10)
+      return fail(v->value, "'tick_interval' must be at least 10ms");
   }
   if (const Entry* v = f.get("device_types")) {
     // Inline (a YAML list in the JSON form of data/fleet/device_types.json) or a .json file.
     CIVICBUS_ASSIGN_OR_RETURN(Json types, read_json(*v));
     if (!types.is_array()) {
-      return fail(v->value, "'fleet.device_types' must be a list of device types (or a .json file "
-                            "holding one)");
+      return fail(v->value,
+                  "'fleet.device_types' must be a list of device types (or a .json file "
+                  "holding one)");
     }
     for (std::size_t i = 0; i < types.as_array().size(); ++i) {
-      auto t = fleet::parse_device_type(types.as_array()[i],
-                                        fmt::format("fleet.device_types[{}]", i));
+      auto t =
+          fleet::parse_device_type(types.as_array()[i], fmt::format("fleet.device_types[{}]", i));
       if (!t.ok()) return fail(v->value, t.status().message());
       o.device_types.push_back(std::move(*t));
     }
   }
   if (const Entry* v = f.get("certificates")) {
-    CIVICBUS_ASSIGN_OR_RETURN(
-        Fields c, fields(v->value, "'fleet.certificates'", "in fleet.certificates",
-                         {"enabled", "ca_common_name", "ca_organization"}));
+    CIVICBUS_ASSIGN_OR_RETURN(Fields c,
+                              fields(v->value, "'fleet.certificates'", "in fleet.certificates",
+                                     {"enabled", "ca_common_name", "ca_organization"}));
     if (const Entry* x = c.get("enabled")) {
       CIVICBUS_ASSIGN_OR_RETURN(o.issue_certificates, read_bool(*x));
     }
@@ -94,8 +96,9 @@ Status Loader::load_fleet(const Entry& e, NodeOptions& out) {
     if (server == nullptr) return fail(v->value, "'fleet.mqtt' needs 'server' (tcp://host:port)");
     CIVICBUS_ASSIGN_OR_RETURN(mqtt.server_uri, read_string(*server));
     if (!mqtt.server_uri.starts_with("tcp://") && !mqtt.server_uri.starts_with("mqtt://")) {
-      return fail(server->value, fmt::format("'fleet.mqtt.server' must be tcp://host:port; got '{}'",
-                                             mqtt.server_uri));
+      return fail(
+          server->value,
+          fmt::format("'fleet.mqtt.server' must be tcp://host:port; got '{}'", mqtt.server_uri));
     }
     if (const Entry* x = m.get("client_id")) {
       CIVICBUS_ASSIGN_OR_RETURN(mqtt.client_id, read_string(*x));
@@ -131,12 +134,13 @@ Status Loader::load_fleet(const Entry& e, NodeOptions& out) {
     }
   }
   if (const Entry* v = f.get("reading_events")) {
-    CIVICBUS_ASSIGN_OR_RETURN(Fields r, fields(v->value, "'fleet.reading_events'",
-                                               "in fleet.reading_events",
-                                               {"mode", "per_second", "per_event"}));
+    CIVICBUS_ASSIGN_OR_RETURN(Fields r,
+                              fields(v->value, "'fleet.reading_events'", "in fleet.reading_events",
+                                     {"mode", "per_second", "per_event"}));
     if (const Entry* x = r.get("mode")) {
       CIVICBUS_ASSIGN_OR_RETURN(auto mode, read_choice(*x, {"batched", "off"}));
-      o.reading_events = mode == "off" ? fleet::ReadingEvents::kOff : fleet::ReadingEvents::kBatched;
+      o.reading_events =
+          mode == "off" ? fleet::ReadingEvents::kOff : fleet::ReadingEvents::kBatched;
     }
     if (const Entry* x = r.get("per_second")) {
       CIVICBUS_ASSIGN_OR_RETURN(auto n, read_integer(*x, 0, 10'000'000));
@@ -148,14 +152,16 @@ Status Loader::load_fleet(const Entry& e, NodeOptions& out) {
     }
   }
   if (const Entry* v = f.get("edge")) {
-    CIVICBUS_ASSIGN_OR_RETURN(Fields ed, fields(v->value, "'fleet.edge'", "in fleet.edge",
-                                                {"id", "buffer", "uplink", "api_key", "max_batch"}));
+    CIVICBUS_ASSIGN_OR_RETURN(Fields ed,
+                              fields(v->value, "'fleet.edge'", "in fleet.edge",
+                                     {"id", "buffer", "uplink", "api_key", "max_batch"}));
     fleet::FleetEdgeOptions edge;
     const Entry* id = ed.get("id");
     const Entry* uplink = ed.get("uplink");
     if (id == nullptr || uplink == nullptr) {
-      return fail(v->value, "'fleet.edge' needs 'id' (this edge's name) and 'uplink' (the "
-                            "central node's gateway, host:port)");
+      return fail(v->value,
+                  "'fleet.edge' needs 'id' (this edge's name) and 'uplink' (the "
+                  "central node's gateway, host:port)");
     }
     CIVICBUS_ASSIGN_OR_RETURN(edge.edge_id, read_string(*id));
     CIVICBUS_ASSIGN_OR_RETURN(edge.uplink, read_string(*uplink));
@@ -173,8 +179,8 @@ Status Loader::load_fleet(const Entry& e, NodeOptions& out) {
     o.edge = std::move(edge);
   }
   if (const Entry* v = f.get("api")) {
-    CIVICBUS_ASSIGN_OR_RETURN(Fields a, fields(v->value, "'fleet.api'", "in fleet.api",
-                                               {"prefix", "auth", "groups"}));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        Fields a, fields(v->value, "'fleet.api'", "in fleet.api", {"prefix", "auth", "groups"}));
     if (const Entry* x = a.get("prefix")) {
       CIVICBUS_ASSIGN_OR_RETURN(o.api_prefix, read_string(*x));
     }
@@ -184,8 +190,9 @@ Status Loader::load_fleet(const Entry& e, NodeOptions& out) {
     if (const Entry* x = a.get("groups")) {
       CIVICBUS_ASSIGN_OR_RETURN(o.api_groups, read_string_list(*x));
       if (!o.api_groups.empty() && o.api_auth.empty()) {
-        return fail(x->value, "'fleet.api.groups' needs 'fleet.api.auth' (a public API has no "
-                              "consumer to check)");
+        return fail(x->value,
+                    "'fleet.api.groups' needs 'fleet.api.auth' (a public API has no "
+                    "consumer to check)");
       }
     }
   }

@@ -956,9 +956,10 @@ Result<std::vector<gateway::AuthMethod>> Loader::read_auth_methods(const Entry& 
     } else if (m == "mtls") {
       method = gateway::AuthMethod::kMtls;
     } else {
-      return fail(e.value[j],
-                  fmt::format("{}: 'auth' entries must be api_key, jwt, hmac or mtls; got '{}'{}",
-                              who, methods[j], did_you_mean(m, {"api_key", "jwt", "hmac", "mtls"})));
+      return fail(
+          e.value[j],
+          fmt::format("{}: 'auth' entries must be api_key, jwt, hmac or mtls; got '{}'{}", who,
+                      methods[j], did_you_mean(m, {"api_key", "jwt", "hmac", "mtls"})));
     }
     if (std::find(out.begin(), out.end(), method) != out.end()) {
       return fail(e.value[j], fmt::format("{}: '{}' is listed twice in 'auth'", who, m));

@@ -341,7 +341,8 @@ Status Node::Impl::load_master_key(const Logger& logger) {
     return failed_precondition(fmt::format(
         "the fleet's device CA needs the master key (its private key is stored sealed under it) "
         "but none is available: set ${} to 64 hex digits, create '{}' (mode 0600), set "
-        "`security: {{master_key: generate}}`, or set `fleet: {{certificates: {{enabled: false}}}}`",
+        "`security: {{master_key: generate}}`, or set `fleet: {{certificates: {{enabled: "
+        "false}}}}`",
         o.master_key_env.empty() ? std::string("CIVICBUS_MASTER_KEY") : o.master_key_env,
         o.master_key_file));
   }
@@ -523,7 +524,9 @@ gateway::Gateway* Node::gateway() {
 gateway::WebhookDispatcher* Node::webhooks() {
   return impl_->webhooks.get();
 }
-fleet::DeviceFleet* Node::fleet() { return impl_->fleet.get(); }
+fleet::DeviceFleet* Node::fleet() {
+  return impl_->fleet.get();
+}
 
 Status Node::reload_gateway() {
   const std::string& file = impl_->options.config_file;

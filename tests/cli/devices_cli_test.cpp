@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "civicbus/core/json.hpp"
-#include "support/mosquitto.hpp"
 #include "cli/cli_support.hpp"
+#include "support/mosquitto.hpp"
 #include "support/test_support.hpp"
 
 namespace civicbus {
@@ -23,13 +23,15 @@ using testing::TempDir;
 
 }  // namespace
 
-TEST_CASE("cli: devices import provisions the good rows, lists the bad ones and writes the keys 0600") {
+TEST_CASE(
+    "cli: devices import provisions the good rows, lists the bad ones and writes the keys 0600") {
   TempDir dir;
   const std::string config = dir.file("node.yaml");
-  testing::write_file(config,
-                      "node: {name: fleet-cli, data_dir: data}\n"
-                      "security: {master_key_env: CIVICBUS_CLI_TEST_UNSET_KEY, master_key: generate}\n"
-                      "fleet: {time_zone: America/Toronto}\n");
+  testing::write_file(
+      config,
+      "node: {name: fleet-cli, data_dir: data}\n"
+      "security: {master_key_env: CIVICBUS_CLI_TEST_UNSET_KEY, master_key: generate}\n"
+      "fleet: {time_zone: America/Toronto}\n");
   const std::string csv = dir.file("meters.csv");
   testing::write_file(csv,
                       "serial,type,lat,lon,asset_id\n"

@@ -36,7 +36,8 @@ struct Central {
     auto parsed = EdgeBatch::from_json(Json::parse(batch.to_json().dump()).value());
     if (!parsed.ok()) return parsed.status();
     std::size_t first = marks->first_new(*parsed).value();
-    for (std::size_t i = first; i < parsed->readings.size(); ++i) stored.push_back(parsed->readings[i]);
+    for (std::size_t i = first; i < parsed->readings.size(); ++i)
+      stored.push_back(parsed->readings[i]);
     CIVICBUS_RETURN_IF_ERROR(marks->commit(*parsed));
     if (lose_ack) return unavailable("connection reset before the answer");
     return Status();
@@ -53,7 +54,8 @@ TEST_CASE("edge: readings buffered while the uplink is down arrive in order, onc
   o.path = (dir.path() / "edge.db").string();
   o.edge_id = "edge-creek-3";
   o.max_batch = 40;
-  auto edge = EdgeForwarder::open(o, [&](const EdgeBatch& b) { return central.receive(b); }, clock)
+  auto edge = EdgeForwarder::open(
+                  o, [&](const EdgeBatch& b) { return central.receive(b); }, clock)
                   .value();
   REQUIRE(edge->append(readings(0, 50)).ok());
   REQUIRE(edge->forward_once().ok());  // 40 forwarded
@@ -67,7 +69,8 @@ TEST_CASE("edge: readings buffered while the uplink is down arrive in order, onc
 
   // The edge restarts while the uplink is down: the buffer is on disk.
   edge.reset();
-  edge = EdgeForwarder::open(o, [&](const EdgeBatch& b) { return central.receive(b); }, clock)
+  edge = EdgeForwarder::open(
+             o, [&](const EdgeBatch& b) { return central.receive(b); }, clock)
              .value();
   CHECK(edge->buffered() == 110);
   CHECK(edge->next_seq() == 151);
@@ -87,7 +90,8 @@ TEST_CASE("edge: readings buffered while the uplink is down arrive in order, onc
 
   // Sequence numbers continue after an empty buffer and a restart.
   edge.reset();
-  edge = EdgeForwarder::open(o, [&](const EdgeBatch& b) { return central.receive(b); }, clock)
+  edge = EdgeForwarder::open(
+             o, [&](const EdgeBatch& b) { return central.receive(b); }, clock)
              .value();
   CHECK(edge->next_seq() == 151);
   // The central side's watermark also survives its restart.
@@ -138,19 +142,23 @@ TEST_CASE("edge: limits and bad batches are refused with a reason") {
   o.path = (dir.path() / "edge.db").string();
   o.edge_id = "edge-1";
   o.max_buffered = 10;
-  auto edge = EdgeForwarder::open(o, [](const EdgeBatch&) { return Status(); }, clock).value();
+  auto edge = EdgeForwarder::open(
+                  o, [](const EdgeBatch&) { return Status(); }, clock)
+                  .value();
   REQUIRE(edge->append(readings(0, 10)).ok());
   auto full = edge->append(readings(10, 1));
   CHECK(full.code() == ErrorCode::kResourceExhausted);
   CHECK(edge->buffered() == 10);
 
   o.edge_id.clear();
-  CHECK(EdgeForwarder::open(o, [](const EdgeBatch&) { return Status(); }, clock)
+  CHECK(EdgeForwarder::open(
+            o, [](const EdgeBatch&) { return Status(); }, clock)
             .status()
             .message()
             .find("edge_id") != std::string::npos);
   auto bad = EdgeBatch::from_json(
-      Json::parse(R"({"edge_id":"e","first_seq":1,"readings":[{"device":"d","metric":"m","value":"x","time":1}]})")
+      Json::parse(
+          R"({"edge_id":"e","first_seq":1,"readings":[{"device":"d","metric":"m","value":"x","time":1}]})")
           .value());
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().message().find("readings[0]") != std::string::npos);

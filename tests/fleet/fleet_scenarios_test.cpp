@@ -7,9 +7,8 @@
 #include <map>
 #include <set>
 
-#include "civicbus/core/time_zone.hpp"
-
 #include "broker/broker_fixture.hpp"
+#include "civicbus/core/time_zone.hpp"
 #include "civicbus/fleet/fleet.hpp"
 #include "support/test_support.hpp"
 
@@ -65,14 +64,16 @@ Device device(std::string id, std::string type, double lat, double lon) {
 
 }  // namespace
 
-TEST_CASE("scenario: water leak detection with a composite alert (1,500 meters, 50 pressure sensors)") {
+TEST_CASE(
+    "scenario: water leak detection with a composite alert (1,500 meters, 50 pressure sensors)") {
   Scenario s;
   // Meters on a 30 × 50 grid about 100 m apart; pressure sensors on a 5 × 10 grid.
   std::vector<Device> devices;
   auto meter_id = [](int r, int c) { return fmt::format("wm-{:02}-{:02}", r, c); };
   for (int r = 0; r < 30; ++r) {
     for (int c = 0; c < 50; ++c) {
-      devices.push_back(device(meter_id(r, c), "water_meter", 45.40 + r * 0.0009, -75.70 + c * 0.00127));
+      devices.push_back(
+          device(meter_id(r, c), "water_meter", 45.40 + r * 0.0009, -75.70 + c * 0.00127));
     }
   }
   for (int r = 0; r < 5; ++r) {
@@ -85,13 +86,19 @@ TEST_CASE("scenario: water leak detection with a composite alert (1,500 meters, 
   CHECK(s.fleet->stats().devices == 1550);
 
   // A flow spike rule on the meters, and the composite: two meters spiking near a pressure drop.
-  REQUIRE(s.fleet->add_rule(Json::parse(R"({"id":"meter-spike","name":"flow spike",
+  REQUIRE(s.fleet
+              ->add_rule(Json::parse(R"({"id":"meter-spike","name":"flow spike",
       "scope":{"type":"water_meter"},"kind":"rate_of_change","metric":"flow_rate",
-      "window_s":1800,"direction":"rise","warning":20,"critical":35,"clear":5})").value()).ok());
-  REQUIRE(s.fleet->add_rule(Json::parse(R"({"id":"main-break","name":"main break",
+      "window_s":1800,"direction":"rise","warning":20,"critical":35,"clear":5})")
+                             .value())
+              .ok());
+  REQUIRE(s.fleet
+              ->add_rule(Json::parse(R"({"id":"main-break","name":"main break",
       "kind":"composite","severity":"critical","within_s":900,"distance_m":500,
       "conditions":[{"rule":"meter-spike","min_devices":2},
-                    {"rule":"pressure_sensor.low_pressure","min_devices":1}]})").value()).ok());
+                    {"rule":"pressure_sensor.low_pressure","min_devices":1}]})")
+                             .value())
+              .ok());
 
   // Four normal 15-minute intervals.
   auto interval = [&](const std::set<std::string>& spiking, const std::string& dropping) {
@@ -221,7 +228,8 @@ TEST_CASE("scenario: smart parking (3,000 sensors over Sigfox, inactivity alerts
     std::vector<Reading> rs;
     for (int i = from; i < to; ++i) {
       if (i >= skip_from && i < skip_to) continue;
-      rs.push_back({fmt::format("pk-{:04}", i), "occupied", static_cast<double>(i % 2), "1", s.now()});
+      rs.push_back(
+          {fmt::format("pk-{:04}", i), "occupied", static_cast<double>(i % 2), "1", s.now()});
     }
     REQUIRE(s.fleet->ingest(rs).rejected.empty());
   };
@@ -250,8 +258,10 @@ TEST_CASE("scenario: smart parking (3,000 sensors over Sigfox, inactivity alerts
 TEST_CASE("scenario: flood early warning (20 flood and 15 rain gauges, storm mode)") {
   Scenario s;
   std::vector<Device> devices;
-  for (int i = 0; i < 20; ++i) devices.push_back(device(fmt::format("fg-{:02}", i), "flood_gauge", 45.30 + i * 0.01, -75.80));
-  for (int i = 0; i < 15; ++i) devices.push_back(device(fmt::format("rg-{:02}", i), "rain_gauge", 45.30 + i * 0.013, -75.78));
+  for (int i = 0; i < 20; ++i)
+    devices.push_back(device(fmt::format("fg-{:02}", i), "flood_gauge", 45.30 + i * 0.01, -75.80));
+  for (int i = 0; i < 15; ++i)
+    devices.push_back(device(fmt::format("rg-{:02}", i), "rain_gauge", 45.30 + i * 0.013, -75.78));
   s.provision_all(std::move(devices));
   std::vector<std::pair<std::string, Alert>> log;
   double creek = 0.45;  // fg-03's level
@@ -259,7 +269,8 @@ TEST_CASE("scenario: flood early warning (20 flood and 15 rain gauges, storm mod
     std::vector<Reading> rs;
     const TimeMs t = s.now();
     for (int i = 0; i < 20; ++i) {
-      rs.push_back({fmt::format("fg-{:02}", i), "water_level", i == 3 ? creek : 0.40 + i * 0.01, "m", t});
+      rs.push_back(
+          {fmt::format("fg-{:02}", i), "water_level", i == 3 ? creek : 0.40 + i * 0.01, "m", t});
     }
     for (int i = 0; i < 15; ++i) {
       rs.push_back({fmt::format("rg-{:02}", i), "rain_rate", storm ? 12.0 + i : 0.0, "mm/h", t});

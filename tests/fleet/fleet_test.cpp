@@ -152,7 +152,8 @@ TEST_CASE("fleet: provisioning issues a certificate, topics and the type's rules
   REQUIRE(h.fleet->set_status("wm-0001", DeviceStatus::kActive, "ops@city", "installed").ok());
   auto wrong = h.fleet->set_status("wm-0001", DeviceStatus::kProvisioned, "ops@city", "oops");
   CHECK_FALSE(wrong.ok());
-  REQUIRE(h.fleet->set_status("wm-0001", DeviceStatus::kDecommissioned, "ops@city", "replaced").ok());
+  REQUIRE(
+      h.fleet->set_status("wm-0001", DeviceStatus::kDecommissioned, "ops@city", "replaced").ok());
   auto changes = events.wait_for("iot.device.status_changed", 2);
   REQUIRE(changes.size() == 2);
   CHECK(changes[1].get_string("to") == "decommissioned");
@@ -262,8 +263,9 @@ TEST_CASE("fleet: bulk import provisions the good rows and reports the bad ones 
       "WM-104,water_meter,45.42,-75.72,A-104,water\n"
       "WM-100,water_meter,45.43,-75.73,A-105,water\n";
   std::vector<std::size_t> progress;
-  auto report = h.fleet->import_devices(csv, ImportFormat::kCsv, "ops@city",
-                                        [&](std::size_t done, std::size_t) { progress.push_back(done); });
+  auto report =
+      h.fleet->import_devices(csv, ImportFormat::kCsv, "ops@city",
+                              [&](std::size_t done, std::size_t) { progress.push_back(done); });
   REQUIRE_MESSAGE(report.ok(), report.status().to_string());
   CHECK(report->provisioned.size() == 3);
   REQUIRE(report->errors.size() == 3);
@@ -386,7 +388,8 @@ TEST_CASE("fleet: the HTTP API through the gateway, with API keys") {
   REQUIRE_MESSAGE(created.status == 201, created.body);
   CHECK(created.body.find("PRIVATE KEY") != std::string::npos);
   CHECK(created.headers.get("Cache-Control").value_or("") == "no-store");
-  CHECK(call("POST", "/api/v1/iot/devices", R"({"id":"x","serial":"x","type":"nope"})").status == 400);
+  CHECK(call("POST", "/api/v1/iot/devices", R"({"id":"x","serial":"x","type":"nope"})").status ==
+        400);
 
   auto ingest = call("POST", "/api/v1/iot/devices/wm-77/readings",
                      fmt::format(R"({{"ts":{},"values":{{"flow_rate":3.5,"total_volume":12.25}}}})",
@@ -399,25 +402,30 @@ TEST_CASE("fleet: the HTTP API through the gateway, with API keys") {
   CHECK(dj["latest"]["flow_rate"]["value"].as_double() == 3.5);
   CHECK(call("GET", "/api/v1/iot/devices/nope").status == 404);
 
-  auto list = Json::parse(call("GET", "/api/v1/iot/devices?type=water_meter&bbox=45,-76,46,-75").body).value();
+  auto list =
+      Json::parse(call("GET", "/api/v1/iot/devices?type=water_meter&bbox=45,-76,46,-75").body)
+          .value();
   CHECK(list.get_int("total") == 1);
   auto empty = Json::parse(call("GET", "/api/v1/iot/devices?bbox=10,10,11,11").body).value();
   CHECK(empty.get_int("total") == 0);
   CHECK(call("GET", "/api/v1/iot/devices?bbox=1,2").status == 400);
   CHECK(call("GET", "/api/v1/iot/devices?colour=red").status == 400);
 
-  auto readings = call("GET", fmt::format("/api/v1/iot/devices/wm-77/readings?metric=flow_rate&from={}&to={}&agg=5m",
-                                          h.now() - 3600 * 1000, h.now() + 1));
+  auto readings = call(
+      "GET", fmt::format("/api/v1/iot/devices/wm-77/readings?metric=flow_rate&from={}&to={}&agg=5m",
+                         h.now() - 3600 * 1000, h.now() + 1));
   REQUIRE_MESSAGE(readings.status == 200, readings.body);
   auto rj = Json::parse(readings.body).value();
   CHECK(rj.get_string("tier") == "5m");
   CHECK(rj["points"].as_array().size() == 1);
 
-  auto status = call("POST", "/api/v1/iot/devices/wm-77/status", R"({"status":"maintenance","reason":"valve"})");
+  auto status = call("POST", "/api/v1/iot/devices/wm-77/status",
+                     R"({"status":"maintenance","reason":"valve"})");
   CHECK(status.status == 200);
   auto history = Json::parse(call("GET", "/api/v1/iot/devices/wm-77/history").body).value();
   CHECK(history.as_array().back().get_string("actor") == "ops-console");
-  CHECK(call("POST", "/api/v1/iot/devices/wm-77/status", R"({"status":"provisioned"})").status == 409);
+  CHECK(call("POST", "/api/v1/iot/devices/wm-77/status", R"({"status":"provisioned"})").status ==
+        409);
   CHECK(call("GET", "/api/v1/iot/rules").status == 200);
   CHECK(call("GET", "/api/v1/iot/alerts?active=true").status == 200);
   gw->stop();
@@ -436,10 +444,10 @@ TEST_CASE("fleet: MQTT telemetry through a real mosquitto") {
   REQUIRE(h.fleet->mqtt_connected());
   h.provision(h.meter("wm-mq"));
   const TimeMs ts = h.now() - 60'000;
-  auto pub = testing::run_command(
-      {"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(mosquitto.port()), "-q", "1",
-       "-t", "civicbus/devices/wm-mq/telemetry", "-m",
-       fmt::format(R"({{"ts":{},"values":{{"flow_rate":4.5}}}})", ts)});
+  auto pub = testing::run_command({"mosquitto_pub", "-h", "127.0.0.1", "-p",
+                                   std::to_string(mosquitto.port()), "-q", "1", "-t",
+                                   "civicbus/devices/wm-mq/telemetry", "-m",
+                                   fmt::format(R"({{"ts":{},"values":{{"flow_rate":4.5}}}})", ts)});
   REQUIRE_MESSAGE(pub.exit_code == 0, pub.output);
   for (int i = 0; i < 100 && h.fleet->stats().readings_accepted < 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -482,11 +490,13 @@ TEST_CASE("fleet: an edge node acts locally and forwards to the central node wit
   });
   REQUIRE((*edge)->provision(central.meter("fg-edge"), "edge").ok());
   REQUIRE((*edge)
-              ->add_rule(Json::parse(R"({"id":"gate","name":"gate","scope":{"device":"fg-edge"},)"
-                                     R"("kind":"threshold","metric":"flow_rate","direction":"above",)"
-                                     R"("critical":30,"clear":10,)"
-                                     R"("actions":[{"output":"floodgate-3","command":"close","on":"critical"}]})")
-                             .value())
+              ->add_rule(
+                  Json::parse(
+                      R"({"id":"gate","name":"gate","scope":{"device":"fg-edge"},)"
+                      R"("kind":"threshold","metric":"flow_rate","direction":"above",)"
+                      R"("critical":30,"clear":10,)"
+                      R"("actions":[{"output":"floodgate-3","command":"close","on":"critical"}]})")
+                      .value())
               .ok());
   std::vector<Reading> batch;
   for (int i = 0; i < 120; ++i) {
@@ -515,7 +525,7 @@ TEST_CASE("fleet: an edge node acts locally and forwards to the central node wit
   REQUIRE(central.fleet->mount(*gw2).ok());
   REQUIRE(gw2->start().ok());
   for (int i = 0; i < 1000 && (central.fleet->stats().readings_accepted < 150 ||
-                              (*edge)->stats().edge_buffered > 0);
+                               (*edge)->stats().edge_buffered > 0);
        ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

@@ -1,4 +1,7 @@
+#include "fleet/mqtt_link.hpp"
+
 #include <doctest/doctest.h>
+#include <mqtt/async_client.h>
 
 #include <atomic>
 #include <chrono>
@@ -8,10 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include <mqtt/async_client.h>
-
 #include "civicbus/core/crypto.hpp"
-#include "fleet/mqtt_link.hpp"
 #include "support/mosquitto.hpp"
 #include "support/test_support.hpp"
 
@@ -137,9 +137,9 @@ TEST_CASE("ingest: MQTT round trip through mosquitto for every payload format") 
     if (id == "0004A30B001C0530") return ResolvedDevice{"fg-0003", "flood_gauge"};
     return std::nullopt;
   };
-  auto link = MqttLink::create(options_for(broker, "civicbus-ingest"), clock, resolver,
-                               CodecCatalog::builtin(), sink.readings_handler(),
-                               sink.twin_handler());
+  auto link =
+      MqttLink::create(options_for(broker, "civicbus-ingest"), clock, resolver,
+                       CodecCatalog::builtin(), sink.readings_handler(), sink.twin_handler());
   REQUIRE(link.ok());
   REQUIRE((*link)->connect().ok());
   CHECK((*link)->subscribed());
@@ -250,8 +250,8 @@ TEST_CASE("ingest: MQTT throughput through mosquitto at QoS 1") {
     auto sub_exe = civicbus::testing::find_program("mosquitto_sub");
     REQUIRE(sub_exe);
     auto sub = civicbus::testing::ChildProcess::start(
-        {*sub_exe, "-h", "127.0.0.1", "-p", std::to_string(broker.port()), "-q", "1", "-t",
-         topic, "-C", std::to_string(kMessages), "-i", "peer-sub"},
+        {*sub_exe, "-h", "127.0.0.1", "-p", std::to_string(broker.port()), "-q", "1", "-t", topic,
+         "-C", std::to_string(kMessages), "-i", "peer-sub"},
         "/dev/null");
     REQUIRE(sub);
     // mosquitto_sub gives no readiness signal; its subscription shows in the broker's log.
@@ -263,7 +263,8 @@ TEST_CASE("ingest: MQTT throughput through mosquitto at QoS 1") {
     const auto start = std::chrono::steady_clock::now();
     publish_many(publisher.client(), topic, payload, kMessages);
     auto rc = sub->wait_for(std::chrono::seconds(60));
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     REQUIRE(rc.has_value());
     CHECK(*rc == 0);
     peer_rate = kMessages * kPerMessage / s;
@@ -284,9 +285,9 @@ TEST_CASE("ingest: MQTT throughput through mosquitto at QoS 1") {
   producer.join();
   REQUIRE(all);
   const double rate = kMessages * kPerMessage / s;
-  MESSAGE("MQTT QoS 1 ingestion: " << kMessages << " messages x " << kPerMessage
-          << " readings in " << s << " s = " << static_cast<long>(rate)
-          << " readings/s; mosquitto_sub alone: " << static_cast<long>(peer_rate)
-          << " readings/s (ratio " << rate / peer_rate << ")");
+  MESSAGE("MQTT QoS 1 ingestion: "
+          << kMessages << " messages x " << kPerMessage << " readings in " << s
+          << " s = " << static_cast<long>(rate) << " readings/s; mosquitto_sub alone: "
+          << static_cast<long>(peer_rate) << " readings/s (ratio " << rate / peer_rate << ")");
   CHECK((*link)->counters().decode_errors == 0);
 }

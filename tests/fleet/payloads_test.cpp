@@ -1,3 +1,5 @@
+#include "fleet/payloads.hpp"
+
 #include <doctest/doctest.h>
 
 #include <map>
@@ -5,7 +7,6 @@
 
 #include "civicbus/core/crypto.hpp"
 #include "fleet/codecs.hpp"
-#include "fleet/payloads.hpp"
 
 using namespace civicbus;
 using namespace civicbus::fleet;
@@ -38,9 +39,10 @@ DeviceResolver resolver_of(std::map<std::string, ResolvedDevice> known) {
 }  // namespace
 
 TEST_CASE("ingest: device JSON telemetry in its three forms") {
-  auto d = decode_device_json("wm-0001",
-                              R"({"ts": 1764600000123, "values": {"flow_rate": 12.5, "battery": 88, "leak": false}})",
-                              kNow - 5);
+  auto d = decode_device_json(
+      "wm-0001",
+      R"({"ts": 1764600000123, "values": {"flow_rate": 12.5, "battery": 88, "leak": false}})",
+      kNow - 5);
   REQUIRE(d.errors.empty());
   REQUIRE(d.readings.size() == 3);
   CHECK(d.readings[0].device_id == "wm-0001");
@@ -159,8 +161,8 @@ TEST_CASE("ingest: codecs decode every field type and name the short field") {
   const Codec* codec = catalog->find("all");
   REQUIRE(codec != nullptr);
   // 1.5f little-endian is 00 00 C0 3F.
-  const std::string payload = bytes({200, 0xFE, 0x01, 0x02, 0xFF, 0xFF, 0xFF, 0xFE, 0, 0, 0xC0,
-                                     0x3F});
+  const std::string payload =
+      bytes({200, 0xFE, 0x01, 0x02, 0xFF, 0xFF, 0xFF, 0xFE, 0, 0, 0xC0, 0x3F});
   auto values = codec->decode(payload, 1);
   REQUIRE(values.ok());
   REQUIRE(values->size() == 6);  // "g" is for fPort 9 only
@@ -181,7 +183,8 @@ TEST_CASE("ingest: codecs decode every field type and name the short field") {
   CHECK(!codec->decode_hex("zz", 1).ok());
   CHECK(codec->decode_base64(crypto::base64_encode(payload), 1).ok());
 
-  auto bad = CodecCatalog::parse(R"([{"name": "x", "fields": [{"metric": "m", "offset": 0, "type": "u24"}]}])");
+  auto bad = CodecCatalog::parse(
+      R"([{"name": "x", "fields": [{"metric": "m", "offset": 0, "type": "u24"}]}])");
   REQUIRE(!bad.ok());
   CHECK(bad.status().message().find("u24") != std::string::npos);
   CHECK(bad.status().message().find("codec 'x' field 'm'") != std::string::npos);
@@ -212,7 +215,8 @@ TEST_CASE("ingest: built-in codecs are embedded and decode the shipped types") {
 TEST_CASE("ingest: ChirpStack v4 uplink events") {
   CodecCatalog codecs = CodecCatalog::builtin();
   auto resolver = resolver_of({{"0101010101010101", {"aq-0007", "air_quality"}}});
-  const std::string data = crypto::base64_encode(bytes({0x00, 0x7b, 0x01, 0xc8, 0x00, 0xd2, 0x01, 0x2c}));
+  const std::string data =
+      crypto::base64_encode(bytes({0x00, 0x7b, 0x01, 0xc8, 0x00, 0xd2, 0x01, 0x2c}));
   const std::string event = R"({
     "deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
     "time": "2025-12-01T14:39:59.775023242+00:00",
@@ -220,7 +224,8 @@ TEST_CASE("ingest: ChirpStack v4 uplink events") {
                    "applicationId": "17c82e96-be03-4f38-aef3-f83d48582d97",
                    "applicationName": "air", "deviceProfileName": "AQ-1",
                    "deviceName": "aq station 7", "devEui": "0101010101010101", "tags": {}},
-    "devAddr": "00189440", "dr": 1, "fPort": 2, "fCnt": 10, "data": ")" + data + R"(",
+    "devAddr": "00189440", "dr": 1, "fPort": 2, "fCnt": 10, "data": ")" +
+                            data + R"(",
     "rxInfo": [{"gatewayId": "0016c001f153a14c", "rssi": -60, "snr": 10}],
     "txInfo": {"frequency": 868100000}})";
   auto d = decode_chirpstack_uplink(event, resolver, codecs, kNow);
@@ -242,8 +247,8 @@ TEST_CASE("ingest: ChirpStack v4 uplink events") {
   CHECK(with_object.readings[1].metric == "pm_10");
   CHECK(with_object.readings[0].time == kNow);
 
-  auto unknown = decode_chirpstack_uplink(R"({"deviceInfo": {"devEui": "ffffffffffffffff"}, "data": "AA=="})",
-                                          resolver, codecs, kNow);
+  auto unknown = decode_chirpstack_uplink(
+      R"({"deviceInfo": {"devEui": "ffffffffffffffff"}, "data": "AA=="})", resolver, codecs, kNow);
   REQUIRE(unknown.errors.size() == 1);
   CHECK(unknown.errors[0].reason.find("ffffffffffffffff") != std::string::npos);
   CHECK(unknown.errors[0].reason.find("unknown device") != std::string::npos);
@@ -258,8 +263,8 @@ TEST_CASE("ingest: ChirpStack v4 uplink events") {
 
 TEST_CASE("ingest: The Things Stack v3 uplink messages") {
   CodecCatalog codecs = CodecCatalog::builtin();
-  auto resolver = resolver_of({{"0004A30B001C0530", {"fg-0003", "flood_gauge"}},
-                               {"rain-7", {"rg-0007", ""}}});
+  auto resolver =
+      resolver_of({{"0004A30B001C0530", {"fg-0003", "flood_gauge"}}, {"rain-7", {"rg-0007", ""}}});
   const std::string message = R"({
     "end_device_ids": {"device_id": "flood-3", "application_ids": {"application_id": "floods"},
                        "dev_eui": "0004A30B001C0530", "join_eui": "800000000000000C",
@@ -267,7 +272,8 @@ TEST_CASE("ingest: The Things Stack v3 uplink messages") {
     "correlation_ids": ["as:up:01E0..."],
     "received_at": "2025-12-01T14:40:01.000Z",
     "uplink_message": {"session_key_id": "AXA50...", "f_port": 1, "f_cnt": 42,
-                       "frm_payload": ")" + crypto::base64_encode(bytes({0x05, 0xdc, 0x50})) + R"(",
+                       "frm_payload": ")" +
+                              crypto::base64_encode(bytes({0x05, 0xdc, 0x50})) + R"(",
                        "rx_metadata": [{"gateway_ids": {"gateway_id": "gw1"}, "rssi": -42}],
                        "settings": {"data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": 7}}},
                        "received_at": "2025-12-01T14:40:00.900Z"}})";
@@ -295,8 +301,8 @@ TEST_CASE("ingest: The Things Stack v3 uplink messages") {
       resolver, codecs, kNow);
   REQUIRE(no_codec.errors.size() == 1);
   CHECK(no_codec.errors[0].reason.find("rg-0007") != std::string::npos);
-  auto missing = decode_tts_uplink(R"({"end_device_ids": {"device_id": "x"}})", resolver, codecs,
-                                   kNow);
+  auto missing =
+      decode_tts_uplink(R"({"end_device_ids": {"device_id": "x"}})", resolver, codecs, kNow);
   REQUIRE(missing.errors.size() == 1);
 }
 
@@ -318,8 +324,9 @@ TEST_CASE("ingest: Sigfox callbacks with a configurable mapping") {
   mapping.device_field = "/msg/id";
   mapping.data_field = "payload";
   mapping.time_field = "ts";
-  auto custom = decode_sigfox_callback(R"({"msg": {"id": "1A2B3C"}, "ts": "1764600001", "payload": "0150"})",
-                                       mapping, resolver, codecs, kNow);
+  auto custom =
+      decode_sigfox_callback(R"({"msg": {"id": "1A2B3C"}, "ts": "1764600001", "payload": "0150"})",
+                             mapping, resolver, codecs, kNow);
   REQUIRE(custom.errors.empty());
   CHECK(custom.readings[0].value == 1);
   CHECK(custom.readings[0].time == 1764600001000);
@@ -328,13 +335,13 @@ TEST_CASE("ingest: Sigfox callbacks with a configurable mapping") {
                                         resolver, codecs, kNow);
   REQUIRE(unknown.errors.size() == 1);
   CHECK(unknown.errors[0].reason.find("'FFFF' not registered") != std::string::npos);
-  auto short_data = decode_sigfox_callback(R"({"device": "1A2B3C", "data": "01"})",
-                                           SigfoxMapping{}, resolver, codecs, kNow);
+  auto short_data = decode_sigfox_callback(R"({"device": "1A2B3C", "data": "01"})", SigfoxMapping{},
+                                           resolver, codecs, kNow);
   REQUIRE(short_data.errors.size() == 1);
   CHECK(short_data.errors[0].reason.find("field 'battery'") != std::string::npos);
   CHECK(short_data.errors[0].reason.find("byte offset 1") != std::string::npos);
-  auto not_hex = decode_sigfox_callback(R"({"device": "1A2B3C", "data": "xyz"})",
-                                        SigfoxMapping{}, resolver, codecs, kNow);
+  auto not_hex = decode_sigfox_callback(R"({"device": "1A2B3C", "data": "xyz"})", SigfoxMapping{},
+                                        resolver, codecs, kNow);
   REQUIRE(not_hex.errors.size() == 1);
   CHECK(not_hex.errors[0].reason.find("not hex") != std::string::npos);
 }

@@ -31,15 +31,16 @@ struct Harness {
   }
   void reopen() {
     manager.reset();
-    manager = RolloutManager::open(*db, clock, ids,
-                                   [this](const std::string& device, const Json& command) -> Status {
-                                     if (unreachable.count(device) != 0) {
-                                       return unavailable("broker down");
-                                     }
-                                     sent.emplace_back(device, command);
-                                     return Status();
-                                   })
-                  .value();
+    manager =
+        RolloutManager::open(*db, clock, ids,
+                             [this](const std::string& device, const Json& command) -> Status {
+                               if (unreachable.count(device) != 0) {
+                                 return unavailable("broker down");
+                               }
+                               sent.emplace_back(device, command);
+                               return Status();
+                             })
+            .value();
     manager->on_progress([this](const RolloutProgress& p) { progress.push_back(p); });
   }
   static RolloutOptions options(std::size_t n) {
@@ -65,7 +66,9 @@ struct Harness {
   }
 };
 
-std::string previous(const std::string&) { return "2.0.3"; }
+std::string previous(const std::string&) {
+  return "2.0.3";
+}
 
 }  // namespace
 

@@ -62,8 +62,10 @@ TEST_CASE("node config: fleet errors name the line and the field") {
   CHECK(fleet_error("fleet:\n  time_zon: UTC\n") ==
         "node.yaml:2: unknown key 'time_zon' in fleet (did you mean 'time_zone'?)");
   CHECK(fleet_error("fleet:\n  time_zone: Mars/Olympus\n").find("node.yaml:2:") == 0);
-  CHECK(fleet_error("fleet:\n  time_zone: Mars/Olympus\n").find("Mars/Olympus") != std::string::npos);
-  CHECK(fleet_error("fleet:\n  mqtt: {server: http://x}\n").find("tcp://host:port") != std::string::npos);
+  CHECK(fleet_error("fleet:\n  time_zone: Mars/Olympus\n").find("Mars/Olympus") !=
+        std::string::npos);
+  CHECK(fleet_error("fleet:\n  mqtt: {server: http://x}\n").find("tcp://host:port") !=
+        std::string::npos);
   CHECK(fleet_error("fleet:\n  api: {groups: [iot]}\n").find("needs 'fleet.api.auth'") !=
         std::string::npos);
   CHECK(fleet_error("fleet:\n  device_types:\n    - name: x\n      metrics: []\n").find("'x'") !=

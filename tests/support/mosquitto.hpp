@@ -74,8 +74,8 @@ class Mosquitto {
                          "set_tcp_nodelay true\n"
                          "log_dest stderr\n");
     log_ = dir_.file("mosquitto.log");
-    process_ = std::make_unique<ChildProcess>(
-        ChildProcess::start({*exe, "-c", conf}, log_).value());
+    process_ =
+        std::make_unique<ChildProcess>(ChildProcess::start({*exe, "-c", conf}, log_).value());
     const int port = port_;
     if (!wait_until([port] { return tcp_accepts(port); }, std::chrono::seconds(10))) {
       throw std::runtime_error("mosquitto did not accept connections on port " +

@@ -37,11 +37,11 @@ struct LocalTimeResolution {
 // A broken-down date and time (proleptic Gregorian), without a zone.
 struct CivilTime {
   int year = 1970;
-  int month = 1;   // 1..12
-  int day = 1;     // 1..31
-  int hour = 0;    // 0..23
-  int minute = 0;  // 0..59
-  int second = 0;  // 0..59
+  int month = 1;    // 1..12
+  int day = 1;      // 1..31
+  int hour = 0;     // 0..23
+  int minute = 0;   // 0..59
+  int second = 0;   // 0..59
   int weekday = 4;  // 0 = Sunday .. 6 = Saturday (filled by civil_from_seconds)
 };
 CivilTime civil_from_seconds(std::int64_t seconds);

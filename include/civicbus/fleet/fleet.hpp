@@ -130,7 +130,7 @@ struct FleetDeps {
   RandomSource* random = nullptr;    // null: a secure random source of the fleet's own
   MetricsRegistry* metrics = nullptr;
   Logger logger;
-  std::string master_key;  // 32 bytes; required when issue_certificates
+  std::string master_key;                  // 32 bytes; required when issue_certificates
   std::string source = "/civicbus/fleet";  // CloudEvents source of the fleet's events
   // How OTA commands reach a device; empty: MQTT (<prefix>/<id>/commands) when configured.
   std::function<Status(const std::string& device_id, const Json& command)> command_sender;
@@ -234,7 +234,8 @@ class DeviceFleet {
 
   std::shared_ptr<const Device> device(std::string_view id) const;  // null when unknown
   DeviceQueryResult devices(const DeviceQuery& query) const;
-  Result<std::shared_ptr<const Device>> update_device(std::string_view id, const DeviceUpdate& update,
+  Result<std::shared_ptr<const Device>> update_device(std::string_view id,
+                                                      const DeviceUpdate& update,
                                                       std::string_view actor);
   // Publishes iot.device.status_changed. Decommissioning revokes the device's certificates
   // and stops its alerts and inactivity tracking.
@@ -290,7 +291,8 @@ class DeviceFleet {
   Result<Alert> alert(std::string_view id) const;
   Result<Alert> acknowledge(std::string_view alert_id, std::string_view who,
                             std::string_view note = {});
-  Result<Alert> resolve(std::string_view alert_id, std::string_view who, std::string_view note = {});
+  Result<Alert> resolve(std::string_view alert_id, std::string_view who,
+                        std::string_view note = {});
   void on_action(ActionHandler handler);
 
   // ----- OTA rollouts ----------------------------------------------------------------------

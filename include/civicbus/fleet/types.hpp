@@ -243,9 +243,9 @@ enum class AlertState { kRaised, kAcknowledged, kResolved };
 std::string_view alert_state_name(AlertState s);  // "raised", "acknowledged", "resolved"
 
 struct Alert {
-  std::string id;       // UUIDv7
-  std::string rule_id;  // the rule that raised it
-  std::string device_id;  // "" for a composite alert over several devices
+  std::string id;                    // UUIDv7
+  std::string rule_id;               // the rule that raised it
+  std::string device_id;             // "" for a composite alert over several devices
   std::vector<std::string> devices;  // every device involved
   std::string metric;
   Severity severity = Severity::kWarning;
@@ -258,7 +258,7 @@ struct Alert {
   std::string acknowledged_by;
   TimeMs acknowledged_at = 0;
   std::string acknowledge_note;  // what the person acknowledging wrote ("crew dispatched")
-  std::string resolved_by;  // "system" when the condition cleared
+  std::string resolved_by;       // "system" when the condition cleared
   TimeMs resolved_at = 0;
   std::string resolve_note;
 
