@@ -10,6 +10,14 @@ find_package(EXPAT REQUIRED)
 # Eclipse Paho MQTT C++ (and the C library under it): the device fleet's MQTT ingestion
 # (src/fleet/mqtt_*.cpp).
 find_package(PahoMqttCpp REQUIRED)
+# libpq: the PostgreSQL adapter of the storage port (src/storage/postgres.cpp).
+find_package(PostgreSQL REQUIRED)
+
+# zlib: inflating GTFS feeds delivered as .zip (src/connect/zip_reader.cpp).
+find_package(ZLIB REQUIRED)
+# libssh2: the sftp connector (src/connect/sftp_connector.cpp); Debian ships no CMake config.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(LIBSSH2 REQUIRED IMPORTED_TARGET libssh2)
 
 find_path(ASIO_INCLUDE_DIR asio.hpp REQUIRED)
 add_library(civicbus_deps::asio INTERFACE IMPORTED)

@@ -9,9 +9,11 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # libraries (see docs/ARCHITECTURE.md, "Dependencies")
   libasio-dev libfmt-dev libsimdjson-dev libsqlite3-dev libmbedtls-dev libyaml-cpp-dev
-  doctest-dev node-llhttp libexpat1-dev libpaho-mqttpp-dev tzdata
+  doctest-dev node-llhttp libexpat1-dev libpaho-mqttpp-dev libpq-dev zlib1g-dev tzdata
+  libssh2-1-dev
   # tools and peers used by tests and benchmarks
   sqlite3 nats-server libnats-dev redis-server nginx wrk openssl mosquitto mosquitto-clients
+  postgresql openssh-server
   # sanitizer and fuzzer runtimes
   clang libclang-rt-14-dev
 )
@@ -36,6 +38,6 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # The peers are started by the tests and benchmarks themselves, on loopback; the distro
 # services are not needed.
-for svc in redis-server nats-server mosquitto; do
+for svc in redis-server nats-server mosquitto postgresql; do
   $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done

@@ -9,44 +9,14 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <mutex>
 
 #include "civicbus/fleet/fleet.hpp"
 #include "cli/commands.hpp"
+#include "cli/progress.hpp"
 #include "core/read_file.hpp"
 
 namespace civicbus::cli {
 namespace {
-
-// A progress bar on a terminal, a line per 10% otherwise.
-class Progress {
- public:
-  Progress(std::string_view what, bool tty) : what_(what), tty_(tty) {}
-  void update(std::size_t done, std::size_t total) {
-    std::lock_guard lock(mu_);
-    if (total == 0) return;
-    const int percent = static_cast<int>(done * 100 / total);
-    if (tty_) {
-      if (percent == last_ && done != total) return;
-      const int width = 30;
-      const int filled = percent * width / 100;
-      std::fprintf(stderr, "\r%s [%s%s] %3d%% %zu/%zu", what_.c_str(),
-                   std::string(filled, '#').c_str(), std::string(width - filled, ' ').c_str(),
-                   percent, done, total);
-      if (done == total) std::fprintf(stderr, "\n");
-    } else if (percent / 10 != last_ / 10 || done == total) {
-      std::fprintf(stderr, "%s: %zu/%zu (%d%%)\n", what_.c_str(), done, total, percent);
-    }
-    std::fflush(stderr);
-    last_ = percent;
-  }
-
- private:
-  std::mutex mu_;
-  std::string what_;
-  bool tty_;
-  int last_ = -1;
-};
 
 Status write_private(const std::string& path, const std::string& text) {
   // Created 0600 before anything is written: the file holds private keys.

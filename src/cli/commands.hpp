@@ -45,11 +45,12 @@ inline constexpr OptionSpec kVerboseOption{"verbose", false, "", "show the node'
 
 // What an operator command's node runs besides the broker.
 enum class NodeParts {
-  kBrokerOnly,    // no gateway, no webhook dispatcher
-  kWithWebhooks,  // the webhook dispatcher too (the `webhooks` commands); an empty one when
-                  // the configuration has no webhooks section
-  kWithFleet,     // the device fleet too (the `devices` commands), without its MQTT link and
-                  // edge uplink; a default one when the configuration has no fleet section
+  kBrokerOnly,      // no gateway, no webhook dispatcher
+  kWithWebhooks,    // the webhook dispatcher too (the `webhooks` commands); an empty one when
+                    // the configuration has no webhooks section
+  kWithConnectors,  // the connector hub too (the `connectors` commands), schedules off
+  kWithFleet,       // the device fleet too (the `devices` commands), without its MQTT link and
+                    // edge uplink; a default one when the configuration has no fleet section
 };
 
 // Opens a node for an operator command from --config and/or --data-dir (one is required).
@@ -103,5 +104,12 @@ int run_devices_import(const Args& args);
 int run_devices_list(const Args& args);
 int run_webhooks_dlq(const Args& args);
 int run_webhooks_replay(const Args& args);
+int run_connectors_list(const Args& args);
+int run_connectors_check(const Args& args);
+int run_connectors_test(const Args& args);
+int run_connectors_sync(const Args& args);
+int run_connectors_status(const Args& args);
+int run_pipeline_run(const Args& args);
+int run_cron_next(const Args& args);
 
 }  // namespace civicbus::cli

@@ -81,6 +81,12 @@ Result<NodeOptions> load_options(const Args& args, std::string_view command, int
   } else {
     options.fleet.reset();
   }
+  // The hub's schedules belong to the running node; an operator command runs what it asks.
+  if (parts == NodeParts::kWithConnectors) {
+    if (options.connectors) options.connectors->run_schedules = false;
+  } else {
+    options.connectors.reset();
+  }
   if (!args.has("verbose") &&
       static_cast<int>(options.logging.level) < static_cast<int>(LogLevel::kWarn)) {
     options.logging.level = LogLevel::kWarn;

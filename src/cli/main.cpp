@@ -109,6 +109,16 @@ constexpr OptionSpec kAuditListOptions[] = {kConfigOption,
                                             {"from", true, "SEQ", "first record (default 1)"},
                                             {"limit", true, "N", "records to show (default 100)"},
                                             kVerboseOption};
+constexpr OptionSpec kConnectorsListOptions[] = {
+    {"json", false, "", "print the catalog with each connector's config schema as JSON"}};
+constexpr OptionSpec kConnectorsNodeOptions[] = {kConfigOption, kDataDirOption, kVerboseOption};
+constexpr OptionSpec kConnectorsStatusOptions[] = {
+    kConfigOption, kDataDirOption, {"json", false, "", "print JSON"}, kVerboseOption};
+constexpr OptionSpec kPipelineRunOptions[] = {
+    {"errors", true, "DIR",
+     "where errors.csv and errors.json go (default: the file's, or NAME-report)"},
+    {"restart", false, "", "start from the beginning instead of resuming an unfinished run"},
+    kVerboseOption};
 constexpr OptionSpec kDevicesImportOptions[] = {
     kConfigOption,
     kDataDirOption,
@@ -133,6 +143,10 @@ constexpr OptionSpec kWebhooksDlqOptions[] = {kConfigOption,
                                               {"json", false, "", "print JSON lines with bodies"},
                                               kVerboseOption};
 constexpr OptionSpec kWebhooksReplayOptions[] = {kConfigOption, kDataDirOption, kVerboseOption};
+constexpr OptionSpec kCronNextOptions[] = {
+    {"tz", true, "ZONE", "IANA time zone the schedule runs in (default UTC)"},
+    {"count", true, "N", "fire times to print (default 5, at most 1000)"},
+    {"after", true, "TIME", "start after this RFC 3339 instant (default: now)"}};
 constexpr OptionSpec kNoOptions[] = {{"help", false, "", "show this help"}};
 
 int run_version(const Args&) {
@@ -246,6 +260,47 @@ constexpr Command kCommands[] = {
      "Moves the dead letters back to the retry table with a fresh schedule, due at once. They\n"
      "go out when the node next runs (or while this command runs).\n\n"
      "Example:\n  civicbus webhooks replay --config node.yaml gis-vendor\n"},
+    {"connectors list", "list the built-in connector catalog", "civicbus connectors list [--json]",
+     kConnectorsListOptions, 0, run_connectors_list,
+     "Each connector with whether it reads (source) and writes (sink), and where its format or\n"
+     "protocol is defined. --json adds each one's config schema. See docs/connectors.md.\n"},
+    {"connectors check", "test a configured connection",
+     "civicbus connectors check (--config FILE | --data-dir DIR) CONNECTION",
+     kConnectorsNodeOptions, 1, run_connectors_check,
+     "Runs the connector's check (connectivity, credentials, paths) with the connection's\n"
+     "config and the secrets from the vault. Exit 0 when it passes.\n\n"
+     "Example:\n  civicbus connectors check --config node.yaml mpac-nightly\n"},
+    {"connectors test", "test sync: check, discover, read a sample and report the mapping",
+     "civicbus connectors test (--config FILE | --data-dir DIR) CONNECTION", kConnectorsNodeOptions,
+     1, run_connectors_test,
+     "Writes nothing and commits no state. Exit 1 when the check fails or the mapping does\n"
+     "not fit the discovered schema.\n"},
+    {"connectors sync", "run a connection's sync now",
+     "civicbus connectors sync (--config FILE | --data-dir DIR) CONNECTION", kConnectorsNodeOptions,
+     1, run_connectors_sync,
+     "Reads from the committed state, maps, writes to the destination, and commits the new\n"
+     "state once the destination acknowledged.\n\n"
+     "Example:\n  civicbus connectors sync --config node.yaml mpac-nightly\n"},
+    {"connectors status", "show connections' health, runs, schedule and queue",
+     "civicbus connectors status (--config FILE | --data-dir DIR) [CONNECTION] [--json]",
+     kConnectorsStatusOptions, 1, run_connectors_status, ""},
+    {"pipeline run", "run a pipeline file with a progress bar and an error report",
+     "civicbus pipeline run FILE [--errors DIR] [--restart]", kPipelineRunOptions, 1,
+     run_pipeline_run,
+     "FILE is YAML (docs/pipelines.md): a source connector, stages, a sink. Failing rows go\n"
+     "to errors.csv and errors.json with their line, field, value and reason while the rest\n"
+     "load. A stopped or crashed run resumes after its last committed batch when run again.\n\n"
+     "Example:\n  civicbus pipeline run amanda-permits.yaml\n"},
+    {"cron next", "print the next fire times of a cron expression",
+     "civicbus cron next \"EXPR\" [--tz ZONE] [--count N] [--after TIME]", kCronNextOptions, 1,
+     run_cron_next,
+     "Prints one ISO 8601 time a line, with the zone's offset. EXPR has 5 fields (minute hour\n"
+     "day-of-month month day-of-week), 6 (seconds first) or is a macro (@daily); see\n"
+     "docs/cron.md. A time the clock skips (spring forward) fires once when the gap ends; a\n"
+     "time it shows twice (fall back) fires once, on its first pass.\n\n"
+     "Examples:\n"
+     "  civicbus cron next \"30 2 * * *\" --tz America/Toronto --after 2026-03-07T12:00:00Z\n"
+     "  civicbus cron next \"0 0 9 ? * MON-FRI\" --tz Australia/Adelaide --count 10\n"},
     {"version", "print the version", "civicbus version", kNoOptions, 0, run_version, ""},
     {"help", "show help for all commands or one", "civicbus help [COMMAND]", kNoOptions, 2,
      run_help, ""},

@@ -601,12 +601,12 @@ Result<NodeOptions> Loader::load(std::string_view text) {
     if (root.IsDefined() && !root.IsNull() && !root.IsMap()) {
       return fail(root,
                   "the configuration must be a mapping with sections node, logging, "
-                  "security, log, broker, topics, schemas, gateway, webhooks, fleet");
+                  "security, log, broker, topics, schemas, gateway, webhooks, fleet, connectors");
     }
     CIVICBUS_ASSIGN_OR_RETURN(
         Fields f, fields(root, "the configuration", "",
                          {"node", "logging", "security", "log", "broker", "topics", "schemas",
-                          "gateway", "webhooks", "fleet"}));
+                          "gateway", "webhooks", "fleet", "connectors"}));
     for (const Entry& e : f.entries()) {
       Status s;
       if (e.key == "node") s = load_node(e, out);
@@ -619,6 +619,7 @@ Result<NodeOptions> Loader::load(std::string_view text) {
       if (e.key == "gateway") s = load_gateway(e, out);
       if (e.key == "webhooks") s = load_webhooks(e, out);
       if (e.key == "fleet") s = load_fleet(e, out);
+      if (e.key == "connectors") s = load_connectors(e, out);
       CIVICBUS_RETURN_IF_ERROR(s);
     }
   } catch (const YAML::Exception& e) {
@@ -870,6 +871,11 @@ Status NodeOptions::validate() const {
     }
   }
   if (fleet) CIVICBUS_RETURN_IF_ERROR(fleet->validate());
+  if (connectors) {
+    for (const auto& c : connectors->connections) {
+      CIVICBUS_RETURN_IF_ERROR(c.validate().with_context("connectors"));
+    }
+  }
   return {};
 }
 

@@ -111,6 +111,14 @@ class Loader {
   // fleet_config.cpp
   Status load_fleet(const Entry& e, NodeOptions& out);
 
+  // connectors_config.cpp
+  Status load_connectors(const Entry& e, NodeOptions& out);
+
+ public:
+  // A whole YAML document as JSON (pipeline files).
+  Result<Json> document_to_json(std::string_view text);
+
+ private:
   // gateway_config.cpp
   Status load_gateway(const Entry& e, NodeOptions& out);
   Status load_listener(const Entry& e, http::HttpServerOptions& out) const;

@@ -149,6 +149,7 @@ struct Node::Impl {
   std::unique_ptr<gateway::Gateway> gateway;
   std::unique_ptr<gateway::WebhookDispatcher> webhooks;
   std::unique_ptr<fleet::DeviceFleet> fleet;
+  std::unique_ptr<connect::ConnectorHub> hub;
   std::mutex reload_mu;  // one gateway reload at a time
 
   std::mutex mu;
@@ -164,6 +165,9 @@ struct Node::Impl {
     // the broker (its consumer groups and retry writes run on the broker and the database)
     // and is freed after the executor is joined, for the same reason.
     if (gateway) gateway->stop();
+    // The hub's scheduler may be running a sync that writes to the database and publishes.
+    if (hub) hub->stop();
+    hub.reset();
     // The fleet next: its MQTT link and rules publish through the broker; closing it flushes
     // the time series and the alert state.
     fleet.reset();
@@ -187,6 +191,7 @@ struct Node::Impl {
   Status start_gateway(const Logger& log);
   Status start_webhooks(const Logger& log);
   Status start_fleet(const Logger& log);
+  Status start_connectors(const Logger& log);
   Status apply_webhook(const gateway::WebhookOptions& wanted,
                        const std::vector<gateway::WebhookSubscription>& stored, const Logger& log);
 
@@ -219,6 +224,36 @@ Status Node::Impl::start_gateway(const Logger& logger) {
   }
   logger.info("gateway started", {{"address", options.gateway->listener.bind_address},
                                   {"port", std::to_string(*port)}});
+  return {};
+}
+
+Status Node::Impl::start_connectors(const Logger& logger) {
+  if (!options.connectors) return {};
+  NodeOptions::Connectors& c = *options.connectors;
+  if (options.broker.master_key.empty()) {
+    return failed_precondition(
+        "the connector hub needs the master key (its credential vault is sealed under it): set "
+        "`security: {master_key: generate}` or a master key file, or remove the connectors "
+        "section");
+  }
+  connect::HubOptions hub_options = c.hub;
+  if (hub_options.data_dir.empty() || hub_options.data_dir == ".") {
+    hub_options.data_dir = (fs::path(options.data_dir) / "connect").string();
+  }
+  connect::HubDeps deps;
+  deps.db = db.get();
+  deps.master_key = options.broker.master_key;
+  deps.broker = broker.get();
+  deps.clock = clock;
+  deps.metrics = metrics.get();
+  CIVICBUS_ASSIGN_OR_RETURN(hub, connect::ConnectorHub::open(hub_options, deps));
+  for (const auto& connection : c.connections) {
+    CIVICBUS_RETURN_IF_ERROR(
+        hub->add(connection).with_context(fmt::format("connection '{}'", connection.name)));
+  }
+  if (c.run_schedules) hub->start();
+  logger.info("connector hub started", {{"connections", std::to_string(hub->names().size())},
+                                        {"schedules", c.run_schedules ? "running" : "off"}});
   return {};
 }
 
@@ -477,6 +512,7 @@ Result<std::unique_ptr<Node>> Node::create(NodeOptions options, const Clock* clo
   CIVICBUS_RETURN_IF_ERROR(impl->create_topics(log));
   CIVICBUS_RETURN_IF_ERROR(impl->start_webhooks(log));
   CIVICBUS_RETURN_IF_ERROR(impl->start_fleet(log));
+  CIVICBUS_RETURN_IF_ERROR(impl->start_connectors(log));
   CIVICBUS_RETURN_IF_ERROR(impl->start_gateway(log));
   log.info("node started", {{"name", o.name},
                             {"data_dir", o.data_dir},
@@ -524,6 +560,10 @@ gateway::Gateway* Node::gateway() {
 gateway::WebhookDispatcher* Node::webhooks() {
   return impl_->webhooks.get();
 }
+connect::ConnectorHub* Node::connectors() {
+  return impl_->hub.get();
+}
+
 fleet::DeviceFleet* Node::fleet() {
   return impl_->fleet.get();
 }

@@ -14,7 +14,9 @@ constexpr std::string_view kCreateMigrationsTable =
     " component TEXT NOT NULL,"
     " version INTEGER NOT NULL,"
     " description TEXT NOT NULL,"
-    " applied_at INTEGER NOT NULL,"  // microseconds since the Unix epoch, like all civicbus times
+    // Microseconds since the Unix epoch, like all civicbus times: BIGINT, since PostgreSQL's
+    // INTEGER has 32 bits (SQLite gives BIGINT the same INTEGER affinity as before).
+    " applied_at BIGINT NOT NULL,"
     " PRIMARY KEY (component, version))";
 
 // schema_version() must answer on a database nobody has migrated yet, read-only included,
@@ -80,7 +82,16 @@ Status migrate(Database& db, std::string_view component, std::span<const Migrati
     if (m.version <= current) continue;
     Status status = db.transaction([&]() -> Status {
       // Another process may have applied this step since we read the version; inside the
-      // write transaction the answer is final.
+      // write transaction the answer is final. PostgreSQL's BEGIN takes no write lock (as
+      // SQLite's BEGIN IMMEDIATE does), so migrators of one component queue on an advisory
+      // lock held until commit.
+      if (db.dialect() == Dialect::kPostgres) {
+        CIVICBUS_RETURN_IF_ERROR(
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('civicbus_migrations'), "
+                       "hashtext(?))",
+                       {component})
+                .status());
+      }
       CIVICBUS_ASSIGN_OR_RETURN(
           std::optional<std::int64_t> done,
           db.query_int("SELECT 1 FROM civicbus_migrations WHERE component = ? AND version = ?",

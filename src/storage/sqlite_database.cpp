@@ -116,6 +116,25 @@ class SqliteRow final : public Row {
     int size = sqlite3_column_bytes(stmt_, column);
     return text ? std::string_view(reinterpret_cast<const char*>(text), size) : std::string_view();
   }
+  std::string_view column_name(int column) const override {
+    const char* name = in_range(column) ? sqlite3_column_name(stmt_, column) : nullptr;
+    return name ? std::string_view(name) : std::string_view();
+  }
+  Kind kind(int column) const override {
+    if (!in_range(column)) return Kind::kNull;
+    switch (sqlite3_column_type(stmt_, column)) {
+      case SQLITE_INTEGER:
+        return Kind::kInteger;
+      case SQLITE_FLOAT:
+        return Kind::kReal;
+      case SQLITE_BLOB:
+        return Kind::kBlob;
+      case SQLITE_NULL:
+        return Kind::kNull;
+      default:
+        return Kind::kText;
+    }
+  }
   std::string_view get_blob(int column) const override {
     if (!in_range(column)) return {};
     const void* bytes = sqlite3_column_blob(stmt_, column);

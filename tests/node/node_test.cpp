@@ -192,7 +192,8 @@ TEST_CASE("node config: errors name the file, the line and what is wrong") {
 TEST_CASE("node config: section and value errors") {
   CHECK(yaml_error("topcs: []\n") ==
         "node.yaml:1: unknown top-level key 'topcs' (did you mean 'topics'?); expected one of "
-        "node, logging, security, log, broker, topics, schemas, gateway, webhooks, fleet");
+        "node, logging, security, log, broker, topics, schemas, gateway, webhooks, fleet, "
+        "connectors");
   CHECK(yaml_error("node:\n  name: x\n  worker_threads: four\n") ==
         "node.yaml:3: 'worker_threads' must be a whole number; got 'four'");
   CHECK(yaml_error("node:\n  worker_threads: 1000\n") ==

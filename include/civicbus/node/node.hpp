@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "civicbus/broker/broker.hpp"
+#include "civicbus/connect/hub.hpp"
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/executor.hpp"
 #include "civicbus/core/log.hpp"
@@ -42,6 +43,7 @@
 #include "civicbus/fleet/fleet.hpp"
 #include "civicbus/gateway/options.hpp"
 #include "civicbus/gateway/webhooks.hpp"
+#include "civicbus/pipeline/pipeline.hpp"
 #include "civicbus/transport/transport.hpp"
 
 namespace civicbus {
@@ -115,6 +117,16 @@ struct NodeOptions {
   // the master key.
   std::optional<fleet::FleetOptions> fleet;
 
+  // The connector hub (YAML: `connectors:`; see docs/connectors.md): its connections, added
+  // (or replaced) at start-up, and whether their cron schedules run in this process. Empty:
+  // no hub. Needs the master key (the credential vault is sealed under it).
+  struct Connectors {
+    connect::HubOptions hub;  // hub.data_dir defaults to <data_dir>/connect
+    std::vector<connect::ConnectionOptions> connections;
+    bool run_schedules = true;
+  };
+  std::optional<Connectors> connectors;
+
   // The YAML file these options were read from (absolute; set by from_file()), which
   // Node::reload_gateway() reads again. Empty for options built in code or from_yaml().
   std::string config_file;
@@ -143,6 +155,11 @@ std::string format_size(std::int64_t bytes);
 
 // The civicbus version this library was built as ("0.1.0").
 std::string_view library_version();
+
+// Reads a pipeline file (YAML; the shape of pipeline::PipelineOptions::from_json, see
+// docs/pipelines.md). Relative file paths in the source and sink configs ("path") and the
+// error report folder are taken relative to the file's directory. Errors name the file.
+Result<pipeline::PipelineOptions> load_pipeline_file(std::string_view path);
 
 class Node {
  public:
@@ -179,6 +196,9 @@ class Node {
   // The device fleet when the options have a fleet section (MQTT connecting, API mounted
   // once create() returned), else null. Valid as long as the Node.
   fleet::DeviceFleet* fleet();
+  // The connector hub when the options have a connectors section (schedules running unless
+  // connectors.run_schedules is false); null otherwise. Owned by the node.
+  connect::ConnectorHub* connectors();
 
   // Reads options().config_file again and hands its gateway section to
   // reload_gateway(GatewayOptions): the way SIGHUP (see run()) and the admin API reload.

@@ -1,5 +1,5 @@
 // Database: the one SQL port of civicbus. Components write portable SQL with `?` placeholders;
-// an adapter (SQLite now, PostgreSQL later) hides the dialect. A Database is one connection,
+// an adapter (SQLite or PostgreSQL) hides the dialect. A Database is one connection,
 // internally serialised, so it may be shared between threads; components that need to read
 // while another thread writes open a second connection to the same file.
 #pragma once
@@ -34,6 +34,11 @@ class Row {
   virtual double get_double(int column) const = 0;
   virtual std::string_view get_text(int column) const = 0;
   virtual std::string_view get_blob(int column) const = 0;
+  // The column's name as the statement gives it ("" when the adapter cannot tell).
+  virtual std::string_view column_name(int /*column*/) const { return {}; }
+  // The stored value's kind. SQLite types values, not columns: a column may hold any kind.
+  enum class Kind { kNull, kInteger, kReal, kText, kBlob };
+  virtual Kind kind(int column) const { return is_null(column) ? Kind::kNull : Kind::kText; }
   std::optional<std::int64_t> get_optional_int(int column) const {
     return is_null(column) ? std::nullopt : std::optional<std::int64_t>(get_int(column));
   }
@@ -68,7 +73,10 @@ class Database {
     return query(sql, std::span<const Value>(params.begin(), params.size()), on_row);
   }
 
-  // The rowid / serial of the last INSERT on this connection.
+  // The rowid / serial of the last INSERT on this connection. PostgreSQL: the first column of
+  // the last row an `INSERT ... RETURNING` gave to execute(), else `SELECT lastval()` (asked
+  // lazily, once per INSERT), that is the last value a sequence (serial / identity column)
+  // handed out in this session; 0 when none has.
   virtual std::int64_t last_insert_id() const = 0;
 
   // Runs `body` in one transaction (SQLite: BEGIN IMMEDIATE): committed when it returns ok,
@@ -103,6 +111,32 @@ struct SqliteOptions {
 };
 
 Result<std::unique_ptr<Database>> open_sqlite(const SqliteOptions& options);
+
+// A PostgreSQL connection. The adapter rewrites `?` to `$1..$n` (a `?` inside a string,
+// quoted identifier or comment stays as it is, so jsonb's `?` operators need jsonb_exists()
+// and friends), binds int64 as bigint, double as double precision, Blob as bytea (binary)
+// and text untyped (the server infers it from the column), and reads results in text format.
+// A query's rows are fetched whole before the first callback, so callbacks may run further
+// statements. Transactions are plain BEGIN (READ COMMITTED); a failed statement aborts the
+// enclosing transaction, so a body must return on the first error.
+struct PostgresOptions {
+  // libpq connection string or URI ("postgresql://user:secret@db.example:5432/civicbus",
+  // "host=/run/postgresql dbname=civicbus"); "postgresql://" takes everything from the PG*
+  // environment variables. Required.
+  std::string connection;
+  // Shown in pg_stat_activity; a value in `connection` wins.
+  std::string application_name = "civicbus";
+  // Seconds to wait for the server while connecting; 0 waits forever (libpq raises 1 to 2).
+  // A value in `connection` wins.
+  int connect_timeout_seconds = 10;
+  // Server-side prepared statements kept per connection, least recently used deallocated
+  // first; 0 prepares nothing and sends every statement with its parameters (one round trip).
+  std::size_t statement_cache_size = 128;
+};
+
+// Connects and checks the server answers; fails with kUnavailable when it cannot be reached
+// (kUnauthenticated for a rejected login, kNotFound for a missing database).
+Result<std::unique_ptr<Database>> open_postgres(const PostgresOptions& options);
 
 // A versioned migration. Versions of one component start at 1 and increase by 1.
 struct Migration {
