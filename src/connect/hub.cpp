@@ -10,12 +10,12 @@
 
 #include "circuit_breaker.hpp"
 #include "civicbus/broker/broker.hpp"
+#include "civicbus/connect/field_mapping.hpp"
 #include "civicbus/core/cron.hpp"
 #include "civicbus/core/crypto.hpp"
 #include "civicbus/core/random.hpp"
 #include "credential_vault.hpp"
 #include "durable_queue.hpp"
-#include "field_mapping.hpp"
 #include "schema_drift.hpp"
 
 namespace civicbus::connect {

@@ -190,4 +190,54 @@ std::string name_key(std::string_view name) {
   return out;
 }
 
+namespace {
+
+std::vector<std::string_view> words(std::string_view s) {
+  std::vector<std::string_view> out;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && s[i] == ' ') ++i;
+    std::size_t j = i;
+    while (j < s.size() && s[j] != ' ') ++j;
+    if (j > i) out.push_back(s.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+// Pairs words one to one, best pairs first; a word left without a partner scores 0.
+double assigned(const std::vector<std::string_view>& a, const std::vector<std::string_view>& b) {
+  struct Pair {
+    double score;
+    std::size_t i, j;
+  };
+  std::vector<Pair> pairs;
+  pairs.reserve(a.size() * b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    for (std::size_t j = 0; j < b.size(); ++j) {
+      pairs.push_back({a[i] == b[j] ? 1.0 : jaro_winkler(a[i], b[j]), i, j});
+    }
+  }
+  std::sort(pairs.begin(), pairs.end(),
+            [](const Pair& x, const Pair& y) { return x.score > y.score; });
+  std::vector<bool> used_a(a.size()), used_b(b.size());
+  double sum = 0;
+  for (const auto& p : pairs) {
+    if (used_a[p.i] || used_b[p.j]) continue;
+    used_a[p.i] = used_b[p.j] = true;
+    sum += p.score;
+  }
+  return sum / static_cast<double>(std::max(a.size(), b.size()));
+}
+
+}  // namespace
+
+double name_similarity(std::string_view a, std::string_view b) {
+  if (a == b) return 1.0;
+  auto wa = words(a);
+  auto wb = words(b);
+  if (wa.empty() || wb.empty()) return 0.0;
+  return assigned(wa, wb);
+}
+
 }  // namespace civicbus::match

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <unordered_map>
 
+#include "civicbus/connect/field_mapping.hpp"
 #include "civicbus/core/crypto.hpp"
 #include "civicbus/core/json_schema.hpp"
 #include "civicbus/core/time_zone.hpp"
@@ -663,11 +664,13 @@ class NormalizeAddressStage final : public Stage {
 
 // Links duplicate records to one entity id (the applicants of legacy permits, entered again
 // for each permit): within a block (records sharing the values of a blocking rule, such as the
-// postal code, or the phone), records whose names are alike (Jaro-Winkler on name keys, which
-// ignore case, accents, punctuation and word order) at or above `threshold` are one entity.
-// Blocking rules are a union, as in Splink: two records are compared when any rule puts them
-// in the same block. Each record gets the entity's id in `id_field`; a sink upserting by it
-// keeps one row per entity. The index spans the run's batches. Config: "name_fields",
+// postal code, or the phone), records whose names are alike (Jaro-Winkler word by word on name
+// keys, which ignore case, accents, punctuation and word order) at or above `threshold` are one
+// entity. Blocking rules are a union, as in Splink: two records are compared when any rule puts
+// them in the same block. Each record gets the entity's id in `id_field`; a sink upserting by it
+// keeps one row per entity. Fields in "distinguish_on" (a phone, a birth date) keep records
+// apart when both have a value and the values differ. The index spans the run's batches.
+// Config: "name_fields",
 // "block_on" (a list of field lists), "threshold" (0.92), "id_field" ("entity_id"),
 // "id_prefix" ("E"; the rest of an id is a hash of its first record's name and block).
 class DedupeStage final : public Stage {
@@ -704,6 +707,9 @@ class DedupeStage final : public Stage {
     }
     stage->id_field_ = c.get_string("id_field", "entity_id");
     stage->prefix_ = c.get_string("id_prefix", "E");
+    if (const Json* d = c.find("distinguish_on"); d && d->is_array()) {
+      for (const auto& f : d->as_array()) stage->distinguish_fields_.push_back(f.as_string());
+    }
     return std::unique_ptr<Stage>(std::move(stage));
   }
 
@@ -717,6 +723,9 @@ class DedupeStage final : public Stage {
         r.columns.clear();
         for (const auto& f : r.fields) r.columns.push_back(batch.column_index(f));
       }
+      distinguish_columns_.clear();
+      for (const auto& f : distinguish_fields_)
+        distinguish_columns_.push_back(batch.column_index(f));
       id_column_ = batch.add_column(id_field_);
       columns_.changed(batch);
     }
@@ -747,17 +756,36 @@ class DedupeStage final : public Stage {
         }
         if (complete) keys.push_back(std::move(block));
       }
+      // Values that tell two people apart when both are known (a phone, a birth date).
+      std::vector<std::string> marks;
+      for (int col : distinguish_columns_) {
+        const Json& v = RecordBatch::value(record, col);
+        marks.push_back(v.is_null()     ? std::string()
+                        : v.is_string() ? match::name_key(v.as_string())
+                                        : v.dump());
+      }
       const std::string* id = nullptr;
+      double best = 0;
       for (const auto& block : keys) {
         auto it = index_.find(block);
         if (it == index_.end()) continue;
-        for (const auto& [other, other_id] : it->second) {
-          if (other == key || (!key.empty() && match::jaro_winkler(other, key) >= threshold_)) {
-            id = &other_id;
-            break;
+        for (const auto& member : it->second) {
+          bool contradicted = false;
+          for (std::size_t k = 0; k < marks.size(); ++k) {
+            if (!marks[k].empty() && !member.marks[k].empty() && marks[k] != member.marks[k]) {
+              contradicted = true;
+              break;
+            }
+          }
+          if (contradicted) continue;
+          double similarity = member.key == key ? 1.0
+                              : key.empty()     ? 0.0
+                                                : match::name_similarity(member.key, key);
+          if (similarity >= threshold_ && similarity > best) {
+            best = similarity;
+            id = &member.entity;
           }
         }
-        if (id != nullptr) break;
       }
       // A new entity's id comes from its first record's content, not a counter, so a resumed
       // run (whose index starts empty) never hands a loaded id to someone else.
@@ -771,10 +799,10 @@ class DedupeStage final : public Stage {
       const std::string entity = id != nullptr ? *id : new_id;
       for (auto& block : keys) {
         auto& members = index_[std::move(block)];
-        bool known = std::any_of(members.begin(), members.end(), [&](const auto& m) {
-          return m.first == key && m.second == entity;
+        bool known = std::any_of(members.begin(), members.end(), [&](const Member& m) {
+          return m.key == key && m.entity == entity && m.marks == marks;
         });
-        if (!known) members.emplace_back(key, entity);
+        if (!known) members.push_back(Member{key, entity, marks});
       }
       record.values[static_cast<std::size_t>(id_column_)] = Json(entity);
     }
@@ -796,8 +824,41 @@ class DedupeStage final : public Stage {
   std::vector<int> name_columns_;
   int id_column_ = -1;
   std::int64_t entities_ = 0;
-  std::unordered_map<std::string, std::vector<std::pair<std::string, std::string>>> index_;
+  struct Member {
+    std::string key;     // name key
+    std::string entity;  // entity id
+    std::vector<std::string> marks;
+  };
+  std::vector<std::string> distinguish_fields_;
+  std::vector<int> distinguish_columns_;
+  std::unordered_map<std::string, std::vector<Member>> index_;
   ColumnCache columns_;
+};
+
+// Maps records to the platform's model with the connector hub's field mapping (renames,
+// conversions, lookups, defaults, expressions; docs/connectors.md "Field mapping"). The
+// stage's config is the mapping document. Records that fail go to the report, one error per
+// failing field.
+class MapFieldsStage final : public Stage {
+ public:
+  static Result<std::unique_ptr<Stage>> create(const StageOptions& options) {
+    CIVICBUS_ASSIGN_OR_RETURN(connect::FieldMapping mapping,
+                              connect::FieldMapping::compile(options.config, {}));
+    return std::unique_ptr<Stage>(new MapFieldsStage(options.name, std::move(mapping)));
+  }
+  std::string_view name() const override { return name_; }
+  Status process(RecordBatch& batch, std::vector<RowError>& errors) override {
+    connect::MappedBatch mapped = mapping_.apply(std::move(batch));
+    for (auto& e : mapped.errors) errors.push_back(std::move(e));
+    batch = std::move(mapped.batch);
+    return Status();
+  }
+
+ private:
+  MapFieldsStage(std::string name, connect::FieldMapping mapping)
+      : name_(std::move(name)), mapping_(std::move(mapping)) {}
+  std::string name_;
+  connect::FieldMapping mapping_;
 };
 
 }  // namespace
@@ -808,6 +869,7 @@ Result<std::unique_ptr<Stage>> make_builtin_stage(const StageOptions& options) {
   if (options.type == "validate") return ValidateStage::create(options);
   if (options.type == "normalize_address") return NormalizeAddressStage::create(options);
   if (options.type == "dedupe") return DedupeStage::create(options);
+  if (options.type == "map_fields") return MapFieldsStage::create(options);
   std::string known;
   for (const auto& t : builtin_stage_types()) known += (known.empty() ? "" : ", ") + t;
   return invalid_argument(
@@ -820,6 +882,6 @@ Result<std::unique_ptr<Stage>> make_builtin_stage(const StageOptions& options) {
 
 namespace civicbus::pipeline {
 std::vector<std::string> builtin_stage_types() {
-  return {"types", "map_codes", "validate", "normalize_address", "dedupe"};
+  return {"types", "map_codes", "validate", "normalize_address", "dedupe", "map_fields"};
 }
 }  // namespace civicbus::pipeline

@@ -1,4 +1,4 @@
-#include "connect/field_mapping.hpp"
+#include "civicbus/connect/field_mapping.hpp"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>

@@ -637,4 +637,10 @@ TEST_CASE("match: Jaro-Winkler and name keys") {
   CHECK(name_key("  john   SMITH ") == "JOHN SMITH");
   CHECK(name_key("Hélène Côté-Tremblay") == "COTE HELENE TREMBLAY");
   CHECK(name_key("O'Neil, J.P.") == "JP ONEIL");
+  using civicbus::match::name_similarity;
+  CHECK(name_similarity("JOHN SMITH", "JOHN SMITH") == 1.0);
+  CHECK(name_similarity("JOHN SMIT", "JOHN SMITH") > 0.95);
+  CHECK(name_similarity("JOHN SMITH TREMBLAY", "JOHN SMITH WONG") < 0.9);
+  CHECK(name_similarity("MARC MACDONALD", "MARC MACDONALD MARTIN") < 0.7);  // one to one
+  CHECK(name_similarity("", "JOHN") == 0.0);
 }

@@ -19,4 +19,12 @@ double jaro_winkler(std::string_view a, std::string_view b, double prefix_scale 
 // records that differ only in order, case or punctuation compare equal.
 std::string name_key(std::string_view name);
 
+// Similarity of two names word by word: words are paired one to one, best pairs first (by
+// Jaro-Winkler), and the scores averaged over the longer name's words, an unpaired word
+// counting 0. "JOHN SMITH TREMBLAY" and "JOHN SMITH WONG" score 0.84 where plain
+// Jaro-Winkler, lifted by the shared prefix, gives 0.86; "MARC MACDONALD" and "MARC
+// MACDONALD MARTIN" score 0.67 (MARTIN may not pair with MARC twice). Words are split on
+// blanks (name_key output is the intended input).
+double name_similarity(std::string_view a, std::string_view b);
+
 }  // namespace civicbus::match
