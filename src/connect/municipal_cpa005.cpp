@@ -227,7 +227,7 @@ Status put_digits(std::string& rec, std::size_t from, std::size_t to, std::strin
 std::string blank_record(char type, std::int64_t count, const Cpa005Header& h) {
   std::string rec(kCpa005RecordSize, ' ');
   rec[0] = type;
-  char buf[16];
+  char buf[24];  // room for any int64, so the formats cannot truncate
   std::snprintf(buf, sizeof buf, "%09lld", static_cast<long long>(count));
   rec.replace(1, 9, buf);
   rec.replace(10, h.originator_id.size(), h.originator_id);

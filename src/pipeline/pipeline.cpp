@@ -347,6 +347,22 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(PipelineOptions options, Pipe
   }
   CIVICBUS_RETURN_IF_ERROR(storage::migrate(*impl->state, "pipeline", kMigrations));
 
+  if (env.broker != nullptr) {
+    static constexpr std::pair<std::string_view, std::string_view> kTopics[] = {
+        {"pipeline.run.progressed", "A pipeline run committed a batch (rows read, loaded, failed)"},
+        {"pipeline.run.completed", "A pipeline run finished (totals and success rate)"},
+        {"pipeline.run.failed", "A pipeline run stopped on an error; running it again resumes"},
+    };
+    for (const auto& [name, description] : kTopics) {
+      if (env.broker->topic(name).ok()) continue;
+      broker::TopicOptions t;
+      t.name = std::string(name);
+      t.owner = "pipeline";
+      t.description = std::string(description);
+      Status s = env.broker->create_topic(t, "pipeline");
+      if (!s.ok() && s.code() != ErrorCode::kAlreadyExists) return s;
+    }
+  }
   if (env.metrics != nullptr) {
     Labels labels{{"pipeline", options.name}};
     impl->rows_read_metric = &env.metrics->counter("civicbus_pipeline_rows_read_total",

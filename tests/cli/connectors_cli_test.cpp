@@ -56,3 +56,52 @@ error_report_dir: report
   CHECK(missing.exit_code == 1);
   CHECK(contains(missing.output, "nope.yaml"));
 }
+
+TEST_CASE("cli: connectors check, test, sync and status on a configured node") {
+  testing::TempDir dir;
+  testing::write_file(dir.file("parcels.csv"), "roll,owner\n1901,A\n1902,B\n1903,C\n");
+  const std::string config = dir.file("node.yaml");
+  testing::write_file(
+      config,
+      "node: {name: connect-cli, data_dir: data}\n"
+      "security: {master_key_env: CIVICBUS_CLI_TEST_UNSET_KEY, master_key: generate}\n"
+      "connectors:\n"
+      "  connections:\n"
+      "    - {name: warehouse, connector: sqlite, config: {path: " +
+          dir.file("w.db") +
+          "}}\n"
+          "    - name: parcels\n"
+          "      connector: csv\n"
+          "      config: {path: " +
+          dir.file("parcels.csv") +
+          "}\n"
+          "      schedule: \"0 2 * * *\"\n"
+          "      destination: warehouse\n"
+          "      write_mode: upsert\n"
+          "      key: [roll]\n"
+          "      mapping: {fields: {roll: {from: roll, required: true}, "
+          "owner_name: {from: owner}}}\n");
+  auto check = cli({"connectors", "check", "--config", config, "parcels"});
+  INFO(check.output);
+  REQUIRE(check.exit_code == 0);
+  CHECK(contains(check.output, "parcels: ok"));
+  auto test = cli({"connectors", "test", "--config", config, "parcels"});
+  INFO(test.output);
+  REQUIRE(test.exit_code == 0);
+  CHECK(contains(test.output, "sample: {\"roll\":\"1901\",\"owner_name\":\"A\"}"));
+  auto sync = cli({"connectors", "sync", "--config", config, "parcels"});
+  INFO(sync.output);
+  REQUIRE(sync.exit_code == 0);
+  CHECK(contains(sync.output, "read 3, written 3, refused 0"));
+  auto status = cli({"connectors", "status", "--config", config, "parcels", "--json"});
+  INFO(status.output);
+  REQUIRE(status.exit_code == 0);
+  auto parsed = Json::parse(status.output);
+  REQUIRE(parsed.ok());
+  CHECK(parsed->as_array()[0].get_string("health") == "healthy");
+  CHECK(parsed->as_array()[0].get_string("next_run_at").find("T07:00:00") /* 02:00 EST */ !=
+        std::string::npos);
+  auto unknown = cli({"connectors", "sync", "--config", config, "nope"});
+  CHECK(unknown.exit_code == 1);
+  CHECK(contains(unknown.output, "no connection 'nope'"));
+}
