@@ -29,4 +29,15 @@ Status add_http_connectors(ConnectorCatalog& catalog);
 Status add_database_connectors(ConnectorCatalog& catalog);
 Status add_amanda_connector(ConnectorCatalog& catalog);
 
+// mqtt, smtp (mqtt_connector.cpp, smtp_connector.cpp; add_messaging_connectors is in
+// mqtt_connector.cpp).
+Status add_messaging_connectors(ConnectorCatalog& catalog);
+std::unique_ptr<Connector> make_mqtt_connector();
+std::unique_ptr<Connector> make_smtp_connector();
+
+// s3 (s3_connector.cpp, signed by aws_sigv4.cpp) and sftp (sftp_connector.cpp, added by
+// add_sftp_connector); both share remote_files.cpp.
+Status add_object_storage_connectors(ConnectorCatalog& catalog);
+Status add_sftp_connector(ConnectorCatalog& catalog);
+
 }  // namespace civicbus::connect::detail

@@ -12,6 +12,8 @@ ConnectorCatalog ConnectorCatalog::builtin() {
   detail::add_municipal_connectors(catalog).ignore_error();
   detail::add_http_connectors(catalog).ignore_error();
   detail::add_database_connectors(catalog).ignore_error();
+  detail::add_messaging_connectors(catalog).ignore_error();
+  detail::add_object_storage_connectors(catalog).ignore_error();
   return catalog;
 }
 
