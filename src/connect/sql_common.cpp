@@ -577,4 +577,90 @@ Result<WriteResult> SqlWriter::write(storage::Database& db, const SqlWriteOption
   return result;
 }
 
+Status SqlTableConnector::check(const ConnectorContext& context) {
+  CIVICBUS_ASSIGN_OR_RETURN(storage::Database * db, database(context.config, false));
+  CIVICBUS_ASSIGN_OR_RETURN(auto names, tables(*db, context.config));
+  std::string table = context.config.get_string("table");
+  if (!table.empty() && context.config.get_string("query").empty() &&
+      !context.config.get_bool("create_table", true) &&
+      std::find(names.begin(), names.end(), table) == names.end()) {
+    return not_found(fmt::format("database '{}' has no table '{}'", db->describe(), table));
+  }
+  return Status();
+}
+
+Result<std::vector<StreamSpec>> SqlTableConnector::discover(const ConnectorContext& context) {
+  CIVICBUS_ASSIGN_OR_RETURN(storage::Database * db, database(context.config, false));
+  std::vector<StreamSpec> streams;
+  const std::string cursor = context.config.get_string("cursor_field");
+  if (std::string query = context.config.get_string("query"); !query.empty()) {
+    CIVICBUS_ASSIGN_OR_RETURN(StreamSpec s, describe_query(*db, "query", query));
+    s.cursor_field = cursor;
+    streams.push_back(std::move(s));
+    return streams;
+  }
+  std::vector<std::string> names;
+  if (std::string table = context.config.get_string("table"); !table.empty()) {
+    names.push_back(table);
+  } else {
+    CIVICBUS_ASSIGN_OR_RETURN(names, tables(*db, context.config));
+  }
+  for (const auto& name : names) {
+    CIVICBUS_ASSIGN_OR_RETURN(StreamSpec s, describe_table(*db, context.config, name));
+    if (!cursor.empty()) {
+      if (s.field(cursor) == nullptr) {
+        return invalid_argument(
+            fmt::format("cursor_field '{}' is not a column of table '{}'", cursor, name));
+      }
+      s.cursor_field = cursor;
+    }
+    streams.push_back(std::move(s));
+  }
+  return streams;
+}
+
+Status SqlTableConnector::read(const ConnectorContext& context, const ReadRequest& request,
+                               RecordEmitter& out) {
+  CIVICBUS_ASSIGN_OR_RETURN(auto streams, discover(context));
+  CIVICBUS_ASSIGN_OR_RETURN(storage::Database * db, database(context.config, false));
+  std::int64_t budget = request.max_records;
+  const std::string query = context.config.get_string("query");
+  for (const auto& stream : streams) {
+    if (!request.streams.empty() && std::find(request.streams.begin(), request.streams.end(),
+                                              stream.name) == request.streams.end()) {
+      continue;
+    }
+    SqlReadPlan plan;
+    plan.stream = stream;
+    plan.from = query.empty() ? table_reference(context.config, stream.name) : "(" + query + ")";
+    CIVICBUS_RETURN_IF_ERROR(read_sql_stream(*db, plan, request, out, budget));
+    if (budget == 0) break;
+  }
+  return Status();
+}
+
+Result<WriteResult> SqlTableConnector::write(const ConnectorContext& context,
+                                             const WriteRequest& request,
+                                             const RecordBatch& batch) {
+  CIVICBUS_ASSIGN_OR_RETURN(storage::Database * db, database(context.config, true));
+  SqlWriteOptions options;
+  options.table = request.stream.empty() ? context.config.get_string("table") : request.stream;
+  if (options.table.empty()) {
+    return invalid_argument(
+        fmt::format("{} sink needs a table: set 'table' in the config or the stream", spec_.name));
+  }
+  options.schema = schema(context.config);
+  options.create_table = context.config.get_bool("create_table", true);
+  options.mode = request.mode;
+  options.key = request.key;
+  if (options.key.empty()) {
+    if (const Json* pk = context.config.find("primary_key"); pk != nullptr && pk->is_array()) {
+      for (const auto& k : pk->as_array()) options.key.push_back(k.as_string());
+    }
+  }
+  options.batch_id = request.batch_id;
+  std::lock_guard lock(write_mutex_);
+  return writer_.write(*db, options, batch);
+}
+
 }  // namespace civicbus::connect::detail

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,6 +89,43 @@ class SqlWriter {
   std::string signature_;  // table, mode, key and columns the statement below was built for
   std::string insert_sql_;
   bool batches_table_ready_ = false;
+};
+
+// A database's tables (or a query) as streams and as a sink: what the `sqlite` and
+// `postgres` connectors share. Config keys: table, query, cursor_field, primary_key,
+// create_table. A subclass says how to connect, which tables exist, how a table is
+// described and named in SQL.
+class SqlTableConnector : public Connector {
+ public:
+  const ConnectorSpec& spec() const override { return spec_; }
+  Status check(const ConnectorContext& context) override;
+  Result<std::vector<StreamSpec>> discover(const ConnectorContext& context) override;
+  Status read(const ConnectorContext& context, const ReadRequest& request,
+              RecordEmitter& out) override;
+  Result<WriteResult> write(const ConnectorContext& context, const WriteRequest& request,
+                            const RecordBatch& batch) override;
+
+ protected:
+  explicit SqlTableConnector(ConnectorSpec spec) : spec_(std::move(spec)) {}
+
+  // The connection for `config`: one per connector instance, opened on first use and opened
+  // again when the config names another database. `for_write`: a sink may create it.
+  virtual Result<storage::Database*> database(const Json& config, bool for_write) = 0;
+  virtual Result<std::vector<std::string>> tables(storage::Database& db, const Json& config) = 0;
+  virtual Result<StreamSpec> describe_table(storage::Database& db, const Json& config,
+                                            std::string_view table) = 0;
+  // The table as SQL names it (quoted; schema-qualified where the dialect has schemas).
+  virtual std::string table_reference(const Json& config, std::string_view table) = 0;
+  // The schema a sink writes into; empty: none.
+  virtual std::string schema(const Json&) { return {}; }
+
+  // A new connection invalidates the writer's prepared statement texts.
+  void reset_writer() { writer_ = SqlWriter(); }
+
+ private:
+  ConnectorSpec spec_;
+  std::mutex write_mutex_;
+  SqlWriter writer_;
 };
 
 }  // namespace civicbus::connect::detail

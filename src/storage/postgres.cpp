@@ -10,11 +10,11 @@
 #include <list>
 #include <utility>
 
+#include "storage/sql_text.hpp"
+
 namespace civicbus::storage {
 namespace detail {
 namespace {
-
-constexpr std::size_t kSqlSnippetChars = 80;
 
 // Type OIDs from the server's catalog/pg_type.h (stable since forever; libpq
 // does not ship them in its client headers).
@@ -26,31 +26,6 @@ constexpr Oid kInt4Oid = 23;
 constexpr Oid kFloat4Oid = 700;
 constexpr Oid kFloat8Oid = 701;
 constexpr Oid kNumericOid = 1700;
-
-// The failing SQL as one line of at most ~80 characters (as the SQLite adapter
-// does).
-std::string sql_snippet(std::string_view sql) {
-  std::string out;
-  out.reserve(std::min(sql.size(), kSqlSnippetChars + 3));
-  bool pending_space = false;
-  for (char c : sql) {
-    if (std::isspace(static_cast<unsigned char>(c))) {
-      pending_space = !out.empty();
-      continue;
-    }
-    if (out.size() >= kSqlSnippetChars) {
-      while (!out.empty() && (static_cast<unsigned char>(out.back()) & 0xC0) == 0x80)
-        out.pop_back();
-      if (!out.empty() && (static_cast<unsigned char>(out.back()) & 0x80)) out.pop_back();
-      out += "...";
-      return out;
-    }
-    if (pending_space) out += ' ';
-    pending_space = false;
-    out += c;
-  }
-  return out;
-}
 
 // libpq's messages end in a newline and continue on tab-indented lines; one
 // line reads better inside a Status.

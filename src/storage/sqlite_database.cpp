@@ -7,38 +7,13 @@
 #include <utility>
 #include <vector>
 
+#include "storage/sql_text.hpp"
+
 namespace civicbus::storage {
 namespace detail {
 namespace {
 
-constexpr std::size_t kSqlSnippetChars = 80;
 constexpr std::size_t kMaxIntegrityProblemsReported = 3;
-
-// The failing SQL as one line of at most ~80 characters, so messages stay readable when the
-// statement is a multi-line script.
-std::string sql_snippet(std::string_view sql) {
-  std::string out;
-  out.reserve(std::min(sql.size(), kSqlSnippetChars + 3));
-  bool pending_space = false;
-  for (char c : sql) {
-    if (std::isspace(static_cast<unsigned char>(c))) {
-      pending_space = !out.empty();
-      continue;
-    }
-    if (out.size() >= kSqlSnippetChars) {
-      // Do not cut a UTF-8 sequence in half.
-      while (!out.empty() && (static_cast<unsigned char>(out.back()) & 0xC0) == 0x80)
-        out.pop_back();
-      if (!out.empty() && (static_cast<unsigned char>(out.back()) & 0x80)) out.pop_back();
-      out += "...";
-      return out;
-    }
-    if (pending_space) out += ' ';
-    pending_space = false;
-    out += c;
-  }
-  return out;
-}
 
 std::string_view primary_code_name(int rc) {
   switch (rc & 0xff) {

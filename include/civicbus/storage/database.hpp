@@ -151,6 +151,10 @@ struct Migration {
 // knows, naming both versions.
 Status migrate(Database& db, std::string_view component, std::span<const Migration> migrations);
 
+// Components write their DDL in SQLite's spelling; this gives `dialect`'s. On PostgreSQL, BLOB
+// becomes BYTEA and INTEGER PRIMARY KEY AUTOINCREMENT an identity column.
+std::string ddl_for(Dialect dialect, std::string_view sqlite_ddl);
+
 // The highest applied version of `component` (0 when none).
 Result<int> schema_version(Database& db, std::string_view component);
 
