@@ -241,9 +241,10 @@ class Parser {
   Result<std::size_t> parse_street(std::size_t b, std::size_t e, bool delimited) {
     CIVICBUS_ASSIGN_OR_RETURN(std::size_t stop, parse_street_body(b, e, delimited));
     if (has_unit_ && !unit_hyphen_ && !unit_spaced_ && !out_.civic_number.empty()) {
-      out_.corrections.push_back(fmt::format("moved unit '{}' before the civic number as '{}-{}'",
-                                             raw_span(s_, unit_tokens_[0], unit_tokens_[1] + 1),
-                                             out_.unit, out_.civic_number));
+      if (options_.record_corrections)
+        out_.corrections.push_back(fmt::format("moved unit '{}' before the civic number as '{}-{}'",
+                                               raw_span(s_, unit_tokens_[0], unit_tokens_[1] + 1),
+                                               out_.unit, out_.civic_number));
     }
     return stop;
   }
@@ -371,7 +372,8 @@ void Parser::set_delivery(std::size_t i, int words, std::size_t limit, bool rest
   char buf[kMaxKeyBytes];
   std::size_t n = detail::fold_key(written, buf, sizeof buf);
   if (std::string_view(buf, n) != canonical) {
-    out_.corrections.push_back(fmt::format("wrote delivery '{}' as '{}'", written, canonical));
+    if (options_.record_corrections)
+      out_.corrections.push_back(fmt::format("wrote delivery '{}' as '{}'", written, canonical));
   }
 }
 
@@ -405,8 +407,10 @@ Status Parser::parse_civic(std::size_t& i, std::size_t e) {
     if (all_digits(left) && right.size() == 1 && is_upper(right[0])) {
       out_.civic_number = std::string(left);
       out_.civic_suffix = std::string(right);
-      out_.corrections.push_back(fmt::format("joined civic suffix '{}' to the civic number as '{}'",
-                                             tok(i).raw, out_.civic_number + out_.civic_suffix));
+      if (options_.record_corrections)
+        out_.corrections.push_back(
+            fmt::format("joined civic suffix '{}' to the civic number as '{}'", tok(i).raw,
+                        out_.civic_number + out_.civic_suffix));
       ++i;
       return Status();
     }
@@ -434,8 +438,10 @@ Status Parser::parse_civic(std::size_t& i, std::size_t e) {
     int w = 0;
     if (multi_at(rules_.direction_keys, 1, i, e, w) == nullptr && type_at(i) == nullptr) {
       out_.civic_suffix = std::string(n);
-      out_.corrections.push_back(fmt::format("joined civic suffix '{}' to the civic number as '{}'",
-                                             tok(i).raw, out_.civic_number + out_.civic_suffix));
+      if (options_.record_corrections)
+        out_.corrections.push_back(
+            fmt::format("joined civic suffix '{}' to the civic number as '{}'", tok(i).raw,
+                        out_.civic_number + out_.civic_suffix));
       ++i;
       return Status();
     }
@@ -449,8 +455,9 @@ Status Parser::parse_civic(std::size_t& i, std::size_t e) {
       unit_spaced_ = true;
       out_.unit = std::move(out_.civic_number);
       out_.civic_number = std::string(n);
-      out_.corrections.push_back(fmt::format("joined unit '{}' to the civic number as '{}-{}'",
-                                             out_.unit, out_.unit, out_.civic_number));
+      if (options_.record_corrections)
+        out_.corrections.push_back(fmt::format("joined unit '{}' to the civic number as '{}-{}'",
+                                               out_.unit, out_.unit, out_.civic_number));
       ++i;
     }
   }
@@ -465,12 +472,14 @@ void Parser::set_direction(std::size_t i, int words, bool moved) {
   score.add(entry.lang == Lang::kBoth ? sp->lang : entry.lang);
   std::string_view written = raw_span(s_, i, i + words);
   if (moved) {
-    out_.corrections.push_back(
-        fmt::format("moved direction '{}' to the end of the street line", written));
+    if (options_.record_corrections)
+      out_.corrections.push_back(
+          fmt::format("moved direction '{}' to the end of the street line", written));
   } else if (words != 1 || tok(i).text != entry.code) {
-    out_.corrections.push_back(fmt::format("{} direction '{}' to '{}'",
-                                           sp->is_long ? "abbreviated" : "replaced", written,
-                                           entry.code));
+    if (options_.record_corrections)
+      out_.corrections.push_back(fmt::format("{} direction '{}' to '{}'",
+                                             sp->is_long ? "abbreviated" : "replaced", written,
+                                             entry.code));
   }
 }
 
@@ -506,18 +515,21 @@ void Parser::set_type(std::size_t i, bool before, bool ordinal_name) {
     char code_key[kMaxKeyBytes];
     const std::size_t n = detail::fold_key(entry.code, code_key, sizeof code_key);
     if (std::string_view(code_key, n) == tok(i).key) {
-      out_.corrections.push_back(
-          fmt::format("wrote street type '{}' as '{}'", tok(i).raw, entry.code));
+      if (options_.record_corrections)
+        out_.corrections.push_back(
+            fmt::format("wrote street type '{}' as '{}'", tok(i).raw, entry.code));
     } else {
-      out_.corrections.push_back(fmt::format("{} street type '{}' {} '{}'",
-                                             sp.is_long ? "abbreviated" : "replaced", tok(i).raw,
-                                             sp.is_long ? "to" : "with", entry.code));
+      if (options_.record_corrections)
+        out_.corrections.push_back(fmt::format("{} street type '{}' {} '{}'",
+                                               sp.is_long ? "abbreviated" : "replaced", tok(i).raw,
+                                               sp.is_long ? "to" : "with", entry.code));
     }
   }
   if (before && ordinal_name) {
-    out_.corrections.push_back(fmt::format(
-        "moved street type '{}' after the ordinal street name, as Canada Post writes it",
-        entry.code));
+    if (options_.record_corrections)
+      out_.corrections.push_back(fmt::format(
+          "moved street type '{}' after the ordinal street name, as Canada Post writes it",
+          entry.code));
   }
 }
 
@@ -535,8 +547,9 @@ void Parser::set_name(std::size_t b, std::size_t e) {
       Ordinal o = ordinal_of(joined);
       std::string canonical = canonical_ordinal(o);
       score.add(o.lang);
-      out_.corrections.push_back(
-          fmt::format("joined ordinal '{}' as '{}'", raw_span(s_, i, i + 2), canonical));
+      if (options_.record_corrections)
+        out_.corrections.push_back(
+            fmt::format("joined ordinal '{}' as '{}'", raw_span(s_, i, i + 2), canonical));
       name += canonical;
       ++i;
       continue;
@@ -546,7 +559,9 @@ void Parser::set_name(std::size_t b, std::size_t e) {
       score.add(o.lang);
       std::string canonical = canonical_ordinal(o);
       if (canonical != t.text) {
-        out_.corrections.push_back(fmt::format("corrected ordinal '{}' to '{}'", t.raw, canonical));
+        if (options_.record_corrections)
+          out_.corrections.push_back(
+              fmt::format("corrected ordinal '{}' to '{}'", t.raw, canonical));
       }
       name += canonical;
       continue;
@@ -823,21 +838,24 @@ Status apply_postal(const AddressRules& rules, const AddressNormalizerOptions& o
     }
   } else if (owner >= 0 && options.infer_province_from_postal_code) {
     out.province = rules.provinces[owner].code;
-    out.corrections.push_back(
-        fmt::format("added province '{}' from postal code '{}'", out.province, code));
+    if (options.record_corrections)
+      out.corrections.push_back(
+          fmt::format("added province '{}' from postal code '{}'", out.province, code));
   }
   if (postal.raw != code) {
-    out.corrections.push_back(fmt::format("postal code '{}' formatted as '{}'", postal.raw, code));
+    if (options.record_corrections)
+      out.corrections.push_back(
+          fmt::format("postal code '{}' formatted as '{}'", postal.raw, code));
   }
   out.postal_code = std::move(code);
   return Status();
 }
 
 void set_province(const AddressRules& rules, const Spelling& sp, std::string_view written,
-                  Address& out, LangScore& score) {
+                  Address& out, LangScore& score, bool record_corrections) {
   out.province = rules.provinces[sp.entry].code;
   score.add(sp.lang);
-  if (written != out.province) {
+  if (record_corrections && written != out.province) {
     out.corrections.push_back(fmt::format("wrote province '{}' as '{}'", written, out.province));
   }
 }
@@ -947,7 +965,9 @@ Result<Address> AddressNormalizer::normalize(std::string_view text) const {
   std::size_t n = s.count;
   auto drop_country = [&] {
     if (n > 1 && s.tokens[n - 1].key == "CANADA") {
-      out.corrections.push_back("removed 'Canada', which domestic addresses leave out");
+      if (options_.record_corrections) {
+        out.corrections.push_back("removed 'Canada', which domestic addresses leave out");
+      }
       --n;
     }
   };
@@ -988,7 +1008,8 @@ Result<Address> AddressNormalizer::normalize(std::string_view text) const {
     }
     if (!fits) continue;
     if (const Spelling* sp = rules.province_keys.find(std::string_view(buf, len))) {
-      set_province(rules, *sp, raw_span(s, n - w, n), out, parser.score);
+      set_province(rules, *sp, raw_span(s, n - w, n), out, parser.score,
+                   options_.record_corrections);
       n -= w;
       break;
     }
@@ -1047,7 +1068,7 @@ Result<Address> AddressNormalizer::normalize(const AddressParts& parts) const {
     std::string_view trimmed = parts.province;
     while (!trimmed.empty() && trimmed.front() == ' ') trimmed.remove_prefix(1);
     while (!trimmed.empty() && trimmed.back() == ' ') trimmed.remove_suffix(1);
-    set_province(rules, *sp, trimmed, out, parser.score);
+    set_province(rules, *sp, trimmed, out, parser.score, options_.record_corrections);
   }
 
   CIVICBUS_RETURN_IF_ERROR(tokenize(parts.postal_code, s));

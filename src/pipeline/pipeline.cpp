@@ -450,9 +450,10 @@ namespace {
 // that batch boundaries (and so batch ids) are the same in every attempt of a run.
 class Chunker final : public connect::RecordEmitter {
  public:
-  Chunker(detail::BatchQueue<Chunk>& out, std::size_t batch_size, std::int64_t skip,
-          std::int64_t first_batch, const std::atomic<bool>& cancelled)
+  Chunker(detail::BatchQueue<Chunk>& out, detail::BatchQueue<Chunk>& spent, std::size_t batch_size,
+          std::int64_t skip, std::int64_t first_batch, const std::atomic<bool>& cancelled)
       : out_(out),
+        spent_(spent),
         batch_size_(batch_size),
         skip_(skip),
         next_number_(first_batch),
@@ -519,7 +520,17 @@ class Chunker final : public connect::RecordEmitter {
     std::vector<std::string> columns = current_.batch.columns;
     std::string stream = current_.batch.stream;
     if (!out_.push(std::move(current_))) return civicbus::cancelled("pipeline stopped downstream");
-    current_ = Chunk{};
+    // A chunk the loader is done with comes back here to be freed and reused: its records
+    // were mostly allocated on this thread (freeing them here avoids contending for another
+    // thread's malloc arena), and its record array keeps its capacity.
+    if (auto spent = spent_.try_pop()) {
+      current_ = std::move(*spent);
+      current_.batch.records.clear();
+      current_.checkpoints.clear();
+      current_.errors.clear();
+    } else {
+      current_ = Chunk{};
+    }
     current_.number = next_number_++;
     current_.batch.stream = std::move(stream);
     current_.batch.columns = std::move(columns);
@@ -528,6 +539,7 @@ class Chunker final : public connect::RecordEmitter {
   }
 
   detail::BatchQueue<Chunk>& out_;
+  detail::BatchQueue<Chunk>& spent_;
   std::size_t batch_size_;
   std::int64_t skip_;
   std::int64_t next_number_;
@@ -567,11 +579,13 @@ Result<RunReport> Pipeline::Impl::run() {
 
   detail::BatchQueue<Chunk> read_queue(2);
   detail::BatchQueue<Chunk> load_queue(2);
+  detail::BatchQueue<Chunk> spent_queue(2);  // loaded chunks going back to the reader
   Status read_status;
   Status stage_status;
 
   // The records the committed batches hold past the committed source state are skipped.
-  Chunker chunker(read_queue, options.batch_size, run.rows_after_state, run.batches, cancelled);
+  Chunker chunker(read_queue, spent_queue, options.batch_size, run.rows_after_state, run.batches,
+                  cancelled);
   std::thread reader([&] {
     read_status = source->read(source_context, request, chunker);
     if (read_status.ok()) read_status = chunker.finish();
@@ -683,6 +697,8 @@ Result<RunReport> Pipeline::Impl::run() {
                           {"rows_failed", run.rows_failed},
                           {"batches", run.batches},
                           {"rows_per_second", progress.rows_per_second}}));
+    // Back to the reader for freeing and reuse; dropped here when the reader has enough.
+    spent_queue.try_push(std::move(*chunk));
   }
   if (!load_status.ok()) {
     cancelled = true;  // the reader stops at its next emit

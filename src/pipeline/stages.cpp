@@ -34,6 +34,17 @@ std::string upper(std::string_view s) {
   return out;
 }
 
+// Sets `target` to the text `value`, reusing the string `target` already holds: stages run
+// on another thread than the source that allocated the record, and writing into the existing
+// buffer saves a free into that thread's malloc arena and an allocation.
+void assign_text(Json& target, std::string_view value) {
+  if (target.is_string()) {
+    target.as_string().assign(value);
+  } else {
+    target = Json(value);
+  }
+}
+
 // The text of a scalar for error reports and string conversions.
 std::string text_of(const Json& v) {
   return v.is_string() ? v.as_string() : v.dump();
@@ -347,7 +358,20 @@ class TypesStage final : public Stage {
           if (!parse_date_time(s, f, days, secs)) continue;
           if (rule.target == Target::kDate) {
             auto c = civicbus::detail::civil_from_days(days);
-            value = Json(fmt::format("{:04}-{:02}-{:02}", c.year, c.month, c.day));
+            char text[16];
+            auto put = [&](char* at, std::int64_t v, int width) {
+              for (int i = width - 1; i >= 0; --i, v /= 10) at[i] = static_cast<char>('0' + v % 10);
+            };
+            if (c.year >= 0 && c.year <= 9999) {
+              put(text, c.year, 4);
+              text[4] = '-';
+              put(text + 5, c.month, 2);
+              text[7] = '-';
+              put(text + 8, c.day, 2);
+              assign_text(value, std::string_view(text, 10));
+            } else {
+              value = Json(fmt::format("{:04}-{:02}-{:02}", c.year, c.month, c.day));
+            }
           } else {
             std::int64_t local = days * 86400 + secs;
             // A time in the spring-forward gap moves forward by the gap (02:30 → 03:30 EDT), as
@@ -453,26 +477,39 @@ class MapCodesStage final : public Stage {
           record.values[static_cast<std::size_t>(m.target_column)] = Json();
           continue;
         }
-        key = trim(text_of(in));
+        if (in.is_string()) {
+          key.assign(trim(in.as_string()));
+        } else {
+          key = in.dump();
+        }
         if (m.case_insensitive) {
           for (char& c : key) {
             if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
           }
         }
         auto it = m.table.find(key);
-        Json out;
+        const Json* out = nullptr;
         if (it != m.table.end()) {
-          out = it->second;
-        } else if (m.on_missing == 'k') {
-          out = in;
+          out = &it->second;
         } else if (m.on_missing == 'd') {
-          out = m.fallback;
-        } else {
+          out = &m.fallback;
+        } else if (m.on_missing != 'k') {
           errors.push_back({record.position, m.field, text_of(in), "code not in the lookup table"});
           ok = false;
           break;
         }
-        record.values[static_cast<std::size_t>(m.target_column)] = std::move(out);
+        if (out == nullptr) {  // keep: the code itself, into the target if it is another field
+          if (m.target_column != m.column) {
+            record.values[static_cast<std::size_t>(m.target_column)] = Json(in);
+          }
+          continue;
+        }
+        Json& target = record.values[static_cast<std::size_t>(m.target_column)];
+        if (out->is_string()) {
+          assign_text(target, out->as_string());
+        } else {
+          target = *out;
+        }
       }
       if (ok) {
         if (kept != r) batch.records[kept] = std::move(record);
@@ -627,21 +664,22 @@ class NormalizeAddressStage final : public Stage {
         }
       } else {
         match::Address& a = *address;
-        auto put = [&](int column, std::string value) {
-          if (column >= 0) record.values[static_cast<std::size_t>(column)] = Json(std::move(value));
+        auto put = [&](int column, std::string_view value) {
+          if (column >= 0) assign_text(record.values[static_cast<std::size_t>(column)], value);
         };
         put(out_[5], a.one_line());
         if (line_.empty()) {
+          // (street_line() builds a new string; the rest are views of the address.)
           put(in_street_, a.street_line());
-          put(in_municipality_, std::move(a.municipality));
-          put(in_province_, std::move(a.province));
-          put(in_postal_, std::move(a.postal_code));
+          put(in_municipality_, a.municipality);
+          put(in_province_, a.province);
+          put(in_postal_, a.postal_code);
         }
-        put(out_[0], std::move(a.civic_number));
-        put(out_[1], std::move(a.street_name));
-        put(out_[2], std::move(a.street_type));
-        put(out_[3], std::move(a.street_direction));
-        put(out_[4], std::move(a.unit));
+        put(out_[0], a.civic_number);
+        put(out_[1], a.street_name);
+        put(out_[2], a.street_type);
+        put(out_[3], a.street_direction);
+        put(out_[4], a.unit);
       }
       if (kept != r) batch.records[kept] = std::move(record);
       ++kept;

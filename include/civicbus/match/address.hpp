@@ -73,6 +73,10 @@ struct AddressNormalizerOptions {
   // A missing province is filled from the postal code's first letter when that letter belongs
   // to exactly one province (recorded as a correction).
   bool infer_province_from_postal_code = true;
+  // Describe each correction in Address::corrections. Bulk callers that do not show them
+  // (the pipeline's normalize_address stage) turn it off: formatting them costs more than
+  // the parse.
+  bool record_corrections = true;
 };
 
 // Parses and normalises addresses against a set of rules. Immutable once created, so one
