@@ -38,6 +38,6 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # The peers are started by the tests and benchmarks themselves, on loopback; the distro
 # services are not needed.
-for svc in redis-server nats-server mosquitto postgresql; do
+for svc in redis-server nats-server mosquitto postgresql ssh; do
   $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
