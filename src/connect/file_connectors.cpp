@@ -277,6 +277,11 @@ class Batcher {
   const std::string& stream() const { return stream_; }
   const std::string& cursor_field() const { return cursor_field_; }
 
+  // A record that could not be read goes to the run's error report.
+  void reject(std::int64_t position, std::string value, std::string reason) {
+    out_.reject(RowError{position, "", std::move(value), std::move(reason)});
+  }
+
   // Fixed columns for the records added by add_values (CSV). Flushes what was
   // batched under other columns.
   Status set_columns(std::vector<std::string> columns) {
@@ -978,6 +983,8 @@ class JsonConnector final : public FileSourceBase {
       if (!item.is_object()) {
         job.report.add_issue(job.path, index,
                              fmt::format("element {} is not an object; left out", index));
+        job.batcher.reject(index, item.dump().substr(0, 200),
+                           fmt::format("file '{}': element {} is not an object", job.path, index));
         continue;
       }
       CIVICBUS_RETURN_IF_ERROR(job.batcher.add_object(item, index));
@@ -1002,10 +1009,15 @@ class JsonConnector final : public FileSourceBase {
       auto value = Json::parse(l);
       if (!value.ok()) {
         job.report.add_issue(job.path, line, "not valid JSON: " + value.status().message());
+        job.batcher.reject(
+            line, std::string(l.substr(0, 200)),
+            fmt::format("file '{}': not valid JSON: {}", job.path, value.status().message()));
         continue;
       }
       if (!value->is_object()) {
         job.report.add_issue(job.path, line, "the line is JSON but not an object; left out");
+        job.batcher.reject(line, std::string(l.substr(0, 200)),
+                           fmt::format("file '{}': the line is JSON but not an object", job.path));
         continue;
       }
       CIVICBUS_RETURN_IF_ERROR(job.batcher.add_object(*value, line));

@@ -672,6 +672,10 @@ class HubEmitter final : public RecordEmitter {
   }
 
   Status checkpoint(std::string_view stream, Json state) override { return commit_(stream, state); }
+  void reject(RowError error) override {
+    ++report_.records_read;
+    note(std::move(error));
+  }
 
   void note(RowError e) {
     ++report_.records_rejected;

@@ -311,12 +311,15 @@ Json AuthConfig::schema() {
 }
 
 Result<std::unique_ptr<RestClient>> RestClient::create(AuthConfig auth, RetryPolicy retry,
-                                                       std::chrono::milliseconds timeout) {
+                                                       std::chrono::milliseconds timeout,
+                                                       std::size_t max_body_bytes) {
   std::unique_ptr<RestClient> client(new RestClient());
   client->auth_ = std::move(auth);
   client->retry_ = retry;
   client->timeout_ = timeout;
+  client->max_body_bytes_ = max_body_bytes;
   http::HttpClientOptions options;
+  options.max_response_body_bytes = max_body_bytes;
   options.request_timeout = timeout;
   options.connect_timeout = std::min<std::chrono::milliseconds>(timeout, options.connect_timeout);
   options.max_retries = 0;  // retries are ours, so Retry-After and the policy's bounds apply
@@ -332,6 +335,7 @@ http::HttpClient* RestClient::client_for(const Url& url) {
     options.connect_timeout =
         std::min<std::chrono::milliseconds>(timeout_, options.connect_timeout);
     options.max_retries = 0;
+    options.max_response_body_bytes = max_body_bytes_;
     options.tls = http::TlsClientOptions{};
     auto client = http::HttpClient::create(options);
     if (!client.ok()) return nullptr;

@@ -95,8 +95,10 @@ struct RestResponse {
 // locked anyway).
 class RestClient {
  public:
+  // `max_body_bytes`: the largest response body accepted (kResourceExhausted beyond).
   static Result<std::unique_ptr<RestClient>> create(AuthConfig auth, RetryPolicy retry,
-                                                    std::chrono::milliseconds timeout);
+                                                    std::chrono::milliseconds timeout,
+                                                    std::size_t max_body_bytes = 8 << 20);
 
   // Sends and retries as the policy says; any final status code is a result,
   // except that 429/503 after the last retry and connection failures are
@@ -122,6 +124,7 @@ class RestClient {
   AuthConfig auth_;
   RetryPolicy retry_;
   std::chrono::milliseconds timeout_{30'000};
+  std::size_t max_body_bytes_ = 8 << 20;
   std::unique_ptr<http::HttpClient> plain_;
   std::unique_ptr<http::HttpClient> tls_;
   mutable std::mutex token_mutex_;

@@ -54,6 +54,8 @@ ConnectorSpec s3_spec() {
     "key_template": {"type": "string", "minLength": 1,
                      "default": "{stream}/{date}/{batch_id}.{ext}",
                      "description": "Sink: object key after the prefix"},
+    "max_object_bytes": {"type": "integer", "minimum": 1024, "default": 536870912,
+                         "description": "Source: the largest object read (held in memory)"},
     "retry": {"type": "object"},)js") +
                             std::string(remote_format_properties()) + R"js(
   }
@@ -73,6 +75,7 @@ struct S3Config {
   std::string stream;
   std::int64_t page_size = 1000;
   std::string key_template;
+  std::int64_t max_object_bytes = 512ll << 20;
   RetryPolicy retry;
 };
 
@@ -104,6 +107,7 @@ Result<S3Config> parse_s3_config(const Json& config) {
   c.stream = config.get_string("stream", last.empty() ? c.bucket : last);
   c.page_size = std::clamp<std::int64_t>(config.get_int("page_size", 1000), 1, 1000);
   c.key_template = config.get_string("key_template", "{stream}/{date}/{batch_id}.{ext}");
+  c.max_object_bytes = config.get_int("max_object_bytes", c.max_object_bytes);
   CIVICBUS_ASSIGN_OR_RETURN(c.retry, RetryPolicy::from_json(config.find("retry")));
   // Validates the endpoint and the bucket once, before any request.
   CIVICBUS_RETURN_IF_ERROR(s3_address(c.endpoint, c.bucket, "", c.virtual_host).status());
@@ -265,8 +269,9 @@ class S3Client {
  public:
   static Result<S3Client> create(const ConnectorContext& context, S3Config config) {
     S3Client client;
-    CIVICBUS_ASSIGN_OR_RETURN(client.rest_,
-                              RestClient::create(AuthConfig{}, config.retry, context.timeout));
+    CIVICBUS_ASSIGN_OR_RETURN(
+        client.rest_, RestClient::create(AuthConfig{}, config.retry, context.timeout,
+                                         static_cast<std::size_t>(config.max_object_bytes)));
     client.config_ = std::move(config);
     client.context_ = &context;
     return client;

@@ -506,6 +506,16 @@ class Chunker final : public connect::RecordEmitter {
 
   bool cancelled() const override { return cancelled_.load(); }
 
+  // Counted like a record, so that a resumed attempt skips it as it skips records.
+  void reject(RowError error) override {
+    ++seq_;
+    if (skip_ > 0) {
+      --skip_;
+      return;
+    }
+    current_.errors.push_back(ErrorEntry{current_.number + 1, "source", std::move(error)});
+  }
+
   // Ships what is left, even an empty batch that only carries checkpoints.
   Status finish() {
     if (current_.batch.records.empty() && current_.checkpoints.empty()) return Status();

@@ -449,3 +449,31 @@ TEST_CASE("pipeline: normalize_address stage uses the match engine's Canadian ru
   CHECK(errors[0].error.field == "street");
   CHECK(errors[0].error.reason.find("Ontario") != std::string::npos);
 }
+
+TEST_CASE("pipeline: lines a source cannot read go to the error report while the rest load") {
+  testing::TempDir dir;
+  testing::write_file(dir.file("permits.ndjson"),
+                      "{\"id\": 1, \"status\": \"ISS\"}\n"
+                      "{\"id\": 2, \"status\": \"FIN\"\n"  // cut short
+                      "[3, \"ISS\"]\n"                     // JSON, not an object
+                      "{\"id\": 4, \"status\": \"ISS\"}\n");
+  PipelineOptions o;
+  o.name = "ndjson";
+  o.source = {"json", Json::object({{"path", dir.file("permits.ndjson")}, {"format", "ndjson"}}),
+              ""};
+  o.sink = {"sqlite", Json::object({{"path", dir.file("out.db")}}), "permits"};
+  o.error_report_dir = dir.file("report");
+  auto p = Pipeline::create(o);
+  REQUIRE_MESSAGE(p.ok(), p.status().to_string());
+  auto r = (*p)->run();
+  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+  CHECK(r->rows_read == 4);
+  CHECK(r->rows_loaded == 2);
+  CHECK(r->rows_failed == 2);
+  REQUIRE(r->errors.size() == 2);
+  CHECK(r->errors[0].stage == "source");
+  CHECK(r->errors[0].error.position == 2);
+  CHECK(r->errors[0].error.reason.find("not valid JSON") != std::string::npos);
+  CHECK(r->errors[1].error.position == 3);
+  CHECK(count_rows(dir.file("out.db")) == 2);
+}

@@ -98,6 +98,14 @@ class RecordBatch {
   void append_object(const Json& object, std::int64_t position = 0);
 };
 
+// One record a sink refused, or a stage rejected: where, which field, what value, why.
+struct RowError {
+  std::int64_t position = 0;
+  std::string field;
+  std::string value;
+  std::string reason;
+};
+
 // How a source hands records downstream. Calls come from the thread running read().
 class RecordEmitter {
  public:
@@ -111,6 +119,9 @@ class RecordEmitter {
   virtual Status checkpoint(std::string_view stream, Json state) = 0;
   // True once the run is cancelled; long reads should poll it between pages or files.
   virtual bool cancelled() const { return false; }
+  // A record the source met but could not read (a line of an NDJSON file that is not JSON):
+  // it goes to the run's error report with its position and reason, and reading goes on.
+  virtual void reject(RowError error) { (void)error; }
 };
 
 // What a connector gets for one call. `config` has its secrets resolved; it is valid for
@@ -152,14 +163,6 @@ struct WriteRequest {
   // can records it in the same transaction as the records and acknowledges a repeat without
   // writing again, which makes a replayed batch load once. Empty: no such guarantee asked.
   std::string batch_id;
-};
-
-// One record a sink refused, or a stage rejected: where, which field, what value, why.
-struct RowError {
-  std::int64_t position = 0;
-  std::string field;
-  std::string value;
-  std::string reason;
 };
 
 struct WriteResult {
