@@ -418,3 +418,23 @@ TEST_CASE("hub: connections survive a restart, the vault needs the right key, ro
   CHECK(f.hub->names().empty());
   CHECK(f.hub->status("assessor").status().code() == ErrorCode::kNotFound);
 }
+
+TEST_CASE("hub: a topic destination publishes each record as an event, once") {
+  BrokerFixture broker;
+  HubFixture f(&broker.broker());
+  auto c = f.scripted();
+  c.destination = "topic:property.parcel.received";
+  REQUIRE(f.hub->add(c).ok());
+  auto r = f.hub->sync("assessor");
+  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+  CHECK(r->records_written == 5);
+  auto events = broker.broker().read("property.parcel.received", 0, 100);
+  REQUIRE(events.ok());
+  REQUIRE(events->size() == 5);
+  CHECK((*events)[0].event.data().get_string("roll") == "R0001");
+  CHECK((*events)[0].event.source() == "civicbus/connect/assessor");
+  // The topic was created with the hub as its owner.
+  auto topic = broker.broker().topic("property.parcel.received");
+  REQUIRE(topic.ok());
+  CHECK(topic->options.owner == "connect");
+}
