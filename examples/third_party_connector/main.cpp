@@ -183,7 +183,7 @@ int main() {
   }
   auto first = (*hub)->sync("tickets");
   if (!first.ok()) return fail(first.status());
-  write_export(export_file, 41, 45);  // tomorrow's export has five more
+  write_export(export_file, 41, 45);        // tomorrow's export has five more
   auto next = (*hub)->next_run("tickets");  // 03:00 Toronto time
   if (!next.ok()) return fail(next.status());
   clock.set(*next + std::chrono::seconds(1));

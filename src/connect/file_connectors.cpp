@@ -514,17 +514,17 @@ class FileSourceBase : public FileSourceConnector {
                               list_folder(config.path, config.pattern));
     const Json* known = state != nullptr ? state->find("files") : nullptr;
     Json files = Json::object();
-    std::vector<const FolderEntry*> todo;
+    std::vector<const FolderEntry*> to_read;
     for (const FolderEntry& e : entries) {
       const Json* k = known != nullptr ? known->find(e.name) : nullptr;
       if (k != nullptr && k->get_int("size", -1) == e.size &&
           k->get_int("mtime", -1) == e.mtime_ns) {
         files.set(e.name, *k);
       } else {
-        todo.push_back(&e);
+        to_read.push_back(&e);
       }
     }
-    for (const FolderEntry* e : todo) {
+    for (const FolderEntry* e : to_read) {
       if (batcher.limit_reached()) break;
       if (out.cancelled())
         return cancelled(fmt::format("read of folder '{}' cancelled", config.path));
@@ -538,7 +538,7 @@ class FileSourceBase : public FileSourceConnector {
         files.erase(e->name);
       }
     }
-    if (!sampling && todo.empty()) return out.checkpoint(config.stream, state_with(files));
+    if (!sampling && to_read.empty()) return out.checkpoint(config.stream, state_with(files));
     return Status();
   }
 

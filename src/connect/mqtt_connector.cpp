@@ -16,6 +16,7 @@
 #include "civicbus/core/random.hpp"
 #include "civicbus/storage/database.hpp"
 #include "http_connectors.hpp"
+#include "record_template.hpp"
 #include "rest_client.hpp"
 
 namespace civicbus::connect::detail {
@@ -202,33 +203,6 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-// Fills `{field}` placeholders from the record; false with `missing` naming the first field that is
-// absent, null or empty.
-bool render_topic(std::string_view tmpl, const Json& object, std::string& out,
-                  std::string& missing) {
-  out.clear();
-  std::size_t i = 0;
-  while (i < tmpl.size()) {
-    std::size_t open = tmpl.find('{', i);
-    std::size_t close = open == std::string_view::npos ? open : tmpl.find('}', open);
-    if (close == std::string_view::npos) {
-      out.append(tmpl.substr(i));
-      break;
-    }
-    out.append(tmpl.substr(i, open - i));
-    std::string field(tmpl.substr(open + 1, close - open - 1));
-    const Json* v = object.find(field);
-    std::string text = v == nullptr || v->is_null() ? "" : scalar_text(*v);
-    if (text.empty()) {
-      missing = field;
-      return false;
-    }
-    out += text;
-    i = close + 1;
-  }
-  return true;
-}
-
 // Lifetime: the subscription starts on the first check() or read() and lasts until the connector is
 // destroyed (the destructor disconnects; with clean_session false the broker keeps the session and
 // queues QoS 1 messages until the next connector with the same client id connects). The settings of
@@ -347,7 +321,7 @@ class MqttConnector final : public Connector {
     try {
       for (const Record& record : batch.records) {
         Json object = batch.to_object(record);
-        if (!render_topic(s.topic_template, object, topic, missing)) {
+        if (!fill_template(s.topic_template, batch, record, true, topic, missing)) {
           result.rejected.push_back(RowError{record.position, missing, "",
                                              "topic template '" + s.topic_template +
                                                  "' needs field '" + missing +

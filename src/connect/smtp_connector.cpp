@@ -11,6 +11,7 @@
 #include "civicbus/core/crypto.hpp"
 #include "civicbus/core/random.hpp"
 #include "http_connectors.hpp"
+#include "record_template.hpp"
 #include "rest_client.hpp"
 
 namespace civicbus::connect::detail {
@@ -196,38 +197,6 @@ std::string quoted_printable(std::string_view text) {
     }
   }
   return out;
-}
-
-// Fills `{field}` placeholders; false with `missing` set when the batch has no such column. Null
-// reads as empty text; a brace pair that is not a field name stays as written.
-bool render(std::string_view tmpl, const RecordBatch& batch, const Record& record, std::string& out,
-            std::string& missing) {
-  out.clear();
-  std::size_t i = 0;
-  while (i < tmpl.size()) {
-    std::size_t open = tmpl.find('{', i);
-    if (open == std::string_view::npos) {
-      out.append(tmpl.substr(i));
-      break;
-    }
-    std::size_t close = tmpl.find_first_of("{}", open + 1);
-    if (close == std::string_view::npos || tmpl[close] == '{' || close == open + 1) {
-      out.append(tmpl.substr(i, open + 1 - i));
-      i = open + 1;
-      continue;
-    }
-    out.append(tmpl.substr(i, open - i));
-    std::string_view name = tmpl.substr(open + 1, close - open - 1);
-    int column = batch.column_index(name);
-    if (column < 0) {
-      missing = std::string(name);
-      return false;
-    }
-    const Json& v = RecordBatch::value(record, column);
-    if (!v.is_null()) out += scalar_text(v);
-    i = close + 1;
-  }
-  return true;
 }
 
 // "Tue, 01 Dec 2026 22:16:50 +0000" (RFC 5322 §3.3).
@@ -546,8 +515,8 @@ class SmtpConnector final : public Connector {
         reject(s.to_field, to_text, "'" + *bad + "' is not an email address (local@domain)");
         continue;
       }
-      if (!render(s.subject, batch, record, subject, missing) ||
-          !render(body_template, batch, record, body, missing)) {
+      if (!fill_template(s.subject, batch, record, false, subject, missing) ||
+          !fill_template(body_template, batch, record, false, body, missing)) {
         reject(missing, "",
                "the subject or body template needs field '" + missing +
                    "', which the batch does not have");

@@ -170,20 +170,6 @@ class PostgresRow final : public Row {
   mutable std::list<std::pair<int, std::string>> decoded_;
 };
 
-template <typename F>
-class ScopeExit {
- public:
-  explicit ScopeExit(F f) : f_(std::move(f)) {}
-  ~ScopeExit() {
-    if (armed_) f_();
-  }
-  void dismiss() { armed_ = false; }
-
- private:
-  F f_;
-  bool armed_ = true;
-};
-
 bool starts_with(const char* text, std::string_view prefix) {
   return text != nullptr && std::string_view(text).starts_with(prefix);
 }

@@ -135,20 +135,6 @@ bool tail_is_empty(sqlite3* db, const char* tail, const char* end) {
   return empty;
 }
 
-template <typename F>
-class ScopeExit {
- public:
-  explicit ScopeExit(F f) : f_(std::move(f)) {}
-  ~ScopeExit() {
-    if (armed_) f_();
-  }
-  void dismiss() { armed_ = false; }
-
- private:
-  F f_;
-  bool armed_ = true;
-};
-
 }  // namespace
 
 ErrorCode error_code_for_sqlite(int extended_rc) {
