@@ -111,5 +111,6 @@ int run_connectors_sync(const Args& args);
 int run_connectors_status(const Args& args);
 int run_pipeline_run(const Args& args);
 int run_cron_next(const Args& args);
+int run_match(const Args& args);
 
 }  // namespace civicbus::cli

@@ -119,6 +119,16 @@ constexpr OptionSpec kPipelineRunOptions[] = {
      "where errors.csv and errors.json go (default: the file's, or NAME-report)"},
     {"restart", false, "", "start from the beginning instead of resuming an unfinished run"},
     kVerboseOption};
+constexpr OptionSpec kMatchOptions[] = {
+    {"config", true, "FILE", "the match rules (YAML, docs/match.md)"},
+    {"out", true, "FILE", "where the scored pairs go (default pairs.csv)"},
+    {"clusters", true, "FILE", "where the clusters go (default: OUT with _clusters)"},
+    {"all", false, "", "write every candidate pair, non-matches too"},
+    {"one-to-one", false, "", "a linkage joins each record to at most one of the other file"},
+    {"model", true, "FILE", "score with this trained model instead of training"},
+    {"save-model", true, "FILE", "write the trained model (m, u, prior) as JSON"},
+    {"explain", true, "N", "explain the first N pairs field by field"},
+    {"verbose", false, "", "print the trained m and u of every level"}};
 constexpr OptionSpec kDevicesImportOptions[] = {
     kConfigOption,
     kDataDirOption,
@@ -291,6 +301,14 @@ constexpr Command kCommands[] = {
      "to errors.csv and errors.json with their line, field, value and reason while the rest\n"
      "load. A stopped or crashed run resumes after its last committed batch when run again.\n\n"
      "Example:\n  civicbus pipeline run amanda-permits.yaml\n"},
+    {"match", "deduplicate a CSV file or link two, writing scored pairs and clusters",
+     "civicbus match --config RULES LEFT.csv [RIGHT.csv] [--out pairs.csv]", kMatchOptions, 2,
+     run_match,
+     "RULES is YAML (docs/match.md): typed comparisons, blocking rules, deterministic rules,\n"
+     "thresholds. Without --model the engine trains itself (u from random pairs, m by EM).\n"
+     "pairs.csv has left_id,right_id,match_weight,match_probability,decision,rule,cluster;\n"
+     "the clusters file maps every record to its entity.\n"
+     "Example:\n  civicbus match --config people.yaml applicants.csv citizens.csv --explain 3\n"},
     {"cron next", "print the next fire times of a cron expression",
      "civicbus cron next \"EXPR\" [--tz ZONE] [--count N] [--after TIME]", kCronNextOptions, 1,
      run_cron_next,

@@ -56,6 +56,13 @@ bool all_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), is_digit);
 }
 
+// A highway or concession number: "7", "401", "11A".
+bool is_route_number(std::string_view s) {
+  std::size_t d = 0;
+  while (d < s.size() && is_digit(s[d])) ++d;
+  return d > 0 && d <= 4 && (d == s.size() || (d + 1 == s.size() && is_upper(s[d])));
+}
+
 // Splits `text` into tokens. Commas, semicolons and line breaks end a token and are remembered
 // (they delimit the street line from the municipality); '#' is a token of its own; periods
 // vanish ("P.O." -> PO) unless they glue two words ("ST.CLAIR" -> ST CLAIR); ½ ¼ ¾ become
@@ -220,6 +227,33 @@ bool is_detached_ordinal_suffix(std::string_view key) {
          key == "IEME" || key == "ERE";
 }
 
+// "104-2701", "1A-250", "A-12", "5-123B": a unit, a hyphen and a civic number (with an optional
+// letter suffix), as Canada Post writes them. A unit is a number with letters (PH1, 1A) or one
+// or two letters alone, like the unit numbers after a designator.
+struct UnitCivic {
+  bool ok = false;
+  std::size_t hyphen = 0;        // index of the hyphen
+  std::size_t civic_digits = 0;  // digits of the civic number after it
+};
+
+UnitCivic unit_civic_of(std::string_view t) {
+  UnitCivic uc;
+  const std::size_t hy = t.find('-');
+  if (hy == std::string_view::npos || hy == 0 || hy + 1 >= t.size()) return uc;
+  std::string_view left = t.substr(0, hy);
+  std::string_view right = t.substr(hy + 1);
+  std::size_t rd = 0;
+  while (rd < right.size() && is_digit(right[rd])) ++rd;
+  const bool left_alnum = left.size() <= 8 && std::all_of(left.begin(), left.end(), is_alnum);
+  const bool left_unit =
+      left_alnum && (std::any_of(left.begin(), left.end(), is_digit) || left.size() <= 2);
+  if (rd > 0 && rd + 1 >= right.size() && left_unit &&
+      (rd == right.size() || is_upper(right[rd]))) {
+    uc = UnitCivic{true, hy, rd};
+  }
+  return uc;
+}
+
 struct LangScore {
   int english = 0;
   int french = 0;
@@ -279,23 +313,53 @@ class Parser {
     }
     return digit || t.size() <= 2;
   }
-  // A unit designator (or '#') at i followed by a unit number.
-  bool unit_pair_at(std::size_t i, std::size_t limit) const {
-    return i + 1 < limit && (tok(i).text == "#" || unit_at(i) != nullptr) && is_unit_number(i + 1);
+  // A unit designator (or '#') at i followed by a unit number, with a '#' between them allowed
+  // ("UNIT #5"): the number of words it spans, 0 when there is none.
+  std::size_t unit_span_at(std::size_t i, std::size_t limit) const {
+    if (i + 1 >= limit) return 0;
+    const bool hash = tok(i).text == "#";
+    if (!hash && unit_at(i) == nullptr) return 0;
+    if (is_unit_number(i + 1)) return 2;
+    if (!hash && tok(i + 1).text == "#" && i + 2 < limit && is_unit_number(i + 2)) return 3;
+    return 0;
+  }
+  bool unit_pair_at(std::size_t i, std::size_t limit) const { return unit_span_at(i, limit) != 0; }
+  // A delivery designator of `words` words at i, then its number ("RR 6", "RR #6"): the number
+  // of words it spans with the number, 0 when there is none.
+  std::size_t delivery_span_at(std::size_t i, std::size_t limit, int& words) const {
+    const Spelling* d = multi_at(rules_.delivery_keys, rules_.max_delivery_words, i, limit, words);
+    if (d == nullptr) return 0;
+    std::size_t n = i + words;
+    if (n + 1 < limit && tok(n).text == "#") ++n;
+    return n < limit && is_unit_number(n) ? n + 1 - i : 0;
   }
   bool delivery_at(std::size_t i, std::size_t limit, int& words) const {
-    const Spelling* d = multi_at(rules_.delivery_keys, rules_.max_delivery_words, i, limit, words);
-    return d != nullptr && i + words < limit && is_unit_number(i + words);
+    return delivery_span_at(i, limit, words) != 0;
+  }
+  // The error for a second unit number in one street line.
+  Status two_units(std::string_view first, std::string_view second) const {
+    return invalid_argument(
+        fmt::format("street line has two unit numbers ('{}' and '{}')", first, second));
   }
 
   Status set_unit(std::size_t designator, std::size_t number);
-  void set_delivery(std::size_t i, int words, std::size_t limit, bool rest_too);
+  // Sets the delivery that starts at i; returns the index after its number.
+  std::size_t set_delivery(std::size_t i, int words, std::size_t limit, bool rest_too);
   Status parse_civic(std::size_t& i, std::size_t e);
   void set_direction(std::size_t i, int words, bool moved);
-  void set_type(std::size_t i, bool before, bool ordinal_name);
+  // `numbered`: an English type before a route number ("HWY 7"), kept before it.
+  void set_type(std::size_t i, bool before, bool ordinal_name, bool numbered = false);
   void set_name(std::size_t b, std::size_t e);
+  // An English street type at k written as its abbreviation (RD, PTWAY), not a saint's ST.
+  bool abbreviated_type_at(std::size_t k) const {
+    const TypeSpellings* t = type_at(k);
+    return t != nullptr && t->english.entry >= 0 && !t->english.is_long && !is_joiner(k);
+  }
   // The street type spelled at k may follow the name [name_b, k).
   bool after_type_fits(std::size_t k, std::size_t name_b) const;
+  // Where a street name without a delimiter ends: at `name_e`, or at a direction a few words on
+  // ("RUE NOTRE DAME O MONTRÉAL": the name is NOTRE DAME).
+  std::size_t name_end_at_direction(std::size_t name_e, std::size_t e) const;
   bool single_french_ordinal(std::size_t b, std::size_t e) const;
   // Direction, unit and delivery after the street in free text; returns where they stop.
   Result<std::size_t> parse_trailing(std::size_t p, std::size_t e);
@@ -336,10 +400,7 @@ const Spelling* Parser::multi_at(const detail::KeyTable<Spelling>& table, int ma
 }
 
 Status Parser::set_unit(std::size_t designator, std::size_t number) {
-  if (has_unit_) {
-    return invalid_argument(fmt::format("street line has two unit numbers ('{}' and '{}')",
-                                        out_.unit, tok(number).text));
-  }
+  if (has_unit_) return two_units(out_.unit, tok(number).text);
   has_unit_ = true;
   out_.unit = std::string(tok(number).text);
   if (tok(designator).text != "#") {
@@ -354,27 +415,47 @@ Status Parser::set_unit(std::size_t designator, std::size_t number) {
   return Status();
 }
 
-void Parser::set_delivery(std::size_t i, int words, std::size_t limit, bool rest_too) {
+std::size_t Parser::set_delivery(std::size_t i, int words, std::size_t limit, bool rest_too) {
   int w = 0;
   const Spelling* d = multi_at(rules_.delivery_keys, rules_.max_delivery_words, i, limit, w);
   const RuleEntry& entry = rules_.delivery_designators[d->entry];
   score.add(entry.lang);
+  std::size_t number = i + words;
+  if (tok(number).text == "#") ++number;  // "RR #6": Canada Post never prints '#'
   out_.delivery = entry.code;
   out_.delivery += ' ';
-  out_.delivery += tok(i + words).text;
-  const std::size_t end = rest_too ? limit : i + words + 1;
-  for (std::size_t k = i + words + 1; k < end; ++k) {
-    out_.delivery += ' ';
-    out_.delivery += tok(k).text;
-  }
-  std::string_view written = raw_span(s_, i, i + words + 1);
-  std::string canonical = entry.code + " " + std::string(tok(i + words).text);
+  out_.delivery += tok(number).text;
+  std::string_view written = raw_span(s_, i, number + 1);
+  std::string canonical = entry.code + " " + std::string(tok(number).text);
   char buf[kMaxKeyBytes];
   std::size_t n = detail::fold_key(written, buf, sizeof buf);
   if (std::string_view(buf, n) != canonical) {
     if (options_.record_corrections)
       out_.corrections.push_back(fmt::format("wrote delivery '{}' as '{}'", written, canonical));
   }
+  std::size_t k = number + 1;
+  // "PO BOX 6001 STN A": the postal installation that serves the box or route, and its name.
+  int iw = 0;
+  if (const Spelling* sp = k + 1 < limit ? multi_at(rules_.installation_keys,
+                                                    rules_.max_installation_words, k, limit, iw)
+                                         : nullptr;
+      sp != nullptr && k + iw < limit) {
+    const std::string& code = rules_.installation_designators[sp->entry].code;
+    out_.delivery += ' ';
+    out_.delivery += code;
+    out_.delivery += ' ';
+    out_.delivery += tok(k + iw).text;
+    if (options_.record_corrections && (iw != 1 || tok(k).text != code)) {
+      out_.corrections.push_back(fmt::format("wrote postal installation '{}' as '{} {}'",
+                                             raw_span(s_, k, k + iw + 1), code, tok(k + iw).text));
+    }
+    k += iw + 1;
+  }
+  for (; rest_too && k < limit; ++k) {
+    out_.delivery += ' ';
+    out_.delivery += tok(k).text;
+  }
+  return k;
 }
 
 Status Parser::parse_civic(std::size_t& i, std::size_t e) {
@@ -383,27 +464,21 @@ Status Parser::parse_civic(std::size_t& i, std::size_t e) {
   while (d < t.size() && is_digit(t[d])) ++d;
 
   // "104-2701": unit, hyphen, civic number (Canada Post's own form); "123-A": a suffix.
+  if (UnitCivic uc = unit_civic_of(t); uc.ok) {
+    std::string_view left = t.substr(0, uc.hyphen);
+    std::string_view right = t.substr(uc.hyphen + 1);
+    if (has_unit_) return two_units(out_.unit, left);
+    has_unit_ = true;
+    unit_hyphen_ = true;
+    out_.unit = std::string(left);
+    out_.civic_number = std::string(right.substr(0, uc.civic_digits));
+    out_.civic_suffix = std::string(right.substr(uc.civic_digits));
+    ++i;
+    return Status();
+  }
   if (std::size_t hy = t.find('-'); hy != std::string_view::npos && hy > 0 && hy + 1 < t.size()) {
     std::string_view left = t.substr(0, hy);
     std::string_view right = t.substr(hy + 1);
-    std::size_t rd = 0;
-    while (rd < right.size() && is_digit(right[rd])) ++rd;
-    const bool left_unit = left.size() <= 8 && std::all_of(left.begin(), left.end(), is_alnum) &&
-                           std::any_of(left.begin(), left.end(), is_digit);
-    if (rd > 0 && rd + 1 >= right.size() && left_unit &&
-        (rd == right.size() || is_upper(right[rd]))) {
-      if (has_unit_) {
-        return invalid_argument(
-            fmt::format("street line has two unit numbers ('{}' and '{}')", out_.unit, left));
-      }
-      has_unit_ = true;
-      unit_hyphen_ = true;
-      out_.unit = std::string(left);
-      out_.civic_number = std::string(right.substr(0, rd));
-      out_.civic_suffix = std::string(right.substr(rd));
-      ++i;
-      return Status();
-    }
     if (all_digits(left) && right.size() == 1 && is_upper(right[0])) {
       out_.civic_number = std::string(left);
       out_.civic_suffix = std::string(right);
@@ -447,8 +522,9 @@ Status Parser::parse_civic(std::size_t& i, std::size_t e) {
     }
   }
   // "304 1234 MAIN ST": unit and civic number written with a space. "123 16 AVE" is not: 16
-  // is the street name when a street type follows it.
-  if (!has_unit_ && all_digits(n) && i + 1 < e && type_at(i + 1) == nullptr) {
+  // is the street name when a street type follows it; nor is "10 2 ND AVE", an ordinal.
+  if (!has_unit_ && all_digits(n) && i + 1 < e && type_at(i + 1) == nullptr &&
+      !is_detached_ordinal_suffix(tok(i + 1).key)) {
     int w = 0;
     if (multi_at(rules_.direction_keys, rules_.max_direction_words, i + 1, e, w) == nullptr) {
       has_unit_ = true;
@@ -477,9 +553,9 @@ void Parser::set_direction(std::size_t i, int words, bool moved) {
           fmt::format("moved direction '{}' to the end of the street line", written));
   } else if (words != 1 || tok(i).text != entry.code) {
     if (options_.record_corrections)
-      out_.corrections.push_back(fmt::format("{} direction '{}' to '{}'",
+      out_.corrections.push_back(fmt::format("{} direction '{}' {} '{}'",
                                              sp->is_long ? "abbreviated" : "replaced", written,
-                                             entry.code));
+                                             sp->is_long ? "to" : "with", entry.code));
   }
 }
 
@@ -492,23 +568,39 @@ bool Parser::single_french_ordinal(std::size_t b, std::size_t e) const {
   return false;
 }
 
+std::size_t Parser::name_end_at_direction(std::size_t name_e, std::size_t e) const {
+  for (std::size_t k = name_e; k < e && k < name_e + 3; ++k) {
+    int w = 0;
+    const Spelling* sp = multi_at(rules_.direction_keys, 1, k, k + 1, w);
+    // An abbreviation, or a French word (no municipality starts with a bare EST or OUEST).
+    if (sp != nullptr && ((!sp->is_long && tok(k).text == rules_.directions[sp->entry].code) ||
+                          sp->lang == Lang::kFrench)) {
+      return k;
+    }
+    if (is_digit(tok(k).text[0]) || unit_pair_at(k, e) || type_at(k) != nullptr) break;
+  }
+  return name_e;
+}
+
 bool Parser::after_type_fits(std::size_t k, std::size_t name_b) const {
   if (k <= name_b) return false;
+  // "THE PARKWAY": the type word is the name itself (Canada Post's own example).
+  if (k == name_b + 1 && tok(name_b).key == "THE") return false;
   const TypeSpellings* t = type_at(k);
   if (t == nullptr) return false;
   if (t->english.entry >= 0) return true;
   return t->french.entry >= 0 && single_french_ordinal(name_b, k);
 }
 
-void Parser::set_type(std::size_t i, bool before, bool ordinal_name) {
+void Parser::set_type(std::size_t i, bool before, bool ordinal_name, bool numbered) {
   const TypeSpellings* t = type_at(i);
   // By position: a type before the name is French; after it, English unless the name is a
   // French ordinal ("1RE AV") or only a French type is spelled so.
-  const bool french = before || ordinal_name || t->english.entry < 0;
+  const bool french = (before && !numbered) || ordinal_name || t->english.entry < 0;
   const Spelling& sp = french && t->french.entry >= 0 ? t->french : t->english;
   const RuleEntry& entry = rules_.street_types[sp.entry];
   out_.street_type = entry.code;
-  out_.street_type_before_name = entry.before_name && !ordinal_name;
+  out_.street_type_before_name = numbered || (entry.before_name && !ordinal_name);
   score.add(entry.lang, 2);
   if (tok(i).text != entry.code) {
     // Only accents differ ("MONTEE"): the code is written back with them.
@@ -593,19 +685,22 @@ Result<std::size_t> Parser::parse_trailing(std::size_t p, std::size_t e) {
         }
       }
     }
-    if (!unit && unit_pair_at(p, e)) {
-      CIVICBUS_RETURN_IF_ERROR(set_unit(p, p + 1));
-      p += 2;
+    if (const std::size_t span = unit_span_at(p, e); !unit && span != 0) {
+      CIVICBUS_RETURN_IF_ERROR(set_unit(p, p + span - 1));
+      p += span;
       unit = true;
       continue;
     }
     if (!delivery && delivery_at(p, e, w)) {
-      set_delivery(p, w, e, false);
-      p += w + 1;
+      p = set_delivery(p, w, e, false);
       delivery = true;
       continue;
     }
     break;
+  }
+  // "... UNIT 3 UNIT 4": a second unit is an error, not the start of the municipality.
+  if (const std::size_t span = p < e ? unit_span_at(p, e) : 0; span != 0 && has_unit_) {
+    return two_units(out_.unit, tok(p + span - 1).text);
   }
   return p;
 }
@@ -613,15 +708,27 @@ Result<std::size_t> Parser::parse_trailing(std::size_t p, std::size_t e) {
 Result<std::size_t> Parser::parse_street_body(std::size_t b, std::size_t e, bool delimited) {
   std::size_t i = b;
   int w = 0;
-  // A unit written first ("APT 5, 123 MAIN ST", "#5 123 MAIN ST").
-  if (unit_pair_at(i, e) && i + 2 < e && is_digit(tok(i + 2).text[0])) {
-    CIVICBUS_RETURN_IF_ERROR(set_unit(i, i + 1));
-    i += 2;
+  // A unit written first ("APT 5, 123 MAIN ST", "#5 123 MAIN ST", "UNIT #5 123 MAIN ST").
+  if (const std::size_t span = unit_span_at(i, e);
+      span != 0 && i + span < e && is_digit(tok(i + span).text[0])) {
+    CIVICBUS_RETURN_IF_ERROR(set_unit(i, i + span - 1));
+    i += span;
+  } else if (i + 1 < e && (tok(i).text == "#" || unit_at(i) != nullptr) &&
+             unit_civic_of(tok(i + 1).text).ok) {
+    // "#5-123 MAIN ST": a designator before Canada Post's own unit-civic form is dropped.
+    if (const Spelling* sp = unit_at(i)) {
+      out_.unit_designator = rules_.unit_designators[sp->entry].code;
+    }
+    if (options_.record_corrections) {
+      out_.corrections.push_back(
+          fmt::format("removed unit designator '{}' before '{}'", tok(i).raw, tok(i + 1).raw));
+    }
+    ++i;
   }
   // A PO BOX / RR line with no civic number.
   if (i < e && !is_digit(tok(i).text[0]) && delivery_at(i, e, w)) {
-    set_delivery(i, w, e, delimited);
-    return delimited ? e : i + w + 1;
+    const std::size_t after = set_delivery(i, w, e, delimited);
+    return delimited ? e : after;
   }
   if (i < e) CIVICBUS_RETURN_IF_ERROR(parse_civic(i, e));
   if (out_.civic_number.empty() && options_.require_civic_number) {
@@ -643,18 +750,30 @@ Result<std::size_t> Parser::parse_street_body(std::size_t b, std::size_t e, bool
     bool dir = false;
     bool unit = false;
     bool delivery = false;
+    std::size_t unit_number = e;  // the stripped unit's number, for the two-units error
+    // A unit at the end of [j, end) ("APT 5", "# 5", "UNIT # 5"): its length, or 0.
+    auto unit_ending_at = [&](std::size_t end) -> std::size_t {
+      for (std::size_t span = 3; span >= 2; --span) {
+        if (end >= j + 1 + span && unit_span_at(end - span, end) == span) return span;
+      }
+      return 0;
+    };
     for (int round = 0; round < 3; ++round) {
-      if (!unit && body_end >= j + 3 && unit_pair_at(body_end - 2, body_end)) {
-        body_end -= 2;
+      if (const std::size_t span = unit_ending_at(body_end); !unit && span != 0) {
+        unit_number = body_end - 1;
+        body_end -= span;
         unit = true;
         continue;
       }
       bool found = false;
       for (int dw = rules_.max_delivery_words; dw >= 1 && !delivery; --dw) {
-        if (body_end >= j + 2 + dw) {
+        // The number follows the designator, or a '#' does ("RR #6").
+        const auto words = static_cast<std::size_t>(dw);
+        for (const std::size_t span : {words + 2, words + 1}) {
+          if (delivery || body_end < j + 1 + span) continue;
           int got = 0;
-          if (delivery_at(body_end - 1 - dw, body_end, got) && got == dw) {
-            body_end -= dw + 1;
+          if (delivery_span_at(body_end - span, body_end, got) == span && got == dw) {
+            body_end -= span;
             delivery = found = true;
           }
         }
@@ -668,10 +787,15 @@ Result<std::size_t> Parser::parse_street_body(std::size_t b, std::size_t e, bool
         const std::size_t rest = body_end - dw - j;
         // "123 RUE EST": EST is the name, not a direction, when a lone type would remain.
         if (rest == 1 && type_at(j) != nullptr) continue;
+        // "RDPT DU NORD": after a particle the word is the name's.
+        if (is_particle(body_end - dw - 1)) continue;
         body_end -= dw;
         dir = found = true;
       }
       if (!found) break;
+    }
+    if (const std::size_t span = unit_ending_at(body_end); unit && span != 0) {
+      return two_units(tok(body_end - 1).text, tok(unit_number).text);
     }
     trailing_from = body_end;
   }
@@ -682,10 +806,15 @@ Result<std::size_t> Parser::parse_street_body(std::size_t b, std::size_t e, bool
   const TypeSpellings* first = type_at(j);
   const bool first_french_only =
       first != nullptr && first->french.entry >= 0 && first->english.entry < 0;
+  // "1234 HWY 7": an English type before a route number stays before it, and the number is the
+  // name.
+  const bool numbered = first != nullptr && first->english.entry >= 0 && first->french.entry < 0 &&
+                        j + 1 < body_end && is_route_number(tok(j + 1).text) &&
+                        (delimited ? j + 2 == body_end : (j + 2 >= e || type_at(j + 2) == nullptr));
   std::size_t after_k = e;  // index of an after-name type, e when none
   std::size_t name_b = j;
   bool leading_dir = false;
-  if (!first_french_only) {
+  if (!first_french_only && !numbered) {
     if (delimited) {
       const std::size_t k = body_end - 1;
       if (after_type_fits(k, j)) after_k = k;
@@ -696,6 +825,9 @@ Result<std::size_t> Parser::parse_street_body(std::size_t b, std::size_t e, bool
           break;
         }
       }
+      // "MOUNT ROYAL HILL RD": a type word followed by an abbreviated type is part of the name,
+      // since no municipality starts with RD or PTWAY (ST and STE are saints: ST CATHARINES).
+      while (after_k != e && after_k + 1 < e && abbreviated_type_at(after_k + 1)) ++after_k;
     }
     // "123 N MAIN ST": an abbreviated direction first moves to the end.
     if (after_k != e && after_k >= j + 2) {
@@ -711,7 +843,11 @@ Result<std::size_t> Parser::parse_street_body(std::size_t b, std::size_t e, bool
       first != nullptr && first->french.entry >= 0 && j + 1 < body_end && after_k == e;
 
   std::size_t p = e;  // where the street line's own words end
-  if (after_k != e) {
+  if (numbered) {
+    set_name(j + 1, j + 2);
+    set_type(j, true, false, true);
+    p = j + 2;
+  } else if (after_k != e) {
     const bool french_ordinal = single_french_ordinal(name_b, after_k);
     set_name(name_b, after_k);
     set_type(after_k, false, french_ordinal);
@@ -724,7 +860,7 @@ Result<std::size_t> Parser::parse_street_body(std::size_t b, std::size_t e, bool
       // "RUE DE LA MONTAGNE". Longer names need a comma or the field-wise form.
       name_e = j + 1;
       while (name_e + 1 < e && is_joiner(name_e)) ++name_e;
-      name_e = std::min(name_e + 1, e);
+      name_e = name_end_at_direction(std::min(name_e + 1, e), e);
     }
     const bool ordinal_name = single_french_ordinal(j + 1, name_e);
     set_name(j + 1, name_e);
@@ -735,7 +871,7 @@ Result<std::size_t> Parser::parse_street_body(std::size_t b, std::size_t e, bool
     if (!delimited) {
       name_e = j;
       while (name_e + 1 < e && is_joiner(name_e)) ++name_e;
-      name_e = std::min(name_e + 1, e);
+      name_e = name_end_at_direction(std::min(name_e + 1, e), e);
     }
     set_name(j, name_e);
     p = name_e;
@@ -755,12 +891,11 @@ Result<std::size_t> Parser::parse_street_body(std::size_t b, std::size_t e, bool
     int dw = 0;
     std::size_t q = p;
     for (int round = 0; round < 2 && q < e; ++round) {
-      if (!has_unit_ && unit_pair_at(q, e)) {
-        CIVICBUS_RETURN_IF_ERROR(set_unit(q, q + 1));
-        q += 2;
+      if (const std::size_t span = unit_span_at(q, e); !has_unit_ && span != 0) {
+        CIVICBUS_RETURN_IF_ERROR(set_unit(q, q + span - 1));
+        q += span;
       } else if (out_.delivery.empty() && delivery_at(q, e, dw)) {
-        set_delivery(q, dw, e, false);
-        q += dw + 1;
+        q = set_delivery(q, dw, e, false);
       }
     }
     return q;
@@ -781,6 +916,32 @@ bool postal_shape(std::string_view t, char out[6]) {
     if (k % 2 == 0 ? !is_upper(out[k]) : !is_digit(out[k])) return false;
   }
   return true;
+}
+
+Status not_a_postal_code(std::string_view raw) {
+  return invalid_argument(fmt::format(
+      "postal code '{}' is not of the form A1A 1A1 (letter, digit, letter, space, digit, letter, "
+      "digit)",
+      raw));
+}
+
+// A line that ends like a postal code but is not one ("K1A 0B", "K1A0B1X") is refused rather
+// than read as part of the municipality: no municipality name ends in a letter-digit-letter
+// word followed by digits.
+Status check_postal_tail(const Scratch& s, std::size_t n) {
+  auto fsa = [](std::string_view t) {
+    return t.size() >= 3 && is_upper(t[0]) && is_digit(t[1]) && is_upper(t[2]);
+  };
+  auto has_digit = [](std::string_view t) { return std::any_of(t.begin(), t.end(), is_digit); };
+  const std::string_view last = s.tokens[n - 1].text;
+  if (n > 1 && fsa(last) && last.size() >= 4 && last.size() <= 8 && has_digit(last.substr(3))) {
+    return not_a_postal_code(s.tokens[n - 1].raw);
+  }
+  if (n > 2 && s.tokens[n - 2].text.size() == 3 && fsa(s.tokens[n - 2].text) && last.size() <= 4 &&
+      has_digit(last) && std::all_of(last.begin(), last.end(), is_alnum)) {
+    return not_a_postal_code(raw_span(s, n - 2, n));
+  }
+  return Status();
 }
 
 struct PostalFound {
@@ -988,7 +1149,11 @@ Result<Address> AddressNormalizer::normalize(std::string_view text) const {
       n -= 2;
     }
   }
-  if (postal.found) drop_country();
+  if (postal.found) {
+    drop_country();
+  } else {
+    CIVICBUS_RETURN_IF_ERROR(check_postal_tail(s, n));
+  }
 
   // The province: the longest name or code that ends the remaining text, after at least a
   // street line's worth of words.
@@ -1078,10 +1243,7 @@ Result<Address> AddressNormalizer::normalize(const AddressParts& parts) const {
     std::size_t n = std::min(parts.postal_code.size(), sizeof upper);
     detail::upper_utf8(parts.postal_code.substr(0, n), upper);
     if (!postal_shape(std::string_view(upper, n), postal.code)) {
-      return invalid_argument(fmt::format(
-          "postal code '{}' is not of the form A1A 1A1 (letter, digit, letter, space, digit, "
-          "letter, digit)",
-          parts.postal_code));
+      return not_a_postal_code(parts.postal_code);
     }
     postal.found = true;
     postal.raw = parts.postal_code;

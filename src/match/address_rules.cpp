@@ -406,6 +406,12 @@ Result<AddressRules> build_address_rules(const Json& rules) {
   CIVICBUS_RETURN_IF_ERROR(load_simple_section(rules, "delivery_designators",
                                                out.delivery_designators, out.delivery_keys,
                                                out.max_delivery_words));
+  // Optional, so rule documents written before it still load.
+  if (rules.find("installation_designators") != nullptr) {
+    CIVICBUS_RETURN_IF_ERROR(
+        load_simple_section(rules, "installation_designators", out.installation_designators,
+                            out.installation_keys, out.max_installation_words));
+  }
   CIVICBUS_RETURN_IF_ERROR(load_provinces(rules, out));
   CIVICBUS_RETURN_IF_ERROR(load_postal_letters(rules, out));
   CIVICBUS_ASSIGN_OR_RETURN(auto particles,

@@ -83,12 +83,14 @@ struct AddressRules {
   std::vector<RuleEntry> directions;
   std::vector<RuleEntry> unit_designators;
   std::vector<RuleEntry> delivery_designators;
+  std::vector<RuleEntry> installation_designators;  // STN, SUCC...: after a PO BOX or RR number
   std::vector<Province> provinces;
 
   KeyTable<TypeSpellings> street_type_keys;
   KeyTable<Spelling> direction_keys;
   KeyTable<Spelling> unit_keys;
   KeyTable<Spelling> delivery_keys;
+  KeyTable<Spelling> installation_keys;
   KeyTable<Spelling> province_keys;
   KeyTable<Spelling> particle_keys;  // French articles inside names: DE, DU, LA, L'...
   KeyTable<Spelling> joiner_keys;    // SAINT, STE...: never the last word of a name
@@ -96,6 +98,7 @@ struct AddressRules {
   // Longest key, in words, of the multi-word tables (a lookup tries at most this many).
   int max_direction_words = 1;
   int max_delivery_words = 1;
+  int max_installation_words = 1;
   int max_province_words = 1;
 
   // Index 0..25 for A..Z: the province owning that first letter, -1 none, -2 several.

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "civicbus/connect/hub.hpp"
+#include "civicbus/match/engine.hpp"
 #include "civicbus/pipeline/pipeline.hpp"
 #include "node/config_loader.hpp"
 
@@ -67,6 +68,19 @@ Result<Json> Loader::document_to_json(std::string_view text) {
 }  // namespace civicbus::config_detail
 
 namespace civicbus {
+
+Result<match::MatchSettings> load_match_file(std::string_view path) {
+  std::ifstream in{std::string(path)};
+  if (!in) return not_found(fmt::format("cannot read match rules file '{}'", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  namespace fs = std::filesystem;
+  config_detail::Loader loader(path, fs::absolute(fs::path(path)).parent_path());
+  CIVICBUS_ASSIGN_OR_RETURN(Json doc, loader.document_to_json(text.str()));
+  auto settings = match::MatchSettings::from_json(doc);
+  if (!settings.ok()) return settings.status().with_context(std::string(path));
+  return settings;
+}
 
 Result<pipeline::PipelineOptions> load_pipeline_file(std::string_view path) {
   namespace fs = std::filesystem;

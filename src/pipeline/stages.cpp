@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <fstream>
+#include <sstream>
 #include <unordered_map>
 
 #include "civicbus/connect/field_mapping.hpp"
@@ -12,6 +14,7 @@
 #include "civicbus/core/time_zone.hpp"
 #include "civicbus/match/address.hpp"
 #include "civicbus/match/compare.hpp"
+#include "civicbus/match/engine.hpp"
 #include "core/civil_date.hpp"
 
 namespace civicbus::pipeline::detail {
@@ -700,54 +703,44 @@ class NormalizeAddressStage final : public Stage {
   ColumnCache columns_;
 };
 
-// Links duplicate records to one entity id (the applicants of legacy permits, entered again
-// for each permit): within a block (records sharing the values of a blocking rule, such as the
-// postal code, or the phone), records whose names are alike (Jaro-Winkler word by word on name
-// keys, which ignore case, accents, punctuation and word order) at or above `threshold` are one
-// entity. Blocking rules are a union, as in Splink: two records are compared when any rule puts
-// them in the same block. Each record gets the entity's id in `id_field`; a sink upserting by it
-// keeps one row per entity. Fields in "distinguish_on" (a phone, a birth date) keep records
-// apart when both have a value and the values differ. The index spans the run's batches.
-// Config: "name_fields",
-// "block_on" (a list of field lists), "threshold" (0.92), "id_field" ("entity_id"),
-// "id_prefix" ("E"; the rest of an id is a hash of its first record's name and block).
+// Links duplicate records to one entity id (the applicants of legacy permits, typed again for
+// each permit) with the MatchEngine: the stage's config is match settings (docs/match.md:
+// typed comparisons, blocking rules as a union, deterministic rules, thresholds). Records
+// stream through a MatchIndex: each is compared with the earlier records of the run that share
+// a blocking key and joins the entity of the best one scored at or above the match threshold.
+// The model is trained, unsupervised, on the first batch (m by EM, u from random pairs), or
+// read from "model" (a file `civicbus match --save-model` wrote). Each record gets its entity
+// id in "id_field" ("entity_id"); a sink upserting by it keeps one row per entity.
+// "id_prefix" ("E"): an id is the prefix and a hash of the entity's first record.
 class DedupeStage final : public Stage {
  public:
   static Result<std::unique_ptr<Stage>> create(const StageOptions& options) {
-    auto stage = std::unique_ptr<DedupeStage>(new DedupeStage(options.name));
     const Json& c = options.config;
-    if (const Json* names = c.find("name_fields");
-        names && names->is_array() && names->size() > 0) {
-      for (const auto& n : names->as_array()) stage->name_fields_.push_back(n.as_string());
-    } else {
-      return invalid_argument("dedupe needs 'name_fields': the fields that name the entity");
-    }
-    if (const Json* blocks = c.find("block_on");
-        blocks && blocks->is_array() && blocks->size() > 0) {
-      for (const auto& rule : blocks->as_array()) {
-        std::vector<std::string> fields;
-        if (rule.is_string()) fields.push_back(rule.as_string());
-        if (rule.is_array()) {
-          for (const auto& f : rule.as_array()) fields.push_back(f.as_string());
-        }
-        if (fields.empty()) return invalid_argument("dedupe: each 'block_on' rule lists fields");
-        stage->rules_.push_back({std::move(fields), {}});
-      }
-    } else {
+    if (c.contains("name_fields") || c.contains("block_on")) {
       return invalid_argument(
-          "dedupe needs 'block_on': rules such as [[postal_code], [phone]] (comparing every "
-          "pair of a large run is quadratic)");
+          "dedupe: 'name_fields' and 'block_on' were replaced by match settings: "
+          "'comparisons' (e.g. [{field: full_name, kind: name}, {field: phone, kind: phone}]) "
+          "and 'blocking' (e.g. [[postal_code], [phone]]); see docs/pipelines.md");
     }
-    if (const Json* t = c.find("threshold"); t && t->is_number())
-      stage->threshold_ = t->as_double();
-    if (stage->threshold_ <= 0 || stage->threshold_ > 1) {
-      return invalid_argument("dedupe: threshold must be in (0, 1]");
+    // The stage's own keys are not match settings.
+    Json settings_json = c;
+    for (auto key : {"id_field", "id_prefix", "model"}) settings_json.erase(key);
+    auto settings = match::MatchSettings::from_json(settings_json);
+    if (!settings.ok()) return settings.status().with_context("dedupe");
+    auto engine = match::MatchEngine::create(*settings);
+    if (!engine.ok()) return engine.status().with_context("dedupe");
+    auto stage = std::unique_ptr<DedupeStage>(new DedupeStage(options.name));
+    stage->fields_ = settings->fields();
+    stage->engine_ = std::make_unique<match::MatchEngine>(std::move(engine).value());
+    if (std::string model = c.get_string("model"); !model.empty()) {
+      std::string text;
+      if (Status s = read_text_file(model, text); !s.ok()) return s.with_context("dedupe model");
+      auto doc = Json::parse(text);
+      if (!doc.ok()) return doc.status().with_context("dedupe model '" + model + "'");
+      CIVICBUS_RETURN_IF_ERROR(stage->engine_->load_model(*doc).with_context("dedupe model"));
     }
     stage->id_field_ = c.get_string("id_field", "entity_id");
     stage->prefix_ = c.get_string("id_prefix", "E");
-    if (const Json* d = c.find("distinguish_on"); d && d->is_array()) {
-      for (const auto& f : d->as_array()) stage->distinguish_fields_.push_back(f.as_string());
-    }
     return std::unique_ptr<Stage>(std::move(stage));
   }
 
@@ -755,121 +748,83 @@ class DedupeStage final : public Stage {
 
   Status process(RecordBatch& batch, std::vector<RowError>&) override {
     if (columns_.changed(batch)) {
-      name_columns_.clear();
-      for (const auto& f : name_fields_) name_columns_.push_back(batch.column_index(f));
-      for (auto& r : rules_) {
-        r.columns.clear();
-        for (const auto& f : r.fields) r.columns.push_back(batch.column_index(f));
-      }
-      distinguish_columns_.clear();
-      for (const auto& f : distinguish_fields_)
-        distinguish_columns_.push_back(batch.column_index(f));
+      field_columns_.clear();
+      for (const auto& f : fields_) field_columns_.push_back(batch.column_index(f));
       id_column_ = batch.add_column(id_field_);
       columns_.changed(batch);
     }
-    std::string name;
-    std::vector<std::string> keys;
+    // The values as text, in the order of fields_.
+    std::vector<std::string> text(fields_.size());
+    std::vector<std::string_view> values(fields_.size());
+    auto read = [&](const connect::Record& record) {
+      for (std::size_t i = 0; i < fields_.size(); ++i) {
+        const Json& v = RecordBatch::value(record, field_columns_[i]);
+        text[i] = v.is_string() ? v.as_string() : v.is_null() ? std::string() : v.dump();
+        values[i] = text[i];
+      }
+    };
+    if (!index_) {
+      if (!engine_->trained()) {
+        match::Dataset sample(fields_, "first batch");
+        for (const auto& record : batch.records) {
+          read(record);
+          sample.add(values);
+        }
+        if (sample.size() >= 2) {
+          auto trained = engine_->train(sample);
+          if (!trained.ok())
+            return trained.status().with_context("dedupe: training on the first batch");
+        }
+      }
+      if (engine_->trained()) {
+        CIVICBUS_ASSIGN_OR_RETURN(match::MatchIndex index,
+                                  match::MatchIndex::create(*engine_, fields_));
+        index_ = std::make_unique<match::MatchIndex>(std::move(index));
+      }
+    }
     for (auto& record : batch.records) {
       if (record.values.size() < batch.columns.size()) record.values.resize(batch.columns.size());
-      name.clear();
-      for (int col : name_columns_) {
-        const Json& v = RecordBatch::value(record, col);
-        if (v.is_string()) (name += ' ') += v.as_string();
+      read(record);
+      std::optional<match::MatchIndex::Match> found;
+      if (index_) found = index_->add(values);
+      std::string entity;
+      if (found && found->decision == match::ScoredPair::Decision::kMatch) {
+        entity = entities_[found->row];
+      } else {
+        // A new entity's id comes from its first record's content, not a counter, so a resumed
+        // run (whose index starts empty) never hands a loaded id to someone else.
+        std::string seed;
+        for (auto v : values) (seed += v) += '\x1f';
+        seed += std::to_string(record.position);
+        entity = prefix_ + crypto::to_hex(crypto::sha256(seed)).substr(0, 16);
       }
-      std::string key = match::name_key(name);
-      keys.clear();
-      for (std::size_t r = 0; r < rules_.size(); ++r) {
-        std::string block = std::to_string(r);
-        bool complete = true;
-        for (int col : rules_[r].columns) {
-          const Json& v = RecordBatch::value(record, col);
-          std::string part = v.is_string() ? match::name_key(v.as_string())
-                             : v.is_null() ? ""
-                                           : v.dump();
-          if (part.empty()) {
-            complete = false;
-            break;
-          }
-          (block += '|') += part;
-        }
-        if (complete) keys.push_back(std::move(block));
-      }
-      // Values that tell two people apart when both are known (a phone, a birth date).
-      std::vector<std::string> marks;
-      for (int col : distinguish_columns_) {
-        const Json& v = RecordBatch::value(record, col);
-        marks.push_back(v.is_null()     ? std::string()
-                        : v.is_string() ? match::name_key(v.as_string())
-                                        : v.dump());
-      }
-      const std::string* id = nullptr;
-      double best = 0;
-      for (const auto& block : keys) {
-        auto it = index_.find(block);
-        if (it == index_.end()) continue;
-        for (const auto& member : it->second) {
-          bool contradicted = false;
-          for (std::size_t k = 0; k < marks.size(); ++k) {
-            if (!marks[k].empty() && !member.marks[k].empty() && marks[k] != member.marks[k]) {
-              contradicted = true;
-              break;
-            }
-          }
-          if (contradicted) continue;
-          double similarity = member.key == key ? 1.0
-                              : key.empty()     ? 0.0
-                                                : match::name_similarity(member.key, key);
-          if (similarity >= threshold_ && similarity > best) {
-            best = similarity;
-            id = &member.entity;
-          }
-        }
-      }
-      // A new entity's id comes from its first record's content, not a counter, so a resumed
-      // run (whose index starts empty) never hands a loaded id to someone else.
-      std::string new_id;
-      if (id == nullptr) {
-        std::string seed =
-            key + '\n' + (keys.empty() ? std::to_string(record.position) : keys.front());
-        new_id = prefix_ + crypto::to_hex(crypto::sha256(seed)).substr(0, 16);
-        ++entities_;
-      }
-      const std::string entity = id != nullptr ? *id : new_id;
-      for (auto& block : keys) {
-        auto& members = index_[std::move(block)];
-        bool known = std::any_of(members.begin(), members.end(), [&](const Member& m) {
-          return m.key == key && m.entity == entity && m.marks == marks;
-        });
-        if (!known) members.push_back(Member{key, entity, marks});
-      }
-      record.values[static_cast<std::size_t>(id_column_)] = Json(entity);
+      if (index_) entities_.push_back(entity);
+      record.values[static_cast<std::size_t>(id_column_)] = Json(std::move(entity));
     }
     return Status();
   }
 
  private:
-  struct Rule {
-    std::vector<std::string> fields;
-    std::vector<int> columns;
-  };
   explicit DedupeStage(std::string name) : name_(std::move(name)) {}
+
+  static Status read_text_file(const std::string& path, std::string& out) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return not_found("cannot read '" + path + "'");
+    std::ostringstream text;
+    text << in.rdbuf();
+    out = text.str();
+    return Status();
+  }
+
   std::string name_;
-  std::vector<std::string> name_fields_;
-  std::vector<Rule> rules_;
-  double threshold_ = 0.92;
+  std::vector<std::string> fields_;
+  std::unique_ptr<match::MatchEngine> engine_;
+  std::unique_ptr<match::MatchIndex> index_;
+  std::vector<std::string> entities_;  // per record added to the index
   std::string id_field_;
   std::string prefix_;
-  std::vector<int> name_columns_;
+  std::vector<int> field_columns_;
   int id_column_ = -1;
-  std::int64_t entities_ = 0;
-  struct Member {
-    std::string key;     // name key
-    std::string entity;  // entity id
-    std::vector<std::string> marks;
-  };
-  std::vector<std::string> distinguish_fields_;
-  std::vector<int> distinguish_columns_;
-  std::unordered_map<std::string, std::vector<Member>> index_;
   ColumnCache columns_;
 };
 

@@ -295,9 +295,15 @@ TEST_CASE("scenario: AMANDA migration - 15 years of permits and their applicants
         "folder_rsn": {{"from": "folder_rsn", "type": "integer"}},
         "full_name": {{"expr": "coalesce(organization, concat(first_name, ' ', last_name))"}},
         "phone": {{"from": "phone"}}, "postal_code": {{"from": "postal_code"}}}}}},
-      {{"type": "dedupe", "name_fields": ["full_name"], "block_on": [["postal_code"], ["phone"]],
-        "distinguish_on": ["phone"], "threshold": 0.95, "id_field": "applicant_id",
-        "id_prefix": "A"}}
+      {{"type": "dedupe",
+        "comparisons": [
+          {{"field": "full_name", "kind": "name",
+            "levels": ["exact", {{"name": 0.95}}, {{"name": 0.85}}, {{"name": 0.7}}]}},
+          {{"field": "phone", "kind": "phone"}},
+          {{"field": "postal_code", "kind": "postal_code"}}],
+        "blocking": [["postal_code"], ["phone"]],
+        "thresholds": {{"match": 0.9, "review": 0.5}},
+        "id_field": "applicant_id", "id_prefix": "A"}}
     ],
     "sink": {{"connector": "sqlite", "config": {{"path": "{target}"}}, "stream": "applicants",
              "mode": "upsert", "key": ["people_rsn"]}},

@@ -43,6 +43,7 @@
 #include "civicbus/fleet/fleet.hpp"
 #include "civicbus/gateway/options.hpp"
 #include "civicbus/gateway/webhooks.hpp"
+#include "civicbus/match/engine.hpp"
 #include "civicbus/pipeline/pipeline.hpp"
 #include "civicbus/transport/transport.hpp"
 
@@ -160,6 +161,10 @@ std::string_view library_version();
 // docs/pipelines.md). Relative file paths in the source and sink configs ("path") and the
 // error report folder are taken relative to the file's directory. Errors name the file.
 Result<pipeline::PipelineOptions> load_pipeline_file(std::string_view path);
+
+// Reads match rules (YAML; the shape of match::MatchSettings::from_json, see docs/match.md).
+// Errors name the file.
+Result<match::MatchSettings> load_match_file(std::string_view path);
 
 class Node {
  public:
