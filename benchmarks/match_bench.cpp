@@ -322,6 +322,9 @@ void run_speed(const Flags& flags) {
        {"cluster_s", result.cluster_seconds},
        {"prepare_and_other_s", prepare},
        {"scored_pairs_per_s", static_cast<double>(result.candidate_pairs) / result.score_seconds},
+       {"score_cpu_s", result.score_cpu_seconds},
+       {"scored_pairs_per_cpu_s",
+        static_cast<double>(result.candidate_pairs) / result.score_cpu_seconds},
        {"total_s", total}});
 }
 

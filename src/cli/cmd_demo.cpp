@@ -7,6 +7,8 @@
 // simulated device fleet (water meters, pressure sensors, flood gauges) reports readings,
 // raises a flood alert that an operator acknowledges and that resolves when the water drops,
 // and is served at /api/v1/iot/* (over MQTT too when a mosquitto listens on 127.0.0.1:1883).
+// Last, MDM matches a small property file against existing records and shows a golden record
+// with its provenance.
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <mqtt/async_client.h>
@@ -31,6 +33,9 @@
 #include "civicbus/gateway/gateway.hpp"
 #include "civicbus/http/client.hpp"
 #include "civicbus/http/server.hpp"
+#include "civicbus/match/engine.hpp"
+#include "civicbus/match/golden.hpp"
+#include "civicbus/match/mdm.hpp"
 #include "civicbus/pipeline/pipeline.hpp"
 #include "civicbus/storage/database.hpp"
 #include "cli/commands.hpp"
@@ -348,6 +353,9 @@ class Demo {
   // The connector hub syncing an MPAC drop folder on its schedule, then a permits pipeline
   // with a progress bar and an error report.
   void connectors_tour();
+  // MDM: a small MPAC file matched against the tax system's property records and applied to
+  // their golden records; one golden record shown with its provenance.
+  void mdm_tour();
   // Publishes the flood gauges' readings of one step as the devices would (QoS 1) and waits
   // until the fleet ingested them; false when the broker refused.
   bool publish_over_mqtt(const std::vector<fleet::Reading>& readings);
@@ -1056,6 +1064,189 @@ void Demo::connectors_tour() {
   }
 }
 
+// The MDM step's data: five properties as the tax system holds them (one without its roll
+// number, one with its unit written out), and MPAC's file for them plus a new property.
+constexpr std::string_view kTaxProperties =
+    "account,roll_number,address,postal_code,owner_name,mailing_address,assessed_value,"
+    "updated_at\n"
+    "TX-1001,0614012003004510000,45 Bank Street,K1P 5N2,Marie Tremblay,"
+    "\"45 Bank St, Ottawa ON K1P 5N2\",412000,2025-06-01\n"
+    "TX-1002,0614012003004520000,47 Bank Street,K1P 5N2,Jean Gagnon,"
+    "\"47 Bank St, Ottawa ON K1P 5N2\",398000,2025-06-01\n"
+    "TX-1003,,123 Main Street,K1S 1C4,Aisha Khan,\"PO BOX 88 STN A OTTAWA ON  K1N 5A1\","
+    "455000,2026-03-01\n"
+    "TX-1004,0614014005007890000,\"Unit 1204, 200 Elgin Street\",K2P 1L5,Liam O'Brien,"
+    "\"200 Elgin St Apt 1204, Ottawa ON K2P 1L5\",320000,2025-06-01\n"
+    "TX-1005,0614015006001110000,9 King Edward Avenue,K1N 7L4,Sofia Rossi,"
+    "\"9 King Edward Ave, Ottawa ON K1N 7L4\",510000,2025-06-01\n";
+constexpr std::string_view kMpacProperties =
+    "roll_number,address,postal_code,owner_name,mailing_address,assessed_value,assessment_year,"
+    "extract_date\n"
+    "0614012003004510000,45 BANK ST,K1P 5N2,MARIE TREMBLAY,45 BANK ST OTTAWA ON  K1P 5N2,"
+    "431000,2026,2026-01-15\n"
+    "0614012003004520000,47 BANK ST,K1P 5N2,JEAN GAGNON,47 BANK ST OTTAWA ON  K1P 5N2,398000,"
+    "2026,2026-01-15\n"
+    "0614013004006670000,123 MAIN ST,K1S 1C4,AISHA KHAN,123 MAIN ST OTTAWA ON  K1S 1C4,472000,"
+    "2026,2026-01-15\n"
+    "0614014005007890000,1204-200 ELGIN ST,K2P 1L5,LIAM O'BRIEN,"
+    "1204-200 ELGIN ST OTTAWA ON  K2P 1L5,333000,2026,2026-01-15\n"
+    "0614015006001110000,9 KING EDWARD AVE,K1N 7L4,SOFIA ROSSI,"
+    "9 KING EDWARD AVE OTTAWA ON  K1N 7L4,525000,2026,2026-01-15\n"
+    "0614016007002220000,310 RIDEAU ST,K1N 5Y4,WEI CHEN,310 RIDEAU ST OTTAWA ON  K1N 5Y4,"
+    "289000,2026,2026-01-15\n";
+
+// Roll number first (an equal roll is the same property), then candidates sharing a postal
+// code and civic number, or a street and civic number, scored on address, owner and postal
+// code.
+constexpr std::string_view kPropertyMatching = R"json({
+  "link_type": "link",
+  "unique_id": "roll_number",
+  "comparisons": [{"field": "address", "kind": "address"},
+                  {"field": "owner_name", "kind": "name"},
+                  {"field": "postal_code", "kind": "postal_code"}],
+  "deterministic": [["roll_number"]],
+  "blocking": [["roll_number"], ["postal_code", "civic(address)"],
+               ["street(address)", "civic(address)"]],
+  "one_to_one": true
+})json";
+
+// A handful of records is too few for EM, so the demo scores with a model trained once on a
+// whole roll (what `civicbus match --save-model` writes).
+constexpr std::string_view kPropertyModel = R"json({
+  "prior": 0.003,
+  "comparisons": [
+    {"name": "address", "levels": [{"m": 0.90, "u": 0.003}, {"m": 0.05, "u": 0.0001},
+                                   {"m": 0.02, "u": 0.0001}, {"m": 0.02, "u": 0.08},
+                                   {"m": 0.01, "u": 0.9159}]},
+    {"name": "owner_name", "levels": [{"m": 0.85, "u": 0.02}, {"m": 0.08, "u": 0.0001},
+                                      {"m": 0.03, "u": 0.004}, {"m": 0.02, "u": 0.07},
+                                      {"m": 0.02, "u": 0.9059}]},
+    {"name": "postal_code", "levels": [{"m": 0.90, "u": 0.009}, {"m": 0.05, "u": 0.065},
+                                       {"m": 0.05, "u": 0.926}]}]
+})json";
+
+// MPAC is the authority for assessment values; anything else goes to the most recent source.
+// The store announces new versions on mdm.golden_record.updated only: the demo's own
+// property.assessment.updated topic has a schema of its own for the traffic above.
+constexpr std::string_view kPropertyGolden = R"json({
+  "kind": "property",
+  "default": "most_recent",
+  "attributes": {
+    "assessed_value": {"rule": "source_priority", "sources": ["mpac"]},
+    "assessment_year": {"rule": "source_priority", "sources": ["mpac"]},
+    "roll_number": {"rule": "source_priority", "sources": ["mpac", "tax"]}
+  }
+})json";
+
+void Demo::mdm_tour() {
+  const fs::path dir = node_.options().data_dir;
+  fmt::print(
+      "\nmdm      a small MPAC file matched against the tax system's property records (roll "
+      "number, else address, owner and postal code) and applied to their golden records\n");
+  auto unexpected = [&](const Status& s) {
+    fmt::print("         UNEXPECTED: {}\n", s.message());
+    ++failures_;
+  };
+  storage::SqliteOptions so;
+  so.path = (dir / "mdm.db").string();
+  auto db = storage::open_sqlite(so);
+  if (!db.ok()) return unexpected(db.status());
+  auto golden = match::GoldenRecordOptions::from_json(Json::parse(kPropertyGolden).value());
+  if (!golden.ok()) return unexpected(golden.status());
+  auto opened = match::GoldenRecordStore::open(**db, &broker_, std::move(*golden));
+  if (!opened.ok()) return unexpected(opened.status());
+  match::GoldenRecordStore& store = **opened;
+  auto settings = match::MatchSettings::from_json(Json::parse(kPropertyMatching).value());
+  if (!settings.ok()) return unexpected(settings.status());
+
+  // The tax system's records become the first golden records.
+  auto tax_engine = match::MatchEngine::create(*settings);
+  auto tax_data = match::Dataset::parse_csv(kTaxProperties, "tax");
+  if (!tax_engine.ok()) return unexpected(tax_engine.status());
+  if (!tax_data.ok()) return unexpected(tax_data.status());
+  match::ApplyExtractOptions tax;
+  tax.source = "tax";
+  tax.record_id_column = "account";
+  tax.updated_at_column = "updated_at";
+  tax.fields = {"roll_number", "address",         "postal_code",
+                "owner_name",  "mailing_address", "assessed_value"};
+  tax.value_types = {{"assessed_value", match::ExtractValueType::kInteger}};
+  tax.entity_prefix = "P-";
+  auto loaded = match::apply_extract(*tax_engine, store, *tax_data, tax);
+  if (!loaded.ok()) return unexpected(loaded.status());
+
+  // MPAC's file, matched and applied.
+  const std::string path = (dir / "mpac-properties.csv").string();
+  if (std::FILE* f = std::fopen(path.c_str(), "wb")) {
+    std::fwrite(kMpacProperties.data(), 1, kMpacProperties.size(), f);
+    std::fclose(f);
+  }
+  auto mpac_data = match::Dataset::read_csv(path, "mpac");
+  auto engine = match::MatchEngine::create(*settings);
+  if (!mpac_data.ok()) return unexpected(mpac_data.status());
+  if (!engine.ok()) return unexpected(engine.status());
+  if (Status s = engine->load_model(Json::parse(kPropertyModel).value()); !s.ok()) {
+    return unexpected(s);
+  }
+  match::ApplyExtractOptions mpac;
+  mpac.source = "mpac";
+  mpac.record_id_column = "roll_number";
+  mpac.updated_at_column = "extract_date";
+  mpac.fields = {"roll_number",     "address",        "postal_code",    "owner_name",
+                 "mailing_address", "assessed_value", "assessment_year"};
+  mpac.value_types = {{"assessed_value", match::ExtractValueType::kInteger},
+                      {"assessment_year", match::ExtractValueType::kInteger}};
+  mpac.entity_prefix = "P-";
+  auto report = match::apply_extract(*engine, store, *mpac_data, mpac);
+  if (!report.ok()) return unexpected(report.status());
+  std::string rules;
+  for (const auto& r : report->rules) {
+    rules += fmt::format("{}{} {}", rules.empty() ? "" : ", ", r.rule, r.candidate_pairs);
+  }
+  fmt::print("         {} tax records loaded as golden records; MPAC's file {} has {} records\n",
+             loaded->created, path, report->records);
+  fmt::print("         {} candidate pairs ({})\n", report->candidate_pairs, rules);
+  fmt::print(
+      "         linked {} by roll number, {} by address; {} new propert{}; {} golden records "
+      "changed, {} unchanged\n",
+      report->linked_by_rule, report->linked_by_score, report->created,
+      report->created == 1 ? "y" : "ies", report->changed, report->unchanged);
+  const match::ExtractRecordOutcome* by_address = nullptr;
+  for (const auto& o : report->outcomes) {
+    if (o.link == match::ExtractLink::kScore && by_address == nullptr) by_address = &o;
+  }
+  std::size_t events = 0;
+  for (const auto& c : loaded->changes) events += c.events.size();
+  for (const auto& c : report->changes) events += c.events.size();
+  if (report->linked_by_rule != 4 || report->linked_by_score != 1 || report->created != 1 ||
+      by_address == nullptr) {
+    fmt::print(
+        "         UNEXPECTED: 4 records should link by roll number, 1 by address, 1 be "
+        "new\n");
+    ++failures_;
+    return;
+  }
+  auto g = store.get(by_address->entity_id);
+  if (!g.ok()) return unexpected(g.status());
+  fmt::print(
+      "         {} '{}' has no roll number in the tax system: linked to {} by address, owner and "
+      "postal code (match probability {:.4f})\n",
+      by_address->record_id, mpac_data->value(by_address->row, mpac_data->column("address")),
+      by_address->entity_id, by_address->match_probability);
+  fmt::print(
+      "         golden record {} version {}, each attribute with its provenance (assessment "
+      "values: MPAC, the authority; the rest: the most recent record):\n",
+      g->entity_id, g->version);
+  Table table({"           ATTRIBUTE", "VALUE", "SOURCE", "RECORD", "UPDATED"});
+  for (const auto& [name, a] : g->attributes) {
+    table.add({"           " + name, a.value.is_string() ? a.value.as_string() : a.value.dump(),
+               a.source, a.record_id, a.updated_at ? format_rfc3339(*a.updated_at) : "-"});
+  }
+  fmt::print("{}", table.render());
+  fmt::print("         {} golden-record versions announced on {}\n", events,
+             match::kGoldenRecordTopic);
+}
+
 void Demo::summary() {
   fmt::print("\nsummary\n");
   Table topics({"  TOPIC", "RECORDS", "BYTES"});
@@ -1276,6 +1467,7 @@ int Demo::run() {
   exercise_gateway();
   fleet_tour();
   connectors_tour();
+  mdm_tour();
   bool audit_ok = verify_audit();
   summary();
   stop_subscriptions();

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <deque>
 #include <limits>
 #include <mutex>
@@ -25,6 +26,13 @@ namespace civicbus::match {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// CPU seconds of the whole process: during a run's phases only the run's threads work.
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -104,13 +112,43 @@ class Interner {
 };
 
 // What one distinct cleaned value offers to the tests.
-struct Value {
+// One cache line: comparisons of pairs spread over a large run miss the cache on every value.
+struct alignas(64) Value {
   std::string text;
   double number = std::numeric_limits<double>::quiet_NaN();  // number, or days for a date
+  std::uint32_t letters = 0;  // which characters occur (letter_bit), for the Jaro bound
+  bool ascii = true;
+};
+
+// A bit per letter and digit class, so that two values' common characters can be bounded.
+inline std::uint32_t letter_bit(unsigned char c) {
+  if (c >= 'A' && c <= 'Z') return 1u << (c - 'A');
+  if (c >= 'a' && c <= 'z') return 1u << (c - 'a');
+  if (c >= '0' && c <= '9') return 1u << (26 + (c - '0') % 5);
+  return 1u << 31;
+}
+
+// An upper bound of Jaro-Winkler (prefix scale 0.1) from which characters occur: Jaro's
+// matched characters are characters of `a` whose letter occurs in `b`, at most the shorter
+// length, and transpositions only lower it. ASCII values only.
+double jaro_winkler_bound(const Value& a, const Value& b) {
+  const std::size_t la = a.text.size(), lb = b.text.size();
+  if (la == 0 || lb == 0) return 0;
+  std::size_t common = 0;
+  for (unsigned char c : a.text) common += (b.letters & letter_bit(c)) != 0;
+  const double m = static_cast<double>(std::min({common, la, lb}));
+  if (m == 0) return 0;
+  const double jaro = (m / static_cast<double>(la) + m / static_cast<double>(lb) + 1.0) / 3.0;
+  std::size_t prefix = 0;
+  while (prefix < 4 && prefix < la && prefix < lb && a.text[prefix] == b.text[prefix]) ++prefix;
+  return jaro + static_cast<double>(prefix) * 0.1 * (1.0 - jaro);
+}
+
+// Codes of a value, for the columns whose levels use them (interned).
+struct ValueCodes {
   std::uint32_t soundex = 0, nysiis = 0, metaphone1 = 0, metaphone2 = 0;
-  std::uint32_t civic = 0, street = 0;  // address: interned civic number (with suffix), street
-  std::string street_name;
-  std::uint64_t count = 0;  // records holding it (term frequency)
+  // Address: civic number (with unit and suffix), street (name, type, direction), street name.
+  std::uint32_t civic = 0, street = 0, street_name = 0;
 };
 
 // Cleans a raw value the way its kind wants compared.
@@ -172,11 +210,15 @@ struct Column {
   std::string name;
   std::vector<Level> levels;
   int left_column = -1, right_column = -1;
-  std::vector<Value> values;  // index 0: missing
-  std::vector<std::uint32_t> left_ids, right_ids;
+  std::vector<Value> values;                       // index 0: missing
+  std::vector<ValueCodes> codes_of;                // per value, when phonetic or an address
+  std::vector<std::uint64_t> counts;               // per value: records holding it (TF)
+  std::vector<std::uint32_t> left_ids, right_ids;  // while preparing; then Prepared's rows
   std::uint64_t non_null = 0;
   bool term_frequency = false;
-  bool phonetic = false;  // a level compares phonetic codes
+  bool phonetic = false;           // a level compares phonetic codes
+  double lowest_jaro_winkler = 2;  // the ladder's lowest Jaro-Winkler threshold
+  bool cached = false;             // a level costs more than a lookup: its results are cached
   // Interning state, kept so that an incremental index adds values consistently.
   std::unordered_map<std::string, std::uint32_t> by_clean;
   std::shared_ptr<Interner> codes = std::make_shared<Interner>();
@@ -265,6 +307,65 @@ std::uint64_t combine_key(std::uint64_t key, std::size_t k, std::uint64_t part) 
 
 }  // namespace
 
+namespace {
+
+// Remembers the level of recently compared value pairs, per thread: names, streets and towns
+// repeat, so most fuzzy comparisons of a large run have been made before. Direct-mapped: a slot
+// holds (comparison, smaller id, larger id) and the level.
+class PairCache {
+ public:
+  static constexpr int kBits = 16;
+  PairCache() : slots_(std::size_t{1} << kBits, 0) {}
+  static std::uint64_t key(std::size_t c, std::uint32_t a, std::uint32_t b) {
+    if (a > b) std::swap(a, b);
+    return (static_cast<std::uint64_t>(c) << 56) | (static_cast<std::uint64_t>(a) << 28) | b;
+  }
+  // The level, or -1.
+  int find(std::uint64_t key) const {
+    std::uint64_t slot = slots_[index(key)];
+    return (slot >> 4) == key ? static_cast<int>(slot & 0xF) : -1;
+  }
+  void put(std::uint64_t key, int level) {
+    slots_[index(key)] = (key << 4) | static_cast<std::uint64_t>(level);
+  }
+
+ private:
+  static std::size_t index(std::uint64_t key) {
+    return static_cast<std::size_t>((key * 0x9e3779b97f4a7c15ULL) >> (64 - kBits));
+  }
+  std::vector<std::uint64_t> slots_;
+};
+
+bool ascii(std::string_view s) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80) return false;
+  }
+  return true;
+}
+
+// Damerau-Levenshtein distance <= 1 of ASCII text without the matrix: equal but for one
+// substitution, one adjacent transposition, or one inserted or deleted character.
+bool within_one_edit(std::string_view a, std::string_view b) {
+  if (a.size() > b.size()) std::swap(a, b);
+  if (b.size() - a.size() > 1) return false;
+  std::size_t i = 0;
+  while (i < a.size() && a[i] == b[i]) ++i;
+  if (i == a.size()) return true;
+  if (a.size() == b.size()) {
+    if (a.substr(i + 1) == b.substr(i + 1)) return true;
+    return i + 1 < a.size() && a[i] == b[i + 1] && a[i + 1] == b[i] &&
+           a.substr(i + 2) == b.substr(i + 2);
+  }
+  return a.substr(i) == b.substr(i + 1);
+}
+
+const ValueCodes kNoCodes;
+
+// Value ids above this do not fit the cache's key; such columns are not cached.
+constexpr std::uint32_t kMaxCachedId = (1u << 28) - 1;
+
+}  // namespace
+
 struct MatchEngine::Impl {
   MatchSettings settings;
   std::vector<Rule> blocking;       // deterministic rules first, then blocking rules
@@ -286,6 +387,12 @@ struct MatchEngine::Impl {
     const Dataset* right = nullptr;  // == left for dedupe
     std::size_t left_rows = 0, right_rows = 0;
     std::vector<Column> columns;
+    // Value ids row by row (rows x columns), so one pair reads two short runs of memory.
+    std::vector<std::uint32_t> left_ids, right_ids;
+    const std::uint32_t* left_row(std::uint32_t r) const { return &left_ids[r * columns.size()]; }
+    const std::uint32_t* right_row(std::uint32_t r) const {
+      return right != left ? &right_ids[r * columns.size()] : left_row(r);
+    }
     std::vector<std::vector<std::uint64_t>> left_keys, right_keys;  // [rule][row]
     int left_id = -1, right_id = -1;
   };
@@ -301,10 +408,18 @@ struct MatchEngine::Impl {
   std::uint32_t intern(Column& col, std::string_view raw) const;
 
   int compare(const Column& column, std::uint32_t a, std::uint32_t b) const;
-  std::uint64_t pattern(const Prepared& p, std::uint32_t l, std::uint32_t r) const;
+  // The levels of a pair of records (their value ids); `cache` (may be null) remembers
+  // costly comparisons of value pairs.
+  std::uint64_t pattern(const std::vector<Column>& columns, const std::uint32_t* a,
+                        const std::uint32_t* b, PairCache* cache) const;
+  std::uint64_t pattern(const Prepared& p, std::uint32_t l, std::uint32_t r,
+                        PairCache* cache = nullptr) const {
+    return pattern(p.columns, p.left_row(l), p.right_row(r), cache);
+  }
   double tf_adjustment(const Column& column, std::size_t c, std::uint32_t id) const;
   // The match weight of a pattern; TF adjustments look up the left record's values.
-  double weight(const std::vector<Column>& columns, std::uint64_t pattern, std::uint32_t l) const;
+  double weight(const std::vector<Column>& columns, std::uint64_t pattern,
+                const std::uint32_t* left) const;
   // Derives the weights from m, u and the prior; marks the engine trained.
   void finalize_model();
   int deterministic_rule(const Prepared& p, std::uint32_t l, std::uint32_t r) const;
@@ -365,8 +480,27 @@ Status MatchEngine::Impl::init_column(Column& col, std::size_t c) const {
     if (l.test == Test::kSoundex || l.test == Test::kNysiis || l.test == Test::kMetaphone) {
       col.phonetic = true;
     }
+    if (l.test == Test::kJaroWinkler) {
+      col.lowest_jaro_winkler = std::min(col.lowest_jaro_winkler, l.threshold);
+    }
+    switch (l.test) {
+      case Test::kDamerau:
+        col.cached = col.cached || l.edits > 1;  // within one edit is a linear scan
+        break;
+      case Test::kJaroWinkler:
+      case Test::kJaro:
+      case Test::kName:
+      case Test::kTokenSet:
+      case Test::kQgram:
+      case Test::kAddressName:
+        col.cached = true;
+        break;
+      default:
+        break;
+    }
   }
   col.values.assign(1, Value{});
+  if (col.phonetic || spec.kind == FieldKind::kAddress) col.codes_of.assign(1, ValueCodes{});
   return Status();
 }
 
@@ -375,6 +509,7 @@ std::uint32_t MatchEngine::Impl::intern(Column& col, std::string_view raw) const
   const ComparisonSpec& spec = *col.spec;
   Interner& codes = *col.codes;
   Value v;
+  ValueCodes k;
   std::string cleaned = clean(spec.kind, raw);
   if (spec.kind == FieldKind::kAddress) {
     Result<Address> a = raw.find(',') != std::string_view::npos
@@ -385,12 +520,12 @@ std::uint32_t MatchEngine::Impl::intern(Column& col, std::string_view raw) const
       if (!a->municipality.empty()) cleaned += " " + a->last_line();
       std::string civic = a->civic_number + a->civic_suffix;
       if (!a->unit.empty()) civic = a->unit + "-" + civic;
-      v.civic = codes.id(civic);
-      v.street_name = a->street_name;
+      k.civic = codes.id(civic);
+      k.street_name = codes.id(a->street_name);
       std::string street = a->street_name;
       if (!a->street_type.empty()) street += " " + a->street_type;
       if (!a->street_direction.empty()) street += " " + a->street_direction;
-      v.street = codes.id(street);
+      k.street = codes.id(street);
     }
   }
   if (cleaned.empty()) return 0;
@@ -398,19 +533,24 @@ std::uint32_t MatchEngine::Impl::intern(Column& col, std::string_view raw) const
   if (!inserted) return it->second;
   it->second = static_cast<std::uint32_t>(col.values.size());
   v.text = std::move(cleaned);
+  for (unsigned char ch : v.text) {
+    v.letters |= letter_bit(ch);
+    v.ascii = v.ascii && ch < 0x80;
+  }
   if (spec.kind == FieldKind::kDate) {
     if (auto d = days_since_epoch(raw)) v.number = *d;
   } else if (spec.kind == FieldKind::kNumber) {
     if (auto n = parse_number(raw)) v.number = *n;
   }
   if (col.phonetic) {
-    v.soundex = codes.id(soundex(v.text));
-    v.nysiis = codes.id(nysiis(v.text));
+    k.soundex = codes.id(soundex(v.text));
+    k.nysiis = codes.id(nysiis(v.text));
     auto meta = double_metaphone(v.text);
-    v.metaphone1 = codes.id(meta.primary);
-    v.metaphone2 = codes.id(meta.alternate);
+    k.metaphone1 = codes.id(meta.primary);
+    k.metaphone2 = codes.id(meta.alternate);
   }
   col.values.push_back(std::move(v));
+  if (!col.codes_of.empty()) col.codes_of.push_back(k);
   return it->second;
 }
 
@@ -450,9 +590,10 @@ Status MatchEngine::Impl::prepare_column(Prepared& p, std::size_t c) const {
       col.right_ids[r] = lookup(p.right->value(r, col.right_column));
     }
   }
-  for (auto id : col.left_ids) ++col.values[id].count;
-  for (auto id : col.right_ids) ++col.values[id].count;
-  col.non_null = p.left_rows + (p.right != p.left ? p.right_rows : 0) - col.values[0].count;
+  col.counts.assign(col.values.size(), 0);
+  for (auto id : col.left_ids) ++col.counts[id];
+  for (auto id : col.right_ids) ++col.counts[id];
+  col.non_null = p.left_rows + (p.right != p.left ? p.right_rows : 0) - col.counts[0];
   return Status();
 }
 
@@ -588,6 +729,20 @@ Result<std::unique_ptr<MatchEngine::Impl::Prepared>> MatchEngine::Impl::prepare(
                    }
                  });
   for (const auto& st : statuses) CIVICBUS_RETURN_IF_ERROR(st);
+  const std::size_t n = p->columns.size();
+  p->left_ids.resize(p->left_rows * n);
+  for (std::size_t c = 0; c < n; ++c) {
+    auto& col = p->columns[c];
+    for (std::size_t r = 0; r < p->left_rows; ++r) p->left_ids[r * n + c] = col.left_ids[r];
+    std::vector<std::uint32_t>().swap(col.left_ids);
+    if (right != nullptr) {
+      p->right_ids.resize(p->right_rows * n);
+      for (std::size_t r = 0; r < p->right_rows; ++r) p->right_ids[r * n + c] = col.right_ids[r];
+      std::vector<std::uint32_t>().swap(col.right_ids);
+    }
+    // Identifiers are cached too: a hit also saves loading the two values from memory.
+    if (col.values.size() > kMaxCachedId) col.cached = false;
+  }
   return p;
 }
 
@@ -596,6 +751,8 @@ int MatchEngine::Impl::compare(const Column& column, std::uint32_t a, std::uint3
   if (a == b) return 1;  // equal values pass the first level, whatever its test
   const Value& x = column.values[a];
   const Value& y = column.values[b];
+  const ValueCodes& ka = column.codes_of.empty() ? kNoCodes : column.codes_of[a];
+  const ValueCodes& kb = column.codes_of.empty() ? kNoCodes : column.codes_of[b];
   // A ladder often repeats one measure with falling thresholds (Jaro-Winkler 0.92, 0.88,
   // 0.7): each measure is computed at most once per pair.
   double jw = -1, j = -1, name = -1, tokens = -1, qgram = -1;
@@ -625,11 +782,21 @@ int MatchEngine::Impl::compare(const Column& column, std::uint32_t a, std::uint3
         break;
       case Test::kDamerau:
         if (length_gap > static_cast<std::size_t>(l.edits)) break;
+        if (l.edits == 1 && damerau < 0 && ascii(x.text) && ascii(y.text)) {
+          pass = within_one_edit(x.text, y.text);
+          break;
+        }
         if (damerau < 0) damerau = damerau_levenshtein(x.text, y.text);
         pass = damerau <= l.edits;
         break;
       case Test::kJaroWinkler:
-        if (jw < 0) jw = jaro_winkler(x.text, y.text);
+        if (jw < 0) {
+          // Most pairs of a block are strangers: a bound from their letters settles them
+          // without the full measure.
+          jw = x.ascii && y.ascii && jaro_winkler_bound(x, y) < column.lowest_jaro_winkler
+                   ? 0.0
+                   : jaro_winkler(x.text, y.text);
+        }
         pass = jw >= l.threshold;
         break;
       case Test::kJaro:
@@ -649,14 +816,15 @@ int MatchEngine::Impl::compare(const Column& column, std::uint32_t a, std::uint3
         pass = qgram >= l.threshold;
         break;
       case Test::kSoundex:
-        pass = x.soundex != 0 && x.soundex == y.soundex;
+        pass = ka.soundex != 0 && ka.soundex == kb.soundex;
         break;
       case Test::kNysiis:
-        pass = x.nysiis != 0 && x.nysiis == y.nysiis;
+        pass = ka.nysiis != 0 && ka.nysiis == kb.nysiis;
         break;
       case Test::kMetaphone:
-        pass = x.metaphone1 != 0 && (x.metaphone1 == y.metaphone1 || x.metaphone1 == y.metaphone2 ||
-                                     x.metaphone2 == y.metaphone1 || x.metaphone2 == y.metaphone2);
+        pass = ka.metaphone1 != 0 &&
+               (ka.metaphone1 == kb.metaphone1 || ka.metaphone1 == kb.metaphone2 ||
+                ka.metaphone2 == kb.metaphone1 || ka.metaphone2 == kb.metaphone2);
         break;
       case Test::kNumberAbs:
       case Test::kDateDays:
@@ -667,14 +835,16 @@ int MatchEngine::Impl::compare(const Column& column, std::uint32_t a, std::uint3
                relative_difference(x.number, y.number) <= l.threshold;
         break;
       case Test::kAddressStreet:
-        pass = x.civic != 0 && x.civic == y.civic && x.street != 0 && x.street == y.street;
+        pass = ka.civic != 0 && ka.civic == kb.civic && ka.street != 0 && ka.street == kb.street;
         break;
       case Test::kAddressName:
-        pass = x.civic != 0 && x.civic == y.civic && !x.street_name.empty() &&
-               !y.street_name.empty() && jaro_winkler(x.street_name, y.street_name) >= l.threshold;
+        pass = ka.civic != 0 && ka.civic == kb.civic && ka.street_name != 0 &&
+               kb.street_name != 0 &&
+               jaro_winkler(column.codes->text(ka.street_name),
+                            column.codes->text(kb.street_name)) >= l.threshold;
         break;
       case Test::kAddressStreetOnly:
-        pass = x.street != 0 && x.street == y.street;
+        pass = ka.street != 0 && ka.street == kb.street;
         break;
     }
     if (pass) return static_cast<int>(i) + 1;
@@ -682,14 +852,28 @@ int MatchEngine::Impl::compare(const Column& column, std::uint32_t a, std::uint3
   return static_cast<int>(column.levels.size()) + 1;
 }
 
-std::uint64_t MatchEngine::Impl::pattern(const Prepared& p, std::uint32_t l,
-                                         std::uint32_t r) const {
+std::uint64_t MatchEngine::Impl::pattern(const std::vector<Column>& columns, const std::uint32_t* a,
+                                         const std::uint32_t* b, PairCache* cache) const {
   std::uint64_t out = 0;
-  const bool two = p.right != p.left;
-  for (std::size_t c = 0; c < p.columns.size(); ++c) {
-    const Column& col = p.columns[c];
-    std::uint32_t b = two ? col.right_ids[r] : col.left_ids[r];
-    out |= static_cast<std::uint64_t>(compare(col, col.left_ids[l], b)) << (4 * c);
+  for (std::size_t c = 0; c < columns.size(); ++c) {
+    const Column& col = columns[c];
+    const std::uint32_t x = a[c], y = b[c];
+    int level;
+    if (x == 0 || y == 0) {
+      level = 0;
+    } else if (x == y) {
+      level = 1;
+    } else if (cache != nullptr && col.cached) {
+      const std::uint64_t key = PairCache::key(c, x, y);
+      level = cache->find(key);
+      if (level < 0) {
+        level = compare(col, x, y);
+        cache->put(key, level);
+      }
+    } else {
+      level = compare(col, x, y);
+    }
+    out |= static_cast<std::uint64_t>(level) << (4 * c);
   }
   return out;
 }
@@ -698,21 +882,21 @@ double MatchEngine::Impl::tf_adjustment(const Column& column, std::size_t c,
                                         std::uint32_t id) const {
   if (!column.term_frequency || id == 0 || column.non_null == 0) return 0;
   if (column.levels.empty() || column.levels[0].test != Test::kExact) return 0;
-  double tf = static_cast<double>(column.values[id].count) / static_cast<double>(column.non_null);
+  double tf = static_cast<double>(column.counts[id]) / static_cast<double>(column.non_null);
   double u_exact = u[c][1];
   if (tf <= 0 || u_exact <= 0) return 0;
   return std::log2(u_exact / tf);
 }
 
 double MatchEngine::Impl::weight(const std::vector<Column>& columns, std::uint64_t pat,
-                                 std::uint32_t l) const {
+                                 const std::uint32_t* left) const {
   double w = prior_weight;
   for (std::size_t c = 0; c < columns.size(); ++c) {
     const int level = level_of(pat, c);
     if (level == 0) continue;
     w += level_weight[c][static_cast<std::size_t>(level)];
     if (level == 1 && columns[c].term_frequency) {
-      w += tf_adjustment(columns[c], c, columns[c].left_ids[l]);
+      w += tf_adjustment(columns[c], c, left[c]);
     }
   }
   return w;
@@ -815,12 +999,13 @@ MatchEngine::Impl::Candidates MatchEngine::Impl::block(const Prepared& p) const 
 std::vector<std::uint64_t> MatchEngine::Impl::compare_all(const Prepared& p,
                                                           const Candidates& candidates) const {
   std::vector<std::uint64_t> patterns(candidates.pairs.size());
-  parallel_for(candidates.pairs.size(), settings.threads,
-               [&](int, std::size_t begin, std::size_t end) {
-                 for (std::size_t i = begin; i < end; ++i) {
-                   patterns[i] = pattern(p, candidates.pairs[i].first, candidates.pairs[i].second);
-                 }
-               });
+  parallel_for(
+      candidates.pairs.size(), settings.threads, [&](int, std::size_t begin, std::size_t end) {
+        PairCache cache;
+        for (std::size_t i = begin; i < end; ++i) {
+          patterns[i] = pattern(p, candidates.pairs[i].first, candidates.pairs[i].second, &cache);
+        }
+      });
   return patterns;
 }
 
@@ -842,11 +1027,12 @@ Result<TrainingReport> MatchEngine::Impl::train(const Prepared& p, const Candida
   parallel_for(samples, settings.threads, [&](int t, std::size_t begin, std::size_t end) {
     std::uint64_t state = settings.training.seed + static_cast<std::uint64_t>(t) * 7919 + begin;
     auto& mine = counts[static_cast<std::size_t>(t)];
+    PairCache cache;
     for (std::size_t i = begin; i < end; ++i) {
       std::uint32_t a = static_cast<std::uint32_t>(splitmix(state) % p.left_rows);
       std::uint32_t b = static_cast<std::uint32_t>(splitmix(state) % p.right_rows);
       if (!two && a == b) b = (b + 1) % static_cast<std::uint32_t>(p.left_rows);
-      std::uint64_t pat = pattern(p, a, b);
+      std::uint64_t pat = pattern(p, a, b, &cache);
       for (std::size_t c = 0; c < n; ++c) ++mine[c][static_cast<std::size_t>(level_of(pat, c))];
     }
   });
@@ -1025,8 +1211,10 @@ Result<MatchResult> MatchEngine::run(const Dataset& left, const Dataset* right,
   result.block_seconds = seconds_since(start);
 
   start = Clock::now();
+  double cpu_start = cpu_seconds();
   auto patterns = impl_->compare_all(*p, candidates);
   double compare_seconds = seconds_since(start);
+  double compare_cpu = cpu_seconds() - cpu_start;
   if (!impl_->trained) {
     start = Clock::now();
     CIVICBUS_ASSIGN_OR_RETURN(result.training, impl_->train(*p, candidates, patterns));
@@ -1036,6 +1224,7 @@ Result<MatchResult> MatchEngine::run(const Dataset& left, const Dataset* right,
   }
 
   start = Clock::now();
+  const double score_cpu_start = cpu_seconds();
   const auto& th = impl_->settings.thresholds;
   std::vector<ScoredPair> scored(candidates.pairs.size());
   std::atomic<std::uint64_t> matches{0}, reviews{0};
@@ -1048,7 +1237,7 @@ Result<MatchResult> MatchEngine::run(const Dataset& left, const Dataset* right,
                    s.left = l;
                    s.right = r;
                    s.pattern = patterns[i];
-                   s.match_weight = impl_->weight(p->columns, patterns[i], l);
+                   s.match_weight = impl_->weight(p->columns, patterns[i], p->left_row(l));
                    s.match_probability = 1.0 / (1.0 + std::exp2(-s.match_weight));
                    int d = impl_->deterministic_rule(*p, l, r);
                    if (d >= 0) {
@@ -1067,6 +1256,7 @@ Result<MatchResult> MatchEngine::run(const Dataset& left, const Dataset* right,
                  reviews += mine_reviews;
                });
   result.score_seconds = seconds_since(start) + compare_seconds;
+  result.score_cpu_seconds = compare_cpu + (cpu_seconds() - score_cpu_start);
   result.matches = matches;
   result.reviews = reviews;
 
@@ -1131,7 +1321,6 @@ Result<std::vector<PairExplanation>> MatchEngine::explain(
     return failed_precondition("the engine is not trained: run or train it first");
   CIVICBUS_ASSIGN_OR_RETURN(auto prepared, impl_->prepare(left, right));
   const auto& p = *prepared;
-  const bool two = p.right != p.left;
   std::vector<PairExplanation> out;
   for (auto [left_row, right_row] : pairs) {
     if (left_row >= p.left_rows || right_row >= p.right_rows) {
@@ -1148,8 +1337,8 @@ Result<std::vector<PairExplanation>> MatchEngine::explain(
       const Column& col = p.columns[c];
       FieldExplanation f;
       f.comparison = col.name;
-      std::uint32_t a = col.left_ids[left_row];
-      std::uint32_t b = two ? col.right_ids[right_row] : col.left_ids[right_row];
+      std::uint32_t a = p.left_row(left_row)[c];
+      std::uint32_t b = p.right_row(right_row)[c];
       f.left_value = col.values[a].text;
       f.right_value = col.values[b].text;
       const int level = level_of(pat, c);
@@ -1387,7 +1576,8 @@ namespace civicbus::match {
 struct MatchIndex::Impl {
   const MatchEngine::Impl* engine = nullptr;
   std::vector<Column> columns;
-  std::vector<int> value_index;  // per comparison: its position in add()'s values
+  std::vector<std::uint32_t> ids;  // rows x columns
+  std::vector<int> value_index;    // per comparison: its position in add()'s values
   struct RuleState {
     std::vector<std::pair<int, FieldKind>> parts;  // per key: position in values, kind
     std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> blocks;
@@ -1456,8 +1646,9 @@ std::optional<MatchIndex::Match> MatchIndex::add(const std::vector<std::string_v
   for (std::size_t c = 0; c < x.columns.size(); ++c) {
     Column& col = x.columns[c];
     std::uint32_t id = e.intern(col, value(x.value_index[c]));
-    col.left_ids.push_back(id);
-    ++col.values[id].count;
+    x.ids.push_back(id);
+    if (col.counts.size() < col.values.size()) col.counts.resize(col.values.size(), 0);
+    ++col.counts[id];
     if (id != 0) ++col.non_null;
   }
   // Candidates: earlier rows sharing any rule's key (each once).
@@ -1486,16 +1677,12 @@ std::optional<MatchIndex::Match> MatchIndex::add(const std::vector<std::string_v
 
   std::optional<Match> best;
   for (std::uint32_t other : candidates) {
-    std::uint64_t pat = 0;
-    for (std::size_t c = 0; c < x.columns.size(); ++c) {
-      const Column& col = x.columns[c];
-      pat |= static_cast<std::uint64_t>(e.compare(col, col.left_ids[row], col.left_ids[other]))
-             << (4 * c);
-    }
+    const std::uint32_t* mine = &x.ids[row * x.columns.size()];
+    std::uint64_t pat = e.pattern(x.columns, mine, &x.ids[other * x.columns.size()], nullptr);
     ++x.compared;
     Match m;
     m.row = other;
-    m.match_weight = e.weight(x.columns, pat, row);
+    m.match_weight = e.weight(x.columns, pat, mine);
     m.match_probability = 1.0 / (1.0 + std::exp2(-m.match_weight));
     for (std::size_t d = 0; d < e.deterministic.size(); ++d) {
       if (x.rules[d].keys[row] != 0 && x.rules[d].keys[row] == x.rules[d].keys[other]) {

@@ -130,6 +130,32 @@ TEST_CASE("cli: demo runs end to end and prints a summary") {
   CHECK(contains(r.output, "/api/v1/permits/BP-2026-DEMO\n    200 {\"permit\":"));
   CHECK(contains(r.output, "/api/v1/legacy/permits/BP-2019-00042\n    200 "));
   CHECK_FALSE(contains(r.output, "    expected "));
+  // The MDM part: the property file matched by roll number and by address, and a golden record
+  // with each attribute's value, source, record and time.
+  CHECK(contains(r.output, "mdm      a small MPAC file matched against"));
+  CHECK(contains(r.output, "5 candidate pairs (roll_number 4, postal_code & civic(address) 1"));
+  CHECK(contains(r.output, "linked 4 by roll number, 1 by address; 1 new property"));
+  CHECK(contains(r.output,
+                 "0614013004006670000 '123 MAIN ST' has no roll number in the tax "
+                 "system: linked to P-"));
+  CHECK(contains(r.output, "each attribute with its provenance"));
+  auto line_of = [&](std::string_view start) {
+    auto at = r.output.find(start);
+    if (at == std::string::npos) return std::string();
+    return r.output.substr(at, r.output.find('\n', at) - at);
+  };
+  const std::string assessed = line_of("           assessed_value ");
+  CHECK(contains(assessed, " 472000 "));
+  CHECK(contains(assessed, " mpac "));
+  CHECK(contains(assessed, " 0614013004006670000 "));
+  CHECK(contains(assessed, " 2026-01-15T00:00:00"));
+  const std::string mailing = line_of("           mailing_address ");
+  CHECK(contains(mailing, " PO BOX 88 STN A OTTAWA ON  K1N 5A1 "));
+  CHECK(contains(mailing, " tax "));
+  CHECK(contains(mailing, " TX-1003 "));
+  CHECK(contains(mailing, " 2026-03-01T00:00:00"));
+  CHECK(contains(r.output, "11 golden-record versions announced on mdm.golden_record.updated"));
+  CHECK_FALSE(contains(r.output, "UNEXPECTED"));
 }
 
 TEST_CASE("cli: serve starts and stops cleanly on SIGTERM") {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "civicbus/match/review.hpp"
+#include "civicbus/storage/database.hpp"
 #include "support/test_support.hpp"
 
 using namespace civicbus;
@@ -383,4 +384,66 @@ TEST_CASE("match engine: an index deduplicates a stream record by record") {
   CHECK(index->compared_pairs() > 0);
   CHECK(found >= expected * 98 / 100);
   CHECK(wrong <= 2);
+}
+
+TEST_CASE("match engine: clerical review decisions feed training") {
+  // A run with a wide review band queues its doubtful pairs; a clerk decides them from the
+  // truth; the decisions retrain the engine, which then needs no review for those pairs.
+  testing::TempDir dir;
+  auto db = storage::open_sqlite(storage::SqliteOptions{.path = dir.file("civicbus.db")});
+  REQUIRE(db.ok());
+  auto queue = ReviewQueue::open(**db);
+  REQUIRE(queue.ok());
+  Dataset data = febrl(2);
+  auto settings = settings_from(kFebrlSettings);
+  settings.thresholds = {0.999, 0.001};
+  auto engine = MatchEngine::create(settings);
+  REQUIRE(engine.ok());
+  auto result = engine->run(data);
+  REQUIRE(result.ok());
+  std::vector<ReviewItem> items;
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> review_pairs;
+  for (const auto& p : result->pairs) {
+    if (p.decision != ScoredPair::Decision::kReview) continue;
+    ReviewItem item;
+    item.left_id = engine->record_id(data, p.left);
+    item.right_id = engine->record_id(data, p.right);
+    item.match_probability = p.match_probability;
+    item.match_weight = p.match_weight;
+    items.push_back(item);
+    review_pairs.emplace_back(p.left, p.right);
+  }
+  REQUIRE(items.size() >= 5);
+  REQUIRE((*queue)->enqueue(items).ok());
+  auto pending = (*queue)->pending(10'000);
+  REQUIRE(pending.ok());
+  CHECK(pending->size() == items.size());
+  for (const auto& item : *pending) {
+    bool same = entity_of(item.left_id) == entity_of(item.right_id);
+    REQUIRE((*queue)->decide(item.id, same, "clerk@example.ca", "checked the file").ok());
+  }
+  auto labels = (*queue)->labelled();
+  REQUIRE(labels.ok());
+  CHECK(labels->size() == items.size());
+  // A labelled sample of clear cases as well: the decided pairs alone are all borderline.
+  auto all_labels = *labels;
+  for (const auto& p : result->pairs) {
+    if (p.decision != ScoredPair::Decision::kMatch || all_labels.size() > items.size() + 300)
+      continue;
+    all_labels.push_back({engine->record_id(data, p.left), engine->record_id(data, p.right),
+                          entity_of(engine->record_id(data, p.left)) ==
+                              entity_of(engine->record_id(data, p.right))});
+  }
+  Status trained = engine->train_from_labels(data, nullptr, all_labels);
+  REQUIRE_MESSAGE(trained.ok(), trained.to_string());
+  auto explained = engine->explain(data, nullptr, review_pairs);
+  REQUIRE(explained.ok());
+  int right = 0;
+  for (const auto& e : *explained) {
+    bool same = entity_of(e.left_id) == entity_of(e.right_id);
+    right += (e.match_probability >= 0.5) == same;
+  }
+  MESSAGE("after training on the clerk's decisions, " << right << " of " << explained->size()
+                                                      << " reviewed pairs score on the right side");
+  CHECK(right >= static_cast<int>(explained->size()) * 8 / 10);
 }

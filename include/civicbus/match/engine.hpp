@@ -113,7 +113,7 @@ struct MatchThresholds {
 
 struct TrainingOptions {
   // Random pairs sampled to estimate u (what agreement looks like between non-matches).
-  std::size_t u_sample_pairs = 2'000'000;
+  std::size_t u_sample_pairs = 1'000'000;
   int max_iterations = 50;
   double convergence = 1e-6;  // stop when no m or u moves more than this
   std::uint64_t seed = 42;
@@ -234,6 +234,7 @@ struct MatchResult {
   std::size_t clusters = 0;
   TrainingReport training;
   double block_seconds = 0, train_seconds = 0, score_seconds = 0, cluster_seconds = 0;
+  double score_cpu_seconds = 0;  // CPU time of comparing and scoring, all threads
 };
 
 class MatchIndex;
