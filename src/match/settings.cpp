@@ -245,6 +245,8 @@ Result<MatchSettings> MatchSettings::from_json(const Json& config) {
   if (const Json* t = config.find("training"); t && t->is_object()) {
     s.training.u_sample_pairs = static_cast<std::size_t>(
         t->get_int("u_sample_pairs", static_cast<std::int64_t>(s.training.u_sample_pairs)));
+    s.training.em_sample_pairs = static_cast<std::size_t>(
+        t->get_int("em_sample_pairs", static_cast<std::int64_t>(s.training.em_sample_pairs)));
     s.training.max_iterations =
         static_cast<int>(t->get_int("max_iterations", s.training.max_iterations));
     s.training.seed =

@@ -114,6 +114,8 @@ struct MatchThresholds {
 struct TrainingOptions {
   // Random pairs sampled to estimate u (what agreement looks like between non-matches).
   std::size_t u_sample_pairs = 1'000'000;
+  // EM learns from at most this many candidate pairs (an even sample of them).
+  std::size_t em_sample_pairs = 2'000'000;
   int max_iterations = 50;
   double convergence = 1e-6;  // stop when no m or u moves more than this
   std::uint64_t seed = 42;
@@ -219,7 +221,8 @@ struct TrainingReport {
   bool converged = false;
   double prior = 0;  // probability two random records match
   std::uint64_t u_sample_pairs = 0;
-  std::uint64_t em_pairs = 0;
+  std::uint64_t em_pairs = 0;  // the candidate pairs EM learned from (a sample)
+  std::uint64_t candidate_pairs = 0;
   double expected_matches = 0;
 };
 
@@ -235,6 +238,8 @@ struct MatchResult {
   TrainingReport training;
   double block_seconds = 0, train_seconds = 0, score_seconds = 0, cluster_seconds = 0;
   double score_cpu_seconds = 0;  // CPU time of comparing and scoring, all threads
+  // block: preparing the data and blocking; train: the sample's comparisons, u sampling, EM;
+  // score: comparing and scoring every candidate pair; cluster: clustering.
 };
 
 class MatchIndex;
