@@ -184,7 +184,8 @@ constexpr Command kCommands[] = {
      "assessment schema to v2, replays the dead-letter queue and verifies the audit log.\n"
      "An API gateway runs in front of the node (admin API, OpenAPI, a proxied legacy permits\n"
      "service and an in-process permits API); the demo calls it and prints the curl\n"
-     "equivalents.\n\n"
+     "equivalents. It tours the connectors and a pipeline, and matches a small MPAC-like\n"
+     "property file against existing records, printing a golden record with its provenance.\n\n"
      "Examples:\n  civicbus demo --duration 10s\n  civicbus demo --serve   # then try the "
      "printed curl commands\n"},
     {"topics", "list topics with owner, sensitivity, retention and usage",

@@ -370,6 +370,9 @@ bool within_one_edit(std::string_view a, std::string_view b) {
 
 const ValueCodes kNoCodes;
 
+// Candidate pairs a scoring thread takes at a time.
+constexpr std::size_t kScoreChunk = 1 << 16;
+
 // How many of a pair's comparisons (in scoring order) the scoring pass prefetches for.
 constexpr std::size_t kPrefetchComparisons = 4;
 
@@ -470,6 +473,20 @@ void parallel_for(std::size_t n, int threads, Fn fn) {
     std::size_t end = std::min(n, begin + chunk);
     workers.emplace_back([&fn, t, begin, end] { fn(t, begin, end); });
   }
+  for (auto& w : workers) w.join();
+}
+
+// Runs fn(thread, chunk) for every chunk in [0, chunks), handing chunks out as threads free up.
+template <typename Fn>
+void parallel_chunks(std::size_t chunks, int threads, Fn fn) {
+  std::atomic<std::size_t> next{0};
+  auto work = [&](int t) {
+    for (std::size_t c = next++; c < chunks; c = next++) fn(t, c);
+  };
+  std::vector<std::thread> workers;
+  const int n = std::max(1, std::min<int>(threads, static_cast<int>(chunks)));
+  for (int t = 1; t < n; ++t) workers.emplace_back(work, t);
+  work(0);
   for (auto& w : workers) w.join();
 }
 
@@ -1297,14 +1314,20 @@ Result<MatchResult> MatchEngine::run(const Dataset& left, const Dataset* right,
   std::vector<double> remaining(n, 0);  // after the k-th comparison in comparison_order
   for (std::size_t k = n; k-- > 1;) remaining[k - 1] = remaining[k] + gain[comparison_order[k]];
   const int threads = std::max(1, impl_->settings.threads);
-  // Each thread keeps its slice's pairs (all, or those at or above review), in order.
-  std::vector<std::vector<ScoredPair>> kept(static_cast<std::size_t>(threads));
-  std::vector<std::uint64_t> thread_matches(kept.size()), thread_reviews(kept.size());
+  // Chunks of pairs are handed out as threads free up (blocks differ in cost); each chunk
+  // keeps its pairs (all, or those at or above review) and the chunks are joined in order, so
+  // the result does not depend on the scheduling.
+  const std::size_t chunks = (candidates.pairs.size() + kScoreChunk - 1) / kScoreChunk;
+  std::vector<std::vector<ScoredPair>> kept(chunks);
+  std::vector<std::uint64_t> chunk_matches(chunks), chunk_reviews(chunks);
+  std::vector<PairCache> caches(static_cast<std::size_t>(threads));
   const Impl& e = *impl_;
-  parallel_for(candidates.pairs.size(), threads, [&](int t, std::size_t begin, std::size_t end) {
-    auto& mine = kept[static_cast<std::size_t>(t)];
+  parallel_chunks(chunks, threads, [&](int t, std::size_t chunk) {
+    const std::size_t begin = chunk * kScoreChunk;
+    const std::size_t end = std::min(candidates.pairs.size(), begin + kScoreChunk);
+    auto& mine = kept[chunk];
     if (keep_below_review) mine.reserve(end - begin);
-    PairCache cache;
+    PairCache& cache = caches[static_cast<std::size_t>(t)];
     std::uint64_t mine_matches = 0, mine_reviews = 0;
     for (std::size_t i = begin; i < end; ++i) {
       // Memory is the cost: ask early for the rows of a pair some way ahead, and for the
@@ -1369,8 +1392,8 @@ Result<MatchResult> MatchEngine::run(const Dataset& left, const Dataset* right,
       }
       mine.push_back(s);
     }
-    thread_matches[static_cast<std::size_t>(t)] = mine_matches;
-    thread_reviews[static_cast<std::size_t>(t)] = mine_reviews;
+    chunk_matches[chunk] = mine_matches;
+    chunk_reviews[chunk] = mine_reviews;
   });
   std::vector<ScoredPair> scored;
   std::size_t total = 0;
@@ -1381,9 +1404,9 @@ Result<MatchResult> MatchEngine::run(const Dataset& left, const Dataset* right,
     std::vector<ScoredPair>().swap(k);
   }
   const std::uint64_t matches =
-      std::accumulate(thread_matches.begin(), thread_matches.end(), std::uint64_t{0});
+      std::accumulate(chunk_matches.begin(), chunk_matches.end(), std::uint64_t{0});
   const std::uint64_t reviews =
-      std::accumulate(thread_reviews.begin(), thread_reviews.end(), std::uint64_t{0});
+      std::accumulate(chunk_reviews.begin(), chunk_reviews.end(), std::uint64_t{0});
   result.score_seconds = seconds_since(start);
   result.score_cpu_seconds = cpu_seconds() - score_cpu_start;
   result.matches = matches;
