@@ -4,6 +4,7 @@
 #include <array>
 
 #include "civicbus/core/json_schema.hpp"
+#include "core/uri_reference.hpp"
 
 namespace civicbus::connect {
 
@@ -27,15 +28,7 @@ const Json& null_json() {
 // Escapes one JSON pointer token (RFC 6901).
 std::string pointer_token(std::string_view name) {
   std::string out;
-  for (char c : name) {
-    if (c == '~') {
-      out += "~0";
-    } else if (c == '/') {
-      out += "~1";
-    } else {
-      out += c;
-    }
-  }
+  detail::append_pointer_token(out, name);
   return out;
 }
 

@@ -1,4 +1,5 @@
 #include "civicbus/core/json_schema_compat.hpp"
+#include "core/uri_reference.hpp"
 
 #include <fmt/format.h>
 
@@ -54,14 +55,7 @@ const std::set<std::string_view> kUnderstood = {"type",
 
 std::string escape_token(std::string_view s) {
   std::string out;
-  for (char c : s) {
-    if (c == '~')
-      out += "~0";
-    else if (c == '/')
-      out += "~1";
-    else
-      out += c;
-  }
+  detail::append_pointer_token(out, s);
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include "civicbus/broker/broker.hpp"
 #include "civicbus/broker/cloud_event.hpp"
 #include "civicbus/storage/database.hpp"
+#include "core/uri_reference.hpp"
 
 namespace civicbus::match {
 namespace {
@@ -197,15 +198,7 @@ Result<std::optional<std::size_t>> survive(std::string_view attribute, const Att
 
 std::string json_pointer_token(std::string_view name) {
   std::string out;
-  for (char c : name) {
-    if (c == '~') {
-      out += "~0";
-    } else if (c == '/') {
-      out += "~1";
-    } else {
-      out += c;
-    }
-  }
+  civicbus::detail::append_pointer_token(out, name);
   return out;
 }
 
