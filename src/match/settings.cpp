@@ -247,8 +247,8 @@ Result<MatchSettings> MatchSettings::from_json(const Json& config) {
         t->get_int("u_sample_pairs", static_cast<std::int64_t>(s.training.u_sample_pairs)));
     s.training.em_sample_pairs = static_cast<std::size_t>(
         t->get_int("em_sample_pairs", static_cast<std::int64_t>(s.training.em_sample_pairs)));
-    s.training.max_iterations =
-        static_cast<int>(t->get_int("max_iterations", s.training.max_iterations));
+    s.training.max_iterations = static_cast<int>(std::clamp<std::int64_t>(
+        t->get_int("max_iterations", s.training.max_iterations), -1, 1'000'000));
     s.training.seed =
         static_cast<std::uint64_t>(t->get_int("seed", static_cast<std::int64_t>(s.training.seed)));
     if (const Json* p = t->find("prior"); p && p->is_number()) s.training.prior = p->as_double();
@@ -259,7 +259,8 @@ Result<MatchSettings> MatchSettings::from_json(const Json& config) {
   s.max_block_size = static_cast<std::size_t>(
       config.get_int("max_block_size", static_cast<std::int64_t>(s.max_block_size)));
   s.one_to_one = config.get_bool("one_to_one", s.one_to_one);
-  s.threads = static_cast<int>(config.get_int("threads", s.threads));
+  const std::int64_t threads = config.get_int("threads", s.threads);
+  s.threads = static_cast<int>(std::clamp<std::int64_t>(threads, -1, 1'000'000));
   CIVICBUS_RETURN_IF_ERROR(s.validate());
   return s;
 }
@@ -334,7 +335,13 @@ Status MatchSettings::validate() const {
   if (training.prior < 0 || training.prior >= 1) {
     return invalid_argument("training.prior is a probability in [0, 1)");
   }
-  if (threads < 1) return invalid_argument("threads must be at least 1");
+  if (training.max_iterations < 1 || training.max_iterations > 10'000) {
+    return invalid_argument("training.max_iterations must be between 1 and 10000");
+  }
+  if (threads < 1 || threads > 256) {
+    return invalid_argument("threads must be between 1 and 256 (got " + std::to_string(threads) +
+                            ")");
+  }
   if (max_block_size < 2) return invalid_argument("max_block_size must be at least 2");
   return Status();
 }
