@@ -201,8 +201,11 @@ Ordinal ordinal_of(std::string_view key) {
 
 std::string canonical_ordinal(const Ordinal& o) {
   std::string out(o.digits);
-  const int last_two =
-      std::stoi(std::string(o.digits.substr(o.digits.size() > 2 ? o.digits.size() - 2 : 0)));
+  // The last two digits, without std::stoi: ordinal_of() guarantees 1-4 digits.
+  int last_two = 0;
+  for (char c : o.digits.substr(o.digits.size() > 2 ? o.digits.size() - 2 : 0)) {
+    last_two = last_two * 10 + (c - '0');
+  }
   if (o.lang == Lang::kFrench) {
     // Premier/première: 1ER (masculine) as written, else 1RE; every other number takes E.
     if (o.digits == "1") {
@@ -634,7 +637,9 @@ void Parser::set_name(std::size_t b, std::size_t e) {
       score.add(Lang::kFrench);
     }
     // "23 rd" -> 23RD
-    if (i + 1 < e && all_digits(t.key) && is_detached_ordinal_suffix(tok(i + 1).key)) {
+    // (an ordinal has at most 4 digits: "23444 RD" is a number and a street type).
+    if (i + 1 < e && all_digits(t.key) && is_detached_ordinal_suffix(tok(i + 1).key) &&
+        ordinal_of(std::string(t.key) + std::string(tok(i + 1).key)).is_ordinal) {
       std::string joined = std::string(t.key) + std::string(tok(i + 1).key);
       Ordinal o = ordinal_of(joined);
       std::string canonical = canonical_ordinal(o);

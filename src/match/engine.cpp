@@ -255,6 +255,8 @@ struct Key {
 
 Result<Key> parse_key(std::string_view text) {
   Key key;
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
   auto open = text.find('(');
   if (open == std::string_view::npos) {
     key.field = std::string(text);
@@ -265,6 +267,7 @@ Result<Key> parse_key(std::string_view text) {
   std::string_view args = text.substr(open + 1, text.size() - open - 2);
   auto comma = args.find(',');
   std::string_view field = args.substr(0, comma);
+  while (!field.empty() && field.front() == ' ') field.remove_prefix(1);
   while (!field.empty() && field.back() == ' ') field.remove_suffix(1);
   key.field = std::string(field);
   if (fn == "soundex") {
@@ -727,6 +730,14 @@ std::vector<std::uint64_t> MatchEngine::Impl::rule_keys(const Prepared& p, const
 
 Result<std::unique_ptr<MatchEngine::Impl::Prepared>> MatchEngine::Impl::prepare(
     const Dataset& left, const Dataset* right) const {
+  if (right == &left) {
+    if (settings.link_type == LinkType::kLink) {
+      return invalid_argument(
+          "link_type is link, but the left and right datasets are the same object: link two "
+          "datasets, or deduplicate this one with link_type dedupe");
+    }
+    right = nullptr;  // deduplicating one dataset
+  }
   const Dataset& r = right != nullptr ? *right : left;
   if (settings.link_type == LinkType::kLink && right == nullptr) {
     return invalid_argument("link_type is link: give a right dataset to link the left one to");
@@ -1415,7 +1426,7 @@ Result<MatchResult> MatchEngine::run(const Dataset& left, const Dataset* right,
   // Clusters: connected components of the matches (one-to-one: best pairs first, each record
   // of a linkage at most once).
   start = Clock::now();
-  const bool two = right != nullptr;
+  const bool two = p->right != p->left;
   const std::size_t nodes = p->left_rows + (two ? p->right_rows : 0);
   std::vector<std::uint32_t> parent(nodes);
   std::iota(parent.begin(), parent.end(), 0u);

@@ -283,6 +283,7 @@ TEST_CASE("match engine: two files linked one to one") {
   auto engine = MatchEngine::create(settings);
   REQUIRE(engine.ok());
   CHECK_FALSE(engine->run(left).ok());  // a linkage needs two datasets
+  CHECK(engine->run(left, &left).status().message().find("same object") != std::string::npos);
   auto result = engine->run(left, &right);
   REQUIRE_MESSAGE(result.ok(), result.status().to_string());
   REQUIRE(result->cluster.size() == left.size() + right.size());
