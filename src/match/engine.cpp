@@ -1178,7 +1178,6 @@ Result<TrainingReport> MatchEngine::Impl::train(const Prepared& p, const Candida
               ? settings.training.prior
               : std::clamp(report.expected_matches / total_pairs, 1e-12, 0.5);
   report.prior = prior;
-  (void)candidates;
   finalize_model();
   return report;
 }
