@@ -1,5 +1,4 @@
 #include "civicbus/core/json_schema_compat.hpp"
-#include "core/uri_reference.hpp"
 
 #include <fmt/format.h>
 
@@ -8,6 +7,8 @@
 #include <cmath>
 #include <set>
 #include <string>
+
+#include "core/uri_reference.hpp"
 
 namespace civicbus {
 namespace {
