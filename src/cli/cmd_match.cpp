@@ -6,11 +6,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "civicbus/core/csv.hpp"
 #include "civicbus/match/engine.hpp"
 #include "cli/commands.hpp"
+#include "core/read_file.hpp"
 
 namespace civicbus::cli {
 namespace {
@@ -72,11 +72,9 @@ int run_match(const Args& args) {
   auto engine = match::MatchEngine::create(*settings);
   if (!engine.ok()) return fail(engine.status().with_context(*rules));
   if (auto model = args.value("model")) {
-    std::ifstream in(*model);
-    if (!in) return fail(fmt::format("cannot read model file '{}'", *model));
-    std::stringstream text;
-    text << in.rdbuf();
-    auto doc = Json::parse(text.str());
+    auto text = read_text_file(*model);
+    if (!text.ok()) return fail(text.status().with_context("model file"));
+    auto doc = Json::parse(*text);
     if (!doc.ok()) return fail(doc.status().with_context(*model));
     if (Status s = engine->load_model(*doc); !s.ok()) return fail(s.with_context(*model));
   }

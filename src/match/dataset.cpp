@@ -1,8 +1,6 @@
-#include <fstream>
-#include <sstream>
-
 #include "civicbus/core/csv.hpp"
 #include "civicbus/match/engine.hpp"
+#include "core/read_file.hpp"
 
 namespace civicbus::match {
 namespace {
@@ -24,15 +22,12 @@ Dataset::Dataset(std::vector<std::string> columns, std::string source)
 }
 
 Result<Dataset> Dataset::read_csv(const std::string& path, std::string source) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found("cannot open '" + path + "' to read records");
-  std::ostringstream text;
-  text << in.rdbuf();
+  CIVICBUS_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
   if (source.empty()) {
     auto slash = path.find_last_of('/');
     source = slash == std::string::npos ? path : path.substr(slash + 1);
   }
-  auto data = parse_csv(text.str(), std::move(source));
+  auto data = parse_csv(text, std::move(source));
   if (!data.ok()) return data.status().with_context(path);
   return data;
 }

@@ -4,8 +4,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <fstream>
-#include <sstream>
 #include <unordered_map>
 
 #include "civicbus/connect/field_mapping.hpp"
@@ -16,6 +14,7 @@
 #include "civicbus/match/compare.hpp"
 #include "civicbus/match/engine.hpp"
 #include "core/civil_date.hpp"
+#include "core/read_file.hpp"
 
 namespace civicbus::pipeline::detail {
 namespace {
@@ -733,9 +732,9 @@ class DedupeStage final : public Stage {
     stage->fields_ = settings->fields();
     stage->engine_ = std::make_unique<match::MatchEngine>(std::move(engine).value());
     if (std::string model = c.get_string("model"); !model.empty()) {
-      std::string text;
-      if (Status s = read_text_file(model, text); !s.ok()) return s.with_context("dedupe model");
-      auto doc = Json::parse(text);
+      auto text = read_text_file(model);
+      if (!text.ok()) return text.status().with_context("dedupe model");
+      auto doc = Json::parse(*text);
       if (!doc.ok()) return doc.status().with_context("dedupe model '" + model + "'");
       CIVICBUS_RETURN_IF_ERROR(stage->engine_->load_model(*doc).with_context("dedupe model"));
     }
@@ -806,15 +805,6 @@ class DedupeStage final : public Stage {
 
  private:
   explicit DedupeStage(std::string name) : name_(std::move(name)) {}
-
-  static Status read_text_file(const std::string& path, std::string& out) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return not_found("cannot read '" + path + "'");
-    std::ostringstream text;
-    text << in.rdbuf();
-    out = text.str();
-    return Status();
-  }
 
   std::string name_;
   std::vector<std::string> fields_;
