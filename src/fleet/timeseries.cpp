@@ -15,7 +15,10 @@ namespace {
 
 constexpr TimeMs k5m = 5 * 60 * 1000;
 constexpr TimeMs k1h = 60 * 60 * 1000;
-constexpr std::size_t kRollupTiers = 3;  // 5m, 1h, 1d; index = Tier value - 1
+// The tiers kept as rows while readings arrive: 1h and 1d (index = Tier value - 2). The 5m
+// tier is not: see "The 5-minute tier" below.
+constexpr std::size_t kStoredTiers = 2;
+constexpr Tier kStoredTier[kStoredTiers] = {Tier::k1h, Tier::k1d};
 
 // Rollup rows per multi-row statement (SQLite allows 32,766 parameters); the tail of a batch
 // uses the one-row statement, so only two texts are ever prepared.
@@ -72,6 +75,15 @@ CREATE TABLE fleet_rollups (
   last_time INTEGER NOT NULL,
   PRIMARY KEY (series, tier, bucket)
 ) WITHOUT ROWID;
+)sql"},
+    // 5-minute buckets are now derived from the raw chunks while those are kept, and written
+    // as rows only when their chunks expire (see "The 5-minute tier"). Rows of buckets that
+    // retained chunks cover would now count twice: drop them. A bucket straddling the oldest
+    // retained chunk loses the readings of the chunks expired before it.
+    {2, "5-minute buckets derived from raw chunks",
+     R"sql(
+DELETE FROM fleet_rollups WHERE tier = 1 AND bucket + 300000 > (
+  SELECT min(start_time) FROM fleet_raw_chunks c WHERE c.series = fleet_rollups.series);
 )sql"},
 };
 
@@ -254,6 +266,17 @@ struct StoredChunk {
   std::string_view data;
 };
 
+// kDataLoss unless the blob's size matches the row's count.
+Status check_chunk(std::int64_t series, const StoredChunk& c) {
+  if (c.count >= 0 && c.data.size() == static_cast<std::uint64_t>(c.count) * kChunkRecordBytes) {
+    return Status();
+  }
+  return data_loss(
+      fmt::format("time series: the raw chunk of series {} starting at {} holds {} bytes for {} "
+                  "readings (expected {} bytes each); the database file is damaged",
+                  series, c.start_time, c.data.size(), c.count, kChunkRecordBytes));
+}
+
 // Calls `on_chunk` for each chunk of `series` that may hold readings in [from, to), in
 // (start_time, id) order, until it returns false. Checks each blob's size against its count.
 Status scan_chunks(storage::Database& db, std::int64_t series, TimeMs from, TimeMs to,
@@ -264,18 +287,73 @@ Status scan_chunks(storage::Database& db, std::int64_t series, TimeMs from, Time
       "start_time > ? AND start_time < ? AND end_time >= ? ORDER BY start_time, id",
       {series, saturating_add(from, -kMaxChunkSpan), to, from}, [&](const storage::Row& row) {
         StoredChunk c{row.get_int(0), row.get_int(1), row.get_int(2), row.get_blob(3)};
-        if (c.count < 0 ||
-            c.data.size() != static_cast<std::uint64_t>(c.count) * kChunkRecordBytes) {
-          bad = data_loss(fmt::format(
-              "time series: the raw chunk of series {} starting at {} holds {} bytes for {} "
-              "readings (expected {} bytes each); the database file is damaged",
-              series, c.start_time, c.data.size(), c.count, kChunkRecordBytes));
-          return false;
-        }
-        return on_chunk(c);
+        bad = check_chunk(series, c);
+        return bad.ok() && on_chunk(c);
       });
   CIVICBUS_RETURN_IF_ERROR(s);
   return bad;
+}
+
+// ----- The 5-minute tier
+// A sparse series (a meter every 15 minutes) opens a new 5-minute bucket with nearly every
+// reading, so keeping that tier as rows would cost the writer one more upsert per reading.
+// Instead, while the raw chunks are kept, 5-minute buckets are computed from them when
+// queried (a bucket is at most a few hundred 16-byte records); expire() writes the buckets of
+// the chunks it deletes as fleet_rollups rows (tier 1), merging into any row already there,
+// and a query merges those rows with what retained chunks add. Every reading is counted
+// once: it is either in a chunk or, after its chunk expired, in a row.
+
+TimeMs bucket_5m(TimeMs t) {
+  TimeMs start = t / k5m * k5m;
+  return start > t ? start - k5m : start;  // negative times round down
+}
+
+struct BucketAgg {
+  TimeMs bucket;
+  Agg agg;
+};
+
+// Folds `points` (sorted by time, ties in arrival order) into 5-minute buckets, in order.
+std::vector<BucketAgg> fold_5m(std::span<const RawPoint> points) {
+  std::vector<BucketAgg> out;
+  for (const RawPoint& r : points) {
+    const TimeMs b = bucket_5m(r.time);
+    if (out.empty() || out.back().bucket != b) out.push_back(BucketAgg{b, Agg{}});
+    out.back().agg.add(r.value, r.time);
+  }
+  return out;
+}
+
+SeriesPoint to_point(TimeMs bucket, const Agg& a) {
+  SeriesPoint p;
+  p.time = bucket;
+  p.count = a.count;
+  p.sum = a.sum;
+  p.min = a.min;
+  p.max = a.max;
+  p.avg = a.count > 0 ? a.sum / static_cast<double>(a.count) : 0;
+  p.first = a.first;
+  p.first_time = a.first_time;
+  p.last = a.last;
+  p.last_time = a.last_time;
+  return p;
+}
+
+Agg to_agg(const SeriesPoint& p) {
+  Agg a;
+  a.count = p.count;
+  a.sum = p.sum;
+  a.min = p.min;
+  a.max = p.max;
+  a.first = p.first;
+  a.first_time = p.first_time;
+  a.last = p.last;
+  a.last_time = p.last_time;
+  return a;
+}
+
+bool by_time(const RawPoint& a, const RawPoint& b) {
+  return a.time < b.time;
 }
 
 struct NewSeries {
@@ -301,9 +379,9 @@ struct TimeSeriesStore::Series {
   double latest_value = 0;
   TimeMs latest_time = 0;
   // The bucket each rollup tier last touched, valid while generation matches the store's.
-  std::array<TimeMs, kRollupTiers> bucket_start{}, bucket_end{};
-  std::array<Agg*, kRollupTiers> agg{};
-  std::array<std::uint64_t, kRollupTiers> generation{};
+  std::array<TimeMs, kStoredTiers> bucket_start{}, bucket_end{};
+  std::array<Agg*, kStoredTiers> agg{};
+  std::array<std::uint64_t, kStoredTiers> generation{};
   // This series' PendingChunk in the pending batch, valid while raw_generation matches.
   std::size_t raw_chunk = 0;
   std::uint64_t raw_generation = 0;
@@ -549,11 +627,11 @@ void TimeSeriesStore::append(std::span<const Reading> readings) {
       s.latest_value = r.value;
       s.latest_time = r.time;
     }
-    for (std::size_t i = 0; i < kRollupTiers; ++i) {
+    for (std::size_t i = 0; i < kStoredTiers; ++i) {
       if (s.generation[i] != generation_ || r.time < s.bucket_start[i] ||
           r.time >= s.bucket_end[i]) {
-        const auto [start, end] = bucket_of(static_cast<Tier>(i + 1), r.time);
-        s.agg[i] = &p.aggs.open(AggKey{s.id, static_cast<std::int64_t>(i + 1), start});
+        const auto [start, end] = bucket_of(kStoredTier[i], r.time);
+        s.agg[i] = &p.aggs.open(AggKey{s.id, static_cast<std::int64_t>(kStoredTier[i]), start});
         s.bucket_start[i] = start;
         s.bucket_end[i] = end;
         s.generation[i] = generation_;
@@ -642,7 +720,6 @@ Status TimeSeriesStore::write(Pending& batch) {
   blobs.reserve(batch.raw_count * kChunkRecordBytes);
   for (PendingChunk* chunk : chunks) {
     std::vector<RawPoint>& points = chunk->points;  // the writer's until clear()
-    auto by_time = [](const RawPoint& a, const RawPoint& b) { return a.time < b.time; };
     if (!std::is_sorted(points.begin(), points.end(), by_time)) {
       std::stable_sort(points.begin(), points.end(), by_time);
     }
@@ -823,6 +900,40 @@ Result<SeriesQueryResult> TimeSeriesStore::query(std::string_view device_id,
         result.points.push_back(p);
         return true;
       }));
+  if (tier != Tier::k5m || first_bucket >= to) return result;
+
+  // The rows above hold expired chunks only; the retained ones are folded here.
+  const TimeMs end = bucket_of(Tier::k5m, to - 1).second;  // readings of buckets before `to`
+  std::vector<RawPoint> raw;
+  CIVICBUS_RETURN_IF_ERROR(
+      scan_chunks(db_, series_id, first_bucket, end, [&](const StoredChunk& c) {
+        for (std::size_t i = 0; i < c.data.size(); i += kChunkRecordBytes) {
+          const RawPoint r = decode_record(c.data.data() + i);
+          if (r.time >= first_bucket && r.time < end) raw.push_back(r);
+        }
+        return true;
+      }));
+  if (raw.empty()) return result;
+  std::stable_sort(raw.begin(), raw.end(), by_time);
+  std::vector<BucketAgg> folded = fold_5m(raw);
+  std::vector<SeriesPoint> merged;
+  merged.reserve(result.points.size() + folded.size());
+  std::size_t i = 0;
+  for (const BucketAgg& b : folded) {
+    while (i < result.points.size() && result.points[i].time < b.bucket) {
+      merged.push_back(result.points[i++]);
+    }
+    if (i < result.points.size() && result.points[i].time == b.bucket) {
+      Agg a = to_agg(result.points[i++]);
+      a.merge(b.agg);
+      merged.push_back(to_point(b.bucket, a));
+    } else {
+      merged.push_back(to_point(b.bucket, b.agg));
+    }
+  }
+  merged.insert(merged.end(), result.points.begin() + static_cast<std::ptrdiff_t>(i),
+                result.points.end());
+  result.points = std::move(merged);
   return result;
 }
 
@@ -838,22 +949,48 @@ Result<ExpireCounts> TimeSeriesStore::expire(TimeMs now) {
   std::sort(ids.begin(), ids.end());
   ExpireCounts counts;
   const TimeMs raw_cutoff = now - options_.raw_retention.count();
-  const std::array<std::pair<std::int64_t, TimeMs>, kRollupTiers> cutoffs = {{
-      {1, now - options_.retention_5m.count()},
+  const TimeMs cutoff_5m = now - options_.retention_5m.count();
+  const std::array<std::pair<std::int64_t, TimeMs>, 3> cutoffs = {{
+      {1, cutoff_5m},
       {2, now - options_.retention_1h.count()},
       {3, now - options_.retention_1d.count()},
   }};
   // Per series, so every delete walks an index range instead of the whole table.
   CIVICBUS_RETURN_IF_ERROR(writer_db_.transaction([&]() -> Status {
+    std::vector<RawPoint> expiring;
     for (std::int64_t id : ids) {
       // end_time >= start_time, so the start_time bound only narrows the index range.
+      expiring.clear();
+      Status bad;
       CIVICBUS_RETURN_IF_ERROR(writer_db_.query(
           "DELETE FROM fleet_raw_chunks WHERE series = ? AND start_time < ? AND end_time < ? "
-          "RETURNING count",
+          "RETURNING start_time, end_time, count, data",
           {id, raw_cutoff, raw_cutoff}, [&](const storage::Row& row) {
-            counts.raw += row.get_int(0);
+            StoredChunk c{row.get_int(0), row.get_int(1), row.get_int(2), row.get_blob(3)};
+            bad = check_chunk(id, c);
+            if (!bad.ok()) return false;
+            counts.raw += c.count;
+            for (std::size_t i = 0; i < c.data.size(); i += kChunkRecordBytes) {
+              expiring.push_back(decode_record(c.data.data() + i));
+            }
             return true;
           }));
+      CIVICBUS_RETURN_IF_ERROR(bad);
+      // The 5-minute buckets of the deleted readings become rows, unless they are past that
+      // tier's retention too: then they are gone, and counted as such.
+      std::stable_sort(expiring.begin(), expiring.end(), by_time);
+      for (const BucketAgg& b : fold_5m(expiring)) {
+        if (b.bucket < cutoff_5m) {
+          ++counts.m5;
+          continue;
+        }
+        const Agg& a = b.agg;
+        CIVICBUS_RETURN_IF_ERROR(
+            writer_db_
+                .execute(rollup_sql(false), {id, std::int64_t{1}, b.bucket, a.count, a.sum, a.min,
+                                             a.max, a.first, a.first_time, a.last, a.last_time})
+                .status());
+      }
       for (const auto& [tier, cutoff] : cutoffs) {
         CIVICBUS_ASSIGN_OR_RETURN(
             std::int64_t m,

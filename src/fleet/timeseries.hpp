@@ -10,9 +10,12 @@
 // one series become one row of fleet_raw_chunks (more when they span over an hour or exceed
 // 4,096 readings) whose blob packs (time, value) pairs; see timeseries.cpp for the format.
 // Chunks of one series may overlap in time (a late reading lands in a later chunk), so raw
-// queries sort what they unpack. Rollups are upserts that merge a partial aggregate into the
-// stored one, so a late reading touches only its own buckets and nothing is read back to
-// maintain them. Device ids and metric names are interned as small integers (fleet_series).
+// queries sort what they unpack. The 1-hour and 1-day rollups are upserts that merge a
+// partial aggregate into the stored one, so a late reading touches only its own buckets and
+// nothing is read back to maintain them. The 5-minute tier is computed from the raw chunks
+// while they are kept and written as rows when they expire (a sparse series would otherwise
+// cost one more row per reading; see timeseries.cpp). Device ids and metric names are
+// interned as small integers (fleet_series).
 //
 // It does not validate readings (the façade checks them against device types first) and
 // does not publish events.
@@ -105,8 +108,9 @@ class TimeSeriesStore {
   // The latest reading of each metric of a device (by reading time), from memory; metrics
   // in name order.
   std::vector<LatestValue> latest(std::string_view device_id) const;
-  // Deletes rows older than each tier's retention before `now`. Raw readings go by whole
-  // chunks: a chunk is deleted once its newest reading is older than raw_retention, so a
+  // Deletes rows older than each tier's retention before `now`, first writing the 5-minute
+  // buckets of the raw chunks it deletes (those still within retention_5m). Raw readings go by
+  // whole chunks: a chunk is deleted once its newest reading is older than raw_retention, so a
   // chunk straddling the limit keeps its older readings until all of it is old (a chunk
   // spans at most an hour, so raw data outlives its retention by less than that).
   Result<ExpireCounts> expire(TimeMs now);

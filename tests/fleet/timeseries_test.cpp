@@ -257,6 +257,64 @@ TEST_CASE("timeseries: expire deletes what is older than each tier's retention")
   CHECK(again->raw + again->m5 + again->h1 + again->d1 == 0);
 }
 
+TEST_CASE("timeseries: 5-minute buckets survive their raw chunks' expiry, counted once") {
+  testing::TempDir dir;
+  auto db = open_db(dir);
+  TimeSeriesOptions o;
+  o.raw_retention = std::chrono::hours(24);
+  o.retention_5m = std::chrono::hours(24 * 10);
+  auto store = open_store(*db, o);
+  const TimeMs now = utc_ms(2026, 6, 1) + 150'000;  // the raw cutoff splits a 5-minute bucket
+  std::mt19937_64 rng(7);
+  std::vector<Reading> all;
+  // Two days of readings every 40 s give or take, flushed now and then, so chunks end on
+  // both sides of the cutoff and some 5-minute buckets straddle it.
+  for (TimeMs t = now - 2 * kDayMs; t < now; t += 20'000 + static_cast<TimeMs>(rng() % 40'000)) {
+    all.push_back(reading("lv-1", "level", static_cast<double>(rng() % 1000), t));
+  }
+  for (std::size_t i = 0; i < all.size(); i += 37) {
+    store->append(
+        std::span<const Reading>(all.data() + i, std::min<std::size_t>(37, all.size() - i)));
+    REQUIRE(store->flush().ok());
+  }
+  auto check_5m = [&](const std::vector<Reading>& readings) {
+    std::map<TimeMs, std::pair<std::int64_t, double>> expected;  // bucket -> count, sum
+    for (const Reading& r : readings) {
+      auto& e = expected[store->bucket_of(Tier::k5m, r.time).first];
+      ++e.first;
+      e.second += r.value;
+    }
+    const auto got = must_query(*store, "lv-1", "level", now - 3 * kDayMs, now, Tier::k5m);
+    REQUIRE(got.points.size() == expected.size());
+    std::size_t k = 0;
+    for (const auto& [bucket, e] : expected) {
+      INFO("bucket ", bucket);
+      CHECK(got.points[k].time == bucket);
+      CHECK(got.points[k].count == e.first);
+      CHECK(got.points[k].sum == e.second);
+      ++k;
+    }
+  };
+  check_5m(all);
+  auto counts = store->expire(now);
+  REQUIRE_MESSAGE(counts.ok(), counts.status().to_string());
+  CHECK(counts->raw > 0);
+  CHECK(counts->m5 == 0);  // every expired bucket is within retention_5m: written as rows
+  CHECK(must_query(*store, "lv-1", "level", now - 3 * kDayMs, now - kDayMs - kHourMs, Tier::kRaw)
+            .points.empty());
+  check_5m(all);
+  // A late reading older than the raw cutoff lands in a chunk that the next expiry merges
+  // into the bucket's row.
+  all.push_back(reading("lv-1", "level", 5, now - 2 * kDayMs + 1000));
+  store->append(std::span<const Reading>(&all.back(), 1));
+  REQUIRE(store->flush().ok());
+  check_5m(all);
+  auto again = store->expire(now);
+  REQUIRE(again.ok());
+  CHECK(again->raw == 1);
+  check_5m(all);
+}
+
 TEST_CASE("timeseries: pending readings are visible, latest comes from memory") {
   testing::TempDir dir;
   auto db = open_db(dir);
