@@ -80,10 +80,12 @@ bool is_hop_by_hop(std::string_view name) {
                      [&](std::string_view n) { return http::equals_ignore_case(n, name); });
 }
 
-// Field names listed in Connection (RFC 9110 7.6.1) are hop-by-hop too.
-std::vector<std::string> connection_options(const HttpHeaders& headers) {
-  std::vector<std::string> out;
-  for (std::string_view value : headers.get_all("Connection")) {
+// Field names listed in Connection (RFC 9110 7.6.1) are hop-by-hop too. The views point into
+// `headers`. Names that are hop-by-hop anyway ("keep-alive", "close" is no field) are left out,
+// so the usual "Connection: keep-alive" costs no allocation.
+std::vector<std::string_view> connection_options(const HttpHeaders& headers) {
+  std::vector<std::string_view> out;
+  headers.for_each("Connection", [&](std::string_view value) {
     std::size_t at = 0;
     while (at <= value.size()) {
       std::size_t comma = value.find(',', at);
@@ -94,16 +96,18 @@ std::vector<std::string> connection_options(const HttpHeaders& headers) {
       }
       while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
         token.remove_suffix(1);
-      if (!token.empty()) out.emplace_back(token);
+      if (!token.empty() && !is_hop_by_hop(token) && !http::equals_ignore_case(token, "close")) {
+        out.push_back(token);
+      }
       at = comma + 1;
     }
-  }
+  });
   return out;
 }
 
-bool listed(const std::vector<std::string>& names, std::string_view name) {
+bool listed(const std::vector<std::string_view>& names, std::string_view name) {
   return std::any_of(names.begin(), names.end(),
-                     [&](const std::string& n) { return http::equals_ignore_case(n, name); });
+                     [&](std::string_view n) { return http::equals_ignore_case(n, name); });
 }
 
 const char* auth_method_name(AuthMethod m) {
@@ -1234,7 +1238,8 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   out.method = ex->request.method;
   out.target = rewrite_path(route.options, ex->path);
   if (!ex->request.query.empty()) out.target += "?" + ex->request.query;
-  const std::vector<std::string> conn_opts = connection_options(ex->request.headers);
+  const std::vector<std::string_view> conn_opts = connection_options(ex->request.headers);
+  out.headers.reserve(ex->request.headers.size() + 8);
   for (const auto& [name, value] : ex->request.headers) {
     if (is_hop_by_hop(name) || listed(conn_opts, name) || http::equals_ignore_case(name, "Host") ||
         http::equals_ignore_case(name, "apikey") || http::equals_ignore_case(name, "X-API-Key") ||
@@ -1253,10 +1258,11 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
     if (http::equals_ignore_case(name, "X-Forwarded-For")) continue;  // appended below
     out.headers.add(name, value);
   }
-  const auto xff = ex->request.headers.get_all("X-Forwarded-For");
   std::string forwarded_for;
-  for (std::string_view v : xff) forwarded_for += std::string(v) + ", ";
-  out.headers.add("X-Forwarded-For", forwarded_for + ex->request.remote_address);
+  ex->request.headers.for_each("X-Forwarded-For",
+                               [&](std::string_view v) { forwarded_for.append(v).append(", "); });
+  forwarded_for += ex->request.remote_address;
+  out.headers.add("X-Forwarded-For", std::move(forwarded_for));
   out.headers.add("X-Forwarded-Proto", snap.options.scheme);
   if (const auto host = ex->request.headers.get("Host")) {
     out.headers.add("X-Forwarded-Host", std::string(*host));
@@ -1301,14 +1307,16 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
               (response.status == 502 || response.status == 503 || response.status == 504)) {
             return proxy(ex);
           }
-          const std::vector<std::string> opts = connection_options(response.headers);
-          HttpHeaders kept;
-          for (const auto& [name, value] : response.headers) {
-            if (is_hop_by_hop(name) || listed(opts, name)) continue;
-            kept.add(name, value);
-          }
-          kept.add("Via", "1.1 civicbus");
-          response.headers = std::move(kept);
+          // Filtered in place: the listed names are copied first, as they view the fields.
+          std::vector<std::string> opts;
+          for (std::string_view o : connection_options(response.headers)) opts.emplace_back(o);
+          response.headers.remove_if([&](const std::string& name, const std::string&) {
+            return is_hop_by_hop(name) ||
+                   std::any_of(opts.begin(), opts.end(), [&](const std::string& o) {
+                     return http::equals_ignore_case(o, name);
+                   });
+          });
+          response.headers.add("Via", "1.1 civicbus");
           if (ex->route->options.upstream_format && response.status < 300) {
             transform_response(ex, response);
           }
@@ -1321,9 +1329,12 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
 
 void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
   if (!ex->responder) return;
-  for (const auto& [name, value] : ex->response_headers) {
+  // Moved, not copied: the exchange is answered once (the responder is empty afterwards).
+  std::vector<HttpHeaders::Field> own = ex->response_headers.take();
+  response.headers.reserve(response.headers.size() + own.size());
+  for (auto& [name, value] : own) {
     if (!response.headers.contains(name) || http::equals_ignore_case(name, "Vary")) {
-      response.headers.add(name, value);
+      response.headers.add(std::move(name), std::move(value));
     }
   }
   const SteadyTime end = clock->steady_now();

@@ -101,10 +101,35 @@ const std::string* RouteResult::param(std::string_view name) const {
   return nullptr;
 }
 
+namespace {
+
+// True when normalize_path() would return `path` unchanged: it starts with '/', has only
+// bytes that need no escaping and no '%' at all, and no empty, "." or ".." segment (a final
+// empty segment, the trailing '/', is kept). Most request paths are: they skip both passes.
+bool is_normal_path(std::string_view path) {
+  if (path.empty() || path.front() != '/') return false;
+  std::size_t segment_start = 1;
+  for (std::size_t i = 1; i <= path.size(); ++i) {
+    if (i < path.size()) {
+      const auto c = static_cast<unsigned char>(path[i]);
+      if (c <= 0x20 || c >= 0x7f || c == '\\' || c == '%') return false;
+      if (c != '/') continue;
+    }
+    const std::string_view segment = path.substr(segment_start, i - segment_start);
+    const bool last = i == path.size();
+    if ((segment.empty() && !last) || segment == "." || segment == "..") return false;
+    segment_start = i + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
 Result<std::string> normalize_path(std::string_view target) {
   const auto end =
       std::find_if(target.begin(), target.end(), [](char c) { return c == '?' || c == '#'; });
   target = target.substr(0, static_cast<std::size_t>(end - target.begin()));
+  if (is_normal_path(target)) return std::string(target);
   if (target.empty() || target.front() != '/') {
     return invalid_argument(fmt::format("request target '{}' does not start with '/'", target));
   }

@@ -567,29 +567,38 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
   if (!is_token(request.method)) {
     co_return invalid_argument("request method '" + request.method + "' is not a token");
   }
-  const std::string target = request.target.empty() ? "/" : request.target;
+  const std::string_view target =
+      request.target.empty() ? std::string_view("/") : std::string_view(request.target);
   for (char c : target) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
-      co_return invalid_argument("request target '" + target +
+      co_return invalid_argument("request target '" + std::string(target) +
                                  "' contains a space or control character");
     }
   }
-  std::string wire = request.method + " " + target + " HTTP/1.1\r\n";
-  if (!request.headers.contains("Host")) wire += "Host: " + name + "\r\n";
+  // Built in one buffer sized up front: a proxied request is on this path every time.
+  std::size_t size = request.method.size() + target.size() + name.size() + 64 + request.body.size();
+  for (const auto& [field, value] : request.headers) size += field.size() + value.size() + 4;
+  std::string wire;
+  wire.reserve(size);
+  auto line = [&wire](std::string_view field, std::string_view value) {
+    wire.append(field).append(": ").append(value).append("\r\n");
+  };
+  wire.append(request.method).append(" ").append(target).append(" HTTP/1.1\r\n");
+  if (!request.headers.contains("Host")) line("Host", name);
   for (const auto& [field, value] : request.headers) {
     if (!is_token(field) || !is_safe_field_text(value)) {
       co_return invalid_argument("request header '" + field +
                                  "' has an invalid name or a CR, LF or NUL in its value");
     }
     if (is_framing_field(field)) continue;
-    wire += field + ": " + value + "\r\n";
+    line(field, value);
   }
   if (!request.body.empty() || request.method == "POST" || request.method == "PUT" ||
       request.method == "PATCH") {
-    wire += "Content-Length: " + std::to_string(request.body.size()) + "\r\n";
+    line("Content-Length", std::to_string(request.body.size()));
   }
-  wire += "Connection: keep-alive\r\n\r\n";
-  wire += request.body;
+  wire.append("Connection: keep-alive\r\n\r\n");
+  wire.append(request.body);
 
   Status last;
   std::size_t retries = 0;
@@ -623,7 +632,7 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
         const Status& error = attempt.result.status();
         if (!attempt.lost) {
           if (error.code() == ErrorCode::kDeadlineExceeded) {
-            co_return deadline_exceeded("request " + request.method + " " + target +
+            co_return deadline_exceeded("request " + request.method + " " + std::string(target) +
                                         " to upstream " + name + " took longer than " +
                                         ms_text(options.request_timeout));
           }
@@ -635,7 +644,7 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
         last = unavailable(
             "upstream " + name + " closed the connection " +
             (attempt.response_seen ? "in the middle of the response" : "without a response") +
-            " to " + request.method + " " + target + " (" + error.message() + ")");
+            " to " + request.method + " " + std::string(target) + " (" + error.message() + ")");
         if (!attempt.bytes_sent || idempotent) {
           retry = true;
           // A kept-alive connection the server closed meanwhile: try a new one at once.
@@ -678,18 +687,22 @@ asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest 
   Exchange ex(*io);
   active.insert(&ex);
   if (shut_down) ex.cancelled = true;
-  Result<HttpResponse> result = cancelled("HttpClient is shutting down");
+  // Empty until there is an outcome: a Status made up front would cost an allocation on
+  // every request.
+  std::optional<Result<HttpResponse>> result;
   if (!ex.cancelled) {
     try {
-      result = co_await send_with_retries(ex, upstream, request);
+      result.emplace(co_await send_with_retries(ex, upstream, request));
     } catch (const std::exception& e) {
-      result = internal_error("HTTP client failed: " + std::string(e.what()));
+      result.emplace(internal_error("HTTP client failed: " + std::string(e.what())));
     }
   }
   active.erase(&ex);
-  if (ex.cancelled && result.ok()) result = cancelled("HttpClient is shutting down");
+  if (!result || (ex.cancelled && result->ok())) {
+    result.emplace(cancelled("HttpClient is shutting down"));
+  }
   try {
-    done(std::move(result));
+    done(std::move(*result));
   } catch (...) {
     // A callback must not throw; the exchange is over either way.
   }

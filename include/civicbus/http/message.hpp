@@ -16,6 +16,9 @@
 
 namespace civicbus::http {
 
+// ASCII case-insensitive equality, as header names and tokens compare.
+bool equals_ignore_case(std::string_view a, std::string_view b);
+
 // An ordered, case-insensitive multimap of header fields.
 class HttpHeaders {
  public:
@@ -27,12 +30,34 @@ class HttpHeaders {
   void set(std::string name, std::string value);
   // Removes every field of that name; returns how many were removed.
   std::size_t remove(std::string_view name);
+  // Removes every field for which pred(name, value) is true; returns how many were removed.
+  template <class Pred>
+  std::size_t remove_if(Pred pred) {
+    const auto before = fields_.size();
+    std::erase_if(fields_, [&](const Field& f) { return pred(f.first, f.second); });
+    return before - fields_.size();
+  }
+  // Room for `n` fields (a proxy knows how many it is about to add).
+  void reserve(std::size_t n) { fields_.reserve(n); }
+  // Hands the fields over (to be moved elsewhere) and leaves the headers empty.
+  std::vector<Field> take() {
+    std::vector<Field> out = std::move(fields_);
+    fields_.clear();
+    return out;
+  }
 
   // The value of the first field of that name. The view lives as long as the headers are
   // not changed.
   std::optional<std::string_view> get(std::string_view name) const;
   // The values of every field of that name, in arrival order.
   std::vector<std::string_view> get_all(std::string_view name) const;
+  // Calls f(value) for every field of that name, in arrival order (get_all without a vector).
+  template <class F>
+  void for_each(std::string_view name, F f) const {
+    for (const Field& field : fields_) {
+      if (equals_ignore_case(field.first, name)) f(std::string_view(field.second));
+    }
+  }
   bool contains(std::string_view name) const { return get(name).has_value(); }
   std::size_t count(std::string_view name) const;
 
@@ -44,9 +69,6 @@ class HttpHeaders {
  private:
   std::vector<Field> fields_;
 };
-
-// ASCII case-insensitive equality, as header names and tokens compare.
-bool equals_ignore_case(std::string_view a, std::string_view b);
 
 struct HttpRequest {
   std::string method;     // "GET", "POST", ... (case-sensitive, as sent)
