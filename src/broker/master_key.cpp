@@ -75,7 +75,11 @@ Result<std::string> read_key_file(const std::string& path) {
   if (fd.get() < 0) {
     const int err = errno;
     if (err == ENOENT) {
-      return not_found(fmt::format("{} does not exist; create one with `civicbus init`", source));
+      return not_found(
+          fmt::format("{} does not exist; set `security: {{master_key: generate}}` in the node's "
+                      "configuration to create it on first start, or provide the key in the "
+                      "environment variable named by security.master_key_env",
+                      source));
     }
     return io_error(fmt::format("cannot open {}: {}", source, errno_text(err)));
   }

@@ -142,14 +142,26 @@ class S3XmlReader {
       std::string text;
       std::function<void(const std::string&, const std::string&)> value;
       std::function<void(const std::string&)> end;
+      XML_Parser parser = nullptr;
+      std::string doctype;  // set when a DOCTYPE was refused
       std::string joined() const {
         std::string out;
         for (const auto& p : path) out += (out.empty() ? "" : "/") + p;
         return out;
       }
-    } state{{}, {}, on_value, on_end};
+    } state{{}, {}, on_value, on_end, nullptr, {}};
     XML_Parser parser = XML_ParserCreate("UTF-8");
+    state.parser = parser;
     XML_SetUserData(parser, &state);
+    // S3 answers have no DTD. One is refused when it starts, before expat reads a declaration
+    // in it, so no entity is ever expanded ("billion laughs") or loaded, as the gateway's and
+    // the file connectors' XML readers do.
+    XML_SetStartDoctypeDeclHandler(
+        parser, [](void* data, const XML_Char* name, const XML_Char*, const XML_Char*, int) {
+          auto* s = static_cast<State*>(data);
+          s->doctype = name != nullptr ? name : "";
+          XML_StopParser(s->parser, XML_FALSE);
+        });
     XML_SetElementHandler(
         parser,
         [](void* data, const XML_Char* name, const XML_Char**) {
@@ -174,7 +186,12 @@ class S3XmlReader {
     XML_SetParamEntityParsing(parser, XML_PARAM_ENTITY_PARSING_NEVER);
     const bool ok = XML_Parse(parser, xml.data(), static_cast<int>(xml.size()), 1) == XML_STATUS_OK;
     Status status;
-    if (!ok) {
+    if (!state.doctype.empty() || (!ok && XML_GetErrorCode(parser) == XML_ERROR_ABORTED)) {
+      status = data_loss(fmt::format(
+          "line {}: the XML has a DOCTYPE (<!DOCTYPE {}>); DTDs are refused, so no entity is "
+          "expanded or loaded",
+          XML_GetCurrentLineNumber(parser), state.doctype));
+    } else if (!ok) {
       status = data_loss(fmt::format("line {}: {}", XML_GetCurrentLineNumber(parser),
                                      XML_ErrorString(XML_GetErrorCode(parser))));
     }

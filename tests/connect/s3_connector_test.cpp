@@ -301,12 +301,13 @@ class FakeS3 {
                   "&quot;</ETag><Size>" + std::to_string(o.body.size()) +
                   "</Size><StorageClass>STANDARD</StorageClass></Contents>";
     }
-    std::string xml =
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult "
-        "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>" +
-        std::string(kBucket) + "</Name><Prefix>" + xml_escape(prefix) + "</Prefix><KeyCount>" +
-        std::to_string(count) + "</KeyCount><MaxKeys>" + std::to_string(max_keys) +
-        "</MaxKeys><IsTruncated>" + (truncated ? "true" : "false") + "</IsTruncated>" + contents;
+    std::string xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" + doctype +
+                      "<ListBucketResult "
+                      "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>" +
+                      std::string(kBucket) + "</Name><Prefix>" + xml_escape(prefix) +
+                      "</Prefix><KeyCount>" + std::to_string(count) + "</KeyCount><MaxKeys>" +
+                      std::to_string(max_keys) + "</MaxKeys><IsTruncated>" +
+                      (truncated ? "true" : "false") + "</IsTruncated>" + contents;
     if (truncated) {
       xml += "<NextContinuationToken>" + crypto::base64_encode(last) + "</NextContinuationToken>";
     }
@@ -316,6 +317,7 @@ class FakeS3 {
 
  public:
   std::map<std::string, std::string> content_types_;
+  std::string doctype;  // put before the listing's root element (a hostile endpoint)
 
  private:
   std::unique_ptr<HttpServer> server_;
@@ -596,6 +598,25 @@ TEST_CASE("s3 maps a wrong secret to permission denied and 5xx to unavailable") 
 
   auto missing_bucket = context_for(s3, Json::object({{"bucket", "elsewhere"}}));
   CHECK(s3c->check(missing_bucket).code() == ErrorCode::kNotFound);
+}
+
+TEST_CASE("s3 refuses a listing with a DOCTYPE before expanding any entity") {
+  FakeS3 s3;
+  s3.put("permits/a.csv", "id\n1\n");
+  // "Billion laughs": each entity ten of the one before; expanded, lol9 would be 3 GB.
+  std::string dtd = "<!DOCTYPE ListBucketResult [<!ENTITY lol0 \"lol\">";
+  for (int i = 1; i <= 9; ++i) {
+    dtd += "<!ENTITY lol" + std::to_string(i) + " \"";
+    for (int k = 0; k < 10; ++k) dtd += "&lol" + std::to_string(i - 1) + ";";
+    dtd += "\">";
+  }
+  s3.doctype = dtd + "]>\n";
+  auto s3c = make_s3();
+  CollectingEmitter out;
+  const Status s = s3c->read(context_for(s3), ReadRequest{}, out);
+  CHECK(s.code() == ErrorCode::kDataLoss);
+  CHECK(s.message().find("DOCTYPE") != std::string::npos);
+  CHECK(out.record_count() == 0);
 }
 
 }  // namespace civicbus::connect
