@@ -13,9 +13,11 @@ packages=(
   libssh2-1-dev
   # tools and peers used by tests and benchmarks
   sqlite3 nats-server libnats-dev redis-server nginx wrk openssl mosquitto mosquitto-clients
-  postgresql openssh-server
+  postgresql openssh-server doxygen
   # sanitizer and fuzzer runtimes
   clang libclang-rt-14-dev
+  # the Python bindings: module, tests and stub checks
+  python3-dev pybind11-dev python3-pytest mypy
 )
 
 missing=()

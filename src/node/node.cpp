@@ -24,6 +24,7 @@
 #include "civicbus/gateway/gateway.hpp"
 #include "civicbus/gateway/webhooks.hpp"
 #include "civicbus/storage/database.hpp"
+#include "civicbus/version.hpp"
 #include "core/read_file.hpp"
 
 namespace civicbus {
@@ -126,12 +127,8 @@ std::string webhook_config_digest(std::string_view master_key, const gateway::We
 
 }  // namespace
 
-#ifndef CIVICBUS_VERSION_STRING
-#define CIVICBUS_VERSION_STRING "unknown"
-#endif
-
 std::string_view library_version() {
-  return CIVICBUS_VERSION_STRING;
+  return version();
 }
 
 struct Node::Impl {

@@ -19,6 +19,7 @@
 #include "civicbus/core/json_schema_compat.hpp"
 #include "civicbus/core/log.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus {
 class Executor;
@@ -35,8 +36,9 @@ class Transport;
 namespace civicbus::broker {
 
 enum class Sensitivity { kPublic, kInternal, kConfidential, kRestricted };
-std::string_view to_string(Sensitivity s);
-Result<Sensitivity> parse_sensitivity(std::string_view text);  // "public", "internal", …
+CIVICBUS_EXPORT std::string_view to_string(Sensitivity s);
+CIVICBUS_EXPORT Result<Sensitivity> parse_sensitivity(
+    std::string_view text);  // "public", "internal", …
 
 struct TopicOptions {
   std::string name;   // dotted event type: "property.assessment.updated"
@@ -99,7 +101,7 @@ struct ConsumerGroupOptions {
 // A running consumer group member. Destroying it (or stop()) stops fetching, waits for
 // handlers already running and commits the group's offset. Must not be destroyed from
 // inside its own handler.
-class Subscription {
+class CIVICBUS_EXPORT Subscription {
  public:
   virtual ~Subscription() = default;
   virtual const std::string& group() const = 0;
@@ -107,7 +109,7 @@ class Subscription {
 };
 
 enum class SchemaState { kProposed, kActive, kSuperseded };
-std::string_view to_string(SchemaState s);
+CIVICBUS_EXPORT std::string_view to_string(SchemaState s);
 
 struct SchemaVersion {
   std::string subject;
@@ -197,9 +199,10 @@ struct BrokerContext {
 // Reads a 32-byte master key given as 64 hex digits or base64, from the environment
 // variable `env_var` when set, else from `file` (which must not be readable by group or
 // others). Errors say which source was tried and what is wrong.
-Result<std::string> load_master_key(std::string_view env_var, std::string_view file);
+CIVICBUS_EXPORT Result<std::string> load_master_key(std::string_view env_var,
+                                                    std::string_view file);
 
-class Broker {
+class CIVICBUS_EXPORT Broker {
  public:
   static Result<std::unique_ptr<Broker>> open(BrokerOptions options, BrokerContext context);
   virtual ~Broker() = default;
@@ -278,8 +281,8 @@ class Broker {
 };
 
 // True when dotted `topic` matches NATS-style `pattern` ("*" one token, ">" the rest).
-bool topic_matches(std::string_view pattern, std::string_view topic);
+CIVICBUS_EXPORT bool topic_matches(std::string_view pattern, std::string_view topic);
 // Topic names: tokens of [a-z0-9_-] separated by dots, 1..249 characters.
-Status validate_topic_name(std::string_view name);
+CIVICBUS_EXPORT Status validate_topic_name(std::string_view name);
 
 }  // namespace civicbus::broker

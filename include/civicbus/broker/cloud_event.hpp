@@ -8,10 +8,11 @@
 
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::broker {
 
-class CloudEvent {
+class CIVICBUS_EXPORT CloudEvent {
  public:
   // An event of `type` from `source` carrying `data`; specversion 1.0 and
   // datacontenttype application/json. The id and time are filled in at publish when empty.

@@ -21,13 +21,14 @@
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::connect {
 
 // The type of a stream field, as discovered or declared.
 enum class FieldType { kString, kInteger, kNumber, kBoolean, kDate, kTimestamp, kJson };
-std::string_view field_type_name(FieldType type);  // "string", "integer", … "json"
-Result<FieldType> parse_field_type(std::string_view name);
+CIVICBUS_EXPORT std::string_view field_type_name(FieldType type);  // "string", "integer", … "json"
+CIVICBUS_EXPORT Result<FieldType> parse_field_type(std::string_view name);
 
 struct FieldSpec {
   std::string name;
@@ -37,7 +38,7 @@ struct FieldSpec {
 };
 
 // One stream a source offers (a file, a table, an API resource).
-struct StreamSpec {
+struct CIVICBUS_EXPORT StreamSpec {
   std::string name;
   std::vector<FieldSpec> fields;
   std::vector<std::string> primary_key;  // empty when the source has none
@@ -53,7 +54,7 @@ struct StreamSpec {
 // What a connector is and how it is configured. `config_schema` is a JSON Schema 2020-12;
 // a property marked `"secret": true` (Airbyte's `airbyte_secret`) is a credential: the hub
 // keeps it in the vault, never logs it and never returns it.
-struct ConnectorSpec {
+struct CIVICBUS_EXPORT ConnectorSpec {
   std::string name;   // catalog id: "csv", "postgres", "mpac"
   std::string title;  // "MPAC property assessment extract"
   std::string description;
@@ -74,7 +75,7 @@ struct Record {
   std::int64_t position = 0;
 };
 
-class RecordBatch {
+class CIVICBUS_EXPORT RecordBatch {
  public:
   RecordBatch() = default;
   RecordBatch(std::string stream, std::vector<std::string> columns)
@@ -107,7 +108,7 @@ struct RowError {
 };
 
 // How a source hands records downstream. Calls come from the thread running read().
-class RecordEmitter {
+class CIVICBUS_EXPORT RecordEmitter {
  public:
   virtual ~RecordEmitter() = default;
   // Hands a batch on. A non-ok status (the sink failed, the run was cancelled) tells the
@@ -126,7 +127,7 @@ class RecordEmitter {
 
 // What a connector gets for one call. `config` has its secrets resolved; it is valid for
 // the duration of the call.
-struct ConnectorContext {
+struct CIVICBUS_EXPORT ConnectorContext {
   Json config = Json::object();
   const Clock* clock = nullptr;  // null: the system clock (see now())
   // A directory this connection may keep files in between runs (downloads, bookkeeping of
@@ -138,7 +139,7 @@ struct ConnectorContext {
   SystemTime now() const;
 };
 
-struct ReadRequest {
+struct CIVICBUS_EXPORT ReadRequest {
   // Streams to read; empty: every stream discover() returns.
   std::vector<std::string> streams;
   // The committed state per stream ({"permits": {"cursor": …}}); null: read from the start.
@@ -170,7 +171,7 @@ struct WriteResult {
   std::vector<RowError> rejected;  // the other records of the batch are written
 };
 
-class Connector {
+class CIVICBUS_EXPORT Connector {
  public:
   virtual ~Connector() = default;
   virtual const ConnectorSpec& spec() const = 0;
@@ -200,7 +201,7 @@ using ConnectorFactory = std::function<std::unique_ptr<Connector>()>;
 
 // The connectors a node knows, by name. `builtin()` holds the pre-built catalog; modules
 // and third parties add their own.
-class ConnectorCatalog {
+class CIVICBUS_EXPORT ConnectorCatalog {
  public:
   ConnectorCatalog() = default;
   static ConnectorCatalog builtin();
@@ -223,10 +224,10 @@ class ConnectorCatalog {
 
 // Checks `config` against the connector's config schema; the error names each failing
 // property (by JSON pointer) and never quotes a secret's value.
-Status validate_config(const ConnectorSpec& spec, const Json& config);
+CIVICBUS_EXPORT Status validate_config(const ConnectorSpec& spec, const Json& config);
 
 // An emitter that keeps everything in memory: for tests and test syncs.
-class CollectingEmitter : public RecordEmitter {
+class CIVICBUS_EXPORT CollectingEmitter : public RecordEmitter {
  public:
   Status emit(RecordBatch batch) override;
   Status checkpoint(std::string_view stream, Json state) override;

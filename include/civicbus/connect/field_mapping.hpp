@@ -53,6 +53,7 @@
 #include "civicbus/connect/connector.hpp"
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::connect {
 
@@ -69,7 +70,7 @@ struct MappedBatch {
 };
 
 // A compiled mapping. Immutable and cheap to copy (shared); apply() is thread-safe.
-class FieldMapping {
+class CIVICBUS_EXPORT FieldMapping {
  public:
   // Compiles `mapping` against the streams a source discovered (empty: source fields are not
   // checked, and a column missing from a batch reads as null). On failure the status
@@ -100,6 +101,7 @@ class FieldMapping {
 
 // The closest of `candidates` to `name` (edit distance, case-insensitive), or empty when none is
 // close enough to be a likely typo.
-std::string closest_name(std::string_view name, const std::vector<std::string>& candidates);
+CIVICBUS_EXPORT std::string closest_name(std::string_view name,
+                                         const std::vector<std::string>& candidates);
 
 }  // namespace civicbus::connect

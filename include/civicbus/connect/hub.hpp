@@ -25,6 +25,7 @@
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/metrics.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 #include "civicbus/storage/database.hpp"
 
 namespace civicbus::broker {
@@ -39,8 +40,8 @@ enum class DriftPolicy {
   kPause,      // pause the connection until an operator accepts the new schema
   kReject,     // fail this run; the next run checks again
 };
-std::string_view drift_policy_name(DriftPolicy policy);
-Result<DriftPolicy> parse_drift_policy(std::string_view name);
+CIVICBUS_EXPORT std::string_view drift_policy_name(DriftPolicy policy);
+CIVICBUS_EXPORT Result<DriftPolicy> parse_drift_policy(std::string_view name);
 
 struct ResilienceOptions {
   std::chrono::milliseconds timeout{30'000};  // each connector call
@@ -53,7 +54,7 @@ struct ResilienceOptions {
   std::chrono::milliseconds max_open_for{600'000};  // the cool-down doubles up to this
 };
 
-struct ConnectionOptions {
+struct CIVICBUS_EXPORT ConnectionOptions {
   std::string name;       // "mpac-nightly": [a-z0-9][a-z0-9._-]*
   std::string connector;  // catalog name
   // The connector's config. Properties its spec marks secret are moved into the vault by
@@ -93,7 +94,7 @@ enum class Health {
   kDown,      // breaker open: calls queued, answers from cache
   kPaused,    // stopped by the drift policy or an operator
 };
-std::string_view health_name(Health health);
+CIVICBUS_EXPORT std::string_view health_name(Health health);
 
 struct SyncReport {
   std::string connection;
@@ -157,7 +158,7 @@ struct HubDeps {
   MetricsRegistry* metrics = nullptr;
 };
 
-class ConnectorHub {
+class CIVICBUS_EXPORT ConnectorHub {
  public:
   static Result<std::unique_ptr<ConnectorHub>> open(HubOptions options, HubDeps deps);
   ~ConnectorHub();

@@ -17,13 +17,14 @@
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/status.hpp"
 #include "civicbus/core/time_zone.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus {
 
 // One cron schedule: 5 fields (minute hour day-of-month month day-of-week) or 6 (second
 // first, as Quartz and Spring write them), or a macro (@daily, @hourly...). Does not run
 // anything: it only answers "when does it fire next".
-class CronSchedule {
+class CIVICBUS_EXPORT CronSchedule {
  public:
   // Parses `expr` to be evaluated in `zone`. Errors are kInvalidArgument and name the field
   // and the token: "cron field 'hour' value 25 is out of range 0-23 in '0 25 * * *'".

@@ -9,31 +9,33 @@
 
 #include "civicbus/core/random.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::crypto {
 
 // 32 raw bytes.
-std::string sha256(std::string_view data);
+CIVICBUS_EXPORT std::string sha256(std::string_view data);
 // 32 raw bytes. Any key length.
-std::string hmac_sha256(std::string_view key, std::string_view data);
+CIVICBUS_EXPORT std::string hmac_sha256(std::string_view key, std::string_view data);
 // Compares in time that depends only on the lengths.
-bool constant_time_equal(std::string_view a, std::string_view b);
+CIVICBUS_EXPORT bool constant_time_equal(std::string_view a, std::string_view b);
 
-std::string to_hex(std::string_view bytes);  // lower case
-Result<std::string> from_hex(std::string_view hex);
-std::string base64_encode(std::string_view bytes);  // RFC 4648 §4, padded
-Result<std::string> base64_decode(std::string_view text);
-std::string base64url_encode(std::string_view bytes);  // RFC 4648 §5, no padding
+CIVICBUS_EXPORT std::string to_hex(std::string_view bytes);  // lower case
+CIVICBUS_EXPORT Result<std::string> from_hex(std::string_view hex);
+CIVICBUS_EXPORT std::string base64_encode(std::string_view bytes);  // RFC 4648 §4, padded
+CIVICBUS_EXPORT Result<std::string> base64_decode(std::string_view text);
+CIVICBUS_EXPORT std::string base64url_encode(std::string_view bytes);  // RFC 4648 §5, no padding
 
 // Associated data that binds a sealed value to where it is stored: `label`, then each field
 // with a 32-bit big-endian length in front, so that no two field lists give the same bytes.
-std::string bound_aad(std::string_view label, std::initializer_list<std::string_view> fields);
-Result<std::string> base64url_decode(std::string_view text);
+CIVICBUS_EXPORT std::string bound_aad(std::string_view label,
+                                      std::initializer_list<std::string_view> fields);
+CIVICBUS_EXPORT Result<std::string> base64url_decode(std::string_view text);
 
 // AES-256-GCM (also AES-128/192 for test vectors: the key length picks the variant).
 // seal/open use a fresh 96-bit random nonce and the layout nonce(12) || ciphertext || tag(16).
 // Thread-safe: each call uses its own mbedTLS context.
-class AesGcm {
+class CIVICBUS_EXPORT AesGcm {
  public:
   static Result<AesGcm> create(std::string_view key);  // 16, 24 or 32 bytes
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus {
 
@@ -34,7 +35,7 @@ struct CsvRecord {
   std::vector<std::string> fields;
 };
 
-class CsvReader {
+class CIVICBUS_EXPORT CsvReader {
  public:
   explicit CsvReader(std::string_view text, CsvOptions options = {});
 
@@ -62,12 +63,13 @@ struct CsvTable {
 };
 
 // Reads the whole text.
-Result<CsvTable> parse_csv(std::string_view text, CsvOptions options = {});
+CIVICBUS_EXPORT Result<CsvTable> parse_csv(std::string_view text, CsvOptions options = {});
 
 // `field` as it goes in a CSV record: quoted (with '"' doubled) when it holds the delimiter,
 // a quote, CR or LF, or leading/trailing spaces; as is otherwise.
-std::string csv_quote(std::string_view field, char delimiter = ',');
+CIVICBUS_EXPORT std::string csv_quote(std::string_view field, char delimiter = ',');
 // One record, fields joined by the delimiter, ending with "\r\n" (RFC 4180).
-std::string csv_format_record(std::span<const std::string> fields, char delimiter = ',');
+CIVICBUS_EXPORT std::string csv_format_record(std::span<const std::string> fields,
+                                              char delimiter = ',');
 
 }  // namespace civicbus

@@ -7,9 +7,11 @@
 #include <functional>
 #include <memory>
 
+#include "civicbus/export.hpp"
+
 namespace civicbus {
 
-class Executor {
+class CIVICBUS_EXPORT Executor {
  public:
   virtual ~Executor() = default;
   // Runs `fn` soon on a worker thread.
@@ -21,6 +23,6 @@ class Executor {
 
 // An Asio io_context run by `threads` worker threads (at least 1). The destructor stops the
 // context, drops work not yet started and joins the threads.
-std::unique_ptr<Executor> make_thread_pool(std::size_t threads);
+CIVICBUS_EXPORT std::unique_ptr<Executor> make_thread_pool(std::size_t threads);
 
 }  // namespace civicbus

@@ -6,6 +6,7 @@
 
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/random.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus {
 
@@ -13,7 +14,7 @@ namespace civicbus {
 // generator even when the clock stands still or steps back (RFC 9562 §6.2, method 1: a
 // 12-bit counter in rand_a). Thread-safe. Keeps references to `clock` and `random`, which
 // must outlive it.
-class IdGenerator {
+class CIVICBUS_EXPORT IdGenerator {
  public:
   IdGenerator(const Clock& clock, RandomSource& random) : clock_(clock), random_(random) {}
   std::string next();
@@ -27,6 +28,6 @@ class IdGenerator {
 };
 
 // True for a canonical lower- or upper-case 8-4-4-4-12 hex UUID of any version.
-bool is_uuid(std::string_view text);
+CIVICBUS_EXPORT bool is_uuid(std::string_view text);
 
 }  // namespace civicbus

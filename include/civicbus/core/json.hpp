@@ -13,10 +13,11 @@
 #include <vector>
 
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus {
 
-class Json {
+class CIVICBUS_EXPORT Json {
  public:
   enum class Type { kNull, kBool, kInt, kDouble, kString, kArray, kObject };
   using Array = std::vector<Json>;
@@ -104,7 +105,10 @@ class Json {
   std::variant<std::nullptr_t, bool, std::int64_t, double, std::string, Array, Object> v_{nullptr};
 };
 
+// The friend above, declared again to carry the export (a friend declaration cannot).
+CIVICBUS_EXPORT bool operator==(const Json& a, const Json& b);
+
 // Escapes `s` as a JSON string body (without the quotes) onto `out`.
-void append_json_escaped(std::string& out, std::string_view s);
+CIVICBUS_EXPORT void append_json_escaped(std::string& out, std::string_view s);
 
 }  // namespace civicbus

@@ -20,6 +20,7 @@
 
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus {
 
@@ -55,7 +56,7 @@ struct JsonSchemaOptions {
   std::size_t max_errors = 10;
 };
 
-class JsonSchema {
+class CIVICBUS_EXPORT JsonSchema {
  public:
   using Options = JsonSchemaOptions;
 

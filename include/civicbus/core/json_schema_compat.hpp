@@ -20,6 +20,7 @@
 
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus {
 
@@ -34,17 +35,18 @@ enum class SchemaCompatibility {
 };
 
 // "NONE", "BACKWARD", "FORWARD", "FULL" and the "_TRANSITIVE" forms (case-insensitive).
-Result<SchemaCompatibility> parse_schema_compatibility(std::string_view text);
-std::string_view to_string(SchemaCompatibility mode);
+CIVICBUS_EXPORT Result<SchemaCompatibility> parse_schema_compatibility(std::string_view text);
+CIVICBUS_EXPORT std::string_view to_string(SchemaCompatibility mode);
 
 // Checks `next` against the earlier versions (oldest first; version numbers are positions
 // from 1). kFailedPrecondition names the mode, the version, the path and the reason:
 // "BACKWARD incompatible with version 2: property 'ward' became required at /required".
-Status check_compatibility(SchemaCompatibility mode, const std::vector<Json>& earlier,
-                           const Json& next);
+CIVICBUS_EXPORT Status check_compatibility(SchemaCompatibility mode,
+                                           const std::vector<Json>& earlier, const Json& next);
 
 // True when every instance valid under `narrower` is valid under `wider`; otherwise false
 // with `reason` (path and cause) filled in.
-bool schema_accepts_all(const Json& narrower, const Json& wider, std::string* reason);
+CIVICBUS_EXPORT bool schema_accepts_all(const Json& narrower, const Json& wider,
+                                        std::string* reason);
 
 }  // namespace civicbus

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "civicbus/core/clock.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus {
 
@@ -18,7 +19,7 @@ enum class LogFormat {
   kJson,  // {"time":"…","level":"info","component":"broker","msg":"event stored","topic":…}
 };
 
-Result<LogLevel> parse_log_level(std::string_view name);  // "info", "warn", …
+CIVICBUS_EXPORT Result<LogLevel> parse_log_level(std::string_view name);  // "info", "warn", …
 
 struct LogField {
   std::string_view key;
@@ -33,21 +34,32 @@ struct LogOptions {
   std::function<void(std::string_view line)> sink;
 };
 
-class Logger {
+class CIVICBUS_EXPORT Logger {
  public:
-  Logger();  // info, text, stderr, system clock
+  Logger();                                        // info, text, stderr, system clock
   Logger(LogOptions options, const Clock& clock);  // `clock` must outlive every copy
 
   // A copy that tags lines with `component`.
   Logger with_component(std::string_view component) const;
 
   bool enabled(LogLevel level) const;
-  void log(LogLevel level, std::string_view message, std::initializer_list<LogField> fields = {}) const;
-  void trace(std::string_view m, std::initializer_list<LogField> f = {}) const { log(LogLevel::kTrace, m, f); }
-  void debug(std::string_view m, std::initializer_list<LogField> f = {}) const { log(LogLevel::kDebug, m, f); }
-  void info(std::string_view m, std::initializer_list<LogField> f = {}) const { log(LogLevel::kInfo, m, f); }
-  void warn(std::string_view m, std::initializer_list<LogField> f = {}) const { log(LogLevel::kWarn, m, f); }
-  void error(std::string_view m, std::initializer_list<LogField> f = {}) const { log(LogLevel::kError, m, f); }
+  void log(LogLevel level, std::string_view message,
+           std::initializer_list<LogField> fields = {}) const;
+  void trace(std::string_view m, std::initializer_list<LogField> f = {}) const {
+    log(LogLevel::kTrace, m, f);
+  }
+  void debug(std::string_view m, std::initializer_list<LogField> f = {}) const {
+    log(LogLevel::kDebug, m, f);
+  }
+  void info(std::string_view m, std::initializer_list<LogField> f = {}) const {
+    log(LogLevel::kInfo, m, f);
+  }
+  void warn(std::string_view m, std::initializer_list<LogField> f = {}) const {
+    log(LogLevel::kWarn, m, f);
+  }
+  void error(std::string_view m, std::initializer_list<LogField> f = {}) const {
+    log(LogLevel::kError, m, f);
+  }
 
  private:
   struct Shared;

@@ -14,12 +14,14 @@
 #include <utility>
 #include <vector>
 
+#include "civicbus/export.hpp"
+
 namespace civicbus {
 
 // Label pairs, e.g. {{"topic", "permit.issued"}, {"group", "gis"}}. Order does not matter.
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
-class Counter {
+class CIVICBUS_EXPORT Counter {
  public:
   void inc(double by = 1.0);  // by >= 0
   double value() const { return value_.load(std::memory_order_relaxed); }
@@ -28,7 +30,7 @@ class Counter {
   std::atomic<double> value_{0.0};
 };
 
-class Gauge {
+class CIVICBUS_EXPORT Gauge {
  public:
   void set(double v) { value_.store(v, std::memory_order_relaxed); }
   void inc(double by = 1.0);
@@ -43,7 +45,7 @@ class Gauge {
 // quantiles can be estimated at any time; exported as a Prometheus histogram over
 // `export_bounds`, plus a `<name>_quantile{quantile="0.99"}` gauge family is NOT emitted:
 // Prometheus computes quantiles from buckets. quantile() is for benchmarks, logs and the API.
-class Histogram {
+class CIVICBUS_EXPORT Histogram {
  public:
   explicit Histogram(std::vector<double> export_bounds);
   void observe(double v);  // v >= 0; negative values count as 0
@@ -64,9 +66,9 @@ class Histogram {
 };
 
 // Default bounds for latencies in seconds: 100 us .. 10 s.
-std::vector<double> default_latency_bounds();
+CIVICBUS_EXPORT std::vector<double> default_latency_bounds();
 
-class MetricsRegistry {
+class CIVICBUS_EXPORT MetricsRegistry {
  public:
   // Both out of line: Family is complete only in metrics.cpp.
   MetricsRegistry();

@@ -8,9 +8,11 @@
 #include <memory>
 #include <string>
 
+#include "civicbus/export.hpp"
+
 namespace civicbus {
 
-class RandomSource {
+class CIVICBUS_EXPORT RandomSource {
  public:
   virtual ~RandomSource() = default;
   virtual void fill(void* out, std::size_t n) = 0;
@@ -19,7 +21,7 @@ class RandomSource {
 };
 
 // Thread-safe CSPRNG. Aborts the process if the OS entropy source fails (nothing safe to do).
-class SecureRandom final : public RandomSource {
+class CIVICBUS_EXPORT SecureRandom final : public RandomSource {
  public:
   SecureRandom();
   ~SecureRandom() override;
@@ -31,7 +33,7 @@ class SecureRandom final : public RandomSource {
 };
 
 // Deterministic splitmix64 stream. Not thread-safe. Never for keys.
-class SeededRandom final : public RandomSource {
+class CIVICBUS_EXPORT SeededRandom final : public RandomSource {
  public:
   explicit SeededRandom(std::uint64_t seed) : state_(seed) {}
   void fill(void* out, std::size_t n) override;

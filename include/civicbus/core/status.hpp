@@ -12,6 +12,8 @@
 #include <utility>
 #include <variant>
 
+#include "civicbus/export.hpp"
+
 namespace civicbus {
 
 enum class ErrorCode : int {
@@ -35,9 +37,9 @@ enum class ErrorCode : int {
 
 // The stable, lower-case name of a code ("invalid_argument"), used in logs, JSON errors and
 // the Python bindings' exception attributes.
-std::string_view error_code_name(ErrorCode code);
+CIVICBUS_EXPORT std::string_view error_code_name(ErrorCode code);
 
-class [[nodiscard]] Status {
+class [[nodiscard]] CIVICBUS_EXPORT Status {
  public:
   Status() = default;  // ok
   Status(ErrorCode code, std::string message);
@@ -69,21 +71,21 @@ class [[nodiscard]] Status {
   std::shared_ptr<const Rep> rep_;  // null when ok; shared so copies are cheap
 };
 
-Status invalid_argument(std::string message);
-Status not_found(std::string message);
-Status already_exists(std::string message);
-Status failed_precondition(std::string message);
-Status permission_denied(std::string message);
-Status unauthenticated(std::string message);
-Status resource_exhausted(std::string message);
-Status unavailable(std::string message);
-Status deadline_exceeded(std::string message);
-Status aborted(std::string message);
-Status cancelled(std::string message);
-Status data_loss(std::string message);
-Status io_error(std::string message);
-Status internal_error(std::string message);
-Status out_of_range(std::string message);
+CIVICBUS_EXPORT Status invalid_argument(std::string message);
+CIVICBUS_EXPORT Status not_found(std::string message);
+CIVICBUS_EXPORT Status already_exists(std::string message);
+CIVICBUS_EXPORT Status failed_precondition(std::string message);
+CIVICBUS_EXPORT Status permission_denied(std::string message);
+CIVICBUS_EXPORT Status unauthenticated(std::string message);
+CIVICBUS_EXPORT Status resource_exhausted(std::string message);
+CIVICBUS_EXPORT Status unavailable(std::string message);
+CIVICBUS_EXPORT Status deadline_exceeded(std::string message);
+CIVICBUS_EXPORT Status aborted(std::string message);
+CIVICBUS_EXPORT Status cancelled(std::string message);
+CIVICBUS_EXPORT Status data_loss(std::string message);
+CIVICBUS_EXPORT Status io_error(std::string message);
+CIVICBUS_EXPORT Status internal_error(std::string message);
+CIVICBUS_EXPORT Status out_of_range(std::string message);
 
 // Result<T> holds a T or a non-ok Status. Reading the value of an error result is a bug
 // (asserted in debug builds).
@@ -133,10 +135,10 @@ class [[nodiscard]] Result {
 #define CIVICBUS_CONCAT_(a, b) CIVICBUS_CONCAT_INNER_(a, b)
 
 // Returns the Status of `expr` from the enclosing function when it is not ok.
-#define CIVICBUS_RETURN_IF_ERROR(expr)                    \
-  do {                                                    \
-    ::civicbus::Status civicbus_status_ = (expr);         \
-    if (!civicbus_status_.ok()) return civicbus_status_;  \
+#define CIVICBUS_RETURN_IF_ERROR(expr)                   \
+  do {                                                   \
+    ::civicbus::Status civicbus_status_ = (expr);        \
+    if (!civicbus_status_.ok()) return civicbus_status_; \
   } while (false)
 
 // `CIVICBUS_ASSIGN_OR_RETURN(auto x, make_x());` declares x from a Result, or returns its error.

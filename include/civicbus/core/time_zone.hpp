@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus {
 
@@ -44,10 +45,10 @@ struct CivilTime {
   int second = 0;   // 0..59
   int weekday = 4;  // 0 = Sunday .. 6 = Saturday (filled by civil_from_seconds)
 };
-CivilTime civil_from_seconds(std::int64_t seconds);
-std::int64_t seconds_from_civil(const CivilTime& t);  // ignores weekday
+CIVICBUS_EXPORT CivilTime civil_from_seconds(std::int64_t seconds);
+CIVICBUS_EXPORT std::int64_t seconds_from_civil(const CivilTime& t);  // ignores weekday
 
-class TimeZone {
+class CIVICBUS_EXPORT TimeZone {
  public:
   // Loads "America/Toronto" from /usr/share/zoneinfo (the Debian package tzdata). Names with
   // "..", absolute paths and characters outside [A-Za-z0-9/_+-.] are refused (kInvalidArgument);

@@ -32,6 +32,7 @@
 #include "civicbus/core/metrics.hpp"
 #include "civicbus/core/random.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 #include "civicbus/fleet/types.hpp"
 #include "civicbus/gateway/options.hpp"
 
@@ -76,7 +77,7 @@ enum class ReadingEvents {
   kBatched,  // one event per batch of readings, up to reading_events_per_second readings
 };
 
-struct FleetOptions {
+struct CIVICBUS_EXPORT FleetOptions {
   // Daily rollups start at local midnight in this IANA zone.
   std::string time_zone = "UTC";
   std::chrono::milliseconds raw_retention = std::chrono::hours(24 * 30);
@@ -141,7 +142,7 @@ struct FleetDeps {
 
 // A device as provisioned: its certificate and private key are returned here once and never
 // again (only the certificate is kept).
-struct ProvisionedDevice {
+struct CIVICBUS_EXPORT ProvisionedDevice {
   std::shared_ptr<const Device> device;
   std::string certificate_pem;
   std::string private_key_pem;
@@ -160,7 +161,7 @@ struct ImportIssue {
   std::string reason;
 };
 
-struct ImportReport {
+struct CIVICBUS_EXPORT ImportReport {
   std::vector<ProvisionedDevice> provisioned;
   std::vector<ImportIssue> errors;  // rows refused, in file order
   std::chrono::milliseconds elapsed{0};
@@ -175,7 +176,7 @@ struct IngestResult {
   std::vector<Rejection> rejected;
 };
 
-struct SeriesResult {
+struct CIVICBUS_EXPORT SeriesResult {
   std::string tier;  // "raw", "5m", "1h", "1d"
   std::vector<SeriesPoint> points;
   Json to_json() const;
@@ -206,7 +207,7 @@ struct FleetStats {
   std::int64_t edge_buffered = 0;
 };
 
-class DeviceFleet {
+class CIVICBUS_EXPORT DeviceFleet {
  public:
   // Called when a rule with actions fires (an edge gateway opens a floodgate here).
   using ActionHandler =

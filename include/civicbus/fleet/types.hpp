@@ -17,6 +17,7 @@
 
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::fleet {
 
@@ -37,7 +38,7 @@ struct BoundingBox {
 };
 
 // Great-circle distance in metres (haversine, mean Earth radius 6,371,008.8 m).
-double distance_m(const GeoPoint& a, const GeoPoint& b);
+CIVICBUS_EXPORT double distance_m(const GeoPoint& a, const GeoPoint& b);
 
 // ----- device types ----------------------------------------------------------------------
 
@@ -51,12 +52,12 @@ struct MetricSpec {
 };
 
 enum class Network { kMqtt, kLorawan, kSigfox, kHttp };
-std::string_view network_name(Network n);  // "mqtt", "lorawan", "sigfox", "http"
-Result<Network> parse_network(std::string_view text);
+CIVICBUS_EXPORT std::string_view network_name(Network n);  // "mqtt", "lorawan", "sigfox", "http"
+CIVICBUS_EXPORT Result<Network> parse_network(std::string_view text);
 
 // A device type is data: the built-in catalogue is data/fleet/device_types.json, and a node
 // may register its own types (YAML or API) without code.
-struct DeviceType {
+struct CIVICBUS_EXPORT DeviceType {
   std::string name;  // "water_meter", "pressure_sensor", "air_quality", …
   std::string description;
   std::vector<MetricSpec> metrics;
@@ -75,18 +76,20 @@ struct DeviceType {
 // One type from its JSON form (the fields above; unknown fields are refused), as in
 // data/fleet/device_types.json. `where` prefixes error messages ("device type #3
 // 'flood_gauge'").
-Result<DeviceType> parse_device_type(const Json& j, std::string_view where = "device type");
-Json device_type_to_json(const DeviceType& type);
+CIVICBUS_EXPORT Result<DeviceType> parse_device_type(const Json& j,
+                                                     std::string_view where = "device type");
+CIVICBUS_EXPORT Json device_type_to_json(const DeviceType& type);
 
 // ----- devices ---------------------------------------------------------------------------
 
 enum class DeviceStatus { kProvisioned, kActive, kMaintenance, kDecommissioned };
-std::string_view status_name(DeviceStatus s);  // "provisioned", "active", "maintenance", …
-Result<DeviceStatus> parse_status(std::string_view text);
+CIVICBUS_EXPORT std::string_view status_name(
+    DeviceStatus s);  // "provisioned", "active", "maintenance", …
+CIVICBUS_EXPORT Result<DeviceStatus> parse_status(std::string_view text);
 // Provisioned → Active; Active ⇄ Maintenance; any but Decommissioned → Decommissioned.
-bool transition_allowed(DeviceStatus from, DeviceStatus to);
+CIVICBUS_EXPORT bool transition_allowed(DeviceStatus from, DeviceStatus to);
 
-struct Device {
+struct CIVICBUS_EXPORT Device {
   std::string id;  // stable id ("wm-000123"); the serial when none is given
   std::string serial;
   std::string type;  // DeviceType::name
@@ -132,7 +135,7 @@ struct GeoCircle {
 
 // A filter over devices. Every set field must match; tags must all be present with these
 // values. Results are sorted by id; `offset` and `limit` (0: no limit) page through them.
-struct DeviceQuery {
+struct CIVICBUS_EXPORT DeviceQuery {
   std::optional<std::string> type;
   std::optional<DeviceStatus> status;
   std::optional<std::string> department;
@@ -159,7 +162,7 @@ struct DeviceQueryResult {
 };
 
 // Metadata a caller may change after provisioning (unset fields stay as they are).
-struct DeviceUpdate {
+struct CIVICBUS_EXPORT DeviceUpdate {
   std::optional<std::string> model;
   std::optional<std::string> firmware_version;
   std::optional<std::string> install_date;
@@ -179,9 +182,9 @@ struct DeviceUpdate {
 };
 
 enum class GroupKind { kStatic, kQuery };
-std::string_view group_kind_name(GroupKind k);  // "static", "query"
+CIVICBUS_EXPORT std::string_view group_kind_name(GroupKind k);  // "static", "query"
 
-struct Group {
+struct CIVICBUS_EXPORT Group {
   std::string id;  // derived from the name when empty ("North meters" → "north-meters")
   std::string name;
   GroupKind kind = GroupKind::kStatic;
@@ -215,7 +218,7 @@ enum class RejectReason {
   kFutureTimestamp,
   kMalformed,
 };
-std::string_view reject_reason_name(RejectReason r);  // "unknown_metric", …
+CIVICBUS_EXPORT std::string_view reject_reason_name(RejectReason r);  // "unknown_metric", …
 
 struct Rejection {
   Reading reading;
@@ -237,12 +240,13 @@ struct SeriesPoint {
 // ----- alerts ----------------------------------------------------------------------------
 
 enum class Severity { kWarning, kCritical };
-std::string_view severity_name(Severity s);  // "warning", "critical"
+CIVICBUS_EXPORT std::string_view severity_name(Severity s);  // "warning", "critical"
 
 enum class AlertState { kRaised, kAcknowledged, kResolved };
-std::string_view alert_state_name(AlertState s);  // "raised", "acknowledged", "resolved"
+CIVICBUS_EXPORT std::string_view alert_state_name(
+    AlertState s);  // "raised", "acknowledged", "resolved"
 
-struct Alert {
+struct CIVICBUS_EXPORT Alert {
   std::string id;                    // UUIDv7
   std::string rule_id;               // the rule that raised it
   std::string device_id;             // "" for a composite alert over several devices

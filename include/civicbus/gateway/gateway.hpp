@@ -31,13 +31,14 @@
 #include "civicbus/core/metrics.hpp"
 #include "civicbus/core/random.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 #include "civicbus/gateway/options.hpp"
 #include "civicbus/http/message.hpp"
 
 namespace civicbus::gateway {
 
 // What an in-process handler is given. Valid only during the call.
-struct GatewayRequest {
+struct CIVICBUS_EXPORT GatewayRequest {
   const http::HttpRequest& http;
   std::string_view route_id;
   const std::vector<std::pair<std::string, std::string>>& params;  // {id} values, decoded
@@ -57,9 +58,9 @@ using GatewayHandler = std::function<http::HttpResponse(const GatewayRequest&)>;
 // http_status_of: invalid_argument 400, unauthenticated 401, permission_denied 403,
 // not_found 404, already_exists and failed_precondition 409, resource_exhausted 429,
 // unavailable 503, deadline_exceeded 504, anything else 500.
-http::HttpResponse json_response(int status, const Json& body);
-http::HttpResponse problem_response(const Status& status);
-int http_status_of(ErrorCode code);
+CIVICBUS_EXPORT http::HttpResponse json_response(int status, const Json& body);
+CIVICBUS_EXPORT http::HttpResponse problem_response(const Status& status);
+CIVICBUS_EXPORT int http_status_of(ErrorCode code);
 
 // What the gateway needs from its host. Every pointer may be null: the gateway then uses one
 // of its own (system clock, secure random, a metrics registry of its own, stderr logs).
@@ -84,7 +85,7 @@ struct ConsumerInfo {
   std::uint32_t priority_tier = 1;
 };
 
-class Gateway {
+class CIVICBUS_EXPORT Gateway {
  public:
   // Validates everything (errors name the route, upstream or consumer and the field) and
   // loads key files; does not listen yet.

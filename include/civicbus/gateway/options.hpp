@@ -14,6 +14,7 @@
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 #include "civicbus/http/server.hpp"
 
 namespace civicbus::gateway {
@@ -78,7 +79,7 @@ struct PassiveHealthOptions {
   std::chrono::milliseconds open_duration{30'000};
 };
 
-struct UpstreamPoolOptions {
+struct CIVICBUS_EXPORT UpstreamPoolOptions {
   std::string name;                  // names the upstream in errors, metrics and logs
   std::vector<std::string> targets;  // "host:port" (http::Upstream::parse); at least one
   Balancing balancing = Balancing::kRoundRobin;
@@ -89,7 +90,7 @@ struct UpstreamPoolOptions {
   Status validate() const;  // names the upstream and the bad field
 };
 
-struct LoadShedderOptions {
+struct CIVICBUS_EXPORT LoadShedderOptions {
   bool enabled = true;  // false: acquire() always succeeds (and still counts in-flight)
   std::uint32_t initial_limit = 1000;
   std::uint32_t min_limit = 100;

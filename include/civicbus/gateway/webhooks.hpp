@@ -41,6 +41,7 @@
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/log.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 #include "civicbus/http/message.hpp"
 
 namespace civicbus {
@@ -60,16 +61,17 @@ namespace civicbus::gateway {
 // ---- signing (usable on its own, by senders and receivers) ---------------------------------
 
 // A new secret in the Standard Webhooks format: "whsec_" + base64 of 32 random bytes.
-std::string generate_webhook_secret(RandomSource& random);
+CIVICBUS_EXPORT std::string generate_webhook_secret(RandomSource& random);
 
 // Checks a secret: "whsec_" followed by base64 of 24..64 bytes. Errors say which part is wrong.
-Status validate_webhook_secret(std::string_view secret);
+CIVICBUS_EXPORT Status validate_webhook_secret(std::string_view secret);
 
 // The signature of one message under one secret: "v1," + base64(HMAC-SHA256(key, content))
 // where key is the base64-decoded secret (after an optional "whsec_" prefix) and content is
 // "{webhook_id}.{timestamp}.{body}". kInvalidArgument when the secret is not base64.
-Result<std::string> sign_webhook(std::string_view secret, std::string_view webhook_id,
-                                 std::int64_t timestamp, std::string_view body);
+CIVICBUS_EXPORT Result<std::string> sign_webhook(std::string_view secret,
+                                                 std::string_view webhook_id,
+                                                 std::int64_t timestamp, std::string_view body);
 
 struct WebhookVerifyOptions {
   // A timestamp further than this from `now`, in either direction, is refused (replays).
@@ -81,19 +83,21 @@ struct WebhookVerifyOptions {
 // `timestamp` (Unix seconds, decimal) must lie within the tolerance of `now`. Comparisons
 // take constant time. kUnauthenticated with a reason ("no signature matches", "timestamp is
 // 612 s old, more than the 300 s tolerance") otherwise.
-Status verify_webhook(const std::vector<std::string>& secrets, std::string_view webhook_id,
-                      std::string_view timestamp, std::string_view signature_header,
-                      std::string_view body, SystemTime now, WebhookVerifyOptions options = {});
+CIVICBUS_EXPORT Status verify_webhook(const std::vector<std::string>& secrets,
+                                      std::string_view webhook_id, std::string_view timestamp,
+                                      std::string_view signature_header, std::string_view body,
+                                      SystemTime now, WebhookVerifyOptions options = {});
 // The same, reading webhook-id, webhook-timestamp and webhook-signature from `headers`.
-Status verify_webhook(const std::vector<std::string>& secrets, const http::HttpHeaders& headers,
-                      std::string_view body, SystemTime now, WebhookVerifyOptions options = {});
+CIVICBUS_EXPORT Status verify_webhook(const std::vector<std::string>& secrets,
+                                      const http::HttpHeaders& headers, std::string_view body,
+                                      SystemTime now, WebhookVerifyOptions options = {});
 
 // ---- subscriptions ---------------------------------------------------------------------------
 
 // The default schedule: the wait before each attempt, from the failure of the one before
 // (the first from the moment the event reaches the subscription): 0 s, 5 s, 30 s, 5 min,
 // 30 min, 2 h, 5 h, 10 h and a last try 24 h later: 9 attempts over about 42 hours.
-std::vector<std::chrono::milliseconds> default_webhook_schedule();
+CIVICBUS_EXPORT std::vector<std::chrono::milliseconds> default_webhook_schedule();
 
 struct WebhookPausePolicy {
   // Consecutive failed attempts (across events) that pause the endpoint. 0: never pause.
@@ -117,7 +121,7 @@ struct WebhookTlsOptions {
   bool empty() const { return ca_file.empty() && server_name.empty(); }
 };
 
-struct WebhookOptions {
+struct CIVICBUS_EXPORT WebhookOptions {
   // [a-z0-9_-], 1..64 characters. The consumer group is "webhook.<id>".
   std::string id;
   // Topic patterns, as consumer groups take them ("permit.*", "property.>"). At least one.
@@ -191,7 +195,7 @@ struct WebhookDeadLetter {
   SystemTime dead_at;
 };
 
-struct WebhookDispatcherOptions {
+struct CIVICBUS_EXPORT WebhookDispatcherOptions {
   // The node's 32-byte master key (the one the broker seals PII with; see
   // broker::load_master_key()). Required: secrets and parked bodies are stored only sealed
   // under a key derived from it (HMAC-SHA256(master_key, "civicbus webhooks v1")). The
@@ -228,7 +232,7 @@ struct WebhookContext {
   Logger logger;
 };
 
-class WebhookDispatcher {
+class CIVICBUS_EXPORT WebhookDispatcher {
  public:
   // Creates its tables when missing and starts every stored subscription (parked retries
   // resume where they were; unacknowledged events come again from the consumer groups).

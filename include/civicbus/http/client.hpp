@@ -33,6 +33,7 @@
 #include <string_view>
 
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 #include "civicbus/http/message.hpp"
 #include "civicbus/http/tls.hpp"
 
@@ -40,7 +41,7 @@ namespace civicbus::http {
 
 // Where requests go: a host name or IP address and a TCP port. Connections are pooled per
 // upstream (per "host:port" text, so "localhost:80" and "127.0.0.1:80" are two pools).
-struct Upstream {
+struct CIVICBUS_EXPORT Upstream {
   std::string host;
   std::uint16_t port = 0;
 
@@ -50,7 +51,7 @@ struct Upstream {
   std::string to_string() const;
 };
 
-struct HttpClientOptions {
+struct CIVICBUS_EXPORT HttpClientOptions {
   // Resolving and connecting one TCP connection.
   std::chrono::milliseconds connect_timeout{5'000};
   // The whole call: waiting for a pooled connection, connecting, writing the request, reading
@@ -81,7 +82,7 @@ struct ClientAccess;
 // Called once per send_async, on the client's thread.
 using HttpResponseCallback = std::function<void(Result<HttpResponse>)>;
 
-class HttpClient {
+class CIVICBUS_EXPORT HttpClient {
  public:
   // Starts the client's thread. Options are validated by create().
   static Result<std::unique_ptr<HttpClient>> create(HttpClientOptions options = {});
@@ -115,6 +116,6 @@ class HttpClient {
 };
 
 // True for GET, HEAD, PUT, DELETE, OPTIONS and TRACE (RFC 9110 9.2.2).
-bool is_idempotent_method(std::string_view method);
+CIVICBUS_EXPORT bool is_idempotent_method(std::string_view method);
 
 }  // namespace civicbus::http

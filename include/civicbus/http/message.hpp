@@ -12,15 +12,16 @@
 #include <utility>
 #include <vector>
 
+#include "civicbus/export.hpp"
 #include "civicbus/http/tls.hpp"
 
 namespace civicbus::http {
 
 // ASCII case-insensitive equality, as header names and tokens compare.
-bool equals_ignore_case(std::string_view a, std::string_view b);
+CIVICBUS_EXPORT bool equals_ignore_case(std::string_view a, std::string_view b);
 
 // An ordered, case-insensitive multimap of header fields.
-class HttpHeaders {
+class CIVICBUS_EXPORT HttpHeaders {
  public:
   using Field = std::pair<std::string, std::string>;
 
@@ -88,7 +89,7 @@ struct HttpRequest {
   std::shared_ptr<const PeerCertificate> peer_certificate;
 };
 
-struct HttpResponse {
+struct CIVICBUS_EXPORT HttpResponse {
   int status = 200;
   std::string reason;  // empty: the standard phrase for `status`
   // Content-Length, Transfer-Encoding and Connection are set by the server; values a handler
@@ -101,6 +102,6 @@ struct HttpResponse {
 };
 
 // The standard reason phrase for a status code ("Not Found"), or "Unknown".
-std::string_view reason_phrase(int status);
+CIVICBUS_EXPORT std::string_view reason_phrase(int status);
 
 }  // namespace civicbus::http

@@ -25,12 +25,13 @@
 #include <string>
 
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 #include "civicbus/http/message.hpp"
 #include "civicbus/http/tls.hpp"
 
 namespace civicbus::http {
 
-struct HttpServerOptions {
+struct CIVICBUS_EXPORT HttpServerOptions {
   std::string bind_address = "127.0.0.1";
   std::uint16_t port = 0;  // 0: an ephemeral port, see HttpServer::port()
   std::size_t threads = 1;
@@ -68,7 +69,7 @@ struct ServerAccess;
 // called once, from any thread; a responder destroyed unsent answers 500. It must be sent or
 // destroyed before the HttpServer is destroyed. When the connection is gone meanwhile (the
 // client left, the server stopped), send() drops the response.
-class HttpResponder {
+class CIVICBUS_EXPORT HttpResponder {
  public:
   HttpResponder() = default;
   explicit HttpResponder(std::shared_ptr<detail::ResponseSlot> slot);
@@ -91,7 +92,7 @@ class HttpResponder {
 // away; the client then gets 500.
 using HttpAsyncHandler = std::function<void(HttpRequest, HttpResponder)>;
 
-class HttpServer {
+class CIVICBUS_EXPORT HttpServer {
  public:
   HttpServer(HttpServerOptions options, HttpHandler handler);
   HttpServer(HttpServerOptions options, HttpAsyncHandler handler);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::http {
 
@@ -39,7 +40,7 @@ struct TlsSniCertificate {
   std::string key_file;
 };
 
-struct TlsServerOptions {
+struct CIVICBUS_EXPORT TlsServerOptions {
   // Served when the client sends no SNI or one that no entry of `sni_certificates` matches.
   // Required.
   TlsCertificateFiles default_certificate;
@@ -56,7 +57,7 @@ struct TlsServerOptions {
   Status validate() const;
 };
 
-struct TlsClientOptions {
+struct CIVICBUS_EXPORT TlsClientOptions {
   // Trust anchors (PEM bundle). Empty: the system bundle (/etc/ssl/certs/ca-certificates.crt
   // or /etc/pki/tls/certs/ca-bundle.crt), when verify_peer is on.
   std::string ca_file;
@@ -89,6 +90,6 @@ struct PeerCertificate {
 
 // Lower-case hex without separators, for comparing with a configured fingerprint that may be
 // written "AB:CD:..." (as `openssl x509 -fingerprint` prints it).
-std::string normalize_fingerprint(std::string_view text);
+CIVICBUS_EXPORT std::string normalize_fingerprint(std::string_view text);
 
 }  // namespace civicbus::http

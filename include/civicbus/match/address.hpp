@@ -12,6 +12,7 @@
 
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::match {
 
@@ -24,11 +25,11 @@ struct AddressRules;
 enum class AddressLanguage { kUnknown, kEnglish, kFrench };
 
 // "en", "fr" or "" (unknown).
-std::string_view address_language_code(AddressLanguage language);
+CIVICBUS_EXPORT std::string_view address_language_code(AddressLanguage language);
 
 // One normalised Canadian address. Every field is upper case, in Canada Post's symbols (ST,
 // BOUL, MONTÉE, SW, QC), accents kept where Canada Post keeps them; empty when absent.
-struct Address {
+struct CIVICBUS_EXPORT Address {
   std::string unit;                      // "104": printed before the civic number with a hyphen
   std::string unit_designator;           // "APT", "BUREAU"... as given; not printed (Canada Post)
   std::string civic_number;              // "2701"
@@ -81,7 +82,7 @@ struct AddressNormalizerOptions {
 
 // Parses and normalises addresses against a set of rules. Immutable once created, so one
 // normaliser may be shared by any number of threads; copies share the rules.
-class AddressNormalizer {
+class CIVICBUS_EXPORT AddressNormalizer {
  public:
   // With the built-in rules (data/match/address_rules.json).
   static Result<AddressNormalizer> create(AddressNormalizerOptions options = {});

@@ -22,6 +22,7 @@
 
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::match {
 
@@ -29,7 +30,7 @@ struct LabelledPair;  // match/review.hpp: a decided pair of record ids
 
 // A table of text records, stored by column (one buffer per column), as read from a CSV file
 // or added row by row. Empty values are missing values.
-class Dataset {
+class CIVICBUS_EXPORT Dataset {
  public:
   explicit Dataset(std::vector<std::string> columns, std::string source = {});
 
@@ -139,7 +140,7 @@ enum class LinkType {
 //   blocking: [[roll_number], [postal_code, "civic(address)"], ["soundex(surname)", dob]]
 //   deterministic: [[roll_number]]
 //   thresholds: {match: 0.95, review: 0.5}
-struct MatchSettings {
+struct CIVICBUS_EXPORT MatchSettings {
   LinkType link_type = LinkType::kDedupe;
   std::string unique_id;  // column of record ids; empty: the row number
   std::vector<ComparisonSpec> comparisons;
@@ -183,7 +184,7 @@ struct FieldExplanation {
   double tf_adjustment = 0;  // added to weight on a term-frequency adjusted exact level
 };
 
-struct PairExplanation {
+struct CIVICBUS_EXPORT PairExplanation {
   std::string left_id, right_id;
   double prior_weight = 0;
   std::vector<FieldExplanation> fields;
@@ -244,7 +245,7 @@ struct MatchResult {
 
 class MatchIndex;
 
-class MatchEngine {
+class CIVICBUS_EXPORT MatchEngine {
  public:
   static Result<MatchEngine> create(MatchSettings settings);
   ~MatchEngine();
@@ -295,7 +296,7 @@ class MatchEngine {
 // time, and each is compared with the earlier records that share a blocking key and scored with
 // the engine's model (train the engine first, or load a model). Term frequencies follow the
 // records added so far. The engine must outlive the index; an index is used by one thread.
-class MatchIndex {
+class CIVICBUS_EXPORT MatchIndex {
  public:
   // `columns` name the values add() receives; every compared or blocked field must be one.
   static Result<MatchIndex> create(const MatchEngine& engine, std::vector<std::string> columns);

@@ -19,6 +19,7 @@
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::storage {
 class Database;
@@ -53,8 +54,8 @@ enum class SurvivorshipRule {
 };
 
 // "source_priority", "most_recent", "most_complete", "most_frequent", "custom".
-std::string_view to_string(SurvivorshipRule rule);
-Result<SurvivorshipRule> parse_survivorship_rule(std::string_view text);
+CIVICBUS_EXPORT std::string_view to_string(SurvivorshipRule rule);
+CIVICBUS_EXPORT Result<SurvivorshipRule> parse_survivorship_rule(std::string_view text);
 
 // A candidate value of an attribute with its provenance.
 struct SurvivorCandidate {
@@ -89,7 +90,7 @@ struct DomainEventOptions {
 // The topic every store publishes each new golden-record version to.
 inline constexpr std::string_view kGoldenRecordTopic = "mdm.golden_record.updated";
 
-struct GoldenRecordOptions {
+struct CIVICBUS_EXPORT GoldenRecordOptions {
   // The entity kind ("property", "person"): [a-z0-9_-], required. Stores of different kinds
   // share the tables and the golden-record topic.
   std::string kind;
@@ -125,7 +126,7 @@ struct GoldenRecordOptions {
 };
 
 // Checks options once, at creation: names, rules and their sources or functions, event types.
-Status validate(const GoldenRecordOptions& options);
+CIVICBUS_EXPORT Status validate(const GoldenRecordOptions& options);
 
 // A surviving attribute value and where it came from.
 struct AttributeValue {
@@ -142,7 +143,7 @@ struct MemberRef {
   friend auto operator<=>(const MemberRef&, const MemberRef&) = default;
 };
 
-struct GoldenRecord {
+struct CIVICBUS_EXPORT GoldenRecord {
   std::string entity_id;
   std::string kind;
   // 1 for the first version; bumped by each apply() that changed a value or added a member
@@ -187,7 +188,7 @@ struct GoldenRecordChange {
 // not stored twice. If publishing fails, apply() reports the error while the change stays
 // stored and its events stay queued: the next apply() of the entity, or publish_pending(),
 // publishes them. The store thus never holds a change it will not announce.
-class GoldenRecordStore {
+class CIVICBUS_EXPORT GoldenRecordStore {
  public:
   // Creates or migrates the tables and, with a broker, the topics (golden record and domain
   // events; owner "match"). `broker` may be null: nothing is published. `clock` (default: the

@@ -15,6 +15,7 @@
 
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 #include "civicbus/match/engine.hpp"
 #include "civicbus/match/golden.hpp"
 
@@ -29,7 +30,7 @@ enum class ExtractValueType {
   kNumber,   // decimal number ("0.85", "1e3")
 };
 
-struct ApplyExtractOptions {
+struct CIVICBUS_EXPORT ApplyExtractOptions {
   // The source system, as the store records it ("mpac"). Required.
   std::string source;
   // The column of the source's record ids (a roll number). Required; every record needs one, and no
@@ -68,7 +69,7 @@ enum class ExtractLink {
   kReview,    // best pair in the review band (or a match a better record took): not applied
 };
 // "known", "rule", "score", "reviewed", "created", "review".
-std::string_view to_string(ExtractLink link);
+CIVICBUS_EXPORT std::string_view to_string(ExtractLink link);
 
 struct ExtractRecordOutcome {
   std::size_t row = 0;  // in the extract (0-based)
@@ -115,8 +116,9 @@ struct ExtractReport {
 // record by row and id. Records are then applied one by one, each in its own transaction: if one
 // fails, those before it stay applied, and running the extract again is safe (applying a record
 // again changes nothing). Not for two concurrent runs of the same source.
-Result<ExtractReport> apply_extract(MatchEngine& engine, GoldenRecordStore& store,
-                                    const Dataset& extract, const ApplyExtractOptions& options,
-                                    ReviewQueue* review = nullptr);
+CIVICBUS_EXPORT Result<ExtractReport> apply_extract(MatchEngine& engine, GoldenRecordStore& store,
+                                                    const Dataset& extract,
+                                                    const ApplyExtractOptions& options,
+                                                    ReviewQueue* review = nullptr);
 
 }  // namespace civicbus::match

@@ -14,6 +14,7 @@
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::storage {
 class Database;
@@ -31,7 +32,7 @@ struct LabelledPair {
 
 enum class ReviewStatus { kPending, kAccepted, kRejected };
 // "pending", "accepted", "rejected".
-std::string_view to_string(ReviewStatus status);
+CIVICBUS_EXPORT std::string_view to_string(ReviewStatus status);
 
 struct ReviewItem {
   std::int64_t id = 0;  // assigned by enqueue()
@@ -63,7 +64,7 @@ struct ReviewCounts {
 // Keeps review items in the table `match_review_items` of a Database it does not own (the
 // database must outlive the queue). Thread-safe: every call is one statement or one
 // transaction.
-class ReviewQueue {
+class CIVICBUS_EXPORT ReviewQueue {
  public:
   // Creates or migrates the table. `clock` (default: the system clock) stamps items and
   // decisions.

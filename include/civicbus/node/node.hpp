@@ -40,6 +40,7 @@
 #include "civicbus/core/log.hpp"
 #include "civicbus/core/metrics.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 #include "civicbus/fleet/fleet.hpp"
 #include "civicbus/gateway/options.hpp"
 #include "civicbus/gateway/webhooks.hpp"
@@ -71,7 +72,7 @@ struct NodeWebhooksOptions {
   std::vector<gateway::WebhookOptions> subscriptions;
 };
 
-struct NodeOptions {
+struct CIVICBUS_EXPORT NodeOptions {
   std::string name = "civicbus";
   // Holds civicbus.db (the broker's state), log.db (the event log), LOCK and, by
   // default, master.key. Created when missing.
@@ -146,27 +147,27 @@ struct NodeOptions {
 
 // "30s", "15m", "12h", "7d", "2w", "250ms" or "0" (a bare 0 only). Used by the YAML loader
 // and the command line.
-Result<std::chrono::milliseconds> parse_duration(std::string_view text);
+CIVICBUS_EXPORT Result<std::chrono::milliseconds> parse_duration(std::string_view text);
 // "512", "512B", "10KiB", "5MiB", "1GiB", "2TiB" (powers of 1024) or "10KB", "5MB", "1GB"
 // (powers of 1000).
-Result<std::int64_t> parse_size(std::string_view text);
+CIVICBUS_EXPORT Result<std::int64_t> parse_size(std::string_view text);
 // The inverse for messages and tables: "7d", "90m", "1GiB", "1500B".
-std::string format_duration(std::chrono::milliseconds d);
-std::string format_size(std::int64_t bytes);
+CIVICBUS_EXPORT std::string format_duration(std::chrono::milliseconds d);
+CIVICBUS_EXPORT std::string format_size(std::int64_t bytes);
 
 // The civicbus version this library was built as ("0.1.0").
-std::string_view library_version();
+CIVICBUS_EXPORT std::string_view library_version();
 
 // Reads a pipeline file (YAML; the shape of pipeline::PipelineOptions::from_json, see
 // docs/pipelines.md). Relative file paths in the source and sink configs ("path") and the
 // error report folder are taken relative to the file's directory. Errors name the file.
-Result<pipeline::PipelineOptions> load_pipeline_file(std::string_view path);
+CIVICBUS_EXPORT Result<pipeline::PipelineOptions> load_pipeline_file(std::string_view path);
 
 // Reads match rules (YAML; the shape of match::MatchSettings::from_json, see docs/match.md).
 // Errors name the file.
-Result<match::MatchSettings> load_match_file(std::string_view path);
+CIVICBUS_EXPORT Result<match::MatchSettings> load_match_file(std::string_view path);
 
-class Node {
+class CIVICBUS_EXPORT Node {
  public:
   // Validates `options`, creates the data directory, loads (or generates) the master key,
   // opens storage, transport and broker, registers the configured schemas and creates the

@@ -33,6 +33,7 @@
 
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::storage {
 class Database;
@@ -69,7 +70,7 @@ struct PollResult {
   std::int64_t duplicates = 0;  // of those, changes the broker already had (a replay)
 };
 
-class ChangeCapture {
+class CIVICBUS_EXPORT ChangeCapture {
  public:
   // Installs what the capture needs: the change log and triggers (SQLite; triggers are
   // re-created, so a table's new columns are picked up) or the slot and replica identity

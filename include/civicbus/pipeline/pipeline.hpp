@@ -28,6 +28,7 @@
 #include "civicbus/core/json.hpp"
 #include "civicbus/core/metrics.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 #include "civicbus/storage/database.hpp"
 
 namespace civicbus::broker {
@@ -44,7 +45,7 @@ using connect::RowError;
 // of one pipeline run on one thread, one batch at a time, in order, so a stage may keep
 // state across batches (a deduplication index). A non-ok status fails the run: use it for
 // faults of the stage itself, never for bad records.
-class Stage {
+class CIVICBUS_EXPORT Stage {
  public:
   virtual ~Stage() = default;
   virtual std::string_view name() const = 0;
@@ -67,7 +68,7 @@ struct EndpointOptions {
                        // sink: the table or resource to write
 };
 
-struct PipelineOptions {
+struct CIVICBUS_EXPORT PipelineOptions {
   // Names the pipeline's checkpoints: a run resumes the unfinished run of the same name.
   std::string name;
   EndpointOptions source;
@@ -108,7 +109,7 @@ struct ErrorEntry {
   RowError error;
 };
 
-struct RunReport {
+struct CIVICBUS_EXPORT RunReport {
   std::string run_id;
   bool resumed = false;
   std::int64_t resumed_after_rows = 0;  // records the earlier attempt had committed
@@ -140,7 +141,7 @@ struct PipelineEnv {
   std::function<void(const Progress&)> on_progress;
 };
 
-class Pipeline {
+class CIVICBUS_EXPORT Pipeline {
  public:
   // Builds the connectors and stages; errors name the stage or endpoint at fault.
   static Result<std::unique_ptr<Pipeline>> create(PipelineOptions options, PipelineEnv env = {});
@@ -167,6 +168,6 @@ class Pipeline {
 };
 
 // The built-in stage types, for `civicbus pipeline stages` and docs.
-std::vector<std::string> builtin_stage_types();
+CIVICBUS_EXPORT std::vector<std::string> builtin_stage_types();
 
 }  // namespace civicbus::pipeline

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus::storage {
 
@@ -25,7 +26,7 @@ struct Blob {
 using Value = std::variant<std::nullptr_t, std::int64_t, double, std::string_view, Blob>;
 
 // A row during query(): text and blob views are valid only inside the callback.
-class Row {
+class CIVICBUS_EXPORT Row {
  public:
   virtual ~Row() = default;
   virtual int column_count() const = 0;
@@ -46,7 +47,7 @@ class Row {
 
 enum class Dialect { kSqlite, kPostgres };
 
-class Database {
+class CIVICBUS_EXPORT Database {
  public:
   virtual ~Database() = default;
 
@@ -110,7 +111,7 @@ struct SqliteOptions {
   bool verify_on_open = true;
 };
 
-Result<std::unique_ptr<Database>> open_sqlite(const SqliteOptions& options);
+CIVICBUS_EXPORT Result<std::unique_ptr<Database>> open_sqlite(const SqliteOptions& options);
 
 // A PostgreSQL connection. The adapter rewrites `?` to `$1..$n` (a `?` inside a string,
 // quoted identifier or comment stays as it is, so jsonb's `?` operators need jsonb_exists()
@@ -136,7 +137,7 @@ struct PostgresOptions {
 
 // Connects and checks the server answers; fails with kUnavailable when it cannot be reached
 // (kUnauthenticated for a rejected login, kNotFound for a missing database).
-Result<std::unique_ptr<Database>> open_postgres(const PostgresOptions& options);
+CIVICBUS_EXPORT Result<std::unique_ptr<Database>> open_postgres(const PostgresOptions& options);
 
 // A versioned migration. Versions of one component start at 1 and increase by 1.
 struct Migration {
@@ -149,13 +150,14 @@ struct Migration {
 // recording applied versions in `civicbus_migrations`. Idempotent: already applied versions
 // are skipped. Fails (kFailedPrecondition) if the database has a newer version than this code
 // knows, naming both versions.
-Status migrate(Database& db, std::string_view component, std::span<const Migration> migrations);
+CIVICBUS_EXPORT Status migrate(Database& db, std::string_view component,
+                               std::span<const Migration> migrations);
 
 // Components write their DDL in SQLite's spelling; this gives `dialect`'s. On PostgreSQL, BLOB
 // becomes BYTEA and INTEGER PRIMARY KEY AUTOINCREMENT an identity column.
-std::string ddl_for(Dialect dialect, std::string_view sqlite_ddl);
+CIVICBUS_EXPORT std::string ddl_for(Dialect dialect, std::string_view sqlite_ddl);
 
 // The highest applied version of `component` (0 when none).
-Result<int> schema_version(Database& db, std::string_view component);
+CIVICBUS_EXPORT Result<int> schema_version(Database& db, std::string_view component);
 
 }  // namespace civicbus::storage

@@ -15,6 +15,7 @@
 
 #include "civicbus/core/clock.hpp"
 #include "civicbus/core/status.hpp"
+#include "civicbus/export.hpp"
 
 namespace civicbus {
 class MetricsRegistry;
@@ -51,7 +52,7 @@ using RecordPtr = std::shared_ptr<const StoredRecord>;
 // order the records were committed. It must not block; hand longer work to an executor.
 using AppendCallback = std::function<void(Result<AppendResult>)>;
 
-class Transport {
+class CIVICBUS_EXPORT Transport {
  public:
   virtual ~Transport() = default;
 
@@ -137,8 +138,7 @@ struct InProcessOptions {
 // The embedded transport: a SQLite log (table `log_records`) written by one writer thread
 // with group commit, a bounded cache of recent records, and commit listeners. `clock` and
 // `metrics` must outlive it (metrics may be null).
-Result<std::unique_ptr<Transport>> open_in_process(const InProcessOptions& options,
-                                                   const Clock& clock,
-                                                   MetricsRegistry* metrics = nullptr);
+CIVICBUS_EXPORT Result<std::unique_ptr<Transport>> open_in_process(
+    const InProcessOptions& options, const Clock& clock, MetricsRegistry* metrics = nullptr);
 
 }  // namespace civicbus::transport
