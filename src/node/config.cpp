@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -198,7 +199,9 @@ Result<double> Loader::read_number(const Entry& e, double min, double max) const
   std::string_view t = trim(text);
   double v = 0;
   auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-  if (ec != std::errc() || ptr != t.data() + t.size() || t.empty()) {
+  // from_chars also reads "nan" and "inf", which no setting means (and a NaN passes every
+  // range check below).
+  if (ec != std::errc() || ptr != t.data() + t.size() || t.empty() || !std::isfinite(v)) {
     return fail(e.value, fmt::format("'{}' must be a number; got '{}'", e.key, text));
   }
   if (v < min || v > max) {

@@ -128,6 +128,11 @@ TEST_CASE("node config: webhooks errors name the line and never show the secret"
        "'attempt_timeout'?)"},
       {head + "      secret: " + s + "\n      jitter: 2\n",
        "node.yaml:7: 'jitter' must be between 0 and 1; got 2"},
+      // from_chars reads these, and a NaN would pass the range check.
+      {head + "      secret: " + s + "\n      jitter: nan\n",
+       "node.yaml:7: 'jitter' must be a number; got 'nan'"},
+      {head + "      secret: " + s + "\n      jitter: inf\n",
+       "node.yaml:7: 'jitter' must be a number; got 'inf'"},
       {head + "      secret: " + s + "\n      schedule: [0, 5 s]\n",
        "node.yaml:7: 'schedule[1]' must be a duration like 30s, 15m, 12h, 7d or 0; got '5 s'"},
       {head + "      secret: " + s + "\n      pause: {after_failure: 3}\n",
