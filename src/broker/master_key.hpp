@@ -1,5 +1,6 @@
 // The master key's file format, beyond load_master_key() (declared in the public broker.hpp):
-// parsing the text form and creating a fresh key file (`security.master_key: generate`, `civicbus demo`).
+// parsing the text form and creating a fresh key file (`security.master_key: generate`, `civicbus
+// demo`).
 #pragma once
 
 #include <cstddef>

@@ -303,9 +303,10 @@ Status scan_chunks(storage::Database& db, std::int64_t series, TimeMs from, Time
 // and a query merges those rows with what retained chunks add. Every reading is counted
 // once: it is either in a chunk or, after its chunk expired, in a row.
 
-TimeMs bucket_5m(TimeMs t) {
-  TimeMs start = t / k5m * k5m;
-  return start > t ? start - k5m : start;  // negative times round down
+// The start of the fixed-width bucket holding `t`.
+TimeMs bucket_start(TimeMs t, TimeMs width) {
+  TimeMs start = t / width * width;
+  return start > t ? start - width : start;  // negative times round down
 }
 
 struct BucketAgg {
@@ -317,7 +318,7 @@ struct BucketAgg {
 std::vector<BucketAgg> fold_5m(std::span<const RawPoint> points) {
   std::vector<BucketAgg> out;
   for (const RawPoint& r : points) {
-    const TimeMs b = bucket_5m(r.time);
+    const TimeMs b = bucket_start(r.time, k5m);
     if (out.empty() || out.back().bucket != b) out.push_back(BucketAgg{b, Agg{}});
     out.back().agg.add(r.value, r.time);
   }
@@ -541,8 +542,7 @@ Status TimeSeriesStore::close() {
 
 std::pair<TimeMs, TimeMs> TimeSeriesStore::bucket_of(Tier tier, TimeMs t) const {
   auto fixed = [t](TimeMs width) {
-    TimeMs start = t / width * width;
-    if (start > t) start -= width;  // negative times round down
+    const TimeMs start = bucket_start(t, width);
     return std::pair<TimeMs, TimeMs>(start, start + width);
   };
   switch (tier) {

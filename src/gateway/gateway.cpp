@@ -105,7 +105,8 @@ std::vector<std::string_view> connection_options(const HttpHeaders& headers) {
   return out;
 }
 
-bool listed(const std::vector<std::string_view>& names, std::string_view name) {
+template <class Names>
+bool listed(const Names& names, std::string_view name) {
   return std::any_of(names.begin(), names.end(),
                      [&](std::string_view n) { return http::equals_ignore_case(n, name); });
 }
@@ -1311,10 +1312,7 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
           std::vector<std::string> opts;
           for (std::string_view o : connection_options(response.headers)) opts.emplace_back(o);
           response.headers.remove_if([&](const std::string& name, const std::string&) {
-            return is_hop_by_hop(name) ||
-                   std::any_of(opts.begin(), opts.end(), [&](const std::string& o) {
-                     return http::equals_ignore_case(o, name);
-                   });
+            return is_hop_by_hop(name) || listed(opts, name);
           });
           response.headers.add("Via", "1.1 civicbus");
           if (ex->route->options.upstream_format && response.status < 300) {
