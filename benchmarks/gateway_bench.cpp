@@ -2,7 +2,10 @@
 // same upstream (an nginx instance answering a small JSON body), on loopback.
 //
 //  1. Throughput: wrk with the same threads and connections against the upstream directly,
-//     nginx's proxy and the gateway (API-key auth and a rate limit on).
+//     nginx's proxy and the gateway (API-key auth and a rate limit on). The gateway and nginx
+//     take turns in short rounds (gateway first in odd rounds, nginx first in even ones) and
+//     each figure is the mean over its rounds: the machine's speed drifts by tens of percent
+//     within a minute, and back-to-back single runs measured that drift as much as the proxies.
 //  2. Added latency: an open-loop client sends at a fixed rate (5,000 requests/s by default)
 //     on keep-alive connections and measures each request from its scheduled send time (so a
 //     stall counts for every request it delays). Added latency = p99 through the proxy minus
@@ -10,9 +13,11 @@
 //  3. TLS: full handshakes per second (openssl s_time -new, one client, one fixed suite) and
 //     wrk over kept-alive TLS connections, the gateway and nginx with the same certificate.
 //
-// Flags: --seconds S (wrk duration, default 6), --rate R (default 5000), --latency-seconds S
-// (default 5), --connections N (wrk, default 64), --threads N (gateway workers = nginx
-// workers, default 2), --skip-nginx.
+// Flags: --seconds S (wrk time per target, default 6), --rounds N (throughput rounds the time
+// is split into, default 3), --rate R (default 5000), --latency-seconds S (default 5),
+// --connections N (wrk, default 64), --threads N (gateway workers = nginx workers, default 2),
+// --skip-nginx.
+#include <algorithm>
 #include <asio.hpp>
 #include <cstdio>
 #include <fstream>
@@ -34,6 +39,7 @@ constexpr std::string_view kApiKey = "bench-key-0123456789abcdef";
 
 struct Flags {
   double seconds = 6;
+  int rounds = 3;
   double rate = 5000;
   double latency_seconds = 5;
   int connections = 64;
@@ -51,6 +57,8 @@ Flags parse_flags(int argc, char** argv) {
     };
     if (a == "--seconds") {
       f.seconds = std::stod(next());
+    } else if (a == "--rounds") {
+      f.rounds = std::max(1, std::stoi(next()));
     } else if (a == "--rate") {
       f.rate = std::stod(next());
     } else if (a == "--latency-seconds") {
@@ -62,7 +70,7 @@ Flags parse_flags(int argc, char** argv) {
     } else if (a == "--skip-nginx") {
       f.skip_nginx = true;
     } else if (a == "--help") {
-      std::cout << "gateway_bench [--seconds S] [--rate R] [--latency-seconds S] "
+      std::cout << "gateway_bench [--seconds S] [--rounds N] [--rate R] [--latency-seconds S] "
                    "[--connections N] [--threads N] [--skip-nginx]\n";
       std::exit(0);
     } else {
@@ -141,16 +149,18 @@ double to_us(const std::string& value, const std::string& unit) {
 }
 
 WrkResult run_wrk(const TempDir& dir, std::uint16_t port, const Flags& f, std::string_view name,
-                  bool tls = false) {
+                  bool tls = false, double seconds = 0) {
   WrkResult r;
+  if (seconds <= 0) seconds = f.seconds;
   const auto log = dir.path() / ("wrk-" + std::string(name) + ".txt");
-  const int code = run_program(
-      "wrk",
-      {"-t2", "-c" + std::to_string(f.connections), "-d" + std::to_string(int(f.seconds)) + "s",
-       "--latency", "-H", "apikey: " + std::string(kApiKey),
-       std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(port) +
-           "/permits/B-2026-0001"},
-      log, std::chrono::milliseconds(int(f.seconds * 1000) + 20'000));
+  const int code =
+      run_program("wrk",
+                  {"-t2", "-c" + std::to_string(f.connections),
+                   "-d" + std::to_string(std::max(1, static_cast<int>(seconds))) + "s", "--latency",
+                   "-H", "apikey: " + std::string(kApiKey),
+                   std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(port) +
+                       "/permits/B-2026-0001"},
+                  log, std::chrono::milliseconds(int(seconds * 1000) + 20'000));
   std::ifstream in(log);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (code != 0) {
@@ -386,9 +396,36 @@ int main(int argc, char** argv) {
 
   // ---- throughput ----
   const WrkResult direct = run_wrk(dir, upstream_port, flags, "direct");
-  const WrkResult ours = run_wrk(dir, gateway_port, flags, "civicbus");
+  // Alternating rounds; a target's figure is the mean of its rounds (p99: the worst round).
+  const double round_seconds = std::max(1.0, flags.seconds / flags.rounds);
+  WrkResult ours;
   WrkResult peer;
-  if (!flags.skip_nginx) peer = run_wrk(dir, nginx_port, flags, "nginx");
+  auto add_round = [](WrkResult& total, const WrkResult& r, int rounds) {
+    if (!r.error.empty()) total.error = r.error;
+    total.requests_per_s += r.requests_per_s / rounds;
+    total.p99_us = std::max(total.p99_us, r.p99_us);
+    total.non_2xx += r.non_2xx;
+  };
+  for (int round = 1; round <= flags.rounds; ++round) {
+    const bool nginx_first = round % 2 == 0;
+    WrkResult a;
+    WrkResult b;
+    if (nginx_first && !flags.skip_nginx)
+      b = run_wrk(dir, nginx_port, flags, "nginx", false, round_seconds);
+    a = run_wrk(dir, gateway_port, flags, "civicbus", false, round_seconds);
+    if (!nginx_first && !flags.skip_nginx)
+      b = run_wrk(dir, nginx_port, flags, "nginx", false, round_seconds);
+    add_round(ours, a, flags.rounds);
+    print_bench("gateway_throughput_round", {{"round", static_cast<long long>(round)},
+                                             {"target", "civicbus"},
+                                             {"requests_per_s", a.requests_per_s}});
+    if (!flags.skip_nginx) {
+      add_round(peer, b, flags.rounds);
+      print_bench("gateway_throughput_round", {{"round", static_cast<long long>(round)},
+                                               {"target", "nginx"},
+                                               {"requests_per_s", b.requests_per_s}});
+    }
+  }
   for (const auto& [name, r] : {std::pair<const char*, const WrkResult*>{"direct", &direct},
                                 {"civicbus", &ours},
                                 {"nginx", &peer}}) {

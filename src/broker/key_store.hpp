@@ -26,6 +26,7 @@
 #include "civicbus/core/random.hpp"
 #include "civicbus/core/status.hpp"
 #include "civicbus/storage/database.hpp"
+#include "core/string_map.hpp"
 
 namespace civicbus::broker {
 
@@ -93,13 +94,9 @@ class KeyStore {
   KeyStore(storage::Database& db, std::string_view master_key, RandomSource& random,
            const Clock& clock);
 
-  // Hashes std::string and std::string_view alike, so lookups by view allocate nothing.
-  struct StringHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
+  // Lookups by view allocate nothing (core/string_map.hpp).
   template <typename V>
-  using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+  using StringMap = civicbus::detail::StringMap<V>;
   using GroupSet = std::set<std::string, std::less<>>;
 
   Status check_master_key();

@@ -11,6 +11,8 @@
 #include <unordered_map>
 #include <variant>
 
+#include "core/string_map.hpp"
+
 namespace civicbus::fleet {
 
 namespace {
@@ -75,12 +77,7 @@ CREATE TABLE fleet_alert_devices (
 )sql"},
 };
 
-struct SvHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-template <typename V>
-using StringMap = std::unordered_map<std::string, V, SvHash, std::equal_to<>>;
+using civicbus::detail::StringMap;
 
 struct Sample {
   TimeMs t;

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "core/civil_date.hpp"
+#include "core/string_map.hpp"
 
 namespace civicbus::fleet {
 
@@ -512,12 +513,7 @@ Result<Group> Group::from_json(const Json& j) {
 
 namespace {
 
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-template <typename V>
-using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+using civicbus::detail::StringMap;
 
 using Slot = std::uint32_t;
 using CellKey = std::int64_t;

@@ -9,6 +9,8 @@
 #include <limits>
 #include <utility>
 
+#include "core/string_map.hpp"
+
 namespace civicbus::fleet {
 
 namespace {
@@ -362,12 +364,6 @@ struct NewSeries {
   std::string device_id, metric;
 };
 
-// Lets the device map be searched with a string_view (no std::string built per reading).
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-
 }  // namespace
 
 struct TimeSeriesStore::Series {
@@ -408,7 +404,8 @@ struct TimeSeriesStore::Pending {
 struct TimeSeriesStore::SeriesIndex {
   std::vector<std::unique_ptr<Series>> all;
   // A device's series; a device has few metrics, so they are searched linearly.
-  std::unordered_map<std::string, std::vector<Series*>, StringHash, std::equal_to<>> by_device;
+  // Searched with a string_view (no std::string built per reading).
+  civicbus::detail::StringMap<std::vector<Series*>> by_device;
 };
 
 std::string_view tier_name(Tier t) {

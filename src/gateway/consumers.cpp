@@ -180,7 +180,7 @@ Status ConsumerStore::replace_configured(std::vector<std::shared_ptr<const Consu
 namespace {
 template <typename Map>
 auto find_in(const Map& map, std::string_view key) -> typename Map::mapped_type {
-  auto it = map.find(std::string(key));
+  auto it = map.find(key);
   return it == map.end() ? typename Map::mapped_type{} : it->second;
 }
 }  // namespace
@@ -199,7 +199,7 @@ std::shared_ptr<const Consumer> ConsumerStore::by_api_key(std::string_view key) 
 std::optional<std::pair<std::shared_ptr<const Consumer>, std::string>> ConsumerStore::by_hmac_key(
     std::string_view key_id) const {
   std::shared_lock lock(mu_);
-  auto it = index_.by_hmac.find(std::string(key_id));
+  auto it = index_.by_hmac.find(key_id);
   if (it == index_.by_hmac.end()) return std::nullopt;
   return it->second;
 }

@@ -16,6 +16,7 @@
 #include "civicbus/core/status.hpp"
 #include "civicbus/gateway/gateway.hpp"
 #include "civicbus/gateway/options.hpp"
+#include "core/string_map.hpp"
 #include "gateway/ip_allowlist.hpp"
 
 namespace civicbus::gateway {
@@ -62,14 +63,13 @@ class ConsumerStore {
 
  private:
   struct Index {
-    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_id;
-    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_key_digest;
-    std::unordered_map<std::string, std::pair<std::shared_ptr<const Consumer>, std::string>>
-        by_hmac;
-    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_client_id;
-    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_subject;
-    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_fingerprint;
-    std::unordered_map<std::string, std::shared_ptr<const Consumer>> by_certificate_uri;
+    civicbus::detail::StringMap<std::shared_ptr<const Consumer>> by_id;
+    civicbus::detail::StringMap<std::shared_ptr<const Consumer>> by_key_digest;
+    civicbus::detail::StringMap<std::pair<std::shared_ptr<const Consumer>, std::string>> by_hmac;
+    civicbus::detail::StringMap<std::shared_ptr<const Consumer>> by_client_id;
+    civicbus::detail::StringMap<std::shared_ptr<const Consumer>> by_subject;
+    civicbus::detail::StringMap<std::shared_ptr<const Consumer>> by_fingerprint;
+    civicbus::detail::StringMap<std::shared_ptr<const Consumer>> by_certificate_uri;
   };
   // Rebuilds the index from `consumers`; kAlreadyExists on a credential used twice.
   static Result<Index> build(const std::vector<std::shared_ptr<const Consumer>>& consumers);

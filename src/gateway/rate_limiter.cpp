@@ -6,6 +6,8 @@
 #include <functional>
 #include <limits>
 
+#include "core/string_map.hpp"
+
 namespace civicbus::gateway {
 namespace {
 
@@ -93,7 +95,8 @@ struct RateLimiter::KeyState {
 
 struct RateLimiter::Shard {
   std::mutex mutex;
-  std::unordered_map<std::string, KeyState> keys;
+  civicbus::detail::StringMap<KeyState>
+      keys;  // found by string_view: a request's key is not copied
 };
 
 RateLimiter::RateLimiter(const Clock& clock, RateLimiterOptions options)
@@ -128,14 +131,18 @@ Result<RateLimitDecision> RateLimiter::check(std::string_view key, const RateLim
   }
 
   RateLimitDecision decision;
-  std::vector<std::string> policies;
+  // Built by hand: this runs on every request that has a policy.
+  std::string& text = decision.policy;
   if (minute_on) {
-    policies.push_back(capacity == policy.requests_per_minute
-                           ? fmt::format("{};w=60", policy.requests_per_minute)
-                           : fmt::format("{};w=60;burst={}", policy.requests_per_minute, capacity));
+    text += std::to_string(policy.requests_per_minute);
+    text += ";w=60";
+    if (capacity != policy.requests_per_minute) text += ";burst=" + std::to_string(capacity);
   }
-  if (day_on) policies.push_back(fmt::format("{};w=86400", policy.requests_per_day));
-  decision.policy = fmt::format("{}", fmt::join(policies, ", "));
+  if (day_on) {
+    if (!text.empty()) text += ", ";
+    text += std::to_string(policy.requests_per_day);
+    text += ";w=86400";
+  }
   if (!minute_on && !day_on) return decision;
 
   const std::int64_t now = micros(clock_.steady_now());
@@ -143,7 +150,7 @@ Result<RateLimitDecision> RateLimiter::check(std::string_view key, const RateLim
 
   Shard& shard = shard_for(key);
   std::lock_guard lock(shard.mutex);
-  auto it = shard.keys.find(std::string(key));
+  auto it = shard.keys.find(key);
   if (it == shard.keys.end()) {
     if (shard.keys.size() >= max_keys_per_shard_) {
       std::erase_if(shard.keys,
@@ -276,8 +283,9 @@ std::size_t RateLimiter::key_count() const {
 }
 
 std::string rate_limit_key(std::string_view consumer_id, std::string_view route_id) {
-  if (route_id.empty()) return std::string(consumer_id);
-  return fmt::format("{}\x1f{}", consumer_id, route_id);
+  std::string key(consumer_id);
+  if (!route_id.empty()) key.append(1, '\x1f').append(route_id);
+  return key;
 }
 
 }  // namespace civicbus::gateway

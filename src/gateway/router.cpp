@@ -279,6 +279,7 @@ Status Router::add(RouteSpec spec) {
                                         spec.id, r.spec.id, route.conflict_key));
     }
   }
+  if (spec.kind == PathKind::kTemplate) has_templates_ = true;
   route.spec = std::move(spec);
   routes_.push_back(std::move(route));
   return {};
@@ -336,7 +337,8 @@ RouteResult Router::match(std::string_view method, std::string_view host,
   }
   result.path = std::move(normal).value();
   const std::string request_host_name = request_host(host);
-  const std::vector<std::string_view> segments = split_segments(result.path);
+  std::vector<std::string_view> segments;
+  if (has_templates_) segments = split_segments(result.path);
 
   // Is `a` strictly better than `b`? Both match host and path.
   auto better = [](const Route& a, const Route& b) {

@@ -90,7 +90,8 @@ class Router {
                     const std::vector<std::string_view>& segments,
                     std::vector<RouteParam>* params) const;
 
-  std::vector<Route> routes_;  // registration order
+  std::vector<Route> routes_;   // registration order
+  bool has_templates_ = false;  // the request path is split into segments only for these
 };
 
 }  // namespace civicbus::gateway

@@ -48,69 +48,93 @@ void HeadScanner::reset() {
 std::size_t HeadScanner::scan(std::string_view data) {
   const bool request = peer_ == Peer::kRequest;
   auto section = [&] { return std::string(noun(peer_)) + " header section"; };
-  for (std::size_t i = 0; i < data.size(); ++i) {
+  auto too_large = [&](std::size_t at) {
+    return fail(
+        FramingError::kLimitExceeded,
+        section() + " is larger than the limit of " + std::to_string(max_header_bytes_) + " bytes",
+        at);
+  };
+  std::size_t i = 0;
+  while (i < data.size()) {
     const char c = data[i];
-    if (++bytes_ > max_header_bytes_) {
-      return fail(FramingError::kLimitExceeded,
-                  section() + " is larger than the limit of " + std::to_string(max_header_bytes_) +
-                      " bytes",
-                  i);
-    }
-    if (prev_cr_) {
-      prev_cr_ = false;
-      if (c != '\n') return fail(FramingError::kMalformed, "bare CR in the " + section(), i);
-      if (line_empty_) {
-        if (line_index_ == 0) {
-          // A server ignores empty lines before the request line; a client does not expect
-          // any before a status line.
-          if (request) continue;
-          return fail(FramingError::kMalformed, "empty line before the status line", i);
+    if (prev_cr_ || c == '\r' || c == '\n') {
+      // One byte of a line end.
+      if (++bytes_ > max_header_bytes_) return too_large(i);
+      if (prev_cr_) {
+        prev_cr_ = false;
+        if (c != '\n') return fail(FramingError::kMalformed, "bare CR in the " + section(), i);
+        if (line_empty_) {
+          if (line_index_ == 0) {
+            // A server ignores empty lines before the request line; a client does not expect
+            // any before a status line.
+            if (!request) {
+              return fail(FramingError::kMalformed, "empty line before the status line", i);
+            }
+            ++i;
+            continue;
+          }
+          done_ = true;
+          return i + 1;
         }
-        done_ = true;
-        return i + 1;
-      }
-      if (line_index_ == 0 && !valid_start_line_(start_line_)) {
+        if (line_index_ == 0 && !valid_start_line_(start_line_)) {
+          return fail(FramingError::kMalformed,
+                      request ? "malformed request line" : "malformed status line", i);
+        }
+        if (line_index_ > 0 && ++field_count_ > max_header_count_) {
+          return fail(FramingError::kLimitExceeded,
+                      std::string(noun(peer_)) + " has more than " +
+                          std::to_string(max_header_count_) + " header fields",
+                      i);
+        }
+        ++line_index_;
+        line_empty_ = true;
+        in_name_ = true;
+      } else if (c == '\r') {
+        prev_cr_ = true;
+      } else {
         return fail(FramingError::kMalformed,
-                    request ? "malformed request line" : "malformed status line", i);
-      }
-      if (line_index_ > 0 && ++field_count_ > max_header_count_) {
-        return fail(FramingError::kLimitExceeded,
-                    std::string(noun(peer_)) + " has more than " +
-                        std::to_string(max_header_count_) + " header fields",
+                    request ? "bare LF in the request header section (lines must end in CRLF)"
+                            : "bare LF in the response header section",
                     i);
       }
-      ++line_index_;
-      line_empty_ = true;
-      in_name_ = true;
+      ++i;
       continue;
     }
-    if (c == '\r') {
-      prev_cr_ = true;
-      continue;
-    }
-    if (c == '\n') {
-      return fail(FramingError::kMalformed,
-                  request ? "bare LF in the request header section (lines must end in CRLF)"
-                          : "bare LF in the response header section",
-                  i);
-    }
-    if (line_empty_) {
-      line_empty_ = false;
-      if (line_index_ > 0 && (c == ' ' || c == '\t')) {
-        return fail(FramingError::kMalformed, "obsolete line folding in the " + section(), i);
+    // A run of line content, up to the next CR or LF, checked as a whole. Past the byte limit
+    // only what lies within it is checked, so a finding inside the limit is reported first.
+    std::size_t end = i;
+    while (end < data.size() && data[end] != '\r' && data[end] != '\n') ++end;
+    const std::size_t allowed = max_header_bytes_ - bytes_;  // bytes_ <= limit here
+    const std::size_t stop = std::min(end, i + allowed);
+    const std::string_view run = data.substr(i, stop - i);
+    if (!run.empty()) {
+      if (line_empty_) {
+        line_empty_ = false;
+        if (line_index_ > 0 && (run[0] == ' ' || run[0] == '\t')) {
+          return fail(FramingError::kMalformed, "obsolete line folding in the " + section(), i);
+        }
       }
-    }
-    if (line_index_ == 0) start_line_ += c;
-    if (line_index_ > 0 && in_name_) {
-      if (c == ':') {
-        in_name_ = false;
-      } else if (c == ' ' || c == '\t') {
-        return fail(FramingError::kMalformed,
-                    request ? "whitespace between a header field name and the colon"
-                            : "whitespace between a response header field name and the colon",
-                    i);
+      if (line_index_ == 0) {
+        start_line_.append(run);
+      } else if (in_name_) {
+        const std::size_t at = run.find_first_of(": \t");
+        if (at != std::string_view::npos) {
+          if (run[at] != ':') {
+            return fail(FramingError::kMalformed,
+                        request ? "whitespace between a header field name and the colon"
+                                : "whitespace between a response header field name and the colon",
+                        i + at);
+          }
+          in_name_ = false;
+        }
       }
+      bytes_ += run.size();
     }
+    if (stop < end) {
+      ++bytes_;
+      return too_large(stop);
+    }
+    i = end;
   }
   return data.size();
 }

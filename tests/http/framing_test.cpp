@@ -1,0 +1,108 @@
+#include "http/framing.hpp"
+
+#include <doctest/doctest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+namespace civicbus::http::detail {
+namespace {
+
+bool any_start_line(std::string_view line) {
+  return !line.empty() && line.find(' ') != std::string_view::npos;
+}
+
+// What a HeadScanner found in `input` fed in pieces of `piece` bytes: where it stopped (as an
+// offset into the whole input), whether the head is complete, and the finding.
+struct Scan {
+  std::size_t end = 0;
+  bool done = false;
+  FramingError error = FramingError::kNone;
+  std::string reason;
+  bool operator==(const Scan&) const = default;
+};
+
+Scan scan(std::string_view input, std::size_t piece, Peer peer = Peer::kRequest,
+          std::size_t max_count = 8, std::size_t max_bytes = 64) {
+  HeadScanner scanner(peer, max_count, max_bytes, any_start_line);
+  Scan out;
+  std::size_t pos = 0;
+  while (pos < input.size()) {
+    const std::string_view part = input.substr(pos, piece);
+    const std::size_t n = scanner.scan(part);
+    pos += n;
+    if (scanner.error() != FramingError::kNone || scanner.done() || n < part.size()) break;
+  }
+  out.end = pos;
+  out.done = scanner.done();
+  out.error = scanner.error();
+  out.reason = scanner.reason();
+  return out;
+}
+
+TEST_CASE("http framing: the head scanner stops at the byte at fault") {
+  struct Case {
+    std::string input;
+    std::size_t end;
+    FramingError error;
+    std::string_view reason_part;
+  };
+  const std::vector<Case> cases = {
+      {"GET / HTTP/1.1\r\nHost: h\r\n\r\nbody", 27, FramingError::kNone, ""},
+      {"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 22, FramingError::kNone, ""},
+      {"GET / HTTP/1.1\rX", 15, FramingError::kMalformed, "bare CR"},
+      {"GET / HTTP/1.1\nHost: h", 14, FramingError::kMalformed, "bare LF"},
+      {"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n", 25, FramingError::kMalformed,
+       "obsolete line folding"},
+      {"GET / HTTP/1.1\r\nHost : h\r\n", 20, FramingError::kMalformed, "whitespace between"},
+      {"GET / HTTP/1.1\r\nHost: a b\tc\r\n\r\n", 31, FramingError::kNone, ""},
+      {"GETX\r\n", 5, FramingError::kMalformed, "malformed request line"},
+      // 64 bytes are allowed: the 65th is the one at fault, inside a run or at a line end.
+      {"GET / HTTP/1.1\r\nA: " + std::string(45, 'a') + "\r\n\r\n", 64,
+       FramingError::kLimitExceeded, "larger than the limit of 64"},
+      {"GET / HTTP/1.1\r\nA: " + std::string(44, 'a') + "\r\n\r\n", 64,
+       FramingError::kLimitExceeded, "larger than the limit of 64"},
+      {"GET / HTTP/1.1\r\nA: " + std::string(41, 'a') + "\r\n\r\n", 64, FramingError::kNone, ""},
+      // A fault inside the limit is reported before the limit.
+      {"GET / HTTP/1.1\r\nA : " + std::string(80, 'a'), 17, FramingError::kMalformed,
+       "whitespace between"},
+      {"GET / HTTP/1.1\r\nA:1\r\nB:2\r\nC:3\r\nD:4\r\nE:5\r\nF:6\r\nG:7\r\nH:8\r\nI:9\r\n", 60,
+       FramingError::kLimitExceeded, "more than 8 header fields"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.input);
+    for (std::size_t piece : {std::size_t{1}, std::size_t{3}, c.input.size()}) {
+      CAPTURE(piece);
+      const Scan s = scan(c.input, piece);
+      CHECK(s.end == c.end);
+      CHECK(s.error == c.error);
+      CHECK(s.reason.find(c.reason_part) != std::string::npos);
+      CHECK(s.done == (c.error == FramingError::kNone));
+    }
+  }
+  CHECK(scan("\r\nHTTP/1.1 200 OK\r\n", 100, Peer::kResponse).reason.find("empty line") !=
+        std::string::npos);
+}
+
+TEST_CASE("http framing: the head scanner finds the same thing however its input is split") {
+  // Random heads from the bytes that matter to the scanner; each split must agree with the
+  // unsplit scan on where it stopped and what it found.
+  std::mt19937 rng(20261202);
+  const std::string alphabet = "ab:  \t\r\n\r\n";
+  for (int round = 0; round < 3000; ++round) {
+    std::string input = "GET / HTTP/1.1\r\n";
+    const std::size_t length = rng() % 80;
+    for (std::size_t i = 0; i < length; ++i) input += alphabet[rng() % alphabet.size()];
+    CAPTURE(input);
+    const std::size_t max_bytes = 20 + rng() % 80;
+    const Scan whole = scan(input, input.size(), Peer::kRequest, 4, max_bytes);
+    for (std::size_t piece : {std::size_t{1}, std::size_t{2}, std::size_t{5}}) {
+      CAPTURE(piece);
+      CHECK(scan(input, piece, Peer::kRequest, 4, max_bytes) == whole);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace civicbus::http::detail
