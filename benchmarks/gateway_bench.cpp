@@ -17,12 +17,15 @@
 // is split into, default 3), --rate R (default 5000), --latency-seconds S (default 5),
 // --connections N (wrk, default 64), --threads N (gateway workers = nginx workers, default 2),
 // --skip-nginx.
+#include <unistd.h>
+
 #include <algorithm>
 #include <asio.hpp>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "bench_common.hpp"
@@ -135,10 +138,45 @@ void start_nginx_proxy(ServerProcess& p, const TempDir& dir, std::uint16_t port,
 
 struct WrkResult {
   double requests_per_s = 0;
+  long long requests = 0;  // completed in the run
   double p99_us = 0;
   long long non_2xx = 0;
   std::string error;
 };
+
+// CPU seconds (user + system) a process has used: its own threads, not its children's.
+double process_cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces, so it is skipped by its ')').
+  const std::size_t close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::vector<std::string> f;
+  for (std::string x; fields >> x;) f.push_back(x);
+  if (f.size() < 13) return 0;
+  // Fields 14 and 15 of the file (utime, stime) are 12 and 13 after the name, in clock ticks.
+  return (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// The CPU seconds of an nginx master's workers (its child processes).
+double children_cpu_seconds(pid_t parent) {
+  double total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::size_t close = text.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(text.substr(close + 2));
+    std::string state;
+    long long ppid = 0;
+    fields >> state >> ppid;
+    if (ppid == parent) total += process_cpu_seconds(static_cast<pid_t>(std::stoll(name)));
+  }
+  return total;
+}
 
 double to_us(const std::string& value, const std::string& unit) {
   const double v = std::stod(value);
@@ -168,6 +206,9 @@ WrkResult run_wrk(const TempDir& dir, std::uint16_t port, const Flags& f, std::s
     return r;
   }
   std::smatch m;
+  if (std::regex_search(text, m, std::regex(R"(([0-9]+) requests in)"))) {
+    r.requests = std::stoll(m[1]);
+  }
   if (std::regex_search(text, m, std::regex(R"(Requests/sec:\s+([0-9.]+))"))) {
     r.requests_per_s = std::stod(m[1]);
   } else {
@@ -406,15 +447,31 @@ int main(int argc, char** argv) {
     total.p99_us = std::max(total.p99_us, r.p99_us);
     total.non_2xx += r.non_2xx;
   };
+  // CPU per proxied request, from the processes' own CPU time over their rounds: less moved
+  // by the machine's drift than requests/s, since a slower machine slows both sides alike.
+  // Ours is the whole bench process (the gateways; the bench's own thread only waits on wrk);
+  // nginx's is its workers'.
+  double ours_cpu = 0;
+  double peer_cpu = 0;
+  long long ours_requests = 0;
+  long long peer_requests = 0;
+  auto timed_wrk = [&](std::uint16_t port, std::string_view name, bool is_nginx) {
+    auto cpu = [&] {
+      return is_nginx ? children_cpu_seconds(nginx.pid()) : process_cpu_seconds(getpid());
+    };
+    const double before = cpu();
+    WrkResult r = run_wrk(dir, port, flags, name, false, round_seconds);
+    (is_nginx ? peer_cpu : ours_cpu) += cpu() - before;
+    (is_nginx ? peer_requests : ours_requests) += r.requests;
+    return r;
+  };
   for (int round = 1; round <= flags.rounds; ++round) {
     const bool nginx_first = round % 2 == 0;
     WrkResult a;
     WrkResult b;
-    if (nginx_first && !flags.skip_nginx)
-      b = run_wrk(dir, nginx_port, flags, "nginx", false, round_seconds);
-    a = run_wrk(dir, gateway_port, flags, "civicbus", false, round_seconds);
-    if (!nginx_first && !flags.skip_nginx)
-      b = run_wrk(dir, nginx_port, flags, "nginx", false, round_seconds);
+    if (nginx_first && !flags.skip_nginx) b = timed_wrk(nginx_port, "nginx", true);
+    a = timed_wrk(gateway_port, "civicbus", false);
+    if (!nginx_first && !flags.skip_nginx) b = timed_wrk(nginx_port, "nginx", true);
     add_round(ours, a, flags.rounds);
     print_bench("gateway_throughput_round", {{"round", static_cast<long long>(round)},
                                              {"target", "civicbus"},
@@ -442,6 +499,16 @@ int main(int argc, char** argv) {
   if (!flags.skip_nginx && ours.error.empty() && peer.error.empty()) {
     print_vs("gateway_throughput", ours.requests_per_s, peer.requests_per_s, "nginx_proxy",
              "requests/s", true);
+  }
+  const double ours_us = ours_requests > 0 ? ours_cpu * 1e6 / ours_requests : 0;
+  const double peer_us = peer_requests > 0 ? peer_cpu * 1e6 / peer_requests : 0;
+  print_bench("gateway_cpu_per_request", {{"target", "civicbus"}, {"cpu_us", ours_us}});
+  if (!flags.skip_nginx) {
+    print_bench("gateway_cpu_per_request", {{"target", "nginx"}, {"cpu_us", peer_us}});
+    if (ours_us > 0 && peer_us > 0) {
+      print_vs("gateway_cpu_per_request", ours_us, peer_us, "nginx_proxy", "us_cpu_per_request",
+               false);
+    }
   }
 
   // ---- added latency at a fixed rate ----
