@@ -16,7 +16,7 @@
 // Flags: --seconds S (wrk time per target, default 6), --rounds N (throughput rounds the time
 // is split into, default 3), --rate R (default 5000), --latency-seconds S (default 5),
 // --connections N (wrk, default 64), --threads N (gateway workers = nginx workers, default 2),
-// --skip-nginx.
+// --skip-nginx, --throughput-only (no latency or TLS parts).
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,6 +48,7 @@ struct Flags {
   int connections = 64;
   int threads = 2;
   bool skip_nginx = false;
+  bool throughput_only = false;  // skip the latency and TLS parts
 };
 
 Flags parse_flags(int argc, char** argv) {
@@ -72,9 +73,11 @@ Flags parse_flags(int argc, char** argv) {
       f.threads = std::stoi(next());
     } else if (a == "--skip-nginx") {
       f.skip_nginx = true;
+    } else if (a == "--throughput-only") {
+      f.throughput_only = true;
     } else if (a == "--help") {
       std::cout << "gateway_bench [--seconds S] [--rounds N] [--rate R] [--latency-seconds S] "
-                   "[--connections N] [--threads N] [--skip-nginx]\n";
+                   "[--connections N] [--threads N] [--skip-nginx] [--throughput-only]\n";
       std::exit(0);
     } else {
       throw std::runtime_error("unknown flag " + a);
@@ -509,6 +512,12 @@ int main(int argc, char** argv) {
       print_vs("gateway_cpu_per_request", ours_us, peer_us, "nginx_proxy", "us_cpu_per_request",
                false);
     }
+  }
+
+  if (flags.throughput_only) {
+    (*tls_gateway)->stop();
+    (*gateway)->stop();
+    return 0;
   }
 
   // ---- added latency at a fixed rate ----
