@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <map>
@@ -109,11 +110,51 @@ Result<ConnectionOptions> ConnectionOptions::from_json(const Json& j) {
           fmt::format("unknown key '{}' in connection '{}'", key, j.get_string("name")));
     }
   }
+  // Each value's type is checked: a mistyped value is refused, not read as its default.
+  const std::string_view shown = j.find("name") && j.find("name")->is_string()
+                                     ? std::string_view(j.find("name")->as_string())
+                                     : std::string_view();
+  auto wrong = [&](std::string_view key, std::string_view want) {
+    return invalid_argument(fmt::format("connection '{}': {} must be {}", shown, key, want));
+  };
+  for (std::string_view key : {"name", "connector", "schedule", "time_zone", "drift", "destination",
+                               "destination_stream", "write_mode"}) {
+    if (const Json* v = j.find(key); v && !v->is_string()) return wrong(key, "a string");
+  }
+  for (std::string_view key : {"streams", "key"}) {
+    const Json* v = j.find(key);
+    if (v == nullptr) continue;
+    const bool strings = v->is_array() && std::all_of(v->as_array().begin(), v->as_array().end(),
+                                                      [](const Json& e) { return e.is_string(); });
+    if (!strings) return wrong(key, "a list of strings");
+  }
+  if (const Json* v = j.find("batch_size"); v && !(v->is_integral() && v->as_double() >= 1)) {
+    return wrong("batch_size", "a whole number of at least 1");
+  }
+  static constexpr std::string_view kResilienceKeys[] = {
+      "timeout_ms",     "max_attempts",      "initial_backoff_ms", "backoff_multiplier",
+      "max_backoff_ms", "failure_threshold", "open_for_ms",        "max_open_for_ms"};
+  if (const Json* r = j.find("resilience")) {
+    if (!r->is_object()) return wrong("resilience", "an object");
+    for (const auto& [key, value] : r->as_object()) {
+      if (std::find(std::begin(kResilienceKeys), std::end(kResilienceKeys), key) ==
+          std::end(kResilienceKeys)) {
+        return invalid_argument(
+            fmt::format("unknown key '{}' in connection '{}' resilience", key, shown));
+      }
+      const bool ok = key == "backoff_multiplier" ? value.is_number() : value.is_integral();
+      if (!ok) {
+        return wrong("resilience." + key,
+                     key == "backoff_multiplier" ? "a number" : "a whole number");
+      }
+    }
+  }
+
   ConnectionOptions o;
   o.name = j.get_string("name");
   o.connector = j.get_string("connector");
   if (const Json* c = j.find("config")) o.config = *c;
-  if (const Json* s = j.find("streams"); s && s->is_array()) {
+  if (const Json* s = j.find("streams")) {
     for (const auto& v : s->as_array()) o.streams.push_back(v.as_string());
   }
   o.schedule = j.get_string("schedule");
@@ -128,11 +169,11 @@ Result<ConnectionOptions> ConnectionOptions::from_json(const Json& j) {
         fmt::format("connection '{}': write_mode is '{}' (append or upsert)", o.name, mode));
   }
   o.write_mode = mode == "upsert" ? WriteMode::kUpsert : WriteMode::kAppend;
-  if (const Json* k = j.find("key"); k && k->is_array()) {
+  if (const Json* k = j.find("key")) {
     for (const auto& v : k->as_array()) o.key.push_back(v.as_string());
   }
   o.batch_size = static_cast<std::size_t>(j.get_int("batch_size", 10'000));
-  if (const Json* r = j.find("resilience"); r && r->is_object()) {
+  if (const Json* r = j.find("resilience")) {
     ResilienceOptions& x = o.resilience;
     x.timeout = std::chrono::milliseconds(r->get_int("timeout_ms", x.timeout.count()));
     x.max_attempts = static_cast<int>(r->get_int("max_attempts", x.max_attempts));

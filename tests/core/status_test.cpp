@@ -1,6 +1,9 @@
+#include "civicbus/core/status.hpp"
+
 #include <doctest/doctest.h>
 
-#include "civicbus/core/status.hpp"
+#include <string>
+#include <vector>
 
 namespace civicbus {
 namespace {
@@ -39,6 +42,20 @@ TEST_CASE("result propagates values and errors") {
   CHECK(check(3).ok());
   CHECK(check(0).code() == ErrorCode::kInvalidArgument);
   CHECK(bad.value_or(7) == 7);
+}
+
+Result<std::vector<std::string>> names() {
+  return std::vector<std::string>{"permits", "parking", "water-billing-long-enough-for-the-heap"};
+}
+
+TEST_CASE("a result's value taken from a temporary outlives the temporary") {
+  // value() && returns the value itself, so a range-for over it does not iterate a destroyed
+  // Result (ASan would report the use after free in the sanitizer build).
+  std::vector<std::string> seen;
+  for (const std::string& n : names().value()) seen.push_back(n);
+  CHECK(seen == *names());
+  std::string first = std::move(*names()).front();
+  CHECK(first == "permits");
 }
 
 }  // namespace

@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "civicbus/connect/hub.hpp"
 #include "civicbus/node/node.hpp"
@@ -56,6 +59,29 @@ connectors:
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().message().find("node.yaml:4") != std::string::npos);
   CHECK(bad.status().message().find("unknown key 'shedule'") != std::string::npos);
+
+  // A typo inside resilience and a mistyped value are refused too, not read as defaults.
+  for (const auto& [body, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"resilience: {max_atempts: 4}",
+            "unknown key 'max_atempts' in connection 'x' resilience"},
+           {"resilience: {open_for_ms: 2m}",
+            "connection 'x': resilience.open_for_ms must be a whole"},
+           {"resilience: 3", "connection 'x': resilience must be an object"},
+           {"batch_size: ten", "connection 'x': batch_size must be a whole number of at least 1"},
+           {"batch_size: -5", "connection 'x': batch_size must be a whole number of at least 1"},
+           {"streams: permits", "connection 'x': streams must be a list of strings"},
+           {"key: [{id: 1}]", "connection 'x': key must be a list of strings"},
+           {"schedule: [daily]", "connection 'x': schedule must be a string"}}) {
+    CAPTURE(body);
+    auto mistyped = NodeOptions::from_yaml(
+        "\nconnectors:\n  connections:\n    - name: x\n      connector: sqlite\n      " + body +
+            "\n",
+        "node.yaml");
+    REQUIRE_FALSE(mistyped.ok());
+    CHECK(mistyped.status().message().find("node.yaml:4") != std::string::npos);
+    CHECK_MESSAGE(mistyped.status().message().find(expected) != std::string::npos,
+                  mistyped.status().message());
+  }
 }
 
 TEST_CASE("node: a node with connectors runs the hub and syncs a connection") {

@@ -113,7 +113,9 @@ class [[nodiscard]] Result {
     assert(ok());
     return std::get<0>(v_);
   }
-  T&& value() && {
+  // By value, not T&&: `for (auto& x : f().value())` would otherwise iterate a destroyed
+  // temporary (a reference does not extend the life of the Result it points into).
+  T value() && {
     assert(ok());
     return std::get<0>(std::move(v_));
   }
@@ -121,7 +123,7 @@ class [[nodiscard]] Result {
 
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
-  T&& operator*() && { return std::move(*this).value(); }
+  T operator*() && { return std::move(*this).value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
