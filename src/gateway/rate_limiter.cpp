@@ -95,8 +95,8 @@ struct RateLimiter::KeyState {
 
 struct RateLimiter::Shard {
   std::mutex mutex;
-  civicbus::detail::StringMap<KeyState>
-      keys;  // found by string_view: a request's key is not copied
+  // Found by string_view: a request's key is not copied to look up its state.
+  civicbus::detail::StringMap<KeyState> keys;
 };
 
 RateLimiter::RateLimiter(const Clock& clock, RateLimiterOptions options)

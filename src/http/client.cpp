@@ -116,11 +116,12 @@ std::string ms_text(std::chrono::milliseconds ms) {
 
 // How one attempt ended.
 struct Attempt {
-  Result<HttpResponse> result = HttpResponse();  // every way out of round_trip sets it
-  bool reusable = false;                         // the connection may go back to the pool
-  bool bytes_sent = false;                       // some of the request was written
-  bool response_seen = false;                    // some of a response was read
-  bool lost = false;  // EOF or a socket error (not a timeout, not a parse error)
+  // Every way out of round_trip sets it (an error made up front would cost an allocation).
+  Result<HttpResponse> result = HttpResponse();
+  bool reusable = false;       // the connection may go back to the pool
+  bool bytes_sent = false;     // some of the request was written
+  bool response_seen = false;  // some of a response was read
+  bool lost = false;           // EOF or a socket error (not a timeout, not a parse error)
 };
 
 }  // namespace
