@@ -7,6 +7,7 @@
 #pragma once
 
 #include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecp.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/rsa.h>
 #include <mbedtls/sha256.h>
@@ -16,6 +17,7 @@
 #include <mbedtls/x509_crt.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #if MBEDTLS_VERSION_MAJOR >= 3 && defined(MBEDTLS_PSA_CRYPTO_C)
@@ -174,6 +176,36 @@ inline void conf_versions(mbedtls_ssl_config* conf, bool min_tls13) {
   (void)min_tls13;
   mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
   mbedtls_ssl_conf_max_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+#endif
+}
+
+// The (EC)DHE groups a config offers and accepts, in preference order: X25519, then P-256,
+// P-384 and P-521, each only where the build has it. mbedTLS's default order starts with
+// secp521r1 and the brainpool curves, and a server picks by its own order among what the client
+// offers, so an OpenSSL client (which offers P-521) got P-521: with mbedTLS's bignum code about
+// twice the key-exchange cost of X25519, on every handshake.
+inline void conf_key_exchange_groups(mbedtls_ssl_config* conf) {
+  static constexpr std::uint16_t kPreferred[] = {29, 23, 24, 25};  // TLS group ids (IANA)
+#if MBEDTLS_VERSION_MAJOR >= 3
+  static const std::vector<std::uint16_t> groups = [] {
+    std::vector<std::uint16_t> out;
+    for (std::uint16_t id : kPreferred) {
+      if (mbedtls_ecp_curve_info_from_tls_id(id) != nullptr) out.push_back(id);
+    }
+    out.push_back(0);  // MBEDTLS_SSL_IANA_TLS_GROUP_NONE
+    return out;
+  }();
+  mbedtls_ssl_conf_groups(conf, groups.data());
+#else
+  static const std::vector<mbedtls_ecp_group_id> curves = [] {
+    std::vector<mbedtls_ecp_group_id> out;
+    for (std::uint16_t id : kPreferred) {
+      if (const auto* info = mbedtls_ecp_curve_info_from_tls_id(id)) out.push_back(info->grp_id);
+    }
+    out.push_back(MBEDTLS_ECP_DP_NONE);
+    return out;
+  }();
+  mbedtls_ssl_conf_curves(conf, curves.data());
 #endif
 }
 

@@ -442,6 +442,7 @@ Status TlsServerContext::init(const TlsServerOptions& options) {
   if (rc != 0) return internal_error("TLS server configuration: " + mbedtls_text(rc));
   mbedtls_ssl_conf_rng(&config_, &TlsRandom::generate, &random_);
   compat::conf_versions(&config_, options.min_version == TlsVersion::kTls13);
+  compat::conf_key_exchange_groups(&config_);
   ciphersuites_ = ciphersuite_list();
   mbedtls_ssl_conf_ciphersuites(&config_, ciphersuites_.data());
   rc =
@@ -588,6 +589,7 @@ Status TlsClientContext::init(const TlsClientOptions& options) {
   if (rc != 0) return internal_error("TLS client configuration: " + mbedtls_text(rc));
   mbedtls_ssl_conf_rng(&config_, &TlsRandom::generate, &random_);
   compat::conf_versions(&config_, options.min_version == TlsVersion::kTls13);
+  compat::conf_key_exchange_groups(&config_);
   ciphersuites_ = ciphersuite_list();
   mbedtls_ssl_conf_ciphersuites(&config_, ciphersuites_.data());
   mbedtls_ssl_conf_authmode(

@@ -666,7 +666,8 @@ TEST_CASE("tls our client against openssl s_server negotiates TLS 1.2 with ECDHE
   }
 }
 
-TEST_CASE("tls openssl s_client against our server negotiates TLS 1.2 with ECDHE and GCM") {
+TEST_CASE(
+    "tls openssl s_client against our server negotiates TLS 1.2 with ECDHE over X25519 and GCM") {
   TlsServerOptions options = server_options(pki().server, pki().server_key);
   options.client_auth = TlsClientAuth::kOptional;
   options.client_ca_file = pki().ca;
@@ -693,7 +694,9 @@ TEST_CASE("tls openssl s_client against our server negotiates TLS 1.2 with ECDHE
   result = ct::run_command(
       {"timeout", "30", "openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(h.port),
        "-servername", "localhost", "-CAfile", pki().ca, "-verify_return_error", "-tls1_2", "-brief",
-       "-cert", pki().client, "-key", pki().client_key},
+       "-cert", pki().client, "-key", pki().client_key,
+       // P-521 first: the server picks by its own order (X25519 first), not the client's.
+       "-groups", "P-521:P-384:X25519:P-256"},
       "hello from openssl\n");
   client_done = true;
   runner.join();
@@ -704,6 +707,7 @@ TEST_CASE("tls openssl s_client against our server negotiates TLS 1.2 with ECDHE
   CHECK(result.output.find("Ciphersuite: ECDHE-ECDSA-AES") != std::string::npos);
   CHECK(result.output.find("GCM") != std::string::npos);
   CHECK(result.output.find("Verification: OK") != std::string::npos);
+  CHECK(result.output.find("Temp Key: X25519") != std::string::npos);
   REQUIRE(h.served.size() == 1);
   const Served& served = *h.served[0];
   INFO(served.handshake.to_string());
