@@ -147,18 +147,24 @@ struct WrkResult {
   std::string error;
 };
 
+// The fields of /proc/<pid>/stat after the command name (which may hold spaces, so it is
+// skipped by its closing parenthesis): [0] is the state, [1] the parent pid, [11] and [12] the
+// user and system CPU time in clock ticks. Empty when the process is gone.
+std::vector<std::string> stat_fields(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> f;
+  const std::size_t close = text.rfind(')');
+  if (close == std::string::npos) return f;
+  std::istringstream fields(text.substr(close + 2));
+  for (std::string x; fields >> x;) f.push_back(x);
+  return f;
+}
+
 // CPU seconds (user + system) a process has used: its own threads, not its children's.
 double process_cpu_seconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  // Fields after the command name (which may hold spaces, so it is skipped by its ')').
-  const std::size_t close = text.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(text.substr(close + 2));
-  std::vector<std::string> f;
-  for (std::string x; fields >> x;) f.push_back(x);
+  const std::vector<std::string> f = stat_fields(pid);
   if (f.size() < 13) return 0;
-  // Fields 14 and 15 of the file (utime, stime) are 12 and 13 after the name, in clock ticks.
   return (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
@@ -168,15 +174,9 @@ double children_cpu_seconds(pid_t parent) {
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "stat");
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const std::size_t close = text.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream fields(text.substr(close + 2));
-    std::string state;
-    long long ppid = 0;
-    fields >> state >> ppid;
-    if (ppid == parent) total += process_cpu_seconds(static_cast<pid_t>(std::stoll(name)));
+    const auto pid = static_cast<pid_t>(std::stoll(name));
+    const std::vector<std::string> f = stat_fields(pid);
+    if (f.size() > 1 && std::stoll(f[1]) == parent) total += process_cpu_seconds(pid);
   }
   return total;
 }

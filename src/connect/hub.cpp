@@ -111,9 +111,7 @@ Result<ConnectionOptions> ConnectionOptions::from_json(const Json& j) {
     }
   }
   // Each value's type is checked: a mistyped value is refused, not read as its default.
-  const std::string_view shown = j.find("name") && j.find("name")->is_string()
-                                     ? std::string_view(j.find("name")->as_string())
-                                     : std::string_view();
+  const std::string shown = j.get_string("name");  // empty when it is not a string
   auto wrong = [&](std::string_view key, std::string_view want) {
     return invalid_argument(fmt::format("connection '{}': {} must be {}", shown, key, want));
   };
