@@ -241,6 +241,8 @@ struct Snapshot {
   std::map<std::string, CorsPolicy> cors;
   std::map<std::string, ApiVersionPolicy> versions;
   std::vector<std::shared_ptr<UpstreamPool>> pools;  // in options.upstreams order
+  // Their targets parsed (UpstreamPoolOptions::validate checked them), by pool, then target.
+  std::vector<std::vector<http::Upstream>> addresses;
   std::vector<MetricsRegistry::CallbackHandle> gauges;
 };
 
@@ -290,7 +292,6 @@ struct Gateway::Impl {
     std::shared_ptr<const Snapshot> snap;
     const CompiledRoute* route = nullptr;
     HttpRequest request;
-    http::HttpResponder responder;
     std::size_t worker = 0;
     SteadyTime start{};
     std::vector<std::pair<std::string, std::string>> params;
@@ -302,10 +303,25 @@ struct Gateway::Impl {
     HttpHeaders response_headers;  // added to whatever the answer is
     LoadShedder::Ticket ticket;
     UpstreamPool::Lease lease;
-    std::string upstream_target;
+    std::string_view upstream_target;  // in snap's options
     std::uint32_t attempts = 0;
     bool jwks_refreshed = false;
     std::optional<std::string> client_accept;  // kept when a transform rewrote Accept
+    // What serve() does next: answer (set once, by finish()) or send `call` upstream. While
+    // neither is set the exchange went asynchronous (a JWKS fetch) and serve() waits on
+    // `waiter`, which finish() and proxy() cancel.
+    std::optional<HttpResponse> answer;
+    struct UpstreamCall {
+      http::HttpClient* client = nullptr;
+      http::Upstream upstream;
+      HttpRequest request;
+      bool may_retry = false;
+    };
+    std::optional<UpstreamCall> call;
+    asio::steady_timer* waiter = nullptr;
+    void wake() const {
+      if (waiter != nullptr) waiter->cancel();
+    }
   };
   using ExchangePtr = std::shared_ptr<Exchange>;
 
@@ -386,13 +402,16 @@ struct Gateway::Impl {
 
   // ---- the request path (on the worker) ----
 
-  void handle(HttpRequest request, http::HttpResponder responder);
+  // A request from the listener, in its connection's coroutine on worker `worker`: the steps
+  // below run until one answers or asks for the upstream, which is awaited here.
+  asio::awaitable<HttpResponse> serve(HttpRequest request, std::size_t worker);
   void route_request(const ExchangePtr& ex);
   void authenticate(const ExchangePtr& ex);
   Status authenticate_jwt(const ExchangePtr& ex, std::string_view token, bool* wait_for_keys);
   void admit(const ExchangePtr& ex);
   void dispatch(const ExchangePtr& ex);
-  void proxy(const ExchangePtr& ex);
+  void proxy(const ExchangePtr& ex);  // prepares ex->call
+  void upstream_answered(const ExchangePtr& ex, Result<HttpResponse> result, bool may_retry);
   void finish(const ExchangePtr& ex, HttpResponse response);
   // Route transforms (RouteOptions::upstream_format); an error is the answer to send.
   std::optional<HttpResponse> transform_request(const ExchangePtr& ex);
@@ -630,6 +649,11 @@ Result<std::shared_ptr<const Snapshot>> Gateway::Impl::compile(const GatewayOpti
     }
     CIVICBUS_ASSIGN_OR_RETURN(std::unique_ptr<UpstreamPool> pool, UpstreamPool::create(u, *clock));
     snap->pools.push_back(std::move(pool));
+    std::vector<http::Upstream>& addresses = snap->addresses.emplace_back();
+    for (const std::string& target : u.targets) {
+      CIVICBUS_ASSIGN_OR_RETURN(http::Upstream address, http::Upstream::parse(target));
+      addresses.push_back(std::move(address));
+    }
   }
   for (const auto& [name, cors] : snap->options.cors) {
     auto policy = CorsPolicy::create(cors);
@@ -715,11 +739,10 @@ void Gateway::Impl::rebuild_external_verifier() {
 
 // ---- the request path ---------------------------------------------------------------------
 
-void Gateway::Impl::handle(HttpRequest request, http::HttpResponder responder) {
+asio::awaitable<HttpResponse> Gateway::Impl::serve(HttpRequest request, std::size_t worker_index) {
   auto ex = std::make_shared<Exchange>();
   ex->start = clock->steady_now();
-  ex->worker = responder.worker();
-  ex->responder = std::move(responder);
+  ex->worker = worker_index;
   ex->request = std::move(request);
   ex->snap = current();
   Worker& worker = workers[ex->worker];
@@ -736,6 +759,33 @@ void Gateway::Impl::handle(HttpRequest request, http::HttpResponder responder) {
     log.error("request failed", {{"request_id", ex->request_id}, {"error", e.what()}});
     finish(ex, problem(500, "internal error", ex->request_id));
   }
+  while (!ex->answer) {
+    if (ex->call) {
+      Exchange::UpstreamCall call = std::move(*ex->call);
+      ex->call.reset();
+      Result<HttpResponse> result = co_await http::detail::ClientAccess::send(
+          *call.client, std::move(call.upstream), std::move(call.request));
+      try {
+        upstream_answered(ex, std::move(result), call.may_retry);
+      } catch (const std::exception& e) {
+        finish(ex, problem(500, "internal error", ex->request_id));
+      }
+      continue;
+    }
+    // Asynchronous (a JWKS fetch for an unknown kid): the fetch has a timeout and its
+    // continuation, posted to this worker, answers or asks for the upstream.
+    asio::steady_timer waiter(*worker.io, asio::steady_timer::time_point::max());
+    ex->waiter = &waiter;
+    // Also when the frame is destroyed suspended (the worker's loop stopped): a late
+    // continuation must not cancel a timer that is gone.
+    struct Unhook {
+      Exchange& ex;
+      ~Unhook() { ex.waiter = nullptr; }
+    } unhook{*ex};
+    asio::error_code ec;
+    co_await waiter.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return std::move(*ex->answer);
 }
 
 void Gateway::Impl::route_request(const ExchangePtr& ex) {
@@ -1069,8 +1119,8 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
   };
   bool allowed = true;
   if (consumer != nullptr) allowed = apply(consumer->options.rate_limit, {});
-  if (ex->responder && allowed) allowed = apply(route.options.rate_limit, route.options.id);
-  if (!ex->responder) return;  // answered (limiter error)
+  if (!ex->answer && allowed) allowed = apply(route.options.rate_limit, route.options.id);
+  if (ex->answer) return;  // answered (limiter error)
   if (shown && shown->window != RateLimitWindow::kNone) {
     ex->response_headers.add("RateLimit-Limit", std::to_string(shown->limit));
     ex->response_headers.add("RateLimit-Remaining", std::to_string(shown->remaining));
@@ -1281,53 +1331,51 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
       http::is_idempotent_method(ex->request.method) && ex->attempts <= route.upstream->retries;
   out.body = may_retry ? ex->request.body : std::move(ex->request.body);
 
-  client->send_async(
-      ex->lease.host_port(), std::move(out), [this, ex, may_retry](Result<HttpResponse> result) {
-        try {
-          if (!result.ok()) {
-            const ErrorCode code = result.status().code();
-            if (code == ErrorCode::kCancelled) {
-              ex->lease.report(UpstreamOutcome::kNotConsidered);
-              return finish(ex, problem(503, "gateway stopping", ex->request_id));
-            }
-            const bool timeout = code == ErrorCode::kDeadlineExceeded;
-            ex->lease.report(timeout ? UpstreamOutcome::kTimeout : UpstreamOutcome::kFailure);
-            if (!timeout && may_retry) return proxy(ex);
-            log.warn("upstream request failed", {{"route", ex->route->options.id},
-                                                 {"target", ex->upstream_target},
-                                                 {"request_id", ex->request_id},
-                                                 {"error", result.status().message()}});
-            return finish(ex, problem(timeout ? 504 : 502,
-                                      timeout ? "upstream timed out" : "upstream unavailable",
-                                      ex->request_id));
-          }
-          HttpResponse response = std::move(result).value();
-          const bool failed = response.status >= 500;
-          ex->lease.report(failed ? UpstreamOutcome::kFailure : UpstreamOutcome::kSuccess);
-          if (may_retry &&
-              (response.status == 502 || response.status == 503 || response.status == 504)) {
-            return proxy(ex);
-          }
-          // Filtered in place: the listed names are copied first, as they view the fields.
-          std::vector<std::string> opts;
-          for (std::string_view o : connection_options(response.headers)) opts.emplace_back(o);
-          response.headers.remove_if([&](const std::string& name, const std::string&) {
-            return is_hop_by_hop(name) || listed(opts, name);
-          });
-          response.headers.add("Via", "1.1 civicbus");
-          if (ex->route->options.upstream_format && response.status < 300) {
-            transform_response(ex, response);
-          }
-          finish(ex, std::move(response));
-        } catch (const std::exception& e) {
-          finish(ex, problem(500, "internal error", ex->request_id));
-        }
-      });
+  ex->call = Exchange::UpstreamCall{client, snap.addresses[upstream][ex->lease.target()],
+                                    std::move(out), may_retry};
+  ex->wake();
+}
+
+void Gateway::Impl::upstream_answered(const ExchangePtr& ex, Result<HttpResponse> result,
+                                      bool may_retry) {
+  if (!result.ok()) {
+    const ErrorCode code = result.status().code();
+    if (code == ErrorCode::kCancelled) {
+      ex->lease.report(UpstreamOutcome::kNotConsidered);
+      return finish(ex, problem(503, "gateway stopping", ex->request_id));
+    }
+    const bool timeout = code == ErrorCode::kDeadlineExceeded;
+    ex->lease.report(timeout ? UpstreamOutcome::kTimeout : UpstreamOutcome::kFailure);
+    if (!timeout && may_retry) return proxy(ex);
+    log.warn("upstream request failed", {{"route", ex->route->options.id},
+                                         {"target", std::string(ex->upstream_target)},
+                                         {"request_id", ex->request_id},
+                                         {"error", result.status().message()}});
+    return finish(
+        ex, problem(timeout ? 504 : 502, timeout ? "upstream timed out" : "upstream unavailable",
+                    ex->request_id));
+  }
+  HttpResponse response = std::move(result).value();
+  const bool failed = response.status >= 500;
+  ex->lease.report(failed ? UpstreamOutcome::kFailure : UpstreamOutcome::kSuccess);
+  if (may_retry && (response.status == 502 || response.status == 503 || response.status == 504)) {
+    return proxy(ex);
+  }
+  // Filtered in place: the listed names are copied first, as they view the fields.
+  std::vector<std::string> opts;
+  for (std::string_view o : connection_options(response.headers)) opts.emplace_back(o);
+  response.headers.remove_if([&](const std::string& name, const std::string&) {
+    return is_hop_by_hop(name) || listed(opts, name);
+  });
+  response.headers.add("Via", "1.1 civicbus");
+  if (ex->route->options.upstream_format && response.status < 300) {
+    transform_response(ex, response);
+  }
+  finish(ex, std::move(response));
 }
 
 void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
-  if (!ex->responder) return;
-  // Moved, not copied: the exchange is answered once (the responder is empty afterwards).
+  if (ex->answer) return;  // answered once
   std::vector<HttpHeaders::Field> own = ex->response_headers.take();
   response.headers.reserve(response.headers.size() + own.size());
   for (auto& [name, value] : own) {
@@ -1350,20 +1398,21 @@ void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
     }
   }
   if (options.access_log.enabled && access_log.enabled(LogLevel::kInfo)) {
-    access_log.info(
-        "request",
-        {{"method", ex->request.method},
-         {"path", ex->request.path},
-         {"status", std::to_string(response.status)},
-         {"route", ex->route ? ex->route->options.id : std::string("-")},
-         {"consumer", ex->consumer ? ex->consumer->options.id : std::string("-")},
-         {"upstream", ex->upstream_target.empty() ? std::string("-") : ex->upstream_target},
-         {"remote", ex->request.remote_address},
-         {"duration_us", std::to_string(static_cast<long long>(seconds * 1e6))},
-         {"request_id", ex->request_id},
-         {"trace_id", ex->trace.trace_id}});
+    access_log.info("request",
+                    {{"method", ex->request.method},
+                     {"path", ex->request.path},
+                     {"status", std::to_string(response.status)},
+                     {"route", ex->route ? ex->route->options.id : std::string("-")},
+                     {"consumer", ex->consumer ? ex->consumer->options.id : std::string("-")},
+                     {"upstream", ex->upstream_target.empty() ? std::string("-")
+                                                              : std::string(ex->upstream_target)},
+                     {"remote", ex->request.remote_address},
+                     {"duration_us", std::to_string(static_cast<long long>(seconds * 1e6))},
+                     {"request_id", ex->request_id},
+                     {"trace_id", ex->trace.trace_id}});
   }
-  ex->responder.send(std::move(response));
+  ex->answer = std::move(response);
+  ex->wake();
 }
 
 // ---- built-in handlers ----------------------------------------------------------------------
@@ -1774,9 +1823,9 @@ Status Gateway::add_route(RouteOptions route, GatewayHandler handler) {
 Result<std::uint16_t> Gateway::start() {
   Impl& g = *impl_;
   if (g.server) return failed_precondition("the gateway is already started");
-  g.server = std::make_unique<http::HttpServer>(
-      g.options.listener, [&g](HttpRequest request, http::HttpResponder responder) {
-        g.handle(std::move(request), std::move(responder));
+  g.server = http::detail::ServerAccess::create_awaitable(
+      g.options.listener, [&g](HttpRequest request, std::size_t worker) {
+        return g.serve(std::move(request), worker);
       });
   const std::size_t n = http::detail::ServerAccess::worker_count(*g.server);
   g.workers.resize(n);

@@ -213,6 +213,10 @@ struct HttpClient::Impl {
   bool shut_down = false;
 
   asio::awaitable<void> exchange(Upstream upstream, HttpRequest request, HttpResponseCallback done);
+  // One send on the io thread, from the first attempt to the outcome (kCancelled when the
+  // client shuts down meanwhile): what exchange() and ClientAccess::send await.
+  asio::awaitable<Result<HttpResponse>> run_exchange(const Upstream& upstream,
+                                                     const HttpRequest& request);
   asio::awaitable<Result<HttpResponse>> send_with_retries(Exchange& ex, const Upstream& upstream,
                                                           const HttpRequest& request);
   asio::awaitable<Result<std::unique_ptr<Connection>>> acquire(Exchange& ex,
@@ -686,8 +690,8 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
   }
 }
 
-asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest request,
-                                                 HttpResponseCallback done) {
+asio::awaitable<Result<HttpResponse>> HttpClient::Impl::run_exchange(const Upstream& upstream,
+                                                                     const HttpRequest& request) {
   Exchange ex(*io);
   active.insert(&ex);
   if (shut_down) ex.cancelled = true;
@@ -705,8 +709,14 @@ asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest 
   if (!result || (ex.cancelled && result->ok())) {
     result.emplace(cancelled("HttpClient is shutting down"));
   }
+  co_return std::move(*result);
+}
+
+asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest request,
+                                                 HttpResponseCallback done) {
+  Result<HttpResponse> result = co_await run_exchange(upstream, request);
   try {
-    done(std::move(*result));
+    done(std::move(result));
   } catch (...) {
     // A callback must not throw; the exchange is over either way.
   }
@@ -748,6 +758,14 @@ void detail::ClientAccess::shut_down(HttpClient& client) {
     client.impl_->stopping = true;
   }
   asio::post(*client.impl_->io, [impl = client.impl_.get()] { impl->shutdown(); });
+}
+
+asio::awaitable<Result<HttpResponse>> detail::ClientAccess::send(HttpClient& client,
+                                                                 Upstream upstream,
+                                                                 HttpRequest request) {
+  // On the io thread, so the exchange sees the shutdown (shut_down() posts it there) without
+  // the lock send_async takes.
+  co_return co_await client.impl_->run_exchange(upstream, request);
 }
 
 HttpClient::HttpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

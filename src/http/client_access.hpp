@@ -2,6 +2,7 @@
 // HttpServer worker's), so that a proxied exchange stays on the connection's thread.
 #pragma once
 
+#include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <memory>
 
@@ -19,6 +20,11 @@ struct ClientAccess {
   // Cancels every exchange in flight (their callbacks get kCancelled, on `io`) and closes the
   // pooled connections; later sends fail with kCancelled.
   static void shut_down(HttpClient& client);
+  // What send_async does, awaited by a coroutine that already runs on the client's event loop
+  // (a gateway connection's): no second coroutine and no callback. kCancelled once the client
+  // is shut down.
+  static asio::awaitable<Result<HttpResponse>> send(HttpClient& client, Upstream upstream,
+                                                    HttpRequest request);
 };
 
 }  // namespace civicbus::http::detail

@@ -97,8 +97,9 @@ namespace detail {
 // What the connections share: the HttpServer's state, outside its private Impl.
 struct ServerCore {
   HttpServerOptions options;
-  HttpHandler handler;  // one of the two is set
+  HttpHandler handler;  // one of the three is set
   HttpAsyncHandler async_handler;
+  detail::AwaitableHandler awaitable_handler;
   std::vector<std::unique_ptr<asio::io_context>> workers;
   std::optional<tcp::acceptor> acceptor;  // on workers[0]
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
@@ -262,7 +263,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
           const bool head_request = request.method == "HEAD";
           const int request_minor = request.version_minor;
           std::optional<HttpResponse> response;
-          if (server_.async_handler) {
+          if (server_.awaitable_handler) {
+            response = co_await call_awaitable_handler(std::move(request));
+            if (closed_) co_return;
+          } else if (server_.async_handler) {
             response = co_await call_async_handler(std::move(request));
             if (!response) co_return close();  // closed while the handler worked
           } else {
@@ -313,6 +317,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return server_.handler(request);
     } catch (...) {
       return HttpResponse::text(500, "internal error\n");
+    }
+  }
+
+  // No deadline runs while the handler works, as for an asynchronous handler.
+  asio::awaitable<HttpResponse> call_awaitable_handler(HttpRequest request) {
+    set_deadline_at(SteadyClock::time_point::max());
+    try {
+      co_return co_await server_.awaitable_handler(std::move(request), worker_);
+    } catch (...) {
+      co_return HttpResponse::text(500, "internal error\n");
     }
   }
 
@@ -486,6 +500,13 @@ HttpServer::HttpServer(HttpServerOptions options, HttpAsyncHandler handler)
   impl_->async_handler = std::move(handler);
 }
 
+std::unique_ptr<HttpServer> detail::ServerAccess::create_awaitable(HttpServerOptions options,
+                                                                   AwaitableHandler handler) {
+  auto server = std::make_unique<HttpServer>(std::move(options), HttpHandler());
+  server->impl_->awaitable_handler = std::move(handler);
+  return server;
+}
+
 asio::io_context& detail::ServerAccess::worker_io(HttpServer& server, std::size_t worker) {
   return *server.impl_->workers.at(worker);
 }
@@ -533,7 +554,8 @@ Result<std::uint16_t> HttpServer::start() {
   Impl& s = *impl_;
   if (s.started) return failed_precondition("HttpServer already started");
   CIVICBUS_RETURN_IF_ERROR(s.options.validate());
-  if (!s.handler && !s.async_handler) return invalid_argument("HttpServer needs a handler");
+  if (!s.handler && !s.async_handler && !s.awaitable_handler)
+    return invalid_argument("HttpServer needs a handler");
   if (s.options.tls) {
     auto holder = detail::TlsServerContextHolder::create(*s.options.tls);
     if (!holder.ok()) return holder.status().with_context("HttpServer TLS");

@@ -3,14 +3,25 @@
 // without locks or thread hops.
 #pragma once
 
+#include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <cstddef>
+#include <functional>
+#include <memory>
 
 #include "civicbus/http/server.hpp"
 
 namespace civicbus::http::detail {
 
+// A handler that runs inside the connection's own coroutine, on its worker (given by index):
+// what it awaits (the gateway's upstream exchange) needs no responder, no wake-up of the
+// connection and no coroutine of its own. A throw answers 500.
+using AwaitableHandler =
+    std::function<asio::awaitable<HttpResponse>(HttpRequest request, std::size_t worker)>;
+
 struct ServerAccess {
+  static std::unique_ptr<HttpServer> create_awaitable(HttpServerOptions options,
+                                                      AwaitableHandler handler);
   // Valid from the server's construction until its destruction; worker < options.threads.
   static asio::io_context& worker_io(HttpServer& server, std::size_t worker);
   static std::size_t worker_count(const HttpServer& server);
