@@ -160,6 +160,7 @@ Status ConsumerStore::put(std::shared_ptr<const Consumer> consumer) {
   next.push_back(std::move(consumer));
   CIVICBUS_ASSIGN_OR_RETURN(Index index, build(next));
   index_ = std::move(index);
+  version_.fetch_add(1, std::memory_order_release);
   return Status();
 }
 
@@ -174,6 +175,7 @@ Status ConsumerStore::replace_configured(std::vector<std::shared_ptr<const Consu
   }
   CIVICBUS_ASSIGN_OR_RETURN(Index index, build(next));
   index_ = std::move(index);
+  version_.fetch_add(1, std::memory_order_release);
   return Status();
 }
 
@@ -222,6 +224,25 @@ std::shared_ptr<const Consumer> ConsumerStore::by_certificate(
     if (auto c = find_in(index_.by_certificate_uri, uri)) return c;
   }
   return nullptr;
+}
+
+std::shared_ptr<const Consumer> ApiKeyCache::find(const ConsumerStore& store,
+                                                  std::string_view key) {
+  // The version is read before the lookup: a change in between is seen on the next call.
+  const std::uint64_t version = store.version();
+  if (!filled_ || version != version_ || consumers_.size() >= kMaxKeys) {
+    consumers_.clear();
+    version_ = version;
+    filled_ = true;
+  }
+  if (auto it = consumers_.find(key); it != consumers_.end()) return it->second;
+  std::shared_ptr<const Consumer> found = store.by_api_key(key);
+  if (!found) return nullptr;  // unknown keys are not kept: they would fill the cache
+  // Aliased onto a control block of this cache's own (which keeps `found` alive).
+  auto owner = std::make_shared<std::shared_ptr<const Consumer>>(found);
+  std::shared_ptr<const Consumer> local(owner, found.get());
+  consumers_.emplace(std::string(key), local);
+  return local;
 }
 
 std::vector<std::shared_ptr<const Consumer>> ConsumerStore::all() const {

@@ -5,6 +5,8 @@
 // changes build the changed consumer and swap it in.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <shared_mutex>
@@ -60,6 +62,8 @@ class ConsumerStore {
   // The consumer of a client certificate: by fingerprint first, then by SAN URI.
   std::shared_ptr<const Consumer> by_certificate(const http::PeerCertificate& certificate) const;
   std::vector<std::shared_ptr<const Consumer>> all() const;
+  // Changes with every put() and replace_configured() (ApiKeyCache drops what it holds).
+  std::uint64_t version() const { return version_.load(std::memory_order_acquire); }
 
  private:
   struct Index {
@@ -76,6 +80,23 @@ class ConsumerStore {
 
   mutable std::shared_mutex mu_;
   Index index_;
+  std::atomic<std::uint64_t> version_{0};
+};
+
+// One thread's memo of ConsumerStore::by_api_key, which hashes the key (SHA-256) and takes the
+// store's lock on every call. It keeps the keys that matched, as presented, until the store
+// changes (or kMaxKeys is reached), so a key is hashed once per thread instead of once per
+// request. The consumers it returns have a reference count of this cache's own, so the
+// threads' requests do not all update one shared count. Not thread-safe: one per worker.
+class ApiKeyCache {
+ public:
+  static constexpr std::size_t kMaxKeys = 4096;
+  std::shared_ptr<const Consumer> find(const ConsumerStore& store, std::string_view key);
+
+ private:
+  std::uint64_t version_ = 0;
+  bool filled_ = false;  // version_ is meaningful
+  civicbus::detail::StringMap<std::shared_ptr<const Consumer>> consumers_;
 };
 
 }  // namespace civicbus::gateway

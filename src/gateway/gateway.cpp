@@ -72,12 +72,76 @@ HttpResponse problem(int status, std::string_view detail, std::string_view reque
   return r;
 }
 
+// Each field of every proxied message is looked up here: the names are told apart by length
+// first, so most fields cost one comparison or none.
 bool is_hop_by_hop(std::string_view name) {
-  static constexpr std::string_view kNames[] = {
-      "Connection",        "Keep-Alive",          "Proxy-Connection",  "TE", "Trailer", "Upgrade",
-      "Transfer-Encoding", "Proxy-Authorization", "Proxy-Authenticate"};
-  return std::any_of(std::begin(kNames), std::end(kNames),
-                     [&](std::string_view n) { return http::equals_ignore_case(n, name); });
+  using http::equals_ignore_case;
+  switch (name.size()) {
+    case 2:
+      return equals_ignore_case(name, "TE");
+    case 7:
+      return equals_ignore_case(name, "Trailer") || equals_ignore_case(name, "Upgrade");
+    case 10:
+      return equals_ignore_case(name, "Connection") || equals_ignore_case(name, "Keep-Alive");
+    case 16:
+      return equals_ignore_case(name, "Proxy-Connection");
+    case 17:
+      return equals_ignore_case(name, "Transfer-Encoding");
+    case 18:
+      return equals_ignore_case(name, "Proxy-Authenticate");
+    case 19:
+      return equals_ignore_case(name, "Proxy-Authorization");
+    default:
+      return false;
+  }
+}
+
+// What proxy() does with a field of the client's request, beside dropping hop-by-hop ones.
+enum class RequestField {
+  kCopy,
+  kGatewaySets,    // replaced by the gateway's own value, or consumed by it (API keys)
+  kAuthorization,  // dropped when it carried the API key
+  kForwardedFor,   // extended, not copied
+};
+
+RequestField request_field(std::string_view name) {
+  using http::equals_ignore_case;
+  if (name.size() >= 11 && equals_ignore_case(name.substr(0, 11), "X-Consumer-")) {
+    return RequestField::kGatewaySets;
+  }
+  bool sets = false;
+  switch (name.size()) {
+    case 4:
+      sets = equals_ignore_case(name, "Host");
+      break;
+    case 6:
+      sets = equals_ignore_case(name, "apikey");
+      break;
+    case 9:
+      sets = equals_ignore_case(name, "X-API-Key");
+      break;
+    case 11:
+      sets = equals_ignore_case(name, "traceparent");
+      break;
+    case 12:
+      sets = equals_ignore_case(name, "X-Request-Id");
+      break;
+    case 13:
+      if (equals_ignore_case(name, "Authorization")) return RequestField::kAuthorization;
+      break;
+    case 15:
+      if (equals_ignore_case(name, "X-Forwarded-For")) return RequestField::kForwardedFor;
+      break;
+    case 16:
+      sets = equals_ignore_case(name, "X-Forwarded-Host");
+      break;
+    case 17:
+      sets = equals_ignore_case(name, "X-Forwarded-Proto");
+      break;
+    default:
+      break;
+  }
+  return sets ? RequestField::kGatewaySets : RequestField::kCopy;
 }
 
 // Field names listed in Connection (RFC 9110 7.6.1) are hop-by-hop too. The views point into
@@ -339,6 +403,11 @@ struct Gateway::Impl {
     // secure one, instead of the shared CSPRNG and its lock on every request.
     std::unique_ptr<SeededRandom> random;
     std::unique_ptr<IdGenerator> ids;
+    ApiKeyCache api_keys;  // of `consumers`, for this worker's requests
+    // The current snapshot as of installs == snap_installs, aliased onto a control block of
+    // this worker's own: requests copy it without the lock or a count shared by the workers.
+    std::shared_ptr<const Snapshot> snap;
+    std::uint64_t snap_installs = 0;
   };
 
   GatewayOptions options;  // the latest applied configuration
@@ -359,6 +428,7 @@ struct Gateway::Impl {
 
   mutable std::mutex snap_mu;
   std::shared_ptr<const Snapshot> snapshot;
+  std::atomic<std::uint64_t> installs{0};  // counts install()s, after the swap
   std::uint64_t next_generation = 1;
   std::vector<std::pair<RouteOptions, GatewayHandler>> code_routes;  // guarded by snap_mu
 
@@ -703,6 +773,7 @@ void Gateway::Impl::install(std::shared_ptr<const Snapshot> snap) {
     std::lock_guard lock(snap_mu);
     snapshot = snap;
   }
+  installs.fetch_add(1, std::memory_order_release);
   if (running.load() && !workers.empty()) {
     asio::post(*workers[0].io, [this, snap] { start_health_checks(snap); });
   }
@@ -744,8 +815,15 @@ asio::awaitable<HttpResponse> Gateway::Impl::serve(HttpRequest request, std::siz
   ex->start = clock->steady_now();
   ex->worker = worker_index;
   ex->request = std::move(request);
-  ex->snap = current();
   Worker& worker = workers[ex->worker];
+  // Read before current(): an install in between is picked up by the next request.
+  const std::uint64_t seen = installs.load(std::memory_order_acquire);
+  if (!worker.snap || worker.snap_installs != seen) {
+    auto shared = std::make_shared<std::shared_ptr<const Snapshot>>(current());
+    worker.snap = std::shared_ptr<const Snapshot>(shared, shared->get());
+    worker.snap_installs = seen;
+  }
+  ex->snap = worker.snap;
   const auto incoming_id = ex->request.headers.get("X-Request-Id");
   ex->request_id = incoming_id && acceptable_request_id(*incoming_id) ? std::string(*incoming_id)
                                                                       : worker.ids->next();
@@ -934,7 +1012,7 @@ void Gateway::Impl::authenticate(const ExchangePtr& ex) {
     if (!accepts(AuthMethod::kApiKey)) {
       return deny_unauthenticated(ex, "this route does not accept API keys");
     }
-    ex->consumer = consumers.by_api_key(*api_key);
+    ex->consumer = workers[ex->worker].api_keys.find(consumers, *api_key);
     if (!ex->consumer) return deny_unauthenticated(ex, "invalid API key");
     ex->auth_method = AuthMethod::kApiKey;
     return admit(ex);
@@ -1292,22 +1370,19 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   const std::vector<std::string_view> conn_opts = connection_options(ex->request.headers);
   out.headers.reserve(ex->request.headers.size() + 8);
   for (const auto& [name, value] : ex->request.headers) {
-    if (is_hop_by_hop(name) || listed(conn_opts, name) || http::equals_ignore_case(name, "Host") ||
-        http::equals_ignore_case(name, "apikey") || http::equals_ignore_case(name, "X-API-Key") ||
-        http::equals_ignore_case(name, "X-Request-Id") ||
-        http::equals_ignore_case(name, "traceparent") ||
-        http::equals_ignore_case(name, "X-Forwarded-Proto") ||
-        http::equals_ignore_case(name, "X-Forwarded-Host") ||
-        (name.size() >= 11 &&
-         http::equals_ignore_case(std::string_view(name).substr(0, 11), "X-Consumer-"))) {
-      continue;
+    if (is_hop_by_hop(name) || listed(conn_opts, name)) continue;
+    switch (request_field(name)) {
+      case RequestField::kCopy:
+        out.headers.add(name, value);
+        break;
+      case RequestField::kAuthorization:
+        // An API key in Authorization stays here.
+        if (!(ex->auth_method == AuthMethod::kApiKey && ex->consumer)) out.headers.add(name, value);
+        break;
+      case RequestField::kGatewaySets:
+      case RequestField::kForwardedFor:  // appended below
+        break;
     }
-    if (http::equals_ignore_case(name, "Authorization") && ex->auth_method == AuthMethod::kApiKey &&
-        ex->consumer) {
-      continue;  // an API key in Authorization stays here
-    }
-    if (http::equals_ignore_case(name, "X-Forwarded-For")) continue;  // appended below
-    out.headers.add(name, value);
   }
   std::string forwarded_for;
   ex->request.headers.for_each("X-Forwarded-For",

@@ -849,6 +849,34 @@ TEST_CASE("gateway: reload swaps routes while an open connection keeps working")
   CHECK(Client().send(gw->port(), "GET", "/public2").status == 200);
 }
 
+TEST_CASE("gateway: an API key stops working with the reload that removes it") {
+  // Each worker remembers the keys it has seen (ApiKeyCache); a reload must still be obeyed
+  // at once, on every connection, and a new key must work on them too.
+  EchoUpstream up;
+  GatewayOptions o = base_options(up);
+  o.listener.threads = 2;
+  auto gw = start_gateway(o);
+  std::vector<std::unique_ptr<civicbus::testing::RawClient>> connections;
+  auto status_on = [&](civicbus::testing::RawClient& raw, std::string_view key) {
+    raw.send("GET /permits HTTP/1.1\r\nHost: t\r\napikey: " + std::string(key) + "\r\n\r\n");
+    auto r = raw.read_response();
+    REQUIRE(r.has_value());
+    return r->status;
+  };
+  for (int i = 0; i < 4; ++i) {  // connections go to the workers in turn
+    connections.push_back(std::make_unique<civicbus::testing::RawClient>(gw->port()));
+    CHECK(status_on(*connections.back(), kPortalKey) == 200);
+  }
+  const std::string rotated = "portal-key-rotated-0123456789abcdef";
+  o.consumers[1].api_keys = {rotated};
+  REQUIRE(gw->reload(o).ok());
+  for (auto& raw : connections) {
+    CHECK(status_on(*raw, kPortalKey) == 401);
+    CHECK(status_on(*raw, rotated) == 200);
+    CHECK(status_on(*raw, kAdminKey) == 200);
+  }
+}
+
 TEST_CASE("gateway: smuggling attempts are refused by the listener and never forwarded") {
   EchoUpstream up;
   auto gw = start_gateway(base_options(up));

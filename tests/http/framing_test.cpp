@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cctype>
 #include <random>
 #include <string>
 #include <vector>
@@ -102,6 +103,45 @@ TEST_CASE("http framing: the head scanner finds the same thing however its input
       CHECK(scan(input, piece, Peer::kRequest, 4, max_bytes) == whole);
     }
   }
+}
+
+TEST_CASE("http framing: field text is unsafe exactly when it holds a CR, LF or NUL") {
+  // Every length up to three words, with each forbidden byte at every position (the check
+  // reads eight bytes at a time, then the rest one by one).
+  for (std::size_t length = 0; length <= 24; ++length) {
+    const std::string clean(length, 'x');
+    CHECK(is_safe_field_text(clean));
+    for (std::size_t at = 0; at < length; ++at) {
+      for (char bad : {'\r', '\n', '\0'}) {
+        std::string text = clean;
+        text[at] = bad;
+        CAPTURE(length);
+        CAPTURE(at);
+        CAPTURE(int(bad));
+        CHECK_FALSE(is_safe_field_text(text));
+      }
+    }
+  }
+  // Bytes next to the forbidden ones, and high bytes, are allowed.
+  std::string others;
+  for (int c = 1; c < 256; ++c) {
+    if (c != '\r' && c != '\n') others += static_cast<char>(c);
+  }
+  CHECK(is_safe_field_text(others));
+}
+
+TEST_CASE("http framing: tokens are the RFC 9110 tchar set") {
+  const std::string_view specials = "!#$%&'*+-.^_`|~";
+  for (int c = 0; c < 256; ++c) {
+    const bool expected =
+        std::isalnum(c) != 0 || specials.find(static_cast<char>(c)) != std::string_view::npos;
+    CAPTURE(c);
+    CHECK(is_tchar(static_cast<char>(c)) == (expected && c < 128));
+  }
+  CHECK(is_token("X-Request-Id"));
+  CHECK_FALSE(is_token(""));
+  CHECK_FALSE(is_token("X Request"));
+  CHECK_FALSE(is_token("Host:"));
 }
 
 }  // namespace
