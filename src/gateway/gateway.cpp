@@ -35,6 +35,7 @@
 #include "gateway/upstream_pool.hpp"
 #include "gateway/versioning.hpp"
 #include "http/client_access.hpp"
+#include "http/framing.hpp"
 #include "http/server_access.hpp"
 
 namespace civicbus::gateway {
@@ -378,7 +379,7 @@ struct Gateway::Impl {
     struct UpstreamCall {
       http::HttpClient* client = nullptr;
       http::Upstream upstream;
-      HttpRequest request;
+      std::string wire;  // the whole request (ClientAccess::send_wire)
       bool may_retry = false;
     };
     std::optional<UpstreamCall> call;
@@ -841,8 +842,8 @@ asio::awaitable<HttpResponse> Gateway::Impl::serve(HttpRequest request, std::siz
     if (ex->call) {
       Exchange::UpstreamCall call = std::move(*ex->call);
       ex->call.reset();
-      Result<HttpResponse> result = co_await http::detail::ClientAccess::send(
-          *call.client, std::move(call.upstream), std::move(call.request));
+      Result<HttpResponse> result = co_await http::detail::ClientAccess::send_wire(
+          *call.client, std::move(call.upstream), std::move(call.wire));
       try {
         upstream_answered(ex, std::move(result), call.may_retry);
       } catch (const std::exception& e) {
@@ -1363,51 +1364,87 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   http::HttpClient* client = client_for(workers[ex->worker], snap, upstream);
   if (client == nullptr) return finish(ex, problem(500, "no HTTP client", ex->request_id));
 
-  HttpRequest out;
-  out.method = ex->request.method;
-  out.target = rewrite_path(route.options, ex->path);
-  if (!ex->request.query.empty()) out.target += "?" + ex->request.query;
-  const std::vector<std::string_view> conn_opts = connection_options(ex->request.headers);
-  out.headers.reserve(ex->request.headers.size() + 8);
-  for (const auto& [name, value] : ex->request.headers) {
-    if (is_hop_by_hop(name) || listed(conn_opts, name)) continue;
+  // The upstream request, put on the wire here: the client's fields were checked by the
+  // listener's parser, the gateway's own values are checked as they are added.
+  const HttpRequest& in = ex->request;
+  const std::string target = rewrite_path(route.options, ex->path);
+  const bool may_retry =
+      http::is_idempotent_method(in.method) && ex->attempts <= route.upstream->retries;
+  std::string wire;
+  wire.reserve(512 + in.body.size());
+  auto copy = [&wire](std::string_view name, std::string_view value) {
+    wire.append(name).append(": ").append(value).append("\r\n");
+  };
+  auto field = [&copy](std::string_view name, std::string_view value) {
+    if (http::detail::is_safe_field_text(value)) copy(name, value);
+  };
+  // The path is normalised (no byte below 0x21 survives it) and the query passed the parser;
+  // an upstream_prefix from configuration could still hold a space.
+  if (std::any_of(target.begin(), target.end(),
+                  [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
+    return finish(ex, problem(500,
+                              "route '" + route.options.id +
+                                  "' rewrites the path to one with a space or control "
+                                  "character",
+                              ex->request_id));
+  }
+  wire.append(in.method).append(" ").append(target);
+  if (!in.query.empty()) wire.append("?").append(in.query);
+  wire.append(" HTTP/1.1\r\n");
+  field("Host", ex->lease.host_port());
+  const std::vector<std::string_view> conn_opts = connection_options(in.headers);
+  std::string_view client_host;
+  std::size_t forwarded_for = 0;  // X-Forwarded-For fields the client sent
+  for (const auto& [name, value] : in.headers) {
+    if (is_hop_by_hop(name) || listed(conn_opts, name) || http::detail::is_framing_field(name)) {
+      continue;
+    }
     switch (request_field(name)) {
       case RequestField::kCopy:
-        out.headers.add(name, value);
+        copy(name, value);
         break;
       case RequestField::kAuthorization:
         // An API key in Authorization stays here.
-        if (!(ex->auth_method == AuthMethod::kApiKey && ex->consumer)) out.headers.add(name, value);
+        if (!(ex->auth_method == AuthMethod::kApiKey && ex->consumer)) copy(name, value);
+        break;
+      case RequestField::kForwardedFor:
+        ++forwarded_for;
         break;
       case RequestField::kGatewaySets:
-      case RequestField::kForwardedFor:  // appended below
+        if (client_host.empty() && http::equals_ignore_case(name, "Host")) client_host = value;
         break;
     }
   }
-  std::string forwarded_for;
-  ex->request.headers.for_each("X-Forwarded-For",
-                               [&](std::string_view v) { forwarded_for.append(v).append(", "); });
-  forwarded_for += ex->request.remote_address;
-  out.headers.add("X-Forwarded-For", std::move(forwarded_for));
-  out.headers.add("X-Forwarded-Proto", snap.options.scheme);
-  if (const auto host = ex->request.headers.get("Host")) {
-    out.headers.add("X-Forwarded-Host", std::string(*host));
+  wire.append("X-Forwarded-For: ");
+  if (forwarded_for != 0) {
+    in.headers.for_each("X-Forwarded-For",
+                        [&](std::string_view v) { wire.append(v).append(", "); });
   }
-  out.headers.add("X-Request-Id", ex->request_id);
-  out.headers.add("traceparent", ex->trace.to_string());
+  wire.append(in.remote_address).append("\r\n");
+  field("X-Forwarded-Proto", snap.options.scheme);
+  if (!client_host.empty()) field("X-Forwarded-Host", client_host);
+  field("X-Request-Id", ex->request_id);
+  field("traceparent", ex->trace.to_string());
   if (ex->consumer) {
-    out.headers.add("X-Consumer-Id", ex->consumer->options.id);
-    std::string groups;
-    for (const auto& g : ex->consumer->options.groups) groups += (groups.empty() ? "" : ",") + g;
-    if (!groups.empty()) out.headers.add("X-Consumer-Groups", groups);
+    field("X-Consumer-Id", ex->consumer->options.id);
+    if (!ex->consumer->options.groups.empty()) {
+      std::string groups;
+      for (const auto& g : ex->consumer->options.groups) {
+        groups += (groups.empty() ? "" : ",") + g;
+      }
+      field("X-Consumer-Groups", groups);
+    }
   }
-  out.headers.add("Via", "1.1 civicbus");
-  const bool may_retry =
-      http::is_idempotent_method(ex->request.method) && ex->attempts <= route.upstream->retries;
-  out.body = may_retry ? ex->request.body : std::move(ex->request.body);
+  wire.append("Via: 1.1 civicbus\r\n");
+  if (!in.body.empty() || in.method == "POST" || in.method == "PUT" || in.method == "PATCH") {
+    wire.append("Content-Length: ").append(std::to_string(in.body.size())).append("\r\n");
+  }
+  wire.append("Connection: keep-alive\r\n\r\n");
+  wire.append(in.body);
+  if (!may_retry) ex->request.body = {};  // sent once: the copy above is the only one needed
 
   ex->call = Exchange::UpstreamCall{client, snap.addresses[upstream][ex->lease.target()],
-                                    std::move(out), may_retry};
+                                    std::move(wire), may_retry};
   ex->wake();
 }
 

@@ -215,10 +215,11 @@ struct HttpClient::Impl {
   asio::awaitable<void> exchange(Upstream upstream, HttpRequest request, HttpResponseCallback done);
   // One send on the io thread, from the first attempt to the outcome (kCancelled when the
   // client shuts down meanwhile): what exchange() and ClientAccess::send await.
+  // `wire`: the whole request as sent (wire_of(), or a caller's own, see ClientAccess).
   asio::awaitable<Result<HttpResponse>> run_exchange(const Upstream& upstream,
-                                                     const HttpRequest& request);
+                                                     const std::string& wire);
   asio::awaitable<Result<HttpResponse>> send_with_retries(Exchange& ex, const Upstream& upstream,
-                                                          const HttpRequest& request);
+                                                          const std::string& wire);
   asio::awaitable<Result<std::unique_ptr<Connection>>> acquire(Exchange& ex,
                                                                const Upstream& upstream,
                                                                const std::string& key,
@@ -565,26 +566,24 @@ asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& 
   co_return out;
 }
 
-asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
-    Exchange& ex, const Upstream& upstream, const HttpRequest& request) {
-  const std::string name = upstream.to_string();
-  const SteadyClock::time_point deadline = SteadyClock::now() + options.request_timeout;
-  const bool idempotent = is_idempotent_method(request.method);
+namespace {
 
-  // The request on the wire.
+// The request on the wire: checked, since a caller's fields could split it, and built in one
+// buffer sized up front.
+Result<std::string> wire_of(const HttpRequest& request, std::string_view host_port) {
   if (!is_token(request.method)) {
-    co_return invalid_argument("request method '" + request.method + "' is not a token");
+    return invalid_argument("request method '" + request.method + "' is not a token");
   }
   const std::string_view target =
       request.target.empty() ? std::string_view("/") : std::string_view(request.target);
   for (char c : target) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
-      co_return invalid_argument("request target '" + std::string(target) +
-                                 "' contains a space or control character");
+      return invalid_argument("request target '" + std::string(target) +
+                              "' contains a space or control character");
     }
   }
-  // Built in one buffer sized up front: a proxied request is on this path every time.
-  std::size_t size = request.method.size() + target.size() + name.size() + 64 + request.body.size();
+  std::size_t size =
+      request.method.size() + target.size() + host_port.size() + 64 + request.body.size();
   for (const auto& [field, value] : request.headers) size += field.size() + value.size() + 4;
   std::string wire;
   wire.reserve(size);
@@ -592,11 +591,11 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
     wire.append(field).append(": ").append(value).append("\r\n");
   };
   wire.append(request.method).append(" ").append(target).append(" HTTP/1.1\r\n");
-  if (!request.headers.contains("Host")) line("Host", name);
+  if (!request.headers.contains("Host")) line("Host", host_port);
   for (const auto& [field, value] : request.headers) {
     if (!is_token(field) || !is_safe_field_text(value)) {
-      co_return invalid_argument("request header '" + field +
-                                 "' has an invalid name or a CR, LF or NUL in its value");
+      return invalid_argument("request header '" + field +
+                              "' has an invalid name or a CR, LF or NUL in its value");
     }
     if (is_framing_field(field)) continue;
     line(field, value);
@@ -607,6 +606,23 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
   }
   wire.append("Connection: keep-alive\r\n\r\n");
   wire.append(request.body);
+  return wire;
+}
+
+}  // namespace
+
+asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(Exchange& ex,
+                                                                          const Upstream& upstream,
+                                                                          const std::string& wire) {
+  const std::string name = upstream.to_string();
+  const SteadyClock::time_point deadline = SteadyClock::now() + options.request_timeout;
+  // The request line's method and target, for the retry rules and the messages.
+  const std::string_view line = std::string_view(wire).substr(0, wire.find('\r'));
+  const std::size_t space = line.find(' ');
+  const std::string_view method = line.substr(0, space);
+  const std::string_view target =
+      line.substr(space + 1, line.rfind(' ') == space ? 0 : line.rfind(' ') - space - 1);
+  const bool idempotent = is_idempotent_method(method);
 
   Status last;
   std::size_t retries = 0;
@@ -626,7 +642,7 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
       if (!retry) co_return last;
     } else {
       const bool reused = (*conn)->reused;
-      Attempt attempt = co_await round_trip(ex, **conn, wire, request.method == "HEAD", deadline);
+      Attempt attempt = co_await round_trip(ex, **conn, wire, method == "HEAD", deadline);
       release(name, std::move(*conn), attempt.reusable);
       if (attempt.result.ok()) {
         const int status = attempt.result->status;
@@ -640,9 +656,9 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
         const Status& error = attempt.result.status();
         if (!attempt.lost) {
           if (error.code() == ErrorCode::kDeadlineExceeded) {
-            co_return deadline_exceeded("request " + request.method + " " + std::string(target) +
-                                        " to upstream " + name + " took longer than " +
-                                        ms_text(options.request_timeout));
+            co_return deadline_exceeded("request " + std::string(method) + " " +
+                                        std::string(target) + " to upstream " + name +
+                                        " took longer than " + ms_text(options.request_timeout));
           }
           if (error.code() == ErrorCode::kCancelled) {
             co_return cancelled("request to upstream " + name + " cancelled");
@@ -652,7 +668,8 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
         last = unavailable(
             "upstream " + name + " closed the connection " +
             (attempt.response_seen ? "in the middle of the response" : "without a response") +
-            " to " + request.method + " " + std::string(target) + " (" + error.message() + ")");
+            " to " + std::string(method) + " " + std::string(target) + " (" + error.message() +
+            ")");
         if (!attempt.bytes_sent || idempotent) {
           retry = true;
           // A kept-alive connection the server closed meanwhile: try a new one at once.
@@ -661,7 +678,7 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
             fresh = true;
           }
         } else {
-          co_return last.with_context("not retried: a " + request.method +
+          co_return last.with_context("not retried: a " + std::string(method) +
                                       " may have reached the server");
         }
       }
@@ -691,7 +708,7 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(
 }
 
 asio::awaitable<Result<HttpResponse>> HttpClient::Impl::run_exchange(const Upstream& upstream,
-                                                                     const HttpRequest& request) {
+                                                                     const std::string& wire) {
   Exchange ex(*io);
   active.insert(&ex);
   if (shut_down) ex.cancelled = true;
@@ -700,7 +717,7 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::run_exchange(const Upstr
   std::optional<Result<HttpResponse>> result;
   if (!ex.cancelled) {
     try {
-      result.emplace(co_await send_with_retries(ex, upstream, request));
+      result.emplace(co_await send_with_retries(ex, upstream, wire));
     } catch (const std::exception& e) {
       result.emplace(internal_error("HTTP client failed: " + std::string(e.what())));
     }
@@ -714,9 +731,15 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::run_exchange(const Upstr
 
 asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest request,
                                                  HttpResponseCallback done) {
-  Result<HttpResponse> result = co_await run_exchange(upstream, request);
+  Result<std::string> wire = wire_of(request, upstream.to_string());
+  std::optional<Result<HttpResponse>> result;
+  if (wire.ok()) {
+    result.emplace(co_await run_exchange(upstream, *wire));
+  } else {
+    result.emplace(wire.status());
+  }
   try {
-    done(std::move(result));
+    done(std::move(*result));
   } catch (...) {
     // A callback must not throw; the exchange is over either way.
   }
@@ -760,12 +783,12 @@ void detail::ClientAccess::shut_down(HttpClient& client) {
   asio::post(*client.impl_->io, [impl = client.impl_.get()] { impl->shutdown(); });
 }
 
-asio::awaitable<Result<HttpResponse>> detail::ClientAccess::send(HttpClient& client,
-                                                                 Upstream upstream,
-                                                                 HttpRequest request) {
+asio::awaitable<Result<HttpResponse>> detail::ClientAccess::send_wire(HttpClient& client,
+                                                                      Upstream upstream,
+                                                                      std::string wire) {
   // On the io thread, so the exchange sees the shutdown (shut_down() posts it there) without
   // the lock send_async takes.
-  co_return co_await client.impl_->run_exchange(upstream, request);
+  co_return co_await client.impl_->run_exchange(upstream, wire);
 }
 
 HttpClient::HttpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -5,6 +5,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <memory>
+#include <string>
 
 #include "civicbus/http/client.hpp"
 
@@ -21,10 +22,13 @@ struct ClientAccess {
   // pooled connections; later sends fail with kCancelled.
   static void shut_down(HttpClient& client);
   // What send_async does, awaited by a coroutine that already runs on the client's event loop
-  // (a gateway connection's): no second coroutine and no callback. kCancelled once the client
-  // is shut down.
-  static asio::awaitable<Result<HttpResponse>> send(HttpClient& client, Upstream upstream,
-                                                    HttpRequest request);
+  // (a gateway connection's), for a request the caller has put on the wire itself: a request
+  // line, then header fields with Host, Content-Length when there is a body (or the method is
+  // POST, PUT or PATCH) and no Transfer-Encoding, "Connection: keep-alive", the empty line and
+  // the body. Nothing in it is checked: its fields must be tokens and values without CR, LF or
+  // NUL. kCancelled once the client is shut down.
+  static asio::awaitable<Result<HttpResponse>> send_wire(HttpClient& client, Upstream upstream,
+                                                         std::string wire);
 };
 
 }  // namespace civicbus::http::detail

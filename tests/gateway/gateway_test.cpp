@@ -177,7 +177,8 @@ TEST_CASE("gateway: a public route is proxied with the path rewritten and trace 
   civicbus::testing::RawClient raw(gw->port());
   raw.send("GET /public/items?page=2 HTTP/1.1\r\nHost: t\r\ntraceparent: " + trace +
            "\r\nX-Request-Id: req-123\r\nX-Consumer-Id: forged\r\n"
-           "Connection: keep-alive, X-Secret\r\nX-Secret: hop\r\n\r\n");
+           "X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Host: forged.example\r\n"
+           "Connection: keep-alive, X-Secret\r\nX-Secret: hop\r\nX-Keep: kept\r\n\r\n");
   const auto raw_response = raw.read_response();
   REQUIRE(raw_response.has_value());
   REQUIRE(raw_response->status == 200);
@@ -193,11 +194,15 @@ TEST_CASE("gateway: a public route is proxied with the path rewritten and trace 
   CHECK(forwarded.substr(0, 36) == trace.substr(0, 36));  // same trace id
   CHECK(forwarded != trace);                              // the gateway's own span
   CHECK(forwarded.substr(53) == "01");
-  CHECK(h.get_string("x-forwarded-for") == "127.0.0.1");
+  CHECK(h.get_string("x-forwarded-for") == "10.1.2.3, 127.0.0.1");  // extended
   CHECK(h.get_string("x-forwarded-proto") == "http");
+  CHECK(h.get_string("x-forwarded-host") == "t");           // the client's Host, not its claim
+  CHECK(h.get_string("host").rfind("127.0.0.1:", 0) == 0);  // the upstream target
   CHECK(h.get_string("via") == "1.1 civicbus");
-  CHECK_FALSE(h.contains("x-consumer-id"));  // forged by the client: removed
-  CHECK_FALSE(h.contains("x-secret"));       // listed in Connection: hop-by-hop
+  CHECK(h.get_string("x-keep") == "kept");
+  CHECK_FALSE(h.contains("x-consumer-id"));           // forged by the client: removed
+  CHECK_FALSE(h.contains("x-secret"));                // listed in Connection: hop-by-hop
+  CHECK(h.get_string("connection") == "keep-alive");  // the gateway's own, not the client's
 
   // Without an incoming traceparent or request id, new ones are made.
   r = c.send(gw->port(), "GET", "/public");
