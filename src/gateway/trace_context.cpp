@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include "civicbus/core/crypto.hpp"
-
 namespace civicbus::gateway {
 
 namespace {
@@ -18,10 +16,19 @@ bool all_zero(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c == '0'; });
 }
 
+// `bytes` (8 or 16) random bytes in lowercase hex, not all zero (W3C Trace Context forbids an
+// all-zero id). On every proxied request: no intermediate strings.
 std::string random_hex(RandomSource& random, std::size_t bytes) {
-  std::string out;
+  static constexpr char kHex[] = "0123456789abcdef";
+  unsigned char raw[16];
+  bytes = std::min(bytes, sizeof raw);
+  std::string out(bytes * 2, '0');
   do {
-    out = crypto::to_hex(random.bytes(bytes));
+    random.fill(raw, bytes);
+    for (std::size_t i = 0; i < bytes; ++i) {
+      out[2 * i] = kHex[raw[i] >> 4];
+      out[2 * i + 1] = kHex[raw[i] & 15];
+    }
   } while (all_zero(out));
   return out;
 }
@@ -29,7 +36,10 @@ std::string random_hex(RandomSource& random, std::size_t bytes) {
 }  // namespace
 
 std::string TraceParent::to_string() const {
-  return "00-" + trace_id + "-" + parent_id + "-" + flags;
+  std::string out;
+  out.reserve(5 + trace_id.size() + parent_id.size() + flags.size());
+  out.append("00-").append(trace_id).append("-").append(parent_id).append("-").append(flags);
+  return out;
 }
 
 std::optional<TraceParent> parse_traceparent(std::string_view v) {

@@ -308,8 +308,16 @@ bool is_safe_field_text(std::string_view s) {
 }
 
 bool is_framing_field(std::string_view name) {
-  return equals_ignore_case(name, "Content-Length") ||
-         equals_ignore_case(name, "Transfer-Encoding") || equals_ignore_case(name, "Connection");
+  switch (name.size()) {  // by length first: every field of every message is checked
+    case 10:
+      return equals_ignore_case(name, "Connection");
+    case 14:
+      return equals_ignore_case(name, "Content-Length");
+    case 17:
+      return equals_ignore_case(name, "Transfer-Encoding");
+    default:
+      return false;
+  }
 }
 
 std::string_view trim_ows(std::string_view s) {

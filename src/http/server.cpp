@@ -51,41 +51,39 @@ const std::string& current_http_date() {
 
 void append_response(std::string& out, const HttpResponse& response, bool head_request,
                      bool keep_alive, int request_minor) {
+  using namespace std::string_view_literals;
   const int status = (response.status >= 100 && response.status <= 999) ? response.status : 500;
   std::string_view reason = response.reason.empty() || !is_safe_field_text(response.reason)
                                 ? reason_phrase(status)
                                 : std::string_view(response.reason);
-  out += "HTTP/1.1 ";
-  out += std::to_string(status);
-  out += ' ';
-  out += reason;
-  out += "\r\n";
+  char code[4] = {static_cast<char>('0' + status / 100), static_cast<char>('0' + status / 10 % 10),
+                  static_cast<char>('0' + status % 10), ' '};
+  out.append("HTTP/1.1 "sv).append(code, 4).append(reason).append("\r\n"sv);
+  bool has_date = false;
+  bool has_server = false;
   for (const auto& [name, value] : response.headers) {
     // A field that could split the response, or one the server owns, is dropped.
     if (name.empty() || !is_safe_field_text(name) || !is_safe_field_text(value) ||
         is_framing_field(name)) {
       continue;
     }
-    out += name;
-    out += ": ";
-    out += value;
-    out += "\r\n";
+    has_date = has_date || (name.size() == 4 && equals_ignore_case(name, "Date"));
+    has_server = has_server || (name.size() == 6 && equals_ignore_case(name, "Server"));
+    out.append(name).append(": "sv).append(value).append("\r\n"sv);
   }
-  if (!response.headers.contains("Date")) {
-    out += "Date: ";
-    out += current_http_date();
-    out += "\r\n";
-  }
-  if (!response.headers.contains("Server")) out += "Server: civicbus\r\n";
+  if (!has_date) out.append("Date: "sv).append(current_http_date()).append("\r\n"sv);
+  if (!has_server) out.append("Server: civicbus\r\n"sv);
   const bool no_body = status < 200 || status == 204 || status == 304;
-  if (!no_body) out += "Content-Length: " + std::to_string(response.body.size()) + "\r\n";
-  if (!keep_alive) {
-    out += "Connection: close\r\n";
-  } else if (request_minor == 0) {
-    out += "Connection: keep-alive\r\n";
+  if (!no_body) {
+    out.append("Content-Length: "sv).append(std::to_string(response.body.size())).append("\r\n"sv);
   }
-  out += "\r\n";
-  if (!no_body && !head_request) out += response.body;
+  if (!keep_alive) {
+    out.append("Connection: close\r\n"sv);
+  } else if (request_minor == 0) {
+    out.append("Connection: keep-alive\r\n"sv);
+  }
+  out.append("\r\n"sv);
+  if (!no_body && !head_request) out.append(response.body);
 }
 
 class Connection;
