@@ -831,6 +831,7 @@ asio::awaitable<HttpResponse> Gateway::Impl::serve(HttpRequest request, std::siz
   const auto incoming_trace = ex->request.headers.get("traceparent");
   ex->trace = next_traceparent(incoming_trace ? parse_traceparent(*incoming_trace) : std::nullopt,
                                *worker.random);
+  ex->response_headers.reserve(6);  // the id and the four RateLimit fields, without regrowing
   ex->response_headers.add("X-Request-Id", ex->request_id);
   try {
     route_request(ex);
