@@ -216,8 +216,8 @@ struct HttpClient::Impl {
   // One send on the io thread, from the first attempt to the outcome (kCancelled when the
   // client shuts down meanwhile): what exchange() and ClientAccess::send await.
   // `wire`: the whole request as sent (wire_of(), or a caller's own, see ClientAccess).
-  asio::awaitable<Result<HttpResponse>> run_exchange(const Upstream& upstream,
-                                                     const std::string& wire);
+  // Its frame owns both arguments, so that ClientAccess::send_wire needs no frame of its own.
+  asio::awaitable<Result<HttpResponse>> run_exchange(Upstream upstream, std::string wire);
   asio::awaitable<Result<HttpResponse>> send_with_retries(Exchange& ex, const Upstream& upstream,
                                                           const std::string& wire);
   asio::awaitable<Result<std::unique_ptr<Connection>>> acquire(Exchange& ex,
@@ -707,8 +707,8 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(Exchan
   }
 }
 
-asio::awaitable<Result<HttpResponse>> HttpClient::Impl::run_exchange(const Upstream& upstream,
-                                                                     const std::string& wire) {
+asio::awaitable<Result<HttpResponse>> HttpClient::Impl::run_exchange(Upstream upstream,
+                                                                     std::string wire) {
   Exchange ex(*io);
   active.insert(&ex);
   if (shut_down) ex.cancelled = true;
@@ -734,7 +734,7 @@ asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest 
   Result<std::string> wire = wire_of(request, upstream.to_string());
   std::optional<Result<HttpResponse>> result;
   if (wire.ok()) {
-    result.emplace(co_await run_exchange(upstream, *wire));
+    result.emplace(co_await run_exchange(std::move(upstream), std::move(*wire)));
   } else {
     result.emplace(wire.status());
   }
@@ -788,7 +788,7 @@ asio::awaitable<Result<HttpResponse>> detail::ClientAccess::send_wire(HttpClient
                                                                       std::string wire) {
   // On the io thread, so the exchange sees the shutdown (shut_down() posts it there) without
   // the lock send_async takes.
-  co_return co_await client.impl_->run_exchange(upstream, wire);
+  return client.impl_->run_exchange(std::move(upstream), std::move(wire));
 }
 
 HttpClient::HttpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

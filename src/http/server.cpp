@@ -262,7 +262,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
           const int request_minor = request.version_minor;
           std::optional<HttpResponse> response;
           if (server_.awaitable_handler) {
-            response = co_await call_awaitable_handler(std::move(request));
+            // Awaited here rather than in a helper coroutine: one frame less per request. No
+            // deadline runs meanwhile, as for an asynchronous handler.
+            set_deadline_at(SteadyClock::time_point::max());
+            try {
+              response.emplace(co_await server_.awaitable_handler(std::move(request), worker_));
+            } catch (...) {
+              response.emplace(HttpResponse::text(500, "internal error\n"));
+            }
             if (closed_) co_return;
           } else if (server_.async_handler) {
             response = co_await call_async_handler(std::move(request));
@@ -315,16 +322,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return server_.handler(request);
     } catch (...) {
       return HttpResponse::text(500, "internal error\n");
-    }
-  }
-
-  // No deadline runs while the handler works, as for an asynchronous handler.
-  asio::awaitable<HttpResponse> call_awaitable_handler(HttpRequest request) {
-    set_deadline_at(SteadyClock::time_point::max());
-    try {
-      co_return co_await server_.awaitable_handler(std::move(request), worker_);
-    } catch (...) {
-      co_return HttpResponse::text(500, "internal error\n");
     }
   }
 
