@@ -300,9 +300,12 @@ bool is_safe_field_text(std::string_view s) {
     std::memcpy(&word, s.data() + i, 8);
     if (has_byte(word, '\r') || has_byte(word, '\n') || has_byte(word, 0)) return false;
   }
+  // The last bytes (most names and many values are shorter than a word) by one test each:
+  // CR, LF and NUL are the only bytes below 0x0e that matter, so a bit mask tells them apart.
+  constexpr std::uint32_t kUnsafe = (1u << '\r') | (1u << '\n') | 1u;
   for (; i < s.size(); ++i) {
-    const char c = s[i];
-    if (c == '\r' || c == '\n' || c == '\0') return false;
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 14 && ((kUnsafe >> c) & 1u) != 0) return false;
   }
   return true;
 }
