@@ -1,0 +1,107 @@
+#!/bin/bash
+# Instructions run per proxied request in user space, counted by callgrind, for the gateway and
+# for nginx as a reverse proxy: figures that do not drift with the machine's speed, unlike
+# requests/s and CPU time (the kernel's share, about half of either proxy's CPU, is not in them).
+#
+#   benchmarks/gateway_instructions.sh [path/to/gateway_bench]
+#
+# The gateway: gateway_bench under valgrind (apt install valgrind) with --skip-nginx; the counts
+# are zeroed once the gateway's wrk round has begun, and what the process ran from there to its
+# exit is divided by the requests the gateway routed (calls of Gateway::Impl::route_request).
+# The end of the run (stopping the gateways) is in, which adds well under 1 %.
+# nginx: one worker (master_process off) under valgrind in front of an nginx upstream like the
+# bench's, the same wrk load for 4 s after the counts are zeroed, divided by wrk's requests.
+set -euo pipefail
+
+bench=${1:-build/benchmarks/gateway_bench}
+command -v valgrind >/dev/null || { echo "needs valgrind (apt install valgrind)" >&2; exit 1; }
+[ -x "$bench" ] || { echo "no $bench: build the gateway_bench target first" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# count FILE TARGET [REQUESTS]: the BENCH line of a callgrind output; REQUESTS defaults to the
+# calls of Gateway::Impl::route_request it recorded.
+count() {
+  /usr/bin/python3 - "$@" <<'PY'
+import re, sys
+names, callee, calls, total = {}, None, 0, None
+for line in open(sys.argv[1]):
+    m = re.match(r'c?fn=\((\d+)\)(?: (.*))?$', line)
+    if m:
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        if line.startswith('cfn='):
+            callee = names.get(m.group(1), '')
+        continue
+    m = re.match(r'calls=(\d+)', line)
+    if m and callee and 'Gateway::Impl::route_request' in callee:
+        calls += int(m.group(1))
+    if line.startswith(('summary:', 'totals:')):
+        total = int(line.split()[1])
+if len(sys.argv) > 3:
+    calls = int(sys.argv[3])
+if not calls or total is None:
+    sys.exit('no request was counted; is the bench slower to start here? (sleep 7.5)')
+print(f"BENCH gateway_instructions target={sys.argv[2]} requests={calls} "
+      f"instructions={total} per_request={total // calls}")
+PY
+}
+
+# ---- the gateway ----
+valgrind --tool=callgrind --callgrind-out-file="$work/gateway.out" "$bench" --skip-nginx \
+  --throughput-only --rounds 1 --seconds 4 >"$work/bench.log" 2>&1 &
+bench_pid=$!
+# Startup and the 4 s direct run take about 6 s under valgrind; the gateway's round follows.
+sleep 7.5
+callgrind_control -z "$bench_pid" >/dev/null 2>&1
+wait "$bench_pid"
+line=$(count "$work/gateway.out" civicbus)
+echo "$line"
+ours=${line##*per_request=}
+
+# ---- nginx, when installed ----
+command -v nginx >/dev/null && command -v wrk >/dev/null || exit 0
+port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+up=$(port)
+px=$(port)
+user=""
+[ "$(id -u)" = 0 ] && user="user root;"
+common="$user daemon off; error_log $work/err warn; events { worker_connections 4096; }"
+paths="client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;"
+paths="$paths uwsgi_temp_path $work; scgi_temp_path $work;"
+cat >"$work/up.conf" <<CONF
+$common pid $work/up.pid; worker_processes 1;
+http { access_log off; $paths keepalive_requests 1000000;
+  server { listen 127.0.0.1:$up; location / { default_type application/json;
+    return 200 '{"permit":"B-2026-0001","status":"issued"}'; } } }
+CONF
+cat >"$work/px.conf" <<CONF
+$common pid $work/px.pid; master_process off; worker_processes 1;
+http { access_log off; $paths keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$up; keepalive 128; }
+  server { listen 127.0.0.1:$px; location / { proxy_pass http://backend;
+    proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+nginx -c "$work/up.conf" -e "$work/err" &
+upstream_pid=$!
+valgrind --tool=callgrind --callgrind-out-file="$work/nginx.out" nginx -c "$work/px.conf" \
+  -e "$work/err" >"$work/nginx.log" 2>&1 &
+proxy_pid=$!
+sleep 3
+target="http://127.0.0.1:$px/permits/B-2026-0001"
+key="apikey: bench-key-0123456789abcdef"
+wrk -t2 -c64 -d1s -H "$key" "$target" >/dev/null  # warm-up
+callgrind_control -z "$proxy_pid" >/dev/null 2>&1
+requests=$(wrk -t2 -c64 -d4s -H "$key" "$target" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+kill -TERM "$proxy_pid"
+wait "$proxy_pid" || true
+kill -TERM "$upstream_pid"
+wait "$upstream_pid" || true
+line=$(count "$work/nginx.out" nginx "$requests")
+echo "$line"
+peer=${line##*per_request=}
+echo "VS gateway_instructions ours=$ours peer=$peer peer_name=nginx_proxy" \
+  "unit=instructions/request ratio=$(/usr/bin/python3 -c "print(round($peer / $ours, 3))")"
