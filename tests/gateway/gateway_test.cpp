@@ -854,6 +854,24 @@ TEST_CASE("gateway: reload swaps routes while an open connection keeps working")
   CHECK(Client().send(gw->port(), "GET", "/public2").status == 200);
 }
 
+TEST_CASE("gateway: stop() ends a request waiting on its upstream and returns") {
+  // The request is suspended inside its connection's coroutine, awaiting the upstream: stop()
+  // must cancel it and return, and the suspended coroutine must go without touching freed
+  // state (the sanitizer build runs this too).
+  EchoUpstream up;
+  GatewayOptions o = base_options(up);
+  o.upstreams[0].request_timeout = 10s;
+  auto gw = start_gateway(o);
+  civicbus::testing::RawClient raw(gw->port());
+  raw.send("GET /public/slow HTTP/1.1\r\nHost: t\r\n\r\n");
+  std::this_thread::sleep_for(100ms);  // the upstream has the request
+  gw->stop();
+  // Either the 503 made it out before the connection closed, or the connection just closed.
+  const auto response = raw.read_response();
+  if (response) CHECK(response->status == 503);
+  CHECK(gw->port() == 0);
+}
+
 TEST_CASE("gateway: an API key stops working with the reload that removes it") {
   // Each worker remembers the keys it has seen (ApiKeyCache); a reload must still be obeyed
   // at once, on every connection, and a new key must work on them too.
