@@ -225,6 +225,9 @@ struct HttpClient::Impl {
                                                                const std::string& key,
                                                                SteadyClock::time_point deadline,
                                                                bool fresh, bool idempotent);
+  // What acquire() does without waiting: the pool's upkeep, then its most recently used idle
+  // connection that is still usable, or null.
+  std::unique_ptr<Connection> take_idle(Pool& pool, bool fresh, bool idempotent);
   asio::awaitable<Result<std::unique_ptr<Connection>>> connect(Exchange& ex,
                                                                const Upstream& upstream,
                                                                SteadyClock::time_point deadline);
@@ -401,46 +404,52 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
   co_return std::move(conn);
 }
 
+std::unique_ptr<Connection> HttpClient::Impl::take_idle(Pool& pool, bool fresh, bool idempotent) {
+  const SteadyClock::time_point now = SteadyClock::now();
+  auto drop = [&](std::unique_ptr<Connection>& conn) {
+    asio::error_code ec;
+    conn->socket.close(ec);
+    --pool.open;
+  };
+  // The oldest idle connection, when past its lifetime, is dropped (one per call keeps this
+  // O(1); the LIFO reuse below leaves the old ones at the front).
+  if (!pool.idle.empty() &&
+      now - pool.idle.front()->idle_since >= options.idle_connection_lifetime) {
+    drop(pool.idle.front());
+    pool.idle.erase(pool.idle.begin());
+  }
+  if (fresh && !pool.idle.empty() && pool.open >= options.max_connections_per_upstream) {
+    drop(pool.idle.front());
+    pool.idle.erase(pool.idle.begin());
+  }
+  // The most recently used idle connection, unless it is past its lifetime or the server
+  // closed it meanwhile. The check (a non-blocking peek, one system call) is skipped for an
+  // idempotent request on a connection idle for less than kPeekAfter: a server closing so
+  // soon is rare, and that request is then retried at once on a fresh connection anyway
+  // (send_with_retries). A POST or PATCH is always checked, since it cannot be resent.
+  while (!fresh && !pool.idle.empty()) {
+    std::unique_ptr<Connection> conn = std::move(pool.idle.back());
+    pool.idle.pop_back();
+    const auto idle = now - conn->idle_since;
+    const bool check = !idempotent || idle >= kPeekAfter;
+    if (idle >= options.idle_connection_lifetime || (check && is_stale(conn->socket))) {
+      drop(conn);
+      continue;
+    }
+    return conn;
+  }
+  return nullptr;
+}
+
 asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
     Exchange& ex, const Upstream& upstream, const std::string& key,
     SteadyClock::time_point deadline, bool fresh, bool idempotent) {
-  while (true) {
+  // The caller has just tried take_idle(); it is tried again after each wait.
+  for (bool waited = false;; waited = true) {
     if (ex.cancelled) co_return cancelled("request to upstream " + key + " cancelled");
     Pool& pool = pools[key];  // references into an unordered_map survive rehashing
-    const SteadyClock::time_point now = SteadyClock::now();
-    auto drop = [&](std::unique_ptr<Connection>& conn) {
-      asio::error_code ec;
-      conn->socket.close(ec);
-      --pool.open;
-    };
-    // The oldest idle connection, when past its lifetime, is dropped (one per call keeps this
-    // O(1); the LIFO reuse below leaves the old ones at the front).
-    if (!pool.idle.empty() &&
-        now - pool.idle.front()->idle_since >= options.idle_connection_lifetime) {
-      drop(pool.idle.front());
-      pool.idle.erase(pool.idle.begin());
-    }
-    if (fresh && !pool.idle.empty() && pool.open >= options.max_connections_per_upstream) {
-      asio::error_code ec;
-      pool.idle.front()->socket.close(ec);
-      pool.idle.erase(pool.idle.begin());
-      --pool.open;
-    }
-    // The most recently used idle connection, unless it is past its lifetime or the server
-    // closed it meanwhile. The check (a non-blocking peek, one system call) is skipped for an
-    // idempotent request on a connection idle for less than kPeekAfter: a server closing so
-    // soon is rare, and that request is then retried at once on a fresh connection anyway
-    // (send_with_retries). A POST or PATCH is always checked, since it cannot be resent.
-    while (!fresh && !pool.idle.empty()) {
-      std::unique_ptr<Connection> conn = std::move(pool.idle.back());
-      pool.idle.pop_back();
-      const auto idle = now - conn->idle_since;
-      const bool check = !idempotent || idle >= kPeekAfter;
-      if (idle >= options.idle_connection_lifetime || (check && is_stale(conn->socket))) {
-        drop(conn);
-        continue;
-      }
-      co_return std::move(conn);
+    if (waited) {
+      if (auto conn = take_idle(pool, fresh, idempotent)) co_return std::move(conn);
     }
     if (pool.open < options.max_connections_per_upstream) {
       ++pool.open;
@@ -629,7 +638,17 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(Exchan
   bool fresh = false;  // the next attempt must not reuse a pooled connection
   std::chrono::milliseconds backoff = options.retry_initial_backoff;
   while (true) {
-    auto conn = co_await acquire(ex, upstream, name, deadline, fresh, idempotent);
+    // A pooled connection is taken without the coroutine acquire() is (a frame per request).
+    // (No co_await inside a conditional expression: GCC 12 miscompiles that.)
+    std::unique_ptr<Connection> idle;
+    if (!ex.cancelled) idle = take_idle(pools[name], fresh, idempotent);
+    std::optional<Result<std::unique_ptr<Connection>>> taken;
+    if (idle) {
+      taken.emplace(std::move(idle));
+    } else {
+      taken.emplace(co_await acquire(ex, upstream, name, deadline, fresh, idempotent));
+    }
+    Result<std::unique_ptr<Connection>>& conn = *taken;
     fresh = false;
     bool retry = false;
     bool immediate = false;
