@@ -214,7 +214,7 @@ struct HttpClient::Impl {
 
   asio::awaitable<void> exchange(Upstream upstream, HttpRequest request, HttpResponseCallback done);
   // One send on the io thread, from the first attempt to the outcome (kCancelled when the
-  // client shuts down meanwhile): what exchange() and ClientAccess::send await.
+  // client shuts down meanwhile): what exchange() and ClientAccess::send_wire await.
   // `wire`: the whole request as sent (wire_of(), or a caller's own, see ClientAccess).
   // Its frame owns both arguments, so that ClientAccess::send_wire needs no frame of its own.
   asio::awaitable<Result<HttpResponse>> run_exchange(Upstream upstream, std::string wire);
