@@ -107,6 +107,9 @@ Result<std::shared_ptr<const Consumer>> ConsumerStore::compile(ConsumerOptions o
   options.api_keys.clear();
   options.api_key_hashes.clear();
   options.client_secret.clear();
+  for (const std::string& g : options.groups) {
+    consumer->groups_field.append(consumer->groups_field.empty() ? "" : ",").append(g);
+  }
   consumer->options = std::move(options);
   return std::shared_ptr<const Consumer>(std::move(consumer));
 }

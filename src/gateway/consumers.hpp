@@ -29,6 +29,7 @@ struct Consumer {
   std::vector<std::string> api_key_digests;  // raw SHA-256
   std::string client_secret_digest;          // raw SHA-256, "" without client credentials
   std::optional<IpAllowlist> ip;             // nullopt: no IP rules
+  std::string groups_field;                  // options.groups joined by ",": X-Consumer-Groups
   bool from_config = true;                   // false: added through the admin API
 
   ConsumerInfo info() const;

@@ -1428,20 +1428,10 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   field("traceparent", ex->trace.to_string());
   if (ex->consumer) {
     field("X-Consumer-Id", ex->consumer->options.id);
-    if (!ex->consumer->options.groups.empty()) {
-      std::string groups;
-      for (const auto& g : ex->consumer->options.groups) {
-        groups += (groups.empty() ? "" : ",") + g;
-      }
-      field("X-Consumer-Groups", groups);
-    }
+    if (!ex->consumer->groups_field.empty()) field("X-Consumer-Groups", ex->consumer->groups_field);
   }
   wire.append("Via: 1.1 civicbus\r\n");
-  if (!in.body.empty() || in.method == "POST" || in.method == "PUT" || in.method == "PATCH") {
-    wire.append("Content-Length: ").append(std::to_string(in.body.size())).append("\r\n");
-  }
-  wire.append("Connection: keep-alive\r\n\r\n");
-  wire.append(in.body);
+  http::detail::ClientAccess::end_wire(wire, in.method, in.body);
   if (!may_retry) ex->request.body = {};  // sent once: the copy above is the only one needed
 
   ex->call = Exchange::UpstreamCall{client, snap.addresses[upstream][ex->lease.target()],

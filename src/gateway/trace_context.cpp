@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "civicbus/core/crypto.hpp"
+
 namespace civicbus::gateway {
 
 namespace {
@@ -17,18 +19,14 @@ bool all_zero(std::string_view s) {
 }
 
 // `bytes` (8 or 16) random bytes in lowercase hex, not all zero (W3C Trace Context forbids an
-// all-zero id). On every proxied request: no intermediate strings.
+// all-zero id). On every proxied request: the bytes are drawn into a buffer, not a string.
 std::string random_hex(RandomSource& random, std::size_t bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  unsigned char raw[16];
+  char raw[16];
   bytes = std::min(bytes, sizeof raw);
-  std::string out(bytes * 2, '0');
+  std::string out;
   do {
     random.fill(raw, bytes);
-    for (std::size_t i = 0; i < bytes; ++i) {
-      out[2 * i] = kHex[raw[i] >> 4];
-      out[2 * i + 1] = kHex[raw[i] & 15];
-    }
+    out = crypto::to_hex(std::string_view(raw, bytes));
   } while (all_zero(out));
   return out;
 }

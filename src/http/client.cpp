@@ -609,12 +609,7 @@ Result<std::string> wire_of(const HttpRequest& request, std::string_view host_po
     if (is_framing_field(field)) continue;
     line(field, value);
   }
-  if (!request.body.empty() || request.method == "POST" || request.method == "PUT" ||
-      request.method == "PATCH") {
-    line("Content-Length", std::to_string(request.body.size()));
-  }
-  wire.append("Connection: keep-alive\r\n\r\n");
-  wire.append(request.body);
+  detail::ClientAccess::end_wire(wire, request.method, request.body);
   return wire;
 }
 
@@ -800,6 +795,14 @@ void detail::ClientAccess::shut_down(HttpClient& client) {
     client.impl_->stopping = true;
   }
   asio::post(*client.impl_->io, [impl = client.impl_.get()] { impl->shutdown(); });
+}
+
+void detail::ClientAccess::end_wire(std::string& wire, std::string_view method,
+                                    std::string_view body) {
+  if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
+    wire.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+  }
+  wire.append("Connection: keep-alive\r\n\r\n").append(body);
 }
 
 asio::awaitable<Result<HttpResponse>> detail::ClientAccess::send_wire(HttpClient& client,

@@ -6,6 +6,7 @@
 #include <asio/io_context.hpp>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "civicbus/http/client.hpp"
 
@@ -29,6 +30,10 @@ struct ClientAccess {
   // NUL. kCancelled once the client is shut down.
   static asio::awaitable<Result<HttpResponse>> send_wire(HttpClient& client, Upstream upstream,
                                                          std::string wire);
+  // Ends a wire request after its fields as send_wire wants it (and as the client's own are):
+  // Content-Length when there is a body or the method is POST, PUT or PATCH, "Connection:
+  // keep-alive", the empty line, the body.
+  static void end_wire(std::string& wire, std::string_view method, std::string_view body);
 };
 
 }  // namespace civicbus::http::detail
