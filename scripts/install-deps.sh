@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # libraries (see docs/ARCHITECTURE.md, "Dependencies")
   libasio-dev libfmt-dev libsimdjson-dev libsqlite3-dev libmbedtls-dev libyaml-cpp-dev
-  doctest-dev node-llhttp libexpat1-dev libpaho-mqttpp-dev libpq-dev zlib1g-dev tzdata
+  doctest-dev node-llhttp libexpat1-dev libpaho-mqtt-dev libpaho-mqttpp-dev libpq-dev zlib1g-dev tzdata
   libssh2-1-dev
   # tools and peers used by tests and benchmarks
   sqlite3 nats-server libnats-dev redis-server nginx wrk openssl mosquitto mosquitto-clients
