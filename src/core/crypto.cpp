@@ -212,14 +212,18 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-std::string to_hex(std::string_view bytes) {
+void to_hex(std::string_view bytes, char* out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(bytes.size() * 2, '\0');
   for (std::size_t i = 0; i < bytes.size(); ++i) {
     const auto c = static_cast<unsigned char>(bytes[i]);
     out[2 * i] = kHex[c >> 4];
     out[2 * i + 1] = kHex[c & 15];
   }
+}
+
+std::string to_hex(std::string_view bytes) {
+  std::string out(bytes.size() * 2, '\0');
+  to_hex(bytes, out.data());
   return out;
 }
 

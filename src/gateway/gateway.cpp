@@ -372,10 +372,12 @@ struct Gateway::Impl {
     std::uint32_t attempts = 0;
     bool jwks_refreshed = false;
     std::optional<std::string> client_accept;  // kept when a transform rewrote Accept
-    // What serve() does next: answer (set once, by finish()) or send `call` upstream. While
-    // neither is set the exchange went asynchronous (a JWKS fetch) and serve() waits on
-    // `waiter`, which finish() and proxy() cancel.
-    std::optional<HttpResponse> answer;
+    // What serve() does next: answer (`answered`, set once by finish(), the response being in
+    // *out) or send `call` upstream. While neither is set the exchange went asynchronous (a
+    // JWKS fetch) and serve() waits on `waiter`, which finish() and proxy() cancel.
+    // `out` is the connection's response, null once serve() is gone (the server stopped).
+    HttpResponse* out = nullptr;
+    bool answered = false;
     struct UpstreamCall {
       http::HttpClient* client = nullptr;
       http::Upstream upstream;
@@ -475,15 +477,18 @@ struct Gateway::Impl {
 
   // A request from the listener, in its connection's coroutine on worker `worker`: the steps
   // below run until one answers or asks for the upstream, which is awaited here.
-  asio::awaitable<HttpResponse> serve(HttpRequest request, std::size_t worker);
+  asio::awaitable<void> serve(HttpRequest& request, HttpResponse& out, std::size_t worker);
   void route_request(const ExchangePtr& ex);
   void authenticate(const ExchangePtr& ex);
   Status authenticate_jwt(const ExchangePtr& ex, std::string_view token, bool* wait_for_keys);
   void admit(const ExchangePtr& ex);
   void dispatch(const ExchangePtr& ex);
   void proxy(const ExchangePtr& ex);  // prepares ex->call
-  void upstream_answered(const ExchangePtr& ex, Result<HttpResponse> result, bool may_retry);
+  // The upstream's response is in *ex->out when `sent` is OK.
+  void upstream_answered(const ExchangePtr& ex, const Status& sent, bool may_retry);
   void finish(const ExchangePtr& ex, HttpResponse response);
+  // finish() for a response already in `response` (*ex->out, or a stand-in once it is gone).
+  void complete(const ExchangePtr& ex, HttpResponse& response);
   // Route transforms (RouteOptions::upstream_format); an error is the answer to send.
   std::optional<HttpResponse> transform_request(const ExchangePtr& ex);
   void transform_response(const ExchangePtr& ex, HttpResponse& response);
@@ -811,11 +816,22 @@ void Gateway::Impl::rebuild_external_verifier() {
 
 // ---- the request path ---------------------------------------------------------------------
 
-asio::awaitable<HttpResponse> Gateway::Impl::serve(HttpRequest request, std::size_t worker_index) {
+asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& out,
+                                           std::size_t worker_index) {
   auto ex = std::make_shared<Exchange>();
   ex->start = clock->steady_now();
   ex->worker = worker_index;
   ex->request = std::move(request);
+  ex->out = &out;
+  // Also when the frame is destroyed suspended (the worker's loop stopped): a late
+  // continuation must neither write the response nor cancel a timer that is gone.
+  struct Unhook {
+    Exchange& ex;
+    ~Unhook() {
+      ex.out = nullptr;
+      ex.waiter = nullptr;
+    }
+  } unhook{*ex};
   Worker& worker = workers[ex->worker];
   // Read before current(): an install in between is picked up by the next request.
   const std::uint64_t seen = installs.load(std::memory_order_acquire);
@@ -839,14 +855,14 @@ asio::awaitable<HttpResponse> Gateway::Impl::serve(HttpRequest request, std::siz
     log.error("request failed", {{"request_id", ex->request_id}, {"error", e.what()}});
     finish(ex, problem(500, "internal error", ex->request_id));
   }
-  while (!ex->answer) {
+  while (!ex->answered) {
     if (ex->call) {
       Exchange::UpstreamCall call = std::move(*ex->call);
       ex->call.reset();
-      Result<HttpResponse> result = co_await http::detail::ClientAccess::send_wire(
-          *call.client, std::move(call.upstream), std::move(call.wire));
+      const Status sent = co_await http::detail::ClientAccess::send_wire(
+          *call.client, std::move(call.upstream), std::move(call.wire), out);
       try {
-        upstream_answered(ex, std::move(result), call.may_retry);
+        upstream_answered(ex, sent, call.may_retry);
       } catch (const std::exception& e) {
         finish(ex, problem(500, "internal error", ex->request_id));
       }
@@ -856,16 +872,10 @@ asio::awaitable<HttpResponse> Gateway::Impl::serve(HttpRequest request, std::siz
     // continuation, posted to this worker, answers or asks for the upstream.
     asio::steady_timer waiter(*worker.io, asio::steady_timer::time_point::max());
     ex->waiter = &waiter;
-    // Also when the frame is destroyed suspended (the worker's loop stopped): a late
-    // continuation must not cancel a timer that is gone.
-    struct Unhook {
-      Exchange& ex;
-      ~Unhook() { ex.waiter = nullptr; }
-    } unhook{*ex};
     asio::error_code ec;
     co_await waiter.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    ex->waiter = nullptr;
   }
-  co_return std::move(*ex->answer);
 }
 
 void Gateway::Impl::route_request(const ExchangePtr& ex) {
@@ -1199,8 +1209,8 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
   };
   bool allowed = true;
   if (consumer != nullptr) allowed = apply(consumer->options.rate_limit, {});
-  if (!ex->answer && allowed) allowed = apply(route.options.rate_limit, route.options.id);
-  if (ex->answer) return;  // answered (limiter error)
+  if (!ex->answered && allowed) allowed = apply(route.options.rate_limit, route.options.id);
+  if (ex->answered) return;  // answered (limiter error)
   if (shown && shown->window != RateLimitWindow::kNone) {
     ex->response_headers.add("RateLimit-Limit", std::to_string(shown->limit));
     ex->response_headers.add("RateLimit-Remaining", std::to_string(shown->remaining));
@@ -1439,10 +1449,9 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   ex->wake();
 }
 
-void Gateway::Impl::upstream_answered(const ExchangePtr& ex, Result<HttpResponse> result,
-                                      bool may_retry) {
-  if (!result.ok()) {
-    const ErrorCode code = result.status().code();
+void Gateway::Impl::upstream_answered(const ExchangePtr& ex, const Status& sent, bool may_retry) {
+  if (!sent.ok()) {
+    const ErrorCode code = sent.code();
     if (code == ErrorCode::kCancelled) {
       ex->lease.report(UpstreamOutcome::kNotConsidered);
       return finish(ex, problem(503, "gateway stopping", ex->request_id));
@@ -1453,12 +1462,13 @@ void Gateway::Impl::upstream_answered(const ExchangePtr& ex, Result<HttpResponse
     log.warn("upstream request failed", {{"route", ex->route->options.id},
                                          {"target", std::string(ex->upstream_target)},
                                          {"request_id", ex->request_id},
-                                         {"error", result.status().message()}});
+                                         {"error", sent.message()}});
     return finish(
         ex, problem(timeout ? 504 : 502, timeout ? "upstream timed out" : "upstream unavailable",
                     ex->request_id));
   }
-  HttpResponse response = std::move(result).value();
+  if (ex->out == nullptr) return;  // serve() is gone
+  HttpResponse& response = *ex->out;
   const bool failed = response.status >= 500;
   ex->lease.report(failed ? UpstreamOutcome::kFailure : UpstreamOutcome::kSuccess);
   if (may_retry && (response.status == 502 || response.status == 503 || response.status == 504)) {
@@ -1474,11 +1484,18 @@ void Gateway::Impl::upstream_answered(const ExchangePtr& ex, Result<HttpResponse
   if (ex->route->options.upstream_format && response.status < 300) {
     transform_response(ex, response);
   }
-  finish(ex, std::move(response));
+  complete(ex, response);
 }
 
 void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
-  if (ex->answer) return;  // answered once
+  if (ex->answered) return;                               // answered once
+  if (ex->out == nullptr) return complete(ex, response);  // still counted and logged
+  *ex->out = std::move(response);
+  complete(ex, *ex->out);
+}
+
+void Gateway::Impl::complete(const ExchangePtr& ex, HttpResponse& response) {
+  if (ex->answered) return;
   std::vector<HttpHeaders::Field> own = ex->response_headers.take();
   response.headers.reserve(response.headers.size() + own.size());
   for (auto& [name, value] : own) {
@@ -1512,9 +1529,9 @@ void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
                      {"remote", ex->request.remote_address},
                      {"duration_us", std::to_string(static_cast<long long>(seconds * 1e6))},
                      {"request_id", ex->request_id},
-                     {"trace_id", ex->trace.trace_id}});
+                     {"trace_id", std::string(ex->trace.trace_id())}});
   }
-  ex->answer = std::move(response);
+  ex->answered = true;
   ex->wake();
 }
 
@@ -1927,8 +1944,8 @@ Result<std::uint16_t> Gateway::start() {
   Impl& g = *impl_;
   if (g.server) return failed_precondition("the gateway is already started");
   g.server = http::detail::ServerAccess::create_awaitable(
-      g.options.listener, [&g](HttpRequest request, std::size_t worker) {
-        return g.serve(std::move(request), worker);
+      g.options.listener, [&g](HttpRequest& request, HttpResponse& response, std::size_t worker) {
+        return g.serve(request, response, worker);
       });
   const std::size_t n = http::detail::ServerAccess::worker_count(*g.server);
   g.workers.resize(n);

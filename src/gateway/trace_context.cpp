@@ -19,26 +19,19 @@ bool all_zero(std::string_view s) {
 }
 
 // `bytes` (8 or 16) random bytes in lowercase hex, not all zero (W3C Trace Context forbids an
-// all-zero id). On every proxied request: the bytes are drawn into a buffer, not a string.
-std::string random_hex(RandomSource& random, std::size_t bytes) {
+// all-zero id), written over out[at, at + 2 * bytes).
+void put_random_hex(RandomSource& random, std::size_t bytes, std::string& out, std::size_t at) {
   char raw[16];
   bytes = std::min(bytes, sizeof raw);
-  std::string out;
-  do {
+  bool zero = true;
+  while (zero) {
     random.fill(raw, bytes);
-    out = crypto::to_hex(std::string_view(raw, bytes));
-  } while (all_zero(out));
-  return out;
+    zero = std::all_of(raw, raw + bytes, [](char b) { return b == 0; });
+  }
+  crypto::to_hex(std::string_view(raw, bytes), out.data() + at);
 }
 
 }  // namespace
-
-std::string TraceParent::to_string() const {
-  std::string out;
-  out.reserve(5 + trace_id.size() + parent_id.size() + flags.size());
-  out.append("00-").append(trace_id).append("-").append(parent_id).append("-").append(flags);
-  return out;
-}
 
 std::optional<TraceParent> parse_traceparent(std::string_view v) {
   // version "-" trace-id "-" parent-id "-" flags; a future version may append "-..." fields.
@@ -47,22 +40,34 @@ std::optional<TraceParent> parse_traceparent(std::string_view v) {
   if (!lower_hex(version, 2) || version == "ff") return std::nullopt;
   if (version == "00" && v.size() != 55) return std::nullopt;
   if (v.size() > 55 && v[55] != '-') return std::nullopt;
-  TraceParent out{std::string(v.substr(3, 32)), std::string(v.substr(36, 16)),
-                  std::string(v.substr(53, 2))};
-  if (!lower_hex(out.trace_id, 32) || all_zero(out.trace_id)) return std::nullopt;
-  if (!lower_hex(out.parent_id, 16) || all_zero(out.parent_id)) return std::nullopt;
-  if (!lower_hex(out.flags, 2)) return std::nullopt;
+  const std::string_view trace_id = v.substr(3, 32);
+  const std::string_view parent_id = v.substr(36, 16);
+  std::string_view flags = v.substr(53, 2);
+  if (!lower_hex(trace_id, 32) || all_zero(trace_id)) return std::nullopt;
+  if (!lower_hex(parent_id, 16) || all_zero(parent_id)) return std::nullopt;
+  if (!lower_hex(flags, 2)) return std::nullopt;
   if (version != "00") {
     // Only the sampled bit is known; other flags of an unknown version are not passed on.
-    const int bits = std::stoi(out.flags, nullptr, 16) & 1;
-    out.flags = bits ? "01" : "00";
+    const char low = flags[1];
+    const int digit = low <= '9' ? low - '0' : low - 'a' + 10;
+    flags = (digit & 1) != 0 ? "01" : "00";
   }
+  TraceParent out;
+  out.value.reserve(55);
+  out.value.append("00-").append(trace_id).append("-").append(parent_id).append("-").append(flags);
   return out;
 }
 
 TraceParent next_traceparent(const std::optional<TraceParent>& incoming, RandomSource& random) {
-  if (incoming) return TraceParent{incoming->trace_id, random_hex(random, 8), incoming->flags};
-  return TraceParent{random_hex(random, 16), random_hex(random, 8), "01"};
+  TraceParent out;
+  if (incoming) {
+    out.value = incoming->value;  // the trace and its flags kept; this hop's span id below
+  } else {
+    out.value = "00-00000000000000000000000000000000-0000000000000000-01";
+    put_random_hex(random, 16, out.value, 3);
+  }
+  put_random_hex(random, 8, out.value, 36);
+  return out;
 }
 
 bool acceptable_request_id(std::string_view id) {

@@ -14,7 +14,6 @@
 #include <optional>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "http/client_access.hpp"
@@ -58,11 +57,23 @@ struct Pool {
 // One send: its timer and the socket of its current operation, so that the destructor can
 // cancel it.
 struct Exchange {
-  explicit Exchange(asio::io_context& io) : timer(io) {}
-  asio::steady_timer timer;
+  explicit Exchange(asio::io_context& io) : io(io) {}
+  // Made when first needed (a connect, a wait for the pool, a backoff): most exchanges take a
+  // pooled connection and never wait on it.
+  asio::steady_timer& timer() {
+    if (!timer_) timer_.emplace(io);
+    return *timer_;
+  }
+  void cancel_timer() {
+    if (timer_) timer_->cancel();
+  }
+  asio::io_context& io;
+  std::optional<asio::steady_timer> timer_;
   tcp::socket* socket = nullptr;
   bool woken = false;
   bool cancelled = false;
+  Exchange* prev = nullptr;  // in Impl::active
+  Exchange* next = nullptr;
 };
 
 // Arms `timer` for `deadline`; when it passes while the Watch lives, `on_fire` runs (it
@@ -114,10 +125,9 @@ std::string ms_text(std::chrono::milliseconds ms) {
   return std::to_string(ms.count()) + " ms";
 }
 
-// How one attempt ended.
+// How one attempt ended (the response itself goes to round_trip's `out`).
 struct Attempt {
-  // Every way out of round_trip sets it (an error made up front would cost an allocation).
-  Result<HttpResponse> result = HttpResponse();
+  Status result;               // OK: a whole response is in `out`
   bool reusable = false;       // the connection may go back to the pool
   bool bytes_sent = false;     // some of the request was written
   bool response_seen = false;  // some of a response was read
@@ -209,7 +219,7 @@ struct HttpClient::Impl {
 
   // On the io thread only.
   std::unordered_map<std::string, Pool> pools;
-  std::unordered_set<Exchange*> active;
+  Exchange* active = nullptr;  // the exchanges in progress: an intrusive list, newest first
   bool shut_down = false;
 
   asio::awaitable<void> exchange(Upstream upstream, HttpRequest request, HttpResponseCallback done);
@@ -217,9 +227,11 @@ struct HttpClient::Impl {
   // client shuts down meanwhile): what exchange() and ClientAccess::send_wire await.
   // `wire`: the whole request as sent (wire_of(), or a caller's own, see ClientAccess).
   // Its frame owns both arguments, so that ClientAccess::send_wire needs no frame of its own.
-  asio::awaitable<Result<HttpResponse>> run_exchange(Upstream upstream, std::string wire);
-  asio::awaitable<Result<HttpResponse>> send_with_retries(Exchange& ex, const Upstream& upstream,
-                                                          const std::string& wire);
+  // The response is written into `out` (OK) rather than returned: it is then moved once, from
+  // the parser, instead of once more at each coroutine it passes through.
+  asio::awaitable<Status> run_exchange(Upstream upstream, std::string wire, HttpResponse& out);
+  asio::awaitable<Status> send_with_retries(Exchange& ex, const Upstream& upstream,
+                                            const std::string& wire, HttpResponse& out);
   asio::awaitable<Result<std::unique_ptr<Connection>>> acquire(Exchange& ex,
                                                                const Upstream& upstream,
                                                                const std::string& key,
@@ -232,7 +244,8 @@ struct HttpClient::Impl {
                                                                const Upstream& upstream,
                                                                SteadyClock::time_point deadline);
   asio::awaitable<Attempt> round_trip(Exchange& ex, Connection& conn, const std::string& wire,
-                                      bool head_request, SteadyClock::time_point deadline);
+                                      bool head_request, SteadyClock::time_point deadline,
+                                      HttpResponse& out);
   void release(const std::string& key, std::unique_ptr<Connection> conn, bool reusable);
   void wake_one(Pool& pool);
   void shutdown();  // on the io thread
@@ -265,7 +278,7 @@ void HttpClient::Impl::wake_one(Pool& pool) {
   Exchange* ex = pool.waiters.front();
   pool.waiters.pop_front();
   ex->woken = true;
-  ex->timer.cancel();
+  ex->cancel_timer();
 }
 
 void HttpClient::Impl::release(const std::string& key, std::unique_ptr<Connection> conn,
@@ -328,13 +341,13 @@ void HttpClient::Impl::shutdown() {
     pool.open -= pool.idle.size();
     pool.idle.clear();
   }
-  for (Exchange* ex : active) {
+  for (Exchange* ex = active; ex != nullptr; ex = ex->next) {
     ex->cancelled = true;
     if (ex->socket != nullptr) {
       asio::error_code ec;
       ex->socket->close(ec);
     }
-    ex->timer.cancel();
+    ex->cancel_timer();
   }
 }
 
@@ -352,7 +365,7 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
     endpoints.emplace_back(address, upstream.port);
   } else {
     tcp::resolver resolver(*io);
-    Watch watch(ex.timer, connect_deadline, [&resolver] { resolver.cancel(); });
+    Watch watch(ex.timer(), connect_deadline, [&resolver] { resolver.cancel(); });
     const auto results =
         co_await resolver.async_resolve(upstream.host, std::to_string(upstream.port),
                                         asio::redirect_error(asio::use_awaitable, ec));
@@ -364,7 +377,7 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
     for (const auto& entry : results) endpoints.push_back(entry.endpoint());
   }
   if (!fired) {
-    Watch watch(ex.timer, connect_deadline, [&conn] {
+    Watch watch(ex.timer(), connect_deadline, [&conn] {
       asio::error_code ignored;
       conn->socket.close(ignored);
     });
@@ -387,7 +400,7 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
     auto stream = detail::TlsStream::client(conn->socket, tls, upstream.host);
     if (!stream.ok()) co_return stream.status().with_context("upstream " + name);
     conn->tls = std::move(stream).value();
-    Watch watch(ex.timer, connect_deadline, [&conn] {
+    Watch watch(ex.timer(), connect_deadline, [&conn] {
       asio::error_code ignored;
       conn->socket.close(ignored);
     });
@@ -463,10 +476,10 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
     }
     // Every connection is busy: wait for one to be released (or closed).
     ex.woken = false;
-    ex.timer.expires_at(deadline);
+    ex.timer().expires_at(deadline);
     pool.waiters.push_back(&ex);
     asio::error_code ec;
-    co_await ex.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await ex.timer().async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (!ex.woken) {
       std::erase(pools[key].waiters, &ex);
       if (ex.cancelled) co_return cancelled("request to upstream " + key + " cancelled");
@@ -480,7 +493,8 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
 
 asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& conn,
                                                       const std::string& wire, bool head_request,
-                                                      SteadyClock::time_point deadline) {
+                                                      SteadyClock::time_point deadline,
+                                                      HttpResponse& response) {
   Attempt out;
   // Registered for the sweep (see Impl::Deadline) while the round trip runs.
   struct RoundTripDeadline {
@@ -558,7 +572,7 @@ asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& 
     if (step.event == detail::ResponseParser::Event::kMessageComplete) {
       // Bytes after the response (nothing was asked for) make the connection unusable.
       out.reusable = !ec && parser.keep_alive() && step.consumed == n;
-      out.result = parser.take_response();
+      response = parser.take_response();
       co_return out;
     }
     if (step.event == detail::ResponseParser::Event::kError) {
@@ -615,9 +629,9 @@ Result<std::string> wire_of(const HttpRequest& request, std::string_view host_po
 
 }  // namespace
 
-asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(Exchange& ex,
-                                                                          const Upstream& upstream,
-                                                                          const std::string& wire) {
+asio::awaitable<Status> HttpClient::Impl::send_with_retries(Exchange& ex, const Upstream& upstream,
+                                                            const std::string& wire,
+                                                            HttpResponse& out) {
   const std::string name = upstream.to_string();
   const SteadyClock::time_point deadline = SteadyClock::now() + options.request_timeout;
   // The request line's method and target, for the retry rules and the messages.
@@ -656,18 +670,16 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(Exchan
       if (!retry) co_return last;
     } else {
       const bool reused = (*conn)->reused;
-      Attempt attempt = co_await round_trip(ex, **conn, wire, method == "HEAD", deadline);
+      Attempt attempt = co_await round_trip(ex, **conn, wire, method == "HEAD", deadline, out);
       release(name, std::move(*conn), attempt.reusable);
       if (attempt.result.ok()) {
-        const int status = attempt.result->status;
-        if (!(idempotent && (status == 502 || status == 503 || status == 504))) {
-          co_return std::move(attempt.result);
-        }
+        const int status = out.status;
+        if (!(idempotent && (status == 502 || status == 503 || status == 504))) co_return Status();
         retry = true;
-        retry_response = std::move(attempt.result).value();
+        retry_response = std::move(out);
         last = unavailable("upstream " + name + " answered " + std::to_string(status));
       } else {
-        const Status& error = attempt.result.status();
+        const Status& error = attempt.result;
         if (!attempt.lost) {
           if (error.code() == ErrorCode::kDeadlineExceeded) {
             co_return deadline_exceeded("request " + std::string(method) + " " +
@@ -703,57 +715,66 @@ asio::awaitable<Result<HttpResponse>> HttpClient::Impl::send_with_retries(Exchan
       continue;
     }
     if (retries >= options.max_retries) {
-      if (retry_response) co_return std::move(*retry_response);
+      if (retry_response) {
+        out = std::move(*retry_response);
+        co_return Status();
+      }
       co_return last.with_context("after " + std::to_string(retries + 1) + " attempts");
     }
     ++retries;
     const SteadyClock::time_point wake = SteadyClock::now() + backoff;
     if (wake >= deadline) {
-      if (retry_response) co_return std::move(*retry_response);
+      if (retry_response) {
+        out = std::move(*retry_response);
+        co_return Status();
+      }
       co_return deadline_exceeded(last.message() + "; no time left within " +
                                   ms_text(options.request_timeout) + " to retry");
     }
-    ex.timer.expires_at(wake);
+    ex.timer().expires_at(wake);
     asio::error_code ec;
-    co_await ex.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await ex.timer().async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (ex.cancelled) co_return cancelled("request to upstream " + name + " cancelled");
     backoff = std::min(options.retry_max_backoff, backoff * 2);
   }
 }
 
-asio::awaitable<Result<HttpResponse>> HttpClient::Impl::run_exchange(Upstream upstream,
-                                                                     std::string wire) {
+asio::awaitable<Status> HttpClient::Impl::run_exchange(Upstream upstream, std::string wire,
+                                                       HttpResponse& out) {
   Exchange ex(*io);
-  active.insert(&ex);
+  ex.next = active;
+  if (active != nullptr) active->prev = &ex;
+  active = &ex;
   if (shut_down) ex.cancelled = true;
-  // Empty until there is an outcome: a Status made up front would cost an allocation on
-  // every request.
-  std::optional<Result<HttpResponse>> result;
-  if (!ex.cancelled) {
+  // OK (no allocation) until there is an error.
+  Status result;
+  const bool sent = !ex.cancelled;
+  if (sent) {
     try {
-      result.emplace(co_await send_with_retries(ex, upstream, wire));
+      result = co_await send_with_retries(ex, upstream, wire, out);
     } catch (const std::exception& e) {
-      result.emplace(internal_error("HTTP client failed: " + std::string(e.what())));
+      result = internal_error("HTTP client failed: " + std::string(e.what()));
     }
   }
-  active.erase(&ex);
-  if (!result || (ex.cancelled && result->ok())) {
-    result.emplace(cancelled("HttpClient is shutting down"));
-  }
-  co_return std::move(*result);
+  if (ex.prev != nullptr) ex.prev->next = ex.next;
+  if (ex.next != nullptr) ex.next->prev = ex.prev;
+  if (active == &ex) active = ex.next;
+  if (!sent || (ex.cancelled && result.ok())) result = cancelled("HttpClient is shutting down");
+  co_return result;
 }
 
 asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest request,
                                                  HttpResponseCallback done) {
   Result<std::string> wire = wire_of(request, upstream.to_string());
-  std::optional<Result<HttpResponse>> result;
-  if (wire.ok()) {
-    result.emplace(co_await run_exchange(std::move(upstream), std::move(*wire)));
-  } else {
-    result.emplace(wire.status());
-  }
+  HttpResponse response;
+  Status status = wire.status();
+  if (wire.ok()) status = co_await run_exchange(std::move(upstream), std::move(*wire), response);
   try {
-    done(std::move(*result));
+    if (status.ok()) {
+      done(std::move(response));
+    } else {
+      done(std::move(status));
+    }
   } catch (...) {
     // A callback must not throw; the exchange is over either way.
   }
@@ -805,12 +826,11 @@ void detail::ClientAccess::end_wire(std::string& wire, std::string_view method,
   wire.append("Connection: keep-alive\r\n\r\n").append(body);
 }
 
-asio::awaitable<Result<HttpResponse>> detail::ClientAccess::send_wire(HttpClient& client,
-                                                                      Upstream upstream,
-                                                                      std::string wire) {
+asio::awaitable<Status> detail::ClientAccess::send_wire(HttpClient& client, Upstream upstream,
+                                                        std::string wire, HttpResponse& out) {
   // On the io thread, so the exchange sees the shutdown (shut_down() posts it there) without
   // the lock send_async takes.
-  return client.impl_->run_exchange(std::move(upstream), std::move(wire));
+  return client.impl_->run_exchange(std::move(upstream), std::move(wire), out);
 }
 
 HttpClient::HttpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -27,9 +27,11 @@ struct ClientAccess {
   // line, then header fields with Host, Content-Length when there is a body (or the method is
   // POST, PUT or PATCH) and no Transfer-Encoding, "Connection: keep-alive", the empty line and
   // the body. Nothing in it is checked: its fields must be tokens and values without CR, LF or
-  // NUL. kCancelled once the client is shut down.
-  static asio::awaitable<Result<HttpResponse>> send_wire(HttpClient& client, Upstream upstream,
-                                                         std::string wire);
+  // NUL. kCancelled once the client is shut down. The response is written into `out`, which
+  // must outlive the exchange (it is moved once, from the parser, however many coroutines the
+  // exchange passes through).
+  static asio::awaitable<Status> send_wire(HttpClient& client, Upstream upstream, std::string wire,
+                                           HttpResponse& out);
   // Ends a wire request after its fields as send_wire wants it (and as the client's own are):
   // Content-Length when there is a body or the method is POST, PUT or PATCH, "Connection:
   // keep-alive", the empty line, the body.

@@ -265,10 +265,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
             // Awaited here rather than in a helper coroutine: one frame less per request. No
             // deadline runs meanwhile, as for an asynchronous handler.
             set_deadline_at(SteadyClock::time_point::max());
+            response.emplace();
             try {
-              response.emplace(co_await server_.awaitable_handler(std::move(request), worker_));
+              co_await server_.awaitable_handler(request, *response, worker_);
             } catch (...) {
-              response.emplace(HttpResponse::text(500, "internal error\n"));
+              *response = HttpResponse::text(500, "internal error\n");
             }
             if (closed_) co_return;
           } else if (server_.async_handler) {

@@ -16,8 +16,11 @@ namespace civicbus::http::detail {
 // A handler that runs inside the connection's own coroutine, on its worker (given by index):
 // what it awaits (the gateway's upstream exchange) needs no responder, no wake-up of the
 // connection and no coroutine of its own. A throw answers 500.
-using AwaitableHandler =
-    std::function<asio::awaitable<HttpResponse>(HttpRequest request, std::size_t worker)>;
+// The request and the response are the connection's own, valid until the handler returns:
+// it may take the request apart, and it writes the response in place (set `response` whole,
+// or let an HttpClient write into it), so neither is moved from coroutine to coroutine.
+using AwaitableHandler = std::function<asio::awaitable<void>(
+    HttpRequest& request, HttpResponse& response, std::size_t worker)>;
 
 struct ServerAccess {
   static std::unique_ptr<HttpServer> create_awaitable(HttpServerOptions options,

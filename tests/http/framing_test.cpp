@@ -86,6 +86,26 @@ TEST_CASE("http framing: the head scanner stops at the byte at fault") {
         std::string::npos);
 }
 
+TEST_CASE("http framing: the head scanner finds a line's end at every offset") {
+  // A bare CR after values of every length up to three blocks, with a second line after it:
+  // the scan of the whole input (which reads blocks that overlap bytes already looked at)
+  // must stop exactly at that CR, as the byte-by-byte scan does.
+  for (std::size_t length = 0; length <= 50; ++length) {
+    const std::string head = "GET / HTTP/1.1\r\nA: " + std::string(length, 'v');
+    const std::string input = head + "\rX\r\nB: " + std::string(length, 'w') + "\r\n\r\n";
+    CAPTURE(length);
+    const Scan whole = scan(input, input.size(), Peer::kRequest, 8, 1024);
+    CHECK(whole.end == head.size() + 1);
+    CHECK(whole.error == FramingError::kMalformed);
+    CHECK(whole == scan(input, 1, Peer::kRequest, 8, 1024));
+    // Without the bare CR the head is complete.
+    const std::string good = head + "\r\nB: " + std::string(length, 'w') + "\r\n\r\nrest";
+    const Scan ok = scan(good, good.size(), Peer::kRequest, 8, 1024);
+    CHECK(ok.done);
+    CHECK(ok.end == good.size() - 4);
+  }
+}
+
 TEST_CASE("http framing: the head scanner finds the same thing however its input is split") {
   // Random heads from the bytes that matter to the scanner; each split must agree with the
   // unsplit scan on where it stopped and what it found.

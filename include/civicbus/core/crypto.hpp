@@ -21,6 +21,8 @@ CIVICBUS_EXPORT std::string hmac_sha256(std::string_view key, std::string_view d
 CIVICBUS_EXPORT bool constant_time_equal(std::string_view a, std::string_view b);
 
 CIVICBUS_EXPORT std::string to_hex(std::string_view bytes);  // lower case
+// The same into out[0, 2 * bytes.size()), for a caller that has the place for it already.
+CIVICBUS_EXPORT void to_hex(std::string_view bytes, char* out);
 CIVICBUS_EXPORT Result<std::string> from_hex(std::string_view hex);
 CIVICBUS_EXPORT std::string base64_encode(std::string_view bytes);  // RFC 4648 §4, padded
 CIVICBUS_EXPORT Result<std::string> base64_decode(std::string_view text);
