@@ -1432,13 +1432,31 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
                         [&](std::string_view v) { wire.append(v).append(", "); });
   }
   wire.append(in.remote_address).append("\r\n");
-  field("X-Forwarded-Proto", snap.options.scheme);
-  if (!client_host.empty()) field("X-Forwarded-Host", client_host);
-  field("X-Request-Id", ex->request_id);
-  field("traceparent", ex->trace.to_string());
-  if (ex->consumer) {
-    field("X-Consumer-Id", ex->consumer->options.id);
-    if (!ex->consumer->groups_field.empty()) field("X-Consumer-Groups", ex->consumer->groups_field);
+  // The gateway's own values, written first and checked together (count_breaks); when one
+  // holds a CR, LF or NUL they are written again, each checked, and that one is left out.
+  const std::size_t own_start = wire.size();
+  auto own_fields = [&](auto&& add) {
+    std::size_t lines = 0;
+    auto line = [&](std::string_view name, std::string_view value) {
+      add(name, value);
+      ++lines;
+    };
+    line("X-Forwarded-Proto", snap.options.scheme);
+    if (!client_host.empty()) line("X-Forwarded-Host", client_host);
+    line("X-Request-Id", ex->request_id);
+    line("traceparent", ex->trace.to_string());
+    if (ex->consumer) {
+      line("X-Consumer-Id", ex->consumer->options.id);
+      if (!ex->consumer->groups_field.empty()) {
+        line("X-Consumer-Groups", ex->consumer->groups_field);
+      }
+    }
+    return lines;
+  };
+  const std::size_t own_lines = own_fields(copy);
+  if (http::detail::count_breaks(std::string_view(wire).substr(own_start)) != 2 * own_lines) {
+    wire.resize(own_start);
+    own_fields(field);
   }
   wire.append("Via: 1.1 civicbus\r\n");
   http::detail::ClientAccess::end_wire(wire, in.method, in.body);

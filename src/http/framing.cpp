@@ -353,6 +353,54 @@ bool is_safe_field_text(std::string_view s) {
   return first_of<'\r', '\n', '\0'>(s, 0) == s.size();
 }
 
+std::size_t count_breaks(std::string_view s) {
+  std::size_t count = 0;
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i cr = _mm_set1_epi8('\r');
+  const __m128i lf = _mm_set1_epi8('\n');
+  const __m128i nul = _mm_setzero_si128();
+  // Each hit byte is -1: subtracting counts it in its lane (up to 255 blocks per lane before
+  // the lanes are summed), without a popcount the baseline x86-64 target lacks.
+  __m128i lanes = _mm_setzero_si128();
+  std::size_t blocks = 0;
+  auto sum_lanes = [&] {
+    const __m128i sums = _mm_sad_epu8(lanes, nul);
+    count += static_cast<std::size_t>(_mm_cvtsi128_si32(sums)) +
+             static_cast<std::size_t>(_mm_extract_epi16(sums, 4));
+    lanes = _mm_setzero_si128();
+    blocks = 0;
+  };
+  for (; i + 16 <= s.size(); i += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i));
+    const __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)),
+                                     _mm_cmpeq_epi8(v, nul));
+    lanes = _mm_sub_epi8(lanes, hit);
+    if (++blocks == 255) sum_lanes();
+  }
+  if (i < s.size() && s.size() >= 16) {
+    // The last 1..15 bytes: the block ending at s.size(), with its bytes before `i` masked out
+    // (a load from kTail at `rest` has 16 - rest zero bytes, then rest 0xff bytes).
+    alignas(16) static constexpr unsigned char kTail[32] = {
+        0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,
+        0,    0,    0,    0,    0,    0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    const std::size_t rest = s.size() - i;
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + s.size() - 16));
+    const __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)),
+                                     _mm_cmpeq_epi8(v, nul));
+    const __m128i mask = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kTail + rest));
+    lanes = _mm_sub_epi8(lanes, _mm_and_si128(hit, mask));
+    i = s.size();
+  }
+  sum_lanes();
+#endif
+  for (; i < s.size(); ++i) {
+    count += static_cast<std::size_t>(s[i] == '\r' || s[i] == '\n' || s[i] == '\0');
+  }
+  return count;
+}
+
 bool is_framing_field(std::string_view name) {
   switch (name.size()) {  // by length first: every field of every message is checked
     case 10:

@@ -128,6 +128,10 @@ bool is_tchar(char c);
 bool is_token(std::string_view s);
 // No CR, LF or NUL: text that cannot split a message when written into a field or status line.
 bool is_safe_field_text(std::string_view s);
+// How many CR, LF and NUL bytes `s` holds. A writer that appended `n` field lines, each with
+// its own CRLF, checks them all at once: the count is 2 * n exactly when no name or value
+// holds one of these bytes (one pass over the lines instead of a check per name and value).
+std::size_t count_breaks(std::string_view s);
 // Content-Length, Transfer-Encoding or Connection: fields the server and client write
 // themselves and never copy from a caller.
 bool is_framing_field(std::string_view name);

@@ -59,17 +59,32 @@ void append_response(std::string& out, const HttpResponse& response, bool head_r
   char code[4] = {static_cast<char>('0' + status / 100), static_cast<char>('0' + status / 10 % 10),
                   static_cast<char>('0' + status % 10), ' '};
   out.append("HTTP/1.1 "sv).append(code, 4).append(reason).append("\r\n"sv);
+  // A field that could split the response (a CR, LF or NUL in its name or value), or one the
+  // server owns, is dropped. The fields are written first and checked together (the usual
+  // case: none is bad); when some are, they are written again, one check per field.
   bool has_date = false;
   bool has_server = false;
+  const std::size_t fields_start = out.size();
+  std::size_t lines = 0;
   for (const auto& [name, value] : response.headers) {
-    // A field that could split the response, or one the server owns, is dropped.
-    if (name.empty() || !is_safe_field_text(name) || !is_safe_field_text(value) ||
-        is_framing_field(name)) {
-      continue;
-    }
+    if (name.empty() || is_framing_field(name)) continue;
     has_date = has_date || (name.size() == 4 && equals_ignore_case(name, "Date"));
     has_server = has_server || (name.size() == 6 && equals_ignore_case(name, "Server"));
     out.append(name).append(": "sv).append(value).append("\r\n"sv);
+    ++lines;
+  }
+  if (detail::count_breaks(std::string_view(out).substr(fields_start)) != 2 * lines) {
+    out.resize(fields_start);
+    has_date = has_server = false;
+    for (const auto& [name, value] : response.headers) {
+      if (name.empty() || !is_safe_field_text(name) || !is_safe_field_text(value) ||
+          is_framing_field(name)) {
+        continue;
+      }
+      has_date = has_date || (name.size() == 4 && equals_ignore_case(name, "Date"));
+      has_server = has_server || (name.size() == 6 && equals_ignore_case(name, "Server"));
+      out.append(name).append(": "sv).append(value).append("\r\n"sv);
+    }
   }
   if (!has_date) out.append("Date: "sv).append(current_http_date()).append("\r\n"sv);
   if (!has_server) out.append("Server: civicbus\r\n"sv);

@@ -265,6 +265,30 @@ TEST_CASE("gateway: API keys authenticate, are stripped, and groups are enforced
   CHECK(r.body.find("portal-secret") == std::string::npos);
 }
 
+TEST_CASE("gateway: a gateway value with a line break is left out of the upstream request") {
+  // Groups are free text: one with CR LF must not add a field to the upstream request. The
+  // gateway's other fields are still sent.
+  EchoUpstream up;
+  GatewayOptions o = base_options(up);
+  for (ConsumerOptions& consumer : o.consumers) {
+    if (consumer.id == "permits-portal") consumer.groups = {"public-apps\r\nX-Injected: 1"};
+  }
+  auto gw = start_gateway(std::move(o));
+  Client c;
+  HttpResponse r = c.send(gw->port(), "GET", "/permits/7", {{"apikey", std::string(kPortalKey)}});
+  REQUIRE(r.status == 200);
+  Json j = body_json(r);
+  const Json* headers = j.find("headers");
+  REQUIRE(headers != nullptr);
+  CHECK_FALSE(headers->contains("x-injected"));
+  CHECK_FALSE(headers->contains("x-consumer-groups"));
+  CHECK(headers->get_string("x-consumer-id") == "permits-portal");
+  CHECK(headers->get_string("x-request-id").size() > 0);
+  CHECK(headers->get_string("traceparent").size() == 55);
+  CHECK(headers->get_string("x-forwarded-proto") == "http");
+  CHECK(headers->get_string("via") == "1.1 civicbus");
+}
+
 TEST_CASE("gateway: OAuth client credentials issue ES256 tokens that authenticate") {
   EchoUpstream up;
   auto gw = start_gateway(base_options(up));

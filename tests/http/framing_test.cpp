@@ -150,6 +150,25 @@ TEST_CASE("http framing: field text is unsafe exactly when it holds a CR, LF or 
   CHECK(is_safe_field_text(others));
 }
 
+TEST_CASE("http framing: count_breaks counts every CR, LF and NUL") {
+  std::mt19937 rng(20261202);
+  const std::string alphabet = std::string("ab:\r\n \t\x80\xff", 9) + std::string(1, '\0');
+  for (int round = 0; round < 2000; ++round) {
+    std::string text;
+    const std::size_t length = rng() % 70;
+    for (std::size_t i = 0; i < length; ++i) text += alphabet[rng() % alphabet.size()];
+    std::size_t expected = 0;
+    for (char c : text) expected += (c == '\r' || c == '\n' || c == '\0') ? 1 : 0;
+    CAPTURE(text);
+    CHECK(count_breaks(text) == expected);
+  }
+  // Long runs: the per-lane counts are summed before they could overflow.
+  for (std::size_t length : {std::size_t{4080}, std::size_t{4096}, std::size_t{10000}}) {
+    CHECK(count_breaks(std::string(length, '\n')) == length);
+    CHECK(count_breaks(std::string(length, 'x')) == 0);
+  }
+}
+
 TEST_CASE("http framing: tokens are the RFC 9110 tchar set") {
   const std::string_view specials = "!#$%&'*+-.^_`|~";
   for (int c = 0; c < 256; ++c) {

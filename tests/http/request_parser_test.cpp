@@ -125,5 +125,33 @@ TEST_CASE("http headers: set replaces every field of the name, remove counts") {
   CHECK(reason_phrase(431) == "Request Header Fields Too Large");
 }
 
+TEST_CASE("http message: names compare ignoring case at every position and length") {
+  // Names are compared a word at a time with an overlapping last word: each length up to three
+  // words, with a case flip, a different letter, or a byte 0x20 away that is not a letter, at
+  // every position.
+  for (std::size_t length = 0; length <= 24; ++length) {
+    std::string name;
+    for (std::size_t i = 0; i < length; ++i) name += static_cast<char>('a' + i % 26);
+    CHECK(equals_ignore_case(name, name));
+    for (std::size_t at = 0; at < length; ++at) {
+      CAPTURE(length);
+      CAPTURE(at);
+      std::string upper = name;
+      upper[at] = static_cast<char>(upper[at] - 'a' + 'A');
+      CHECK(equals_ignore_case(name, upper));
+      CHECK(equals_ignore_case(upper, name));
+      std::string other = name;
+      other[at] = other[at] == 'z' ? 'y' : static_cast<char>(other[at] + 1);
+      CHECK_FALSE(equals_ignore_case(name, other));
+      std::string dash = name;
+      dash[at] = '-';
+      std::string cr = name;
+      cr[at] = '\r';  // '-' is 0x2d, CR 0x0d: a case fold must not make them equal
+      CHECK_FALSE(equals_ignore_case(dash, cr));
+      CHECK(equals_ignore_case(dash, dash));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace civicbus::http::detail

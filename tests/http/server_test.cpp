@@ -81,6 +81,53 @@ TEST_CASE("http server: GET answered with Content-Length, Date and Server") {
   CHECK(r->header("Connection").empty());
 }
 
+TEST_CASE(
+    "http server: a handler's field that could split the response is dropped, the rest kept") {
+  // Each bad byte in a name or a value, with good fields around it; and a response with only
+  // good fields (the server checks them together, and one by one when that finds a bad one).
+  struct Bad {
+    std::string name;
+    std::string value;
+  };
+  const std::vector<Bad> bads = {{"X-Evil", "a\r\nSet-Cookie: stolen=1"},
+                                 {"X-Evil", "bare\rcr"},
+                                 {"X-Evil", "bare\nlf"},
+                                 {"X-Evil", std::string("nul\0byte", 8)},
+                                 {"X-Evil\r\nSet-Cookie", "stolen=1"},
+                                 {std::string("X-\0Evil", 7), "v"}};
+  for (std::size_t i = 0; i <= bads.size(); ++i) {
+    CAPTURE(i);
+    HttpServerOptions options;
+    options.bind_address = "127.0.0.1";
+    options.port = 0;
+    HttpServer server(options, [&](const HttpRequest&) {
+      HttpResponse response;
+      response.headers.add("X-Before", "kept");
+      if (i < bads.size()) response.headers.add(bads[i].name, bads[i].value);
+      response.headers.add("Date", "Tue, 01 Dec 2026 14:30:00 GMT");
+      response.headers.add("X-After", "also kept");
+      response.body = "ok";
+      return response;
+    });
+    auto port = server.start();
+    REQUIRE(port.ok());
+    RawClient client(*port);
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    const auto r = client.read_response();
+    REQUIRE(r.has_value());
+    CHECK(r->status == 200);
+    CHECK(r->header("X-Before") == "kept");
+    CHECK(r->header("X-After") == "also kept");
+    CHECK(r->header("Date") == "Tue, 01 Dec 2026 14:30:00 GMT");  // the handler's, once
+    CHECK(r->head.find("Date:") == r->head.rfind("Date:"));
+    CHECK(r->header("Server") == "civicbus");
+    CHECK(r->header("Content-Length") == "2");
+    CHECK(r->body == "ok");
+    CHECK(r->head.find("Evil") == std::string::npos);
+    CHECK(r->head.find("stolen") == std::string::npos);
+  }
+}
+
 TEST_CASE("http server: keep-alive serves two requests on one connection") {
   EchoServer s;
   RawClient client(s.port);
