@@ -49,6 +49,7 @@ struct Connection {
 struct Exchange;
 
 struct Pool {
+  std::string name;                               // "host:port", its key in Impl::pools
   std::vector<std::unique_ptr<Connection>> idle;  // most recently used last
   std::size_t open = 0;                           // idle + in use + connecting
   std::deque<Exchange*> waiters;
@@ -229,12 +230,15 @@ struct HttpClient::Impl {
   // Its frame owns both arguments, so that ClientAccess::send_wire needs no frame of its own.
   // The response is written into `out` (OK) rather than returned: it is then moved once, from
   // the parser, instead of once more at each coroutine it passes through.
+  // Its retries run in its own frame (one coroutine fewer per request).
   asio::awaitable<Status> run_exchange(Upstream upstream, std::string wire, HttpResponse& out);
-  asio::awaitable<Status> send_with_retries(Exchange& ex, const Upstream& upstream,
-                                            const std::string& wire, HttpResponse& out);
+  // The pool of `upstream`; the last one found is remembered, so that a run of requests to one
+  // upstream neither formats its name nor hashes it again. Pools are never erased.
+  Pool& pool_for(const Upstream& upstream);
+  Pool* last_pool = nullptr;
+  Upstream last_upstream;
   asio::awaitable<Result<std::unique_ptr<Connection>>> acquire(Exchange& ex,
-                                                               const Upstream& upstream,
-                                                               const std::string& key,
+                                                               const Upstream& upstream, Pool& pool,
                                                                SteadyClock::time_point deadline,
                                                                bool fresh, bool idempotent);
   // What acquire() does without waiting: the pool's upkeep, then its most recently used idle
@@ -246,7 +250,7 @@ struct HttpClient::Impl {
   asio::awaitable<Attempt> round_trip(Exchange& ex, Connection& conn, const std::string& wire,
                                       bool head_request, SteadyClock::time_point deadline,
                                       HttpResponse& out);
-  void release(const std::string& key, std::unique_ptr<Connection> conn, bool reusable);
+  void release(Pool& pool, std::unique_ptr<Connection> conn, bool reusable);
   void wake_one(Pool& pool);
   void shutdown();  // on the io thread
 
@@ -281,9 +285,20 @@ void HttpClient::Impl::wake_one(Pool& pool) {
   ex->cancel_timer();
 }
 
-void HttpClient::Impl::release(const std::string& key, std::unique_ptr<Connection> conn,
-                               bool reusable) {
-  Pool& pool = pools[key];
+Pool& HttpClient::Impl::pool_for(const Upstream& upstream) {
+  if (last_pool != nullptr && last_upstream.port == upstream.port &&
+      last_upstream.host == upstream.host) {
+    return *last_pool;
+  }
+  std::string name = upstream.to_string();
+  Pool& pool = pools[name];
+  if (pool.name.empty()) pool.name = std::move(name);
+  last_pool = &pool;
+  last_upstream = upstream;
+  return pool;
+}
+
+void HttpClient::Impl::release(Pool& pool, std::unique_ptr<Connection> conn, bool reusable) {
   if (reusable && !shut_down) {
     conn->idle_since = SteadyClock::now();
     conn->reused = true;
@@ -439,7 +454,7 @@ std::unique_ptr<Connection> HttpClient::Impl::take_idle(Pool& pool, bool fresh, 
   // closed it meanwhile. The check (a non-blocking peek, one system call) is skipped for an
   // idempotent request on a connection idle for less than kPeekAfter: a server closing so
   // soon is rare, and that request is then retried at once on a fresh connection anyway
-  // (send_with_retries). A POST or PATCH is always checked, since it cannot be resent.
+  // (run_exchange). A POST or PATCH is always checked, since it cannot be resent.
   while (!fresh && !pool.idle.empty()) {
     std::unique_ptr<Connection> conn = std::move(pool.idle.back());
     pool.idle.pop_back();
@@ -455,12 +470,12 @@ std::unique_ptr<Connection> HttpClient::Impl::take_idle(Pool& pool, bool fresh, 
 }
 
 asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
-    Exchange& ex, const Upstream& upstream, const std::string& key,
-    SteadyClock::time_point deadline, bool fresh, bool idempotent) {
+    Exchange& ex, const Upstream& upstream, Pool& pool, SteadyClock::time_point deadline,
+    bool fresh, bool idempotent) {
+  const std::string& key = pool.name;
   // The caller has just tried take_idle(); it is tried again after each wait.
   for (bool waited = false;; waited = true) {
     if (ex.cancelled) co_return cancelled("request to upstream " + key + " cancelled");
-    Pool& pool = pools[key];  // references into an unordered_map survive rehashing
     if (waited) {
       if (auto conn = take_idle(pool, fresh, idempotent)) co_return std::move(conn);
     }
@@ -468,9 +483,8 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
       ++pool.open;
       auto conn = co_await connect(ex, upstream, deadline);
       if (!conn.ok()) {
-        Pool& again = pools[key];
-        --again.open;
-        wake_one(again);
+        --pool.open;
+        wake_one(pool);
       }
       co_return conn;
     }
@@ -481,7 +495,7 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
     asio::error_code ec;
     co_await ex.timer().async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (!ex.woken) {
-      std::erase(pools[key].waiters, &ex);
+      std::erase(pool.waiters, &ex);
       if (ex.cancelled) co_return cancelled("request to upstream " + key + " cancelled");
       co_return deadline_exceeded("no connection to upstream " + key + " became free within " +
                                   ms_text(options.request_timeout) + " (" +
@@ -629,138 +643,141 @@ Result<std::string> wire_of(const HttpRequest& request, std::string_view host_po
 
 }  // namespace
 
-asio::awaitable<Status> HttpClient::Impl::send_with_retries(Exchange& ex, const Upstream& upstream,
-                                                            const std::string& wire,
-                                                            HttpResponse& out) {
-  const std::string name = upstream.to_string();
-  const SteadyClock::time_point deadline = SteadyClock::now() + options.request_timeout;
-  // The request line's method and target, for the retry rules and the messages.
-  const std::string_view line = std::string_view(wire).substr(0, wire.find('\r'));
-  const std::size_t space = line.find(' ');
-  const std::string_view method = line.substr(0, space);
-  const std::string_view target =
-      line.substr(space + 1, line.rfind(' ') == space ? 0 : line.rfind(' ') - space - 1);
-  const bool idempotent = is_idempotent_method(method);
-
-  Status last;
-  std::size_t retries = 0;
-  bool fresh = false;  // the next attempt must not reuse a pooled connection
-  std::chrono::milliseconds backoff = options.retry_initial_backoff;
-  while (true) {
-    // A pooled connection is taken without the coroutine acquire() is (a frame per request).
-    // (No co_await inside a conditional expression: GCC 12 miscompiles that.)
-    std::unique_ptr<Connection> idle;
-    if (!ex.cancelled) idle = take_idle(pools[name], fresh, idempotent);
-    std::optional<Result<std::unique_ptr<Connection>>> taken;
-    if (idle) {
-      taken.emplace(std::move(idle));
-    } else {
-      taken.emplace(co_await acquire(ex, upstream, name, deadline, fresh, idempotent));
-    }
-    Result<std::unique_ptr<Connection>>& conn = *taken;
-    fresh = false;
-    bool retry = false;
-    bool immediate = false;
-    std::optional<HttpResponse> retry_response;
-    if (!conn.ok()) {
-      last = conn.status();
-      // A connect failure sent nothing: every method may retry it.
-      retry = last.code() == ErrorCode::kUnavailable ||
-              (last.code() == ErrorCode::kDeadlineExceeded && SteadyClock::now() < deadline);
-      if (!retry) co_return last;
-    } else {
-      const bool reused = (*conn)->reused;
-      Attempt attempt = co_await round_trip(ex, **conn, wire, method == "HEAD", deadline, out);
-      release(name, std::move(*conn), attempt.reusable);
-      if (attempt.result.ok()) {
-        const int status = out.status;
-        if (!(idempotent && (status == 502 || status == 503 || status == 504))) co_return Status();
-        retry = true;
-        retry_response = std::move(out);
-        last = unavailable("upstream " + name + " answered " + std::to_string(status));
-      } else {
-        const Status& error = attempt.result;
-        if (!attempt.lost) {
-          if (error.code() == ErrorCode::kDeadlineExceeded) {
-            co_return deadline_exceeded("request " + std::string(method) + " " +
-                                        std::string(target) + " to upstream " + name +
-                                        " took longer than " + ms_text(options.request_timeout));
-          }
-          if (error.code() == ErrorCode::kCancelled) {
-            co_return cancelled("request to upstream " + name + " cancelled");
-          }
-          co_return error.with_context("upstream " + name);
-        }
-        last = unavailable(
-            "upstream " + name + " closed the connection " +
-            (attempt.response_seen ? "in the middle of the response" : "without a response") +
-            " to " + std::string(method) + " " + std::string(target) + " (" + error.message() +
-            ")");
-        if (!attempt.bytes_sent || idempotent) {
-          retry = true;
-          // A kept-alive connection the server closed meanwhile: try a new one at once.
-          if (reused && !attempt.response_seen) {
-            immediate = true;
-            fresh = true;
-          }
-        } else {
-          co_return last.with_context("not retried: a " + std::string(method) +
-                                      " may have reached the server");
-        }
-      }
-    }
-    if (!retry) co_return last;
-    if (immediate) {
-      // Does not count as a retry, but only once in a row: the new connection is fresh.
-      continue;
-    }
-    if (retries >= options.max_retries) {
-      if (retry_response) {
-        out = std::move(*retry_response);
-        co_return Status();
-      }
-      co_return last.with_context("after " + std::to_string(retries + 1) + " attempts");
-    }
-    ++retries;
-    const SteadyClock::time_point wake = SteadyClock::now() + backoff;
-    if (wake >= deadline) {
-      if (retry_response) {
-        out = std::move(*retry_response);
-        co_return Status();
-      }
-      co_return deadline_exceeded(last.message() + "; no time left within " +
-                                  ms_text(options.request_timeout) + " to retry");
-    }
-    ex.timer().expires_at(wake);
-    asio::error_code ec;
-    co_await ex.timer().async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (ex.cancelled) co_return cancelled("request to upstream " + name + " cancelled");
-    backoff = std::min(options.retry_max_backoff, backoff * 2);
-  }
-}
-
 asio::awaitable<Status> HttpClient::Impl::run_exchange(Upstream upstream, std::string wire,
                                                        HttpResponse& out) {
   Exchange ex(*io);
-  ex.next = active;
-  if (active != nullptr) active->prev = &ex;
-  active = &ex;
-  if (shut_down) ex.cancelled = true;
-  // OK (no allocation) until there is an error.
-  Status result;
-  const bool sent = !ex.cancelled;
-  if (sent) {
-    try {
-      result = co_await send_with_retries(ex, upstream, wire, out);
-    } catch (const std::exception& e) {
-      result = internal_error("HTTP client failed: " + std::string(e.what()));
+  // In `active` while it runs, so that shutdown() reaches it.
+  struct Registration {
+    Exchange*& active;
+    Exchange& ex;
+    Registration(Exchange*& list, Exchange& e) : active(list), ex(e) {
+      ex.next = active;
+      if (active != nullptr) active->prev = &ex;
+      active = &ex;
     }
+    ~Registration() {
+      if (ex.prev != nullptr) ex.prev->next = ex.next;
+      if (ex.next != nullptr) ex.next->prev = ex.prev;
+      if (active == &ex) active = ex.next;
+    }
+  } registration(active, ex);
+  if (shut_down) co_return cancelled("HttpClient is shutting down");
+  // An answer that came as the client shut down is not passed on.
+  auto answered = [&ex] {
+    return ex.cancelled ? cancelled("HttpClient is shutting down") : Status();
+  };
+  try {
+    Pool& pool = pool_for(upstream);
+    const std::string& name = pool.name;
+    const SteadyClock::time_point deadline = SteadyClock::now() + options.request_timeout;
+    // The request line's method and target, for the retry rules and the messages.
+    const std::string_view line = std::string_view(wire).substr(0, wire.find('\r'));
+    const std::size_t space = line.find(' ');
+    const std::string_view method = line.substr(0, space);
+    const std::string_view target =
+        line.substr(space + 1, line.rfind(' ') == space ? 0 : line.rfind(' ') - space - 1);
+    const bool idempotent = is_idempotent_method(method);
+
+    Status last;
+    std::size_t retries = 0;
+    bool fresh = false;  // the next attempt must not reuse a pooled connection
+    std::chrono::milliseconds backoff = options.retry_initial_backoff;
+    while (true) {
+      // A pooled connection is taken without the coroutine acquire() is (a frame per request).
+      // (No co_await inside a conditional expression: GCC 12 miscompiles that.)
+      std::unique_ptr<Connection> idle;
+      if (!ex.cancelled) idle = take_idle(pool, fresh, idempotent);
+      std::optional<Result<std::unique_ptr<Connection>>> taken;
+      if (idle) {
+        taken.emplace(std::move(idle));
+      } else {
+        taken.emplace(co_await acquire(ex, upstream, pool, deadline, fresh, idempotent));
+      }
+      Result<std::unique_ptr<Connection>>& conn = *taken;
+      fresh = false;
+      bool retry = false;
+      bool immediate = false;
+      std::optional<HttpResponse> retry_response;
+      if (!conn.ok()) {
+        last = conn.status();
+        // A connect failure sent nothing: every method may retry it.
+        retry = last.code() == ErrorCode::kUnavailable ||
+                (last.code() == ErrorCode::kDeadlineExceeded && SteadyClock::now() < deadline);
+        if (!retry) co_return last;
+      } else {
+        const bool reused = (*conn)->reused;
+        Attempt attempt = co_await round_trip(ex, **conn, wire, method == "HEAD", deadline, out);
+        release(pool, std::move(*conn), attempt.reusable);
+        if (attempt.result.ok()) {
+          const int status = out.status;
+          if (!(idempotent && (status == 502 || status == 503 || status == 504))) {
+            co_return answered();
+          }
+          retry = true;
+          retry_response = std::move(out);
+          last = unavailable("upstream " + name + " answered " + std::to_string(status));
+        } else {
+          const Status& error = attempt.result;
+          if (!attempt.lost) {
+            if (error.code() == ErrorCode::kDeadlineExceeded) {
+              co_return deadline_exceeded("request " + std::string(method) + " " +
+                                          std::string(target) + " to upstream " + name +
+                                          " took longer than " + ms_text(options.request_timeout));
+            }
+            if (error.code() == ErrorCode::kCancelled) {
+              co_return cancelled("request to upstream " + name + " cancelled");
+            }
+            co_return error.with_context("upstream " + name);
+          }
+          last = unavailable(
+              "upstream " + name + " closed the connection " +
+              (attempt.response_seen ? "in the middle of the response" : "without a response") +
+              " to " + std::string(method) + " " + std::string(target) + " (" + error.message() +
+              ")");
+          if (!attempt.bytes_sent || idempotent) {
+            retry = true;
+            // A kept-alive connection the server closed meanwhile: try a new one at once.
+            if (reused && !attempt.response_seen) {
+              immediate = true;
+              fresh = true;
+            }
+          } else {
+            co_return last.with_context("not retried: a " + std::string(method) +
+                                        " may have reached the server");
+          }
+        }
+      }
+      if (!retry) co_return last;
+      if (immediate) {
+        // Does not count as a retry, but only once in a row: the new connection is fresh.
+        continue;
+      }
+      if (retries >= options.max_retries) {
+        if (retry_response) {
+          out = std::move(*retry_response);
+          co_return answered();
+        }
+        co_return last.with_context("after " + std::to_string(retries + 1) + " attempts");
+      }
+      ++retries;
+      const SteadyClock::time_point wake = SteadyClock::now() + backoff;
+      if (wake >= deadline) {
+        if (retry_response) {
+          out = std::move(*retry_response);
+          co_return answered();
+        }
+        co_return deadline_exceeded(last.message() + "; no time left within " +
+                                    ms_text(options.request_timeout) + " to retry");
+      }
+      ex.timer().expires_at(wake);
+      asio::error_code ec;
+      co_await ex.timer().async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (ex.cancelled) co_return cancelled("request to upstream " + name + " cancelled");
+      backoff = std::min(options.retry_max_backoff, backoff * 2);
+    }
+  } catch (const std::exception& e) {
+    co_return internal_error("HTTP client failed: " + std::string(e.what()));
   }
-  if (ex.prev != nullptr) ex.prev->next = ex.next;
-  if (ex.next != nullptr) ex.next->prev = ex.prev;
-  if (active == &ex) active = ex.next;
-  if (!sent || (ex.cancelled && result.ok())) result = cancelled("HttpClient is shutting down");
-  co_return result;
 }
 
 asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest request,
