@@ -212,12 +212,24 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+namespace {
+
+// Each byte's two hex digits, so that a byte is one load and one two-byte store.
+constexpr std::array<char, 512> kHexPairs = [] {
+  constexpr char digits[] = "0123456789abcdef";
+  std::array<char, 512> pairs{};
+  for (std::size_t b = 0; b < 256; ++b) {
+    pairs[2 * b] = digits[b >> 4];
+    pairs[2 * b + 1] = digits[b & 15];
+  }
+  return pairs;
+}();
+
+}  // namespace
+
 void to_hex(std::string_view bytes, char* out) {
-  static constexpr char kHex[] = "0123456789abcdef";
   for (std::size_t i = 0; i < bytes.size(); ++i) {
-    const auto c = static_cast<unsigned char>(bytes[i]);
-    out[2 * i] = kHex[c >> 4];
-    out[2 * i + 1] = kHex[c & 15];
+    std::memcpy(out + 2 * i, &kHexPairs[2 * static_cast<unsigned char>(bytes[i])], 2);
   }
 }
 

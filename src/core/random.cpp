@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -183,7 +184,11 @@ void SeededRandom::fill(void* out, std::size_t n) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     z ^= z >> 31;
     const std::size_t take = std::min<std::size_t>(n, 8);
-    for (std::size_t i = 0; i < take; ++i) p[i] = static_cast<unsigned char>(z >> (8 * i));
+    if (take == 8 && std::endian::native == std::endian::little) {
+      std::memcpy(p, &z, 8);  // the same bytes as the loop below, at once
+    } else {
+      for (std::size_t i = 0; i < take; ++i) p[i] = static_cast<unsigned char>(z >> (8 * i));
+    }
     p += take;
     n -= take;
   }

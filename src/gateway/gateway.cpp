@@ -357,6 +357,18 @@ struct Gateway::Impl {
     std::shared_ptr<const Snapshot> snap;
     const CompiledRoute* route = nullptr;
     HttpRequest request;
+    // The request fields the steps before dispatch() read, found in one pass over the fields
+    // (serve()); each the first of its name. They view `request`, whose fields do not change
+    // until dispatch() (a request transform may rewrite them there).
+    struct Fields {
+      std::optional<std::string_view> host;
+      std::optional<std::string_view> request_id;
+      std::optional<std::string_view> traceparent;
+      std::optional<std::string_view> apikey;
+      std::optional<std::string_view> x_api_key;
+      std::optional<std::string_view> authorization;
+      bool signature = false;  // Signature or Signature-Input
+    } fields;
     std::size_t worker = 0;
     SteadyTime start{};
     std::vector<std::pair<std::string, std::string>> params;
@@ -478,6 +490,7 @@ struct Gateway::Impl {
   // A request from the listener, in its connection's coroutine on worker `worker`: the steps
   // below run until one answers or asks for the upstream, which is awaited here.
   asio::awaitable<void> serve(HttpRequest& request, HttpResponse& out, std::size_t worker);
+  static void find_fields(const HttpHeaders& headers, Exchange::Fields& out);
   void route_request(const ExchangePtr& ex);
   void authenticate(const ExchangePtr& ex);
   Status authenticate_jwt(const ExchangePtr& ex, std::string_view token, bool* wait_for_keys);
@@ -816,6 +829,44 @@ void Gateway::Impl::rebuild_external_verifier() {
 
 // ---- the request path ---------------------------------------------------------------------
 
+void Gateway::Impl::find_fields(const HttpHeaders& headers, Exchange::Fields& out) {
+  using http::equals_ignore_case;
+  auto first = [](std::optional<std::string_view>& slot, std::string_view value) {
+    if (!slot) slot = value;
+  };
+  for (const auto& [name, value] : headers) {
+    switch (name.size()) {  // by length first: most fields are none of these
+      case 4:
+        if (equals_ignore_case(name, "Host")) first(out.host, value);
+        break;
+      case 6:
+        if (equals_ignore_case(name, "apikey")) first(out.apikey, value);
+        break;
+      case 9:
+        if (equals_ignore_case(name, "X-API-Key")) {
+          first(out.x_api_key, value);
+        } else if (equals_ignore_case(name, "Signature")) {
+          out.signature = true;
+        }
+        break;
+      case 11:
+        if (equals_ignore_case(name, "traceparent")) first(out.traceparent, value);
+        break;
+      case 12:
+        if (equals_ignore_case(name, "X-Request-Id")) first(out.request_id, value);
+        break;
+      case 13:
+        if (equals_ignore_case(name, "Authorization")) first(out.authorization, value);
+        break;
+      case 15:
+        if (equals_ignore_case(name, "Signature-Input")) out.signature = true;
+        break;
+      default:
+        break;
+    }
+  }
+}
+
 asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& out,
                                            std::size_t worker_index) {
   auto ex = std::make_shared<Exchange>();
@@ -841,10 +892,11 @@ asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& o
     worker.snap_installs = seen;
   }
   ex->snap = worker.snap;
-  const auto incoming_id = ex->request.headers.get("X-Request-Id");
+  find_fields(ex->request.headers, ex->fields);
+  const auto incoming_id = ex->fields.request_id;
   ex->request_id = incoming_id && acceptable_request_id(*incoming_id) ? std::string(*incoming_id)
                                                                       : worker.ids->next();
-  const auto incoming_trace = ex->request.headers.get("traceparent");
+  const auto incoming_trace = ex->fields.traceparent;
   ex->trace = next_traceparent(incoming_trace ? parse_traceparent(*incoming_trace) : std::nullopt,
                                *worker.random);
   ex->response_headers.reserve(6);  // the id and the four RateLimit fields, without regrowing
@@ -880,7 +932,7 @@ asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& o
 
 void Gateway::Impl::route_request(const ExchangePtr& ex) {
   const Snapshot& snap = *ex->snap;
-  const auto host = ex->request.headers.get("Host");
+  const auto host = ex->fields.host;
   RouteResult match = snap.router.match(ex->request.method, host.value_or(""), ex->request.target);
   switch (match.outcome) {
     case RouteOutcome::kNotFound:
@@ -981,13 +1033,13 @@ void Gateway::Impl::authenticate(const ExchangePtr& ex) {
   auto accepts = [&](AuthMethod m) {
     return std::find(route.auth.begin(), route.auth.end(), m) != route.auth.end();
   };
-  const HttpHeaders& h = ex->request.headers;
+  const Exchange::Fields& h = ex->fields;
   // The credential presented decides the method; more than one kind is refused rather than
   // guessing which one the client meant.
-  std::optional<std::string_view> api_key = h.get("apikey");
-  if (!api_key) api_key = h.get("X-API-Key");
+  std::optional<std::string_view> api_key = h.apikey;
+  if (!api_key) api_key = h.x_api_key;
   std::optional<std::string_view> bearer;
-  if (const auto authz = h.get("Authorization")) {
+  if (const auto authz = h.authorization) {
     const std::string_view v = *authz;
     if (v.size() > 7 && http::equals_ignore_case(v.substr(0, 7), "Bearer ")) {
       bearer = v.substr(7);
@@ -996,7 +1048,7 @@ void Gateway::Impl::authenticate(const ExchangePtr& ex) {
       api_key = v.substr(7);
     }
   }
-  const bool signature = h.contains("Signature-Input") || h.contains("Signature");
+  const bool signature = h.signature;
   const int presented = int(api_key.has_value()) + int(bearer.has_value()) + int(signature);
   // A client certificate belongs to the connection; it authenticates when the request carries
   // no other credential and the route accepts it.

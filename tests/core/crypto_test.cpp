@@ -19,6 +19,22 @@ std::string unhex(std::string_view hex) {
   return *r;
 }
 
+TEST_CASE("crypto: hex of every byte value, and back") {
+  std::string all;
+  for (int b = 0; b < 256; ++b) all += static_cast<char>(b);
+  std::string expected;
+  for (int b = 0; b < 256; ++b) {
+    expected += "0123456789abcdef"[b >> 4];
+    expected += "0123456789abcdef"[b & 15];
+  }
+  CHECK(to_hex(all) == expected);
+  CHECK(to_hex("") == "");
+  std::string into(6, '-');
+  to_hex(std::string_view("\x00\xff\x10", 3), into.data());
+  CHECK(into == "00ff10");
+  CHECK(unhex(expected) == all);
+}
+
 TEST_CASE("crypto: SHA-256 known answers (FIPS 180-2)") {
   CHECK(to_hex(sha256("")) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   CHECK(to_hex(sha256("abc")) ==

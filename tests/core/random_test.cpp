@@ -114,5 +114,25 @@ TEST_CASE("random: a forked child does not repeat the parent's bytes") {
   CHECK(parent != child);
 }
 
+TEST_CASE("random: a seeded generator gives the same bytes however they are asked for") {
+  SeededRandom whole(42);
+  SeededRandom pieces(42);
+  std::string a(40, '\0');
+  whole.fill(a.data(), a.size());
+  std::string b(40, '\0');
+  pieces.fill(b.data(), 8);
+  pieces.fill(b.data() + 8, 8);
+  pieces.fill(b.data() + 16, 8);
+  pieces.fill(b.data() + 24, 16);
+  CHECK(a == b);
+  // Little-endian words: the first eight bytes are next_u64() of a fresh generator.
+  SeededRandom fresh(42);
+  const std::uint64_t word = fresh.next_u64();
+  for (int i = 0; i < 8; ++i) {
+    CHECK(static_cast<unsigned char>(a[static_cast<std::size_t>(i)]) ==
+          static_cast<unsigned char>(word >> (8 * i)));
+  }
+}
+
 }  // namespace
 }  // namespace civicbus
