@@ -264,19 +264,26 @@ Result<JwksUrl> parse_jwks_url(const std::string& url) {
   return out;
 }
 
-// The route's forwarded path: strip_prefix removed, upstream_prefix put in front.
-std::string rewrite_path(const RouteOptions& route, const std::string& path) {
-  std::string rest = path;
+// The route's forwarded path: strip_prefix removed, upstream_prefix put in front, as the two
+// pieces `prefix` + `rest` (views of the route and of `path`: the gateway writes them onto the
+// wire without making the path a string of its own).
+struct ForwardedPath {
+  std::string_view prefix;
+  std::string_view rest;
+};
+
+ForwardedPath rewrite_path(const RouteOptions& route, std::string_view path) {
+  std::string_view rest = path;
   const std::string& strip = route.strip_prefix;
-  if (!strip.empty() && strip != "/" && rest.compare(0, strip.size(), strip) == 0 &&
+  if (!strip.empty() && strip != "/" && rest.starts_with(strip) &&
       (rest.size() == strip.size() || rest[strip.size()] == '/')) {
-    rest = rest.substr(strip.size());
+    rest.remove_prefix(strip.size());
     if (rest.empty()) rest = "/";
   }
-  if (route.upstream_prefix.empty() || route.upstream_prefix == "/") return rest;
-  std::string prefix = route.upstream_prefix;
-  if (prefix.back() == '/') prefix.pop_back();
-  return rest == "/" ? prefix + "/" : prefix + rest;
+  if (route.upstream_prefix.empty() || route.upstream_prefix == "/") return {{}, rest};
+  std::string_view prefix = route.upstream_prefix;
+  if (prefix.back() == '/') prefix.remove_suffix(1);
+  return {prefix, rest};
 }
 
 // The per-route metric handles, looked up once per snapshot instead of once per request.
@@ -1430,7 +1437,7 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   // The upstream request, put on the wire here: the client's fields were checked by the
   // listener's parser, the gateway's own values are checked as they are added.
   const HttpRequest& in = ex->request;
-  const std::string target = rewrite_path(route.options, ex->path);
+  const ForwardedPath target = rewrite_path(route.options, ex->path);
   const bool may_retry =
       http::is_idempotent_method(in.method) && ex->attempts <= route.upstream->retries;
   std::string wire;
@@ -1443,7 +1450,7 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   };
   // The path is normalised (no byte below 0x21 survives it) and the query passed the parser;
   // an upstream_prefix from configuration could still hold a space.
-  if (std::any_of(target.begin(), target.end(),
+  if (std::any_of(target.prefix.begin(), target.prefix.end(),
                   [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
     return finish(ex, problem(500,
                               "route '" + route.options.id +
@@ -1451,7 +1458,7 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
                                   "character",
                               ex->request_id));
   }
-  wire.append(in.method).append(" ").append(target);
+  wire.append(in.method).append(" ").append(target.prefix).append(target.rest);
   if (!in.query.empty()) wire.append("?").append(in.query);
   wire.append(" HTTP/1.1\r\n");
   field("Host", ex->lease.host_port());

@@ -289,6 +289,40 @@ TEST_CASE("gateway: a gateway value with a line break is left out of the upstrea
   CHECK(headers->get_string("via") == "1.1 civicbus");
 }
 
+TEST_CASE("gateway: the forwarded path: the prefix stripped, the upstream prefix put on") {
+  EchoUpstream up;
+  GatewayOptions o = base_options(up);
+  RouteOptions slash;  // an upstream prefix with a trailing slash
+  slash.id = "slash";
+  slash.method = "GET";
+  slash.path = "/docs";
+  slash.upstream = "permits";
+  slash.strip_prefix = "/docs";
+  slash.upstream_prefix = "/v3/";
+  o.routes.push_back(slash);
+  RouteOptions spaced;  // configuration that would put a space into the request line
+  spaced.id = "spaced";
+  spaced.method = "GET";
+  spaced.path = "/spaced";
+  spaced.upstream = "permits";
+  spaced.upstream_prefix = "/v 2";
+  o.routes.push_back(spaced);
+  auto gw = start_gateway(std::move(o));
+  Client c;
+  HttpResponse r = c.send(gw->port(), "GET", "/public");  // the whole path stripped
+  REQUIRE(r.status == 200);
+  CHECK(body_json(r).get_string("target") == "/v2/");
+  r = c.send(gw->port(), "GET", "/docs/a/b?x=1");
+  REQUIRE(r.status == 200);
+  CHECK(body_json(r).get_string("target") == "/v3/a/b?x=1");
+  r = c.send(gw->port(), "GET", "/docs");
+  REQUIRE(r.status == 200);
+  CHECK(body_json(r).get_string("target") == "/v3/");
+  r = c.send(gw->port(), "GET", "/spaced/x");
+  CHECK(r.status == 500);
+  CHECK(body_json(r).get_string("detail").find("space or control character") != std::string::npos);
+}
+
 TEST_CASE("gateway: OAuth client credentials issue ES256 tokens that authenticate") {
   EchoUpstream up;
   auto gw = start_gateway(base_options(up));
