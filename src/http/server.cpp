@@ -64,27 +64,24 @@ void append_response(std::string& out, const HttpResponse& response, bool head_r
   // case: none is bad); when some are, they are written again, one check per field.
   bool has_date = false;
   bool has_server = false;
-  const std::size_t fields_start = out.size();
-  std::size_t lines = 0;
-  for (const auto& [name, value] : response.headers) {
-    if (name.empty() || is_framing_field(name)) continue;
-    has_date = has_date || (name.size() == 4 && equals_ignore_case(name, "Date"));
-    has_server = has_server || (name.size() == 6 && equals_ignore_case(name, "Server"));
-    out.append(name).append(": "sv).append(value).append("\r\n"sv);
-    ++lines;
-  }
-  if (detail::count_breaks(std::string_view(out).substr(fields_start)) != 2 * lines) {
-    out.resize(fields_start);
+  auto write_fields = [&](bool check_each) {
     has_date = has_server = false;
+    std::size_t lines = 0;
     for (const auto& [name, value] : response.headers) {
-      if (name.empty() || !is_safe_field_text(name) || !is_safe_field_text(value) ||
-          is_framing_field(name)) {
-        continue;
-      }
+      if (name.empty() || is_framing_field(name)) continue;
+      if (check_each && (!is_safe_field_text(name) || !is_safe_field_text(value))) continue;
       has_date = has_date || (name.size() == 4 && equals_ignore_case(name, "Date"));
       has_server = has_server || (name.size() == 6 && equals_ignore_case(name, "Server"));
       out.append(name).append(": "sv).append(value).append("\r\n"sv);
+      ++lines;
     }
+    return lines;
+  };
+  const std::size_t fields_start = out.size();
+  const std::size_t lines = write_fields(false);
+  if (detail::count_breaks(std::string_view(out).substr(fields_start)) != 2 * lines) {
+    out.resize(fields_start);
+    write_fields(true);
   }
   if (!has_date) out.append("Date: "sv).append(current_http_date()).append("\r\n"sv);
   if (!has_server) out.append("Server: civicbus\r\n"sv);
