@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "civicbus/core/crypto.hpp"
+#include "gateway/rate_limiter.hpp"
 
 namespace civicbus::gateway {
 
@@ -110,6 +111,7 @@ Result<std::shared_ptr<const Consumer>> ConsumerStore::compile(ConsumerOptions o
   for (const std::string& g : options.groups) {
     consumer->groups_field.append(consumer->groups_field.empty() ? "" : ",").append(g);
   }
+  consumer->rate_key = rate_limit_key("c:" + options.id);
   consumer->options = std::move(options);
   return std::shared_ptr<const Consumer>(std::move(consumer));
 }

@@ -30,6 +30,7 @@ struct Consumer {
   std::string client_secret_digest;          // raw SHA-256, "" without client credentials
   std::optional<IpAllowlist> ip;             // nullopt: no IP rules
   std::string groups_field;                  // options.groups joined by ",": X-Consumer-Groups
+  std::string rate_key;                      // "c:<id>": this consumer's own rate-limit key
   bool from_config = true;                   // false: added through the admin API
 
   ConsumerInfo info() const;

@@ -40,6 +40,8 @@
 
 namespace civicbus::gateway {
 
+using namespace std::string_view_literals;
+
 http::HttpResponse json_response(int status, const Json& body) {
   http::HttpResponse r;
   r.status = status;
@@ -308,8 +310,7 @@ struct Snapshot {
   std::uint64_t generation = 0;
   GatewayOptions options;
   Router router;
-  std::vector<CompiledRoute> routes;
-  std::unordered_map<std::string, std::size_t> route_index;
+  std::vector<CompiledRoute> routes;  // in the router's order: RouteResult::index finds one
   std::map<std::string, CorsPolicy> cors;
   std::map<std::string, ApiVersionPolicy> versions;
   std::vector<std::shared_ptr<UpstreamPool>> pools;  // in options.upstreams order
@@ -598,7 +599,6 @@ Status Gateway::Impl::add_compiled_route(Snapshot& snap, RouteOptions route, Gat
   compiled.options = std::move(route);
   compiled.handler = std::move(handler);
   compiled.builtin = builtin;
-  snap.route_index.emplace(compiled.options.id, snap.routes.size());
   snap.routes.push_back(std::move(compiled));
   return Status();
 }
@@ -963,7 +963,7 @@ void Gateway::Impl::route_request(const ExchangePtr& ex) {
       RouteResult again =
           snap.router.match(wanted.value_or(""), host.value_or(""), ex->request.target);
       if (again.outcome != RouteOutcome::kMatched) return finish(ex, std::move(r));
-      const CompiledRoute& target = snap.routes[snap.route_index.at(again.route_id)];
+      const CompiledRoute& target = snap.routes[again.index];
       if (target.cors == nullptr) return finish(ex, std::move(r));
       CorsPreflightResult pre = target.cors->preflight(ex->request);
       ex->route = &target;
@@ -974,7 +974,7 @@ void Gateway::Impl::route_request(const ExchangePtr& ex) {
     case RouteOutcome::kMatched:
       break;
   }
-  ex->route = &snap.routes[snap.route_index.at(match.route_id)];
+  ex->route = &snap.routes[match.index];
   ex->path = std::move(match.path);
   for (auto& p : match.params) ex->params.emplace_back(std::move(p.name), std::move(p.value));
   const CompiledRoute& route = *ex->route;
@@ -1254,9 +1254,14 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
   // policy that limits something (most requests have none).
   auto apply = [&](const RateLimitPolicy& policy, std::string_view route_id) -> bool {
     if (policy.requests_per_minute == 0 && policy.requests_per_day == 0) return true;
-    const std::string who =
-        consumer != nullptr ? "c:" + consumer->options.id : "ip:" + ex->request.remote_address;
-    auto decision = limiter->check(rate_limit_key(who, route_id), policy);
+    // A consumer's own key is made once, with the consumer.
+    auto decision = consumer != nullptr && route_id.empty()
+                        ? limiter->check(consumer->rate_key, policy)
+                        : limiter->check(rate_limit_key(consumer != nullptr
+                                                            ? "c:" + consumer->options.id
+                                                            : "ip:" + ex->request.remote_address,
+                                                        route_id),
+                                         policy);
     if (!decision.ok()) {
       finish(ex, problem(500, decision.status().message(), ex->request_id));
       return false;
@@ -1443,7 +1448,7 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   std::string wire;
   wire.reserve(512 + in.body.size());
   auto copy = [&wire](std::string_view name, std::string_view value) {
-    wire.append(name).append(": ").append(value).append("\r\n");
+    wire.append(name).append(": "sv).append(value).append("\r\n"sv);
   };
   auto field = [&copy](std::string_view name, std::string_view value) {
     if (http::detail::is_safe_field_text(value)) copy(name, value);
@@ -1458,9 +1463,9 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
                                   "character",
                               ex->request_id));
   }
-  wire.append(in.method).append(" ").append(target.prefix).append(target.rest);
-  if (!in.query.empty()) wire.append("?").append(in.query);
-  wire.append(" HTTP/1.1\r\n");
+  wire.append(in.method).append(" "sv).append(target.prefix).append(target.rest);
+  if (!in.query.empty()) wire.append("?"sv).append(in.query);
+  wire.append(" HTTP/1.1\r\n"sv);
   field("Host", ex->lease.host_port());
   const std::vector<std::string_view> conn_opts = connection_options(in.headers);
   std::string_view client_host;
@@ -1485,12 +1490,12 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
         break;
     }
   }
-  wire.append("X-Forwarded-For: ");
+  wire.append("X-Forwarded-For: "sv);
   if (forwarded_for != 0) {
     in.headers.for_each("X-Forwarded-For",
-                        [&](std::string_view v) { wire.append(v).append(", "); });
+                        [&](std::string_view v) { wire.append(v).append(", "sv); });
   }
-  wire.append(in.remote_address).append("\r\n");
+  wire.append(in.remote_address).append("\r\n"sv);
   // The gateway's own values, written first and checked together (count_breaks); when one
   // holds a CR, LF or NUL they are written again, each checked, and that one is left out.
   const std::size_t own_start = wire.size();
@@ -1517,7 +1522,7 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
     wire.resize(own_start);
     own_fields(field);
   }
-  wire.append("Via: 1.1 civicbus\r\n");
+  wire.append("Via: 1.1 civicbus\r\n"sv);
   http::detail::ClientAccess::end_wire(wire, in.method, in.body);
   if (!may_retry) ex->request.body = {};  // sent once: the copy above is the only one needed
 
@@ -1575,8 +1580,20 @@ void Gateway::Impl::complete(const ExchangePtr& ex, HttpResponse& response) {
   if (ex->answered) return;
   std::vector<HttpHeaders::Field> own = ex->response_headers.take();
   response.headers.reserve(response.headers.size() + own.size());
+  // A field of ours is added unless the response has one of that name (Vary adds up). Names
+  // are looked up only when a field of the same length is there: usually none is.
+  std::uint64_t lengths = 0;  // bit n: a field name of n bytes (n < 64)
+  auto length_bit = [](std::string_view name) {
+    return name.size() < 64 ? std::uint64_t{1} << name.size() : 0;
+  };
+  for (const auto& [name, value] : response.headers) lengths |= length_bit(name);
   for (auto& [name, value] : own) {
-    if (!response.headers.contains(name) || http::equals_ignore_case(name, "Vary")) {
+    const std::uint64_t bit = length_bit(name);
+    if (bit != 0 && (lengths & bit) == 0) {
+      lengths |= bit;
+      response.headers.add(std::move(name), std::move(value));
+    } else if (!response.headers.contains(name) || http::equals_ignore_case(name, "Vary")) {
+      lengths |= bit;
       response.headers.add(std::move(name), std::move(value));
     }
   }

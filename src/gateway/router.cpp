@@ -373,6 +373,7 @@ RouteResult Router::match(std::string_view method, std::string_view host,
   if (best != nullptr) {
     result.outcome = RouteOutcome::kMatched;
     result.route_id = best->spec.id;
+    result.index = static_cast<std::size_t>(best - routes_.data());
     path_matches(*best, result.path, segments, &result.params);
   } else if (!other_methods.empty()) {
     result.outcome = RouteOutcome::kMethodNotAllowed;

@@ -37,6 +37,7 @@ enum class RouteOutcome {
 struct RouteResult {
   RouteOutcome outcome = RouteOutcome::kNotFound;
   std::string route_id;
+  std::size_t index = 0;  // the matched route's place in the order of add() calls
   std::vector<RouteParam> params;
   std::vector<std::string> allow;  // sorted methods for the Allow header (405 only)
   std::string path;                // the normalised path that was matched (forward this)

@@ -23,6 +23,8 @@
 
 namespace civicbus::http {
 
+using namespace std::string_view_literals;
+
 namespace {
 
 using asio::ip::tcp;
@@ -625,9 +627,9 @@ Result<std::string> wire_of(const HttpRequest& request, std::string_view host_po
   std::string wire;
   wire.reserve(size);
   auto line = [&wire](std::string_view field, std::string_view value) {
-    wire.append(field).append(": ").append(value).append("\r\n");
+    wire.append(field).append(": "sv).append(value).append("\r\n"sv);
   };
-  wire.append(request.method).append(" ").append(target).append(" HTTP/1.1\r\n");
+  wire.append(request.method).append(" "sv).append(target).append(" HTTP/1.1\r\n"sv);
   if (!request.headers.contains("Host")) line("Host", host_port);
   for (const auto& [field, value] : request.headers) {
     if (!is_token(field) || !is_safe_field_text(value)) {
@@ -838,9 +840,9 @@ void detail::ClientAccess::shut_down(HttpClient& client) {
 void detail::ClientAccess::end_wire(std::string& wire, std::string_view method,
                                     std::string_view body) {
   if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
-    wire.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+    wire.append("Content-Length: "sv).append(std::to_string(body.size())).append("\r\n"sv);
   }
-  wire.append("Connection: keep-alive\r\n\r\n").append(body);
+  wire.append("Connection: keep-alive\r\n\r\n"sv).append(body);
 }
 
 asio::awaitable<Status> detail::ClientAccess::send_wire(HttpClient& client, Upstream upstream,

@@ -757,6 +757,35 @@ TEST_CASE("gateway: in-process routes get params, consumer and request id") {
   CHECK_FALSE(gw->add_route(route, [](const GatewayRequest&) { return HttpResponse(); }).ok());
 }
 
+TEST_CASE("gateway: fields the response already has are not added again by the gateway") {
+  EchoUpstream up;
+  auto gw = start_gateway(base_options(up));
+  RouteOptions route;
+  route.id = "own.fields";
+  route.method = "GET";
+  route.path = "/own-fields";
+  route.rate_limit.requests_per_minute = 1000;
+  REQUIRE(gw->add_route(route, [](const GatewayRequest&) {
+              HttpResponse out = HttpResponse::text(200, "mine\n");
+              out.headers.add("X-Request-Id", "handler-1");  // the gateway's id is left out
+              out.headers.add("RateLimit-Limit", "7");       // so is its RateLimit-Limit
+              out.headers.add("X-Something-Else", "kept");
+              return out;
+            }).ok());
+  Client c;
+  const HttpResponse r = c.send(gw->port(), "GET", "/own-fields", {});
+  REQUIRE(r.status == 200);
+  CHECK(r.headers.count("X-Request-Id") == 1);
+  CHECK(r.headers.get("X-Request-Id") == "handler-1");
+  CHECK(r.headers.count("RateLimit-Limit") == 1);
+  CHECK(r.headers.get("RateLimit-Limit") == "7");
+  // The gateway's other RateLimit fields, whose names the response does not have, are added.
+  CHECK(r.headers.count("RateLimit-Remaining") == 1);
+  CHECK(r.headers.count("RateLimit-Reset") == 1);
+  CHECK(r.headers.count("RateLimit-Policy") == 1);
+  CHECK(r.headers.get("X-Something-Else") == "kept");
+}
+
 TEST_CASE("gateway: CORS preflight and response headers") {
   EchoUpstream up;
   GatewayOptions o = base_options(up);

@@ -220,6 +220,22 @@ TEST_CASE("router: method-specific beats any method, 405 lists the allowed metho
   CHECK(route_of(router, "PUT", "h", "/permits") == "fallback");
 }
 
+TEST_CASE("router: a match names the route's place in the order of add()") {
+  Router router;
+  add(router, "a", "GET", "", PathKind::kPrefix, "/");
+  add(router, "b", "GET", "", PathKind::kExact, "/b");
+  add(router, "c", "", "api.example.ca", PathKind::kTemplate, "/c/{x}");
+  RouteResult r = router.match("GET", "", "/b");
+  CHECK(r.route_id == "b");
+  CHECK(r.index == 1);
+  r = router.match("GET", "api.example.ca", "/c/1");
+  CHECK(r.route_id == "c");
+  CHECK(r.index == 2);
+  r = router.match("GET", "", "/anything");
+  CHECK(r.route_id == "a");
+  CHECK(r.index == 0);
+}
+
 TEST_CASE("router: conflicting registrations are refused") {
   Router router;
   add(router, "a", "GET", "api.example.ca", PathKind::kTemplate, "/devices/{id}");
