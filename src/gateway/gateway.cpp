@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <asio.hpp>
 #include <atomic>
+#include <charconv>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -385,7 +386,11 @@ struct Gateway::Impl {
     TraceParent trace;
     std::shared_ptr<const Consumer> consumer;
     AuthMethod auth_method = AuthMethod::kApiKey;
-    HttpHeaders response_headers;  // added to whatever the answer is
+    // Added to whatever the answer is, unless the answer has a field of that name (Vary adds
+    // up): the request id and RateLimit fields are kept as values, the rest as fields.
+    HttpHeaders response_headers;
+    std::optional<RateLimitDecision> rate_shown;  // the RateLimit fields, when a policy applied
+    bool via = false;                             // Via: the answer came from an upstream
     LoadShedder::Ticket ticket;
     UpstreamPool::Lease lease;
     std::string_view upstream_target;  // in snap's options
@@ -396,7 +401,10 @@ struct Gateway::Impl {
     // *out) or send `call` upstream. While neither is set the exchange went asynchronous (a
     // JWKS fetch) and serve() waits on `waiter`, which finish() and proxy() cancel.
     // `out` is the connection's response, null once serve() is gone (the server stopped).
+    // `own_fields` is the connection's buffer for the gateway's own fields (complete() writes
+    // them there), also null once serve() is gone.
     HttpResponse* out = nullptr;
+    std::string* own_fields = nullptr;
     bool answered = false;
     struct UpstreamCall {
       http::HttpClient* client = nullptr;
@@ -497,7 +505,8 @@ struct Gateway::Impl {
 
   // A request from the listener, in its connection's coroutine on worker `worker`: the steps
   // below run until one answers or asks for the upstream, which is awaited here.
-  asio::awaitable<void> serve(HttpRequest& request, HttpResponse& out, std::size_t worker);
+  asio::awaitable<void> serve(HttpRequest& request, HttpResponse& out, std::string& own_fields,
+                              std::size_t worker);
   static void find_fields(const HttpHeaders& headers, Exchange::Fields& out);
   void route_request(const ExchangePtr& ex);
   void authenticate(const ExchangePtr& ex);
@@ -510,6 +519,7 @@ struct Gateway::Impl {
   void finish(const ExchangePtr& ex, HttpResponse response);
   // finish() for a response already in `response` (*ex->out, or a stand-in once it is gone).
   void complete(const ExchangePtr& ex, HttpResponse& response);
+  static void write_own_fields(const Exchange& ex, const HttpResponse& response, std::string& out);
   // Route transforms (RouteOptions::upstream_format); an error is the answer to send.
   std::optional<HttpResponse> transform_request(const ExchangePtr& ex);
   void transform_response(const ExchangePtr& ex, HttpResponse& response);
@@ -875,18 +885,20 @@ void Gateway::Impl::find_fields(const HttpHeaders& headers, Exchange::Fields& ou
 }
 
 asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& out,
-                                           std::size_t worker_index) {
+                                           std::string& own_fields, std::size_t worker_index) {
   auto ex = std::make_shared<Exchange>();
   ex->start = clock->steady_now();
   ex->worker = worker_index;
   ex->request = std::move(request);
   ex->out = &out;
+  ex->own_fields = &own_fields;
   // Also when the frame is destroyed suspended (the worker's loop stopped): a late
   // continuation must neither write the response nor cancel a timer that is gone.
   struct Unhook {
     Exchange& ex;
     ~Unhook() {
       ex.out = nullptr;
+      ex.own_fields = nullptr;
       ex.waiter = nullptr;
     }
   } unhook{*ex};
@@ -906,8 +918,6 @@ asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& o
   const auto incoming_trace = ex->fields.traceparent;
   ex->trace = next_traceparent(incoming_trace ? parse_traceparent(*incoming_trace) : std::nullopt,
                                *worker.random);
-  ex->response_headers.reserve(6);  // the id and the four RateLimit fields, without regrowing
-  ex->response_headers.add("X-Request-Id", ex->request_id);
   try {
     route_request(ex);
   } catch (const std::exception& e) {
@@ -1276,10 +1286,7 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
   if (!ex->answered && allowed) allowed = apply(route.options.rate_limit, route.options.id);
   if (ex->answered) return;  // answered (limiter error)
   if (shown && shown->window != RateLimitWindow::kNone) {
-    ex->response_headers.add("RateLimit-Limit", std::to_string(shown->limit));
-    ex->response_headers.add("RateLimit-Remaining", std::to_string(shown->remaining));
-    ex->response_headers.add("RateLimit-Reset", std::to_string(shown->reset_seconds));
-    ex->response_headers.add("RateLimit-Policy", shown->policy);
+    ex->rate_shown = *shown;
   }
   if (!allowed) {
     rate_limited->inc();
@@ -1562,7 +1569,7 @@ void Gateway::Impl::upstream_answered(const ExchangePtr& ex, const Status& sent,
   response.headers.remove_if([&](const std::string& name, const std::string&) {
     return is_hop_by_hop(name) || listed(opts, name);
   });
-  response.headers.add("Via", "1.1 civicbus");
+  ex->via = true;
   if (ex->route->options.upstream_format && response.status < 300) {
     transform_response(ex, response);
   }
@@ -1576,27 +1583,75 @@ void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
   complete(ex, *ex->out);
 }
 
-void Gateway::Impl::complete(const ExchangePtr& ex, HttpResponse& response) {
-  if (ex->answered) return;
-  std::vector<HttpHeaders::Field> own = ex->response_headers.take();
-  response.headers.reserve(response.headers.size() + own.size());
-  // A field of ours is added unless the response has one of that name (Vary adds up). Names
-  // are looked up only when a field of the same length is there: usually none is.
+// The exchange's own fields as lines for the server to write after the response's (the
+// listener's own_fields): each unless the response has a field of that name, Vary always.
+// Written first and checked together (count_breaks); when a value holds a CR, LF or NUL they
+// are written again, each checked, and that one is left out.
+void Gateway::Impl::write_own_fields(const Exchange& ex, const HttpResponse& response,
+                                     std::string& out) {
+  // A name is looked up among the response's fields only when one of its length is there:
+  // usually none is.
   std::uint64_t lengths = 0;  // bit n: a field name of n bytes (n < 64)
   auto length_bit = [](std::string_view name) {
-    return name.size() < 64 ? std::uint64_t{1} << name.size() : 0;
+    return name.size() < 64 ? std::uint64_t{1} << name.size() : std::uint64_t{0};
   };
   for (const auto& [name, value] : response.headers) lengths |= length_bit(name);
-  for (auto& [name, value] : own) {
+  auto response_has = [&](std::string_view name) {
     const std::uint64_t bit = length_bit(name);
-    if (bit != 0 && (lengths & bit) == 0) {
-      lengths |= bit;
-      response.headers.add(std::move(name), std::move(value));
-    } else if (!response.headers.contains(name) || http::equals_ignore_case(name, "Vary")) {
-      lengths |= bit;
-      response.headers.add(std::move(name), std::move(value));
+    return (bit == 0 || (lengths & bit) != 0) && response.headers.contains(name);
+  };
+  const std::size_t start = out.size();
+  auto write = [&](bool check_each) {
+    std::size_t lines = 0;
+    auto line = [&](std::string_view name, std::string_view value) {
+      if (check_each &&
+          (!http::detail::is_safe_field_text(name) || !http::detail::is_safe_field_text(value))) {
+        return;
+      }
+      out.append(name).append(": "sv).append(value).append("\r\n"sv);
+      ++lines;
+    };
+    if (!response_has("X-Request-Id")) line("X-Request-Id", ex.request_id);
+    if (ex.rate_shown) {
+      const RateLimitDecision& rate = *ex.rate_shown;
+      auto number = [&](std::string_view name, auto n) {
+        if (response_has(name)) return;
+        char digits[24];
+        const char* end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+        line(name, std::string_view(digits, static_cast<std::size_t>(end - digits)));
+      };
+      number("RateLimit-Limit", rate.limit);
+      number("RateLimit-Remaining", rate.remaining);
+      number("RateLimit-Reset", rate.reset_seconds);
+      if (!response_has("RateLimit-Policy")) line("RateLimit-Policy", rate.policy);
     }
+    // The others (API version, CORS): the first of a name, Vary each time.
+    const auto own_begin = ex.response_headers.begin();
+    for (auto it = own_begin; it != ex.response_headers.end(); ++it) {
+      const std::string& name = it->first;
+      if (!http::equals_ignore_case(name, "Vary")) {
+        if (response_has(name)) continue;
+        if (std::any_of(own_begin, it, [&](const HttpHeaders::Field& earlier) {
+              return http::equals_ignore_case(earlier.first, name);
+            })) {
+          continue;
+        }
+      }
+      line(name, it->second);
+    }
+    if (ex.via) line("Via", "1.1 civicbus");
+    return lines;
+  };
+  const std::size_t lines = write(false);
+  if (http::detail::count_breaks(std::string_view(out).substr(start)) != 2 * lines) {
+    out.resize(start);
+    write(true);
   }
+}
+
+void Gateway::Impl::complete(const ExchangePtr& ex, HttpResponse& response) {
+  if (ex->answered) return;
+  if (ex->own_fields != nullptr) write_own_fields(*ex, response, *ex->own_fields);
   const SteadyTime end = clock->steady_now();
   const double seconds = std::chrono::duration<double>(end - ex->start).count();
   if (ex->route != nullptr) {
@@ -2038,9 +2093,9 @@ Result<std::uint16_t> Gateway::start() {
   Impl& g = *impl_;
   if (g.server) return failed_precondition("the gateway is already started");
   g.server = http::detail::ServerAccess::create_awaitable(
-      g.options.listener, [&g](HttpRequest& request, HttpResponse& response, std::size_t worker) {
-        return g.serve(request, response, worker);
-      });
+      g.options.listener,
+      [&g](HttpRequest& request, HttpResponse& response, std::string& own_fields,
+           std::size_t worker) { return g.serve(request, response, own_fields, worker); });
   const std::size_t n = http::detail::ServerAccess::worker_count(*g.server);
   g.workers.resize(n);
   for (std::size_t i = 0; i < n; ++i) {

@@ -49,8 +49,9 @@ const std::string& current_http_date() {
   return text;
 }
 
+// `own_fields`: lines an awaitable handler vouched for (server_access.hpp), written as they are.
 void append_response(std::string& out, const HttpResponse& response, bool head_request,
-                     bool keep_alive, int request_minor) {
+                     bool keep_alive, int request_minor, std::string_view own_fields = {}) {
   using namespace std::string_view_literals;
   const int status = (response.status >= 100 && response.status <= 999) ? response.status : 500;
   std::string_view reason = response.reason.empty() || !is_safe_field_text(response.reason)
@@ -83,6 +84,7 @@ void append_response(std::string& out, const HttpResponse& response, bool head_r
     out.resize(fields_start);
     write_fields(true);
   }
+  out.append(own_fields);
   if (!has_date) out.append("Date: "sv).append(current_http_date()).append("\r\n"sv);
   if (!has_server) out.append("Server: civicbus\r\n"sv);
   const bool no_body = status < 200 || status == 204 || status == 304;
@@ -278,10 +280,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
             // deadline runs meanwhile, as for an asynchronous handler.
             set_deadline_at(SteadyClock::time_point::max());
             response.emplace();
+            own_fields_.clear();
             try {
-              co_await server_.awaitable_handler(request, *response, worker_);
+              co_await server_.awaitable_handler(request, *response, own_fields_, worker_);
             } catch (...) {
               *response = HttpResponse::text(500, "internal error\n");
+              own_fields_.clear();
             }
             if (closed_) co_return;
           } else if (server_.async_handler) {
@@ -290,7 +294,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
           } else {
             response = call_handler(request);
           }
-          append_response(out, *response, head_request, keep_alive, request_minor);
+          append_response(
+              out, *response, head_request, keep_alive, request_minor,
+              server_.awaitable_handler ? std::string_view(own_fields_) : std::string_view());
           ++queued;
           if (!keep_alive) {
             co_await finish(out);
@@ -437,6 +443,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   tcp::socket socket_;
   asio::steady_timer timer_;
   asio::steady_timer wake_;  // wakes call_async_handler when the response arrives
+  std::string own_fields_;   // an awaitable handler's own header lines (server_access.hpp)
   std::size_t worker_;
   std::string remote_address_;
   std::uint16_t remote_port_ = 0;

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "civicbus/http/server.hpp"
 
@@ -19,8 +20,13 @@ namespace civicbus::http::detail {
 // The request and the response are the connection's own, valid until the handler returns:
 // it may take the request apart, and it writes the response in place (set `response` whole,
 // or let an HttpClient write into it), so neither is moved from coroutine to coroutine.
+// `own_fields` (empty when the handler starts) takes header lines of the handler's own,
+// "Name: value\r\n" each, which the server writes after the response's fields as they are,
+// without making HttpHeaders entries of them (the gateway's request id, RateLimit fields, Via).
+// The handler vouches for them: no CR, LF or NUL but the line ends, and no Content-Length,
+// Transfer-Encoding, Connection, Date or Server. Left out when the handler throws.
 using AwaitableHandler = std::function<asio::awaitable<void>(
-    HttpRequest& request, HttpResponse& response, std::size_t worker)>;
+    HttpRequest& request, HttpResponse& response, std::string& own_fields, std::size_t worker)>;
 
 struct ServerAccess {
   static std::unique_ptr<HttpServer> create_awaitable(HttpServerOptions options,
