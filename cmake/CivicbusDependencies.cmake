@@ -76,6 +76,11 @@ if(LLHTTP_INCLUDE_DIR AND LLHTTP_SOURCE_DIR AND EXISTS ${LLHTTP_SOURCE_DIR}/api.
               ${LLHTTP_SOURCE_DIR}/llhttp.c)
   target_include_directories(civicbus_llhttp_objects SYSTEM PUBLIC ${LLHTTP_INCLUDE_DIR})
   set_target_properties(civicbus_llhttp_objects PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  # Position-independent code lets GCC assume any global function may be interposed, so the
+  # parser's many small helper functions are called through the PLT instead of inlined.
+  if(CMAKE_C_COMPILER_ID STREQUAL "GNU")
+    target_compile_options(civicbus_llhttp_objects PRIVATE -fno-semantic-interposition)
+  endif()
   add_library(civicbus_llhttp STATIC $<TARGET_OBJECTS:civicbus_llhttp_objects>)
   target_include_directories(civicbus_llhttp SYSTEM PUBLIC ${LLHTTP_INCLUDE_DIR})
   add_library(civicbus_deps::llhttp ALIAS civicbus_llhttp)

@@ -37,6 +37,55 @@ enum class FramingError {
   kLimitExceeded,  // a count or byte limit (a server answers 431)
 };
 
+// A header field's name and value as llhttp hands them over, in pieces: each part a view of
+// the bytes being parsed when it arrived in one piece (the usual case), copied into a buffer
+// of its own only when it is split across two reads. keep() must run after each
+// llhttp_execute(), before those bytes go away.
+class FieldSpans {
+ public:
+  void add_name(const char* at, std::size_t n) { name_.add(at, n); }
+  void add_value(const char* at, std::size_t n) { value_.add(at, n); }
+  std::string_view name() const { return name_.view; }
+  std::string_view value() const { return value_.view; }
+  void keep() {
+    name_.keep();
+    value_.keep();
+  }
+  void clear() {
+    name_.clear();
+    value_.clear();
+  }
+
+ private:
+  struct Part {
+    std::string_view view;
+    std::string buffer;
+    bool owned = false;  // `view` is `buffer`
+    void add(const char* at, std::size_t n) {
+      if (!owned && view.empty()) {
+        view = std::string_view(at, n);
+        return;
+      }
+      keep();
+      buffer.append(at, n);
+      view = buffer;
+    }
+    void keep() {
+      if (owned || view.empty()) return;
+      buffer.assign(view);
+      view = buffer;
+      owned = true;
+    }
+    void clear() {
+      view = {};
+      if (owned) buffer.clear();
+      owned = false;
+    }
+  };
+  Part name_;
+  Part value_;
+};
+
 // What both scanners report after an error.
 class FramingFindings {
  public:

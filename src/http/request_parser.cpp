@@ -43,12 +43,12 @@ struct LlhttpCallbacks {
   }
   static int on_header_field(llhttp_t* p, const char* at, std::size_t n) {
     RequestParser& s = self(p);
-    if (!s.headers_done_) s.field_.append(at, n);  // trailers are ignored
+    if (!s.headers_done_) s.field_.add_name(at, n);  // trailers are ignored
     return 0;
   }
   static int on_header_value(llhttp_t* p, const char* at, std::size_t n) {
     RequestParser& s = self(p);
-    if (!s.headers_done_) s.value_.append(at, n);
+    if (!s.headers_done_) s.field_.add_value(at, n);
     return 0;
   }
   static int on_header_value_complete(llhttp_t* p) {
@@ -56,10 +56,9 @@ struct LlhttpCallbacks {
     if (!s.headers_done_) {
       // One allocation for the fields of a usual message instead of growing 1, 2, 4, 8.
       if (s.request_.headers.empty()) s.request_.headers.reserve(12);
-      s.request_.headers.add(std::move(s.field_), std::string(trim_ows(s.value_)));
+      s.request_.headers.add_copy(s.field_.name(), trim_ows(s.field_.value()));
     }
     s.field_.clear();
-    s.value_.clear();
     return 0;
   }
   static int on_headers_complete(llhttp_t* p) { return self(p).on_headers_complete(); }
@@ -126,7 +125,6 @@ void RequestParser::reset_message() {
   head_.reset();
   request_ = HttpRequest();
   field_.clear();
-  value_.clear();
   headers_done_ = false;
   message_done_ = false;
   chunked_ = false;
@@ -226,6 +224,7 @@ RequestParser::Step RequestParser::feed(std::string_view data) {
       // llhttp sees what was scanned (up to the error, if any) so that its own finding about
       // the same bytes, e.g. an invalid method, is reported rather than ours.
       const llhttp_errno_t err = llhttp_execute(p, data.data(), n);
+      field_.keep();  // a field split across reads: its first part leaves `data`
       if (err == HPE_PAUSED && message_done_) {
         llhttp_resume(p);
         phase_ = keep_alive_ ? Phase::kHead : Phase::kClosed;

@@ -96,8 +96,7 @@ class RequestParser {
 
   // The message being parsed.
   HttpRequest request_;
-  std::string field_;
-  std::string value_;
+  FieldSpans field_;  // the field being parsed
   bool headers_done_ = false;
   bool message_done_ = false;
   bool expect_continue_ = false;

@@ -42,12 +42,12 @@ struct ResponseCallbacks {
   }
   static int on_header_field(llhttp_t* p, const char* at, std::size_t n) {
     ResponseParser& s = self(p);
-    if (!s.headers_done_) s.field_.append(at, n);
+    if (!s.headers_done_) s.field_.add_name(at, n);
     return 0;
   }
   static int on_header_value(llhttp_t* p, const char* at, std::size_t n) {
     ResponseParser& s = self(p);
-    if (!s.headers_done_) s.value_.append(at, n);
+    if (!s.headers_done_) s.field_.add_value(at, n);
     return 0;
   }
   static int on_header_value_complete(llhttp_t* p) {
@@ -55,10 +55,9 @@ struct ResponseCallbacks {
     if (!s.headers_done_) {
       // One allocation for the fields of a usual message instead of growing 1, 2, 4, 8.
       if (s.response_.headers.empty()) s.response_.headers.reserve(12);
-      s.response_.headers.add(std::move(s.field_), std::string(trim_ows(s.value_)));
+      s.response_.headers.add_copy(s.field_.name(), trim_ows(s.field_.value()));
     }
     s.field_.clear();
-    s.value_.clear();
     return 0;
   }
   static int on_headers_complete(llhttp_t* p) { return self(p).on_headers_complete(); }
@@ -132,7 +131,6 @@ void ResponseParser::reset_head() {
   head_.reset();
   response_ = HttpResponse();
   field_.clear();
-  value_.clear();
   headers_done_ = false;
   message_done_ = false;
   interim_ = false;
@@ -230,6 +228,7 @@ ResponseParser::Step ResponseParser::feed_one(std::string_view data) {
   if (!in_body_) {
     const std::size_t n = scanned(head_, head_.scan(data));
     const llhttp_errno_t err = llhttp_execute(p, data.data(), n);
+    field_.keep();  // a field split across reads: its first part leaves `data`
     if (err == HPE_PAUSED && message_done_) {
       llhttp_resume(p);
       if (!interim_) closed_ = true;

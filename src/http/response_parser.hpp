@@ -101,8 +101,7 @@ class ResponseParser {
   ChunkScanner chunks_;
 
   HttpResponse response_;
-  std::string field_;
-  std::string value_;
+  FieldSpans field_;  // the field being parsed
   bool headers_done_ = false;
   bool message_done_ = false;
   bool interim_ = false;

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace civicbus::http::detail {
 namespace {
@@ -22,8 +23,11 @@ Parsed parse(std::string_view input, std::size_t piece, bool head = false, bool 
   Parsed out;
   std::size_t pos = 0;
   while (pos < input.size()) {
-    std::string_view rest = input.substr(pos, piece);
+    // Fed from a buffer of its own that is overwritten afterwards, as a connection's read
+    // buffer is: the parser keeps nothing that views it.
+    std::string rest(input.substr(pos, piece));
     const auto step = parser.feed(rest);
+    rest.assign(rest.size(), '#');
     pos += step.consumed;
     if (step.event == ResponseParser::Event::kMessageComplete) {
       out.response = parser.take_response();
@@ -59,6 +63,10 @@ Parsed parse_both(std::string_view input, bool head = false, bool eof = false,
   if (whole.response && bytes.response) {
     CHECK(whole.response->status == bytes.response->status);
     CHECK(whole.response->body == bytes.response->body);
+    CHECK(std::vector<HttpHeaders::Field>(whole.response->headers.begin(),
+                                          whole.response->headers.end()) ==
+          std::vector<HttpHeaders::Field>(bytes.response->headers.begin(),
+                                          bytes.response->headers.end()));
     CHECK(whole.keep_alive == bytes.keep_alive);
   }
   return whole;

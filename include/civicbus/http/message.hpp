@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,12 @@ class CIVICBUS_EXPORT HttpHeaders {
 
   // Appends a field (a repeated name adds another entry).
   void add(std::string name, std::string value);
+  // The same, the name and value copied from views (a parser's buffers) straight into the
+  // new entry.
+  void add_copy(std::string_view name, std::string_view value) {
+    fields_.emplace_back(std::piecewise_construct, std::forward_as_tuple(name),
+                         std::forward_as_tuple(value));
+  }
   // Replaces every field of that name by one field.
   void set(std::string name, std::string value);
   // Removes every field of that name; returns how many were removed.
