@@ -230,12 +230,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
     while (!closed_) {
       if (in.empty()) {
         if (!out.empty()) {
-          if (!co_await write(out)) co_return close();
+          if (!write_at_once(out) && !co_await write(out)) co_return close();
           queued = 0;
         }
         if (phase == Phase::kIdle) set_deadline(options.idle_timeout);
         asio::error_code ec;
-        const std::size_t n = co_await read_some(ec);
+        // Awaited here, not through a helper coroutine: no frame per read.
+        const std::size_t n =
+            tls_ ? co_await tls_->read_some(asio::buffer(buffer_), ec)
+                 : co_await socket_.async_read_some(asio::buffer(buffer_),
+                                                    asio::redirect_error(asio::use_awaitable, ec));
         if (closed_) co_return;
         if (ec) {
           if (fired_ && (phase == Phase::kHeader || phase == Phase::kBody)) {
@@ -308,7 +312,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
             set_deadline(options.header_timeout);
           }
           if (queued >= options.max_pipelined_requests) {
-            if (!co_await write(out)) co_return close();
+            if (!write_at_once(out) && !co_await write(out)) co_return close();
             queued = 0;
           }
           break;
@@ -372,10 +376,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
     co_return std::move(pending_);
   }
 
-  asio::awaitable<std::size_t> read_some(asio::error_code& ec) {
-    if (tls_) co_return co_await tls_->read_some(asio::buffer(buffer_), ec);
-    co_return co_await socket_.async_read_some(asio::buffer(buffer_),
-                                               asio::redirect_error(asio::use_awaitable, ec));
+  // write()'s first step without a coroutine frame: over TCP, what the kernel takes at once.
+  // True when all of `out` went (and `out` is cleared); otherwise what went is dropped from
+  // `out` and write() does the rest (or finds the error again).
+  bool write_at_once(std::string& out) {
+    if (tls_) return false;
+    asio::error_code ec;
+    const std::size_t written = socket_.write_some(asio::buffer(out), ec);
+    if (ec) return false;
+    if (written == out.size()) {
+      out.clear();
+      return true;
+    }
+    out.erase(0, written);
+    return false;
   }
 
   // Writes and clears `out`; false when the peer is gone or too slow to read. The socket is
