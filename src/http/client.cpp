@@ -588,7 +588,7 @@ asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& 
     if (step.event == detail::ResponseParser::Event::kMessageComplete) {
       // Bytes after the response (nothing was asked for) make the connection unusable.
       out.reusable = !ec && parser.keep_alive() && step.consumed == n;
-      response = parser.take_response();
+      parser.take_response(response);
       co_return out;
     }
     if (step.event == detail::ResponseParser::Event::kError) {

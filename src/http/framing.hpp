@@ -24,6 +24,8 @@
 #include <string_view>
 #include <vector>
 
+#include "civicbus/http/message.hpp"
+
 namespace civicbus::http::detail {
 
 // Which side of the exchange a scanner serves: it names the section in error reasons, and a
@@ -36,6 +38,20 @@ enum class FramingError {
   kMalformed,      // the bytes break the grammar (a server answers 400)
   kLimitExceeded,  // a count or byte limit (a server answers 431)
 };
+
+// Empties a response that is about to be filled again (the server's for the next request, a
+// parser's for the next response) keeping the room its fields and body took, up to 64 KiB of
+// body: a connection that once carried a large body does not hold on to it.
+inline void clear_for_reuse(HttpResponse& r) {
+  r.status = 200;
+  r.reason.clear();
+  r.headers.clear();
+  if (r.body.capacity() > 64 * 1024) {
+    std::string().swap(r.body);
+  } else {
+    r.body.clear();
+  }
+}
 
 // A header field's name and value as llhttp hands them over, in pieces: each part a view of
 // the bytes being parsed when it arrived in one piece (the usual case), copied into a buffer

@@ -129,7 +129,8 @@ ResponseParser::Step ResponseParser::fail(Status status, std::size_t consumed) {
 
 void ResponseParser::reset_head() {
   head_.reset();
-  response_ = HttpResponse();
+  // Cleared in place: the next response is parsed into the room this one took.
+  clear_for_reuse(response_);
   field_.clear();
   headers_done_ = false;
   message_done_ = false;

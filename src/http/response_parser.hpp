@@ -22,6 +22,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "civicbus/core/status.hpp"
 #include "civicbus/http/message.hpp"
@@ -66,6 +67,9 @@ class ResponseParser {
 
   // After kMessageComplete.
   HttpResponse take_response() { return std::move(response_); }
+  // The same into `into`, swapped with it: the parser clears what `into` held and parses the
+  // next response into that room, so a connection's responses reuse their buffers.
+  void take_response(HttpResponse& into) { std::swap(into, response_); }
   // Whether the connection may carry another request (not "Connection: close", not a
   // close-delimited body, HTTP/1.1 or 1.0 keep-alive).
   bool keep_alive() const { return keep_alive_; }

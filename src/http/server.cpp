@@ -279,27 +279,31 @@ class Connection : public std::enable_shared_from_this<Connection> {
           const bool head_request = request.method == "HEAD";
           const int request_minor = request.version_minor;
           std::optional<HttpResponse> response;
+          HttpResponse* answer = nullptr;
           if (server_.awaitable_handler) {
             // Awaited here rather than in a helper coroutine: one frame less per request. No
-            // deadline runs meanwhile, as for an asynchronous handler.
+            // deadline runs meanwhile, as for an asynchronous handler. The response is the
+            // connection's own, cleared for each request but keeping its room.
             set_deadline_at(SteadyClock::time_point::max());
-            response.emplace();
+            detail::clear_for_reuse(reply_);
             own_fields_.clear();
             try {
-              co_await server_.awaitable_handler(request, *response, own_fields_, worker_);
+              co_await server_.awaitable_handler(request, reply_, own_fields_, worker_);
             } catch (...) {
-              *response = HttpResponse::text(500, "internal error\n");
+              reply_ = HttpResponse::text(500, "internal error\n");
               own_fields_.clear();
             }
             if (closed_) co_return;
+            answer = &reply_;
           } else if (server_.async_handler) {
             response = co_await call_async_handler(std::move(request));
             if (!response) co_return close();  // closed while the handler worked
           } else {
             response = call_handler(request);
           }
+          if (answer == nullptr) answer = &*response;
           append_response(
-              out, *response, head_request, keep_alive, request_minor,
+              out, *answer, head_request, keep_alive, request_minor,
               server_.awaitable_handler ? std::string_view(own_fields_) : std::string_view());
           ++queued;
           if (!keep_alive) {
@@ -458,6 +462,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::steady_timer timer_;
   asio::steady_timer wake_;  // wakes call_async_handler when the response arrives
   std::string own_fields_;   // an awaitable handler's own header lines (server_access.hpp)
+  HttpResponse reply_;       // an awaitable handler's response, reused request after request
   std::size_t worker_;
   std::string remote_address_;
   std::uint16_t remote_port_ = 0;

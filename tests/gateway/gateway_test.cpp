@@ -786,6 +786,34 @@ TEST_CASE("gateway: fields the response already has are not added again by the g
   CHECK(r.headers.get("X-Something-Else") == "kept");
 }
 
+TEST_CASE("gateway: a connection's next response carries nothing of the one before") {
+  EchoUpstream up;
+  auto gw = start_gateway(base_options(up));
+  RouteOptions route;
+  route.id = "first.then.second";
+  route.method = "GET";
+  route.match = PathKind::kPrefix;
+  route.path = "/turns";
+  REQUIRE(gw->add_route(route, [](const GatewayRequest& r) {
+              HttpResponse out = HttpResponse::text(200, std::string(r.http.path) + "\n");
+              if (r.http.path == "/turns/first") out.headers.add("X-First-Only", "yes");
+              return out;
+            }).ok());
+  Client c;  // one pooled connection for both
+  const HttpResponse first = c.send(gw->port(), "GET", "/turns/first");
+  CHECK(first.headers.get("X-First-Only") == "yes");
+  const HttpResponse second = c.send(gw->port(), "GET", "/turns/second");
+  CHECK(second.body == "/turns/second\n");
+  CHECK_FALSE(second.headers.contains("X-First-Only"));
+  CHECK(second.headers.count("X-Request-Id") == 1);
+  // Proxied too: the upstream's fields of one answer are not left for the next.
+  const HttpResponse proxied = c.send(gw->port(), "GET", "/public/permits/1");
+  const HttpResponse after = c.send(gw->port(), "GET", "/turns/second");
+  CHECK(proxied.headers.get("Content-Type") == "application/json");
+  CHECK(after.headers.get("Content-Type") == "text/plain; charset=utf-8");
+  CHECK(after.headers.count("Content-Type") == 1);
+}
+
 TEST_CASE("gateway: CORS preflight and response headers") {
   EchoUpstream up;
   GatewayOptions o = base_options(up);

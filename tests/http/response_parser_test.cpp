@@ -200,5 +200,36 @@ TEST_CASE("http response parser: reset() parses the next response as a new parse
   }
 }
 
+TEST_CASE("http response parser: responses taken into one object leave nothing of the last") {
+  ResponseParser parser({}, false);
+  HttpResponse into;
+  into.headers.add("Stale", "from before");
+  into.body = "stale body";
+  REQUIRE(parser.feed("HTTP/1.1 201 Created\r\nContent-Length: 3\r\nX-A: 1\r\n\r\none").event ==
+          ResponseParser::Event::kMessageComplete);
+  parser.take_response(into);
+  CHECK(into.status == 201);
+  CHECK(into.reason == "Created");
+  CHECK(into.body == "one");
+  CHECK(into.headers.get("X-A") == "1");
+  CHECK_FALSE(into.headers.contains("Stale"));
+  // The next response is parsed into the room the object gave back, emptied first.
+  parser.reset(false);
+  REQUIRE(parser.feed("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").event ==
+          ResponseParser::Event::kMessageComplete);
+  parser.take_response(into);
+  CHECK(into.status == 200);
+  CHECK(into.reason == "OK");
+  CHECK(into.body.empty());
+  CHECK_FALSE(into.headers.contains("X-A"));
+  CHECK_FALSE(into.headers.contains("Stale"));
+  // A body over 64 KiB does not stay as room for the next one.
+  HttpResponse big;
+  big.body.assign(100 * 1024, 'x');
+  clear_for_reuse(big);
+  CHECK(big.body.empty());
+  CHECK(big.body.capacity() < 64 * 1024);
+}
+
 }  // namespace
 }  // namespace civicbus::http::detail

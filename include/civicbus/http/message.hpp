@@ -45,6 +45,8 @@ class CIVICBUS_EXPORT HttpHeaders {
     std::erase_if(fields_, [&](const Field& f) { return pred(f.first, f.second); });
     return before - fields_.size();
   }
+  // Removes every field, keeping the room they took.
+  void clear() { fields_.clear(); }
   // Room for `n` fields (a proxy knows how many it is about to add).
   void reserve(std::size_t n) { fields_.reserve(n); }
   // Hands the fields over (to be moved elsewhere) and leaves the headers empty.
