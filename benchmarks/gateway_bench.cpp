@@ -2,9 +2,10 @@
 // same upstream (an nginx instance answering a small JSON body), on loopback.
 //
 //  1. Throughput: wrk with the same threads and connections against the upstream directly,
-//     nginx's proxy and the gateway (API-key auth and a rate limit on). The gateway and nginx
-//     take turns in short rounds (gateway first in odd rounds, nginx first in even ones) and
-//     each figure is the mean over its rounds: the machine's speed drifts by tens of percent
+//     nginx's proxy, the gateway (API-key auth and a rate limit on) and the gateway with a
+//     plain route (no auth, no rate limit: what nginx does). They take turns in short rounds
+//     (in order in odd rounds, in reverse in even ones) and each figure is the mean over its
+//     rounds: the machine's speed drifts by tens of percent
 //     within a minute, and back-to-back single runs measured that drift as much as the proxies.
 //  2. Added latency: an open-loop client sends at a fixed rate (5,000 requests/s by default)
 //     on keep-alive connections and measures each request from its scheduled send time (so a
@@ -16,7 +17,8 @@
 // Flags: --seconds S (wrk time per target, default 6), --rounds N (throughput rounds the time
 // is split into, default 3), --rate R (default 5000), --latency-seconds S (default 5),
 // --connections N (wrk, default 64), --threads N (gateway workers = nginx workers, default 2),
-// --skip-nginx, --throughput-only (no latency or TLS parts).
+// --skip-nginx, --skip-plain (no plain-route gateway), --throughput-only (no latency or TLS
+// parts).
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,6 +50,7 @@ struct Flags {
   int connections = 64;
   int threads = 2;
   bool skip_nginx = false;
+  bool skip_plain = false;       // no civicbus_plain target
   bool throughput_only = false;  // skip the latency and TLS parts
 };
 
@@ -73,11 +76,14 @@ Flags parse_flags(int argc, char** argv) {
       f.threads = std::stoi(next());
     } else if (a == "--skip-nginx") {
       f.skip_nginx = true;
+    } else if (a == "--skip-plain") {
+      f.skip_plain = true;
     } else if (a == "--throughput-only") {
       f.throughput_only = true;
     } else if (a == "--help") {
-      std::cout << "gateway_bench [--seconds S] [--rounds N] [--rate R] [--latency-seconds S] "
-                   "[--connections N] [--threads N] [--skip-nginx] [--throughput-only]\n";
+      std::cout
+          << "gateway_bench [--seconds S] [--rounds N] [--rate R] [--latency-seconds S] "
+             "[--connections N] [--threads N] [--skip-nginx] [--skip-plain] [--throughput-only]\n";
       std::exit(0);
     } else {
       throw std::runtime_error("unknown flag " + a);
@@ -414,6 +420,21 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::uint16_t gateway_port = *port;
+  // The like-for-like gateway: the same route without authentication or a rate limit.
+  GatewayOptions plain_options = o;
+  plain_options.routes.back().auth.clear();
+  plain_options.consumers.clear();
+  auto plain_gateway = Gateway::create(plain_options);
+  if (!plain_gateway.ok()) {
+    std::cerr << "gateway_bench: " << plain_gateway.status().to_string() << "\n";
+    return 1;
+  }
+  auto plain_started = (*plain_gateway)->start();
+  if (!plain_started.ok()) {
+    std::cerr << "gateway_bench: " << plain_started.status().to_string() << "\n";
+    return 1;
+  }
+  const std::uint16_t plain_port = *plain_started;
   // The same gateway configuration behind a TLS listener.
   GatewayOptions tls_options = o;
   civicbus::http::TlsServerOptions tls;
@@ -440,56 +461,56 @@ int main(int argc, char** argv) {
 
   // ---- throughput ----
   const WrkResult direct = run_wrk(dir, upstream_port, flags, "direct");
-  // Alternating rounds; a target's figure is the mean of its rounds (p99: the worst round).
-  const double round_seconds = std::max(1.0, flags.seconds / flags.rounds);
-  WrkResult ours;
-  WrkResult peer;
-  auto add_round = [](WrkResult& total, const WrkResult& r, int rounds) {
-    if (!r.error.empty()) total.error = r.error;
-    total.requests_per_s += r.requests_per_s / rounds;
-    total.p99_us = std::max(total.p99_us, r.p99_us);
-    total.non_2xx += r.non_2xx;
-  };
+  // The targets take turns in alternating rounds; a target's figure is the mean of its rounds
+  // (p99: the worst round). Beside the gateway as configured above, "civicbus_plain" is the
+  // same gateway with a route that does only what nginx does here (no authentication, no rate
+  // limit): the like-for-like figure.
   // CPU per proxied request, from the processes' own CPU time over their rounds: less moved
   // by the machine's drift than requests/s, since a slower machine slows both sides alike.
   // Ours is the whole bench process (the gateways; the bench's own thread only waits on wrk);
   // nginx's is its workers'.
-  double ours_cpu = 0;
-  double peer_cpu = 0;
-  long long ours_requests = 0;
-  long long peer_requests = 0;
-  auto timed_wrk = [&](std::uint16_t port, std::string_view name, bool is_nginx) {
-    auto cpu = [&] {
-      return is_nginx ? children_cpu_seconds(nginx.pid()) : process_cpu_seconds(getpid());
-    };
-    const double before = cpu();
-    WrkResult r = run_wrk(dir, port, flags, name, false, round_seconds);
-    (is_nginx ? peer_cpu : ours_cpu) += cpu() - before;
-    (is_nginx ? peer_requests : ours_requests) += r.requests;
-    return r;
+  struct Target {
+    std::string name;
+    std::uint16_t port = 0;
+    bool is_nginx = false;
+    WrkResult total;
+    double cpu_seconds = 0;
+    long long requests = 0;
   };
+  auto target = [](std::string name, std::uint16_t port, bool is_nginx) {
+    Target t;
+    t.name = std::move(name);
+    t.port = port;
+    t.is_nginx = is_nginx;
+    return t;
+  };
+  std::vector<Target> targets = {target("civicbus", gateway_port, false)};
+  if (!flags.skip_plain) targets.push_back(target("civicbus_plain", plain_port, false));
+  if (!flags.skip_nginx) targets.push_back(target("nginx", nginx_port, true));
+  const double round_seconds = std::max(1.0, flags.seconds / flags.rounds);
   for (int round = 1; round <= flags.rounds; ++round) {
-    const bool nginx_first = round % 2 == 0;
-    WrkResult a;
-    WrkResult b;
-    if (nginx_first && !flags.skip_nginx) b = timed_wrk(nginx_port, "nginx", true);
-    a = timed_wrk(gateway_port, "civicbus", false);
-    if (!nginx_first && !flags.skip_nginx) b = timed_wrk(nginx_port, "nginx", true);
-    add_round(ours, a, flags.rounds);
-    print_bench("gateway_throughput_round", {{"round", static_cast<long long>(round)},
-                                             {"target", "civicbus"},
-                                             {"requests_per_s", a.requests_per_s}});
-    if (!flags.skip_nginx) {
-      add_round(peer, b, flags.rounds);
+    // Odd rounds in order, even ones in reverse: each target runs first, and last, as often.
+    for (std::size_t k = 0; k < targets.size(); ++k) {
+      Target& t = targets[round % 2 == 1 ? k : targets.size() - 1 - k];
+      auto cpu = [&] {
+        return t.is_nginx ? children_cpu_seconds(nginx.pid()) : process_cpu_seconds(getpid());
+      };
+      const double before = cpu();
+      const WrkResult r = run_wrk(dir, t.port, flags, t.name, false, round_seconds);
+      t.cpu_seconds += cpu() - before;
+      t.requests += r.requests;
+      if (!r.error.empty()) t.total.error = r.error;
+      t.total.requests_per_s += r.requests_per_s / flags.rounds;
+      t.total.p99_us = std::max(t.total.p99_us, r.p99_us);
+      t.total.non_2xx += r.non_2xx;
       print_bench("gateway_throughput_round", {{"round", static_cast<long long>(round)},
-                                               {"target", "nginx"},
-                                               {"requests_per_s", b.requests_per_s}});
+                                               {"target", t.name},
+                                               {"requests_per_s", r.requests_per_s}});
     }
   }
-  for (const auto& [name, r] : {std::pair<const char*, const WrkResult*>{"direct", &direct},
-                                {"civicbus", &ours},
-                                {"nginx", &peer}}) {
-    if (std::string(name) == "nginx" && flags.skip_nginx) continue;
+  std::vector<std::pair<std::string, const WrkResult*>> results = {{"direct", &direct}};
+  for (const Target& t : targets) results.emplace_back(t.name, &t.total);
+  for (const auto& [name, r] : results) {
     if (!r->error.empty()) {
       std::cerr << "# gateway_throughput " << name << ": " << r->error << "\n";
       continue;
@@ -499,21 +520,29 @@ int main(int argc, char** argv) {
                                        {"p99_us", r->p99_us},
                                        {"non_2xx", r->non_2xx}});
   }
-  if (!flags.skip_nginx && ours.error.empty() && peer.error.empty()) {
-    print_vs("gateway_throughput", ours.requests_per_s, peer.requests_per_s, "nginx_proxy",
-             "requests/s", true);
+  auto cpu_us = [](const Target& t) {
+    return t.requests > 0 ? t.cpu_seconds * 1e6 / static_cast<double>(t.requests) : 0.0;
+  };
+  for (const Target& t : targets) {
+    print_bench("gateway_cpu_per_request", {{"target", t.name}, {"cpu_us", cpu_us(t)}});
   }
-  const double ours_us = ours_requests > 0 ? ours_cpu * 1e6 / ours_requests : 0;
-  const double peer_us = peer_requests > 0 ? peer_cpu * 1e6 / peer_requests : 0;
-  print_bench("gateway_cpu_per_request", {{"target", "civicbus"}, {"cpu_us", ours_us}});
   if (!flags.skip_nginx) {
-    print_bench("gateway_cpu_per_request", {{"target", "nginx"}, {"cpu_us", peer_us}});
-    if (ours_us > 0 && peer_us > 0) {
-      print_vs("gateway_cpu_per_request", ours_us, peer_us, "nginx_proxy", "us_cpu_per_request",
-               false);
+    const Target& peer = targets.back();
+    for (std::size_t k = 0; k + 1 < targets.size(); ++k) {
+      const Target& ours = targets[k];
+      const std::string suffix = ours.name == "civicbus" ? "" : "_plain";
+      if (ours.total.error.empty() && peer.total.error.empty()) {
+        print_vs("gateway_throughput" + suffix, ours.total.requests_per_s,
+                 peer.total.requests_per_s, "nginx_proxy", "requests/s", true);
+      }
+      if (cpu_us(ours) > 0 && cpu_us(peer) > 0) {
+        print_vs("gateway_cpu_per_request" + suffix, cpu_us(ours), cpu_us(peer), "nginx_proxy",
+                 "us_cpu_per_request", false);
+      }
     }
   }
 
+  (*plain_gateway)->stop();
   if (flags.throughput_only) {
     (*tls_gateway)->stop();
     (*gateway)->stop();

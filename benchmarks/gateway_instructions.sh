@@ -5,9 +5,10 @@
 #
 #   benchmarks/gateway_instructions.sh [path/to/gateway_bench]
 #
-# The gateway: gateway_bench under valgrind (apt install valgrind) with --skip-nginx; the counts
-# are zeroed once the gateway's wrk round has begun, and what the process ran from there to its
-# exit is divided by the requests the gateway routed (calls of Gateway::Impl::route_request).
+# The gateway: gateway_bench under valgrind (apt install valgrind) with --skip-nginx and
+# --skip-plain; the counts are zeroed once the gateway's wrk round has begun, and what the
+# process ran from there to its exit is divided by the requests the gateway routed (calls of
+# Gateway::Impl::route_request).
 # The end of the run (stopping the gateways) is in, which adds well under 1 %.
 # nginx: one worker (master_process off) under valgrind in front of an nginx upstream like the
 # bench's, the same wrk load for 4 s after the counts are zeroed, divided by wrk's requests.
@@ -49,7 +50,7 @@ PY
 }
 
 # ---- the gateway ----
-valgrind --tool=callgrind --callgrind-out-file="$work/gateway.out" "$bench" --skip-nginx \
+valgrind --tool=callgrind --callgrind-out-file="$work/gateway.out" "$bench" --skip-nginx --skip-plain \
   --throughput-only --rounds 1 --seconds 4 >"$work/bench.log" 2>&1 &
 bench_pid=$!
 # Startup and the 4 s direct run take about 6 s under valgrind; the gateway's round follows.
