@@ -6,6 +6,8 @@
 // closes. A worker is one thread, so a connection's state needs no strand or lock.
 #include "civicbus/http/server.hpp"
 
+#include <unistd.h>
+
 #include <array>
 #include <asio.hpp>
 #include <atomic>
@@ -14,6 +16,7 @@
 #include <optional>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "civicbus/core/clock.hpp"
@@ -126,6 +129,8 @@ struct ServerCore {
   std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
 
   asio::awaitable<void> accept_loop();
+  // Makes a connection of an accepted socket and starts it, on the socket's worker.
+  void adopt(tcp::socket socket, std::size_t worker);
 };
 
 }  // namespace detail
@@ -483,9 +488,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 asio::awaitable<void> detail::ServerCore::accept_loop() {
   while (true) {
     asio::error_code ec;
-    const std::size_t worker = next_worker++ % workers.size();
-    tcp::socket socket = co_await acceptor->async_accept(
-        *workers[worker], asio::redirect_error(asio::use_awaitable, ec));
+    tcp::socket accepted =
+        co_await acceptor->async_accept(*workers[0], asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
       // E.g. the peer reset before the accept, or EMFILE: keep serving, without spinning.
@@ -493,16 +497,51 @@ asio::awaitable<void> detail::ServerCore::accept_loop() {
       co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
-    socket.set_option(tcp::no_delay(true), ec);
-    auto connection = std::make_shared<Connection>(*this, std::move(socket), worker);
-    {
-      std::lock_guard lock(mu);
-      if (stopping) co_return;
-      connections.emplace(connection.get(), connection);
+    accepted.set_option(tcp::no_delay(true), ec);
+    const std::size_t worker = next_worker++ % workers.size();
+    if (worker == 0) {
+      adopt(std::move(accepted), 0);
+      continue;
     }
-    asio::co_spawn(connection->executor(), connection->watchdog(connection), asio::detached);
-    asio::co_spawn(connection->executor(), connection->run(connection), asio::detached);
+    // The worker registers the socket with its own reactor: a worker's sockets are touched by
+    // its thread alone (what ASIO_CONCURRENCY_HINT_UNSAFE_IO asks, see HttpServer::HttpServer).
+    // The descriptor is closed if the handoff never runs (the server stops first).
+    struct Handoff {
+      tcp::socket::native_handle_type fd;
+      explicit Handoff(tcp::socket::native_handle_type f) : fd(f) {}
+      Handoff(Handoff&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+      Handoff(const Handoff&) = delete;
+      Handoff& operator=(const Handoff&) = delete;
+      Handoff& operator=(Handoff&&) = delete;
+      ~Handoff() {
+        if (fd >= 0) ::close(fd);
+      }
+    };
+    const tcp protocol = acceptor->local_endpoint(ec).protocol();
+    if (ec) continue;
+    Handoff handoff(accepted.release(ec));
+    if (ec) continue;  // `accepted` closed it
+    asio::post(*workers[worker], [this, protocol, worker, h = std::move(handoff)]() mutable {
+      tcp::socket socket(*workers[worker]);
+      asio::error_code assign_ec;
+      socket.assign(protocol, h.fd, assign_ec);
+      if (assign_ec) return;  // h closes the descriptor
+      h.fd = -1;
+      adopt(std::move(socket), worker);
+    });
   }
+}
+
+// On the worker's thread: the connection's two coroutines start there.
+void detail::ServerCore::adopt(tcp::socket socket, std::size_t worker) {
+  auto connection = std::make_shared<Connection>(*this, std::move(socket), worker);
+  {
+    std::lock_guard lock(mu);
+    if (stopping) return;
+    connections.emplace(connection.get(), connection);
+  }
+  asio::co_spawn(connection->executor(), connection->watchdog(connection), asio::detached);
+  asio::co_spawn(connection->executor(), connection->run(connection), asio::detached);
 }
 
 Status HttpServerOptions::validate() const {
@@ -525,7 +564,11 @@ HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
   impl_->options = std::move(options);
   impl_->handler = std::move(handler);
   for (std::size_t i = 0; i < std::max<std::size_t>(1, impl_->options.threads); ++i) {
-    impl_->workers.push_back(std::make_unique<asio::io_context>(1));
+    // A worker's sockets and timers are used by its own thread alone (the accept loop hands
+    // a new connection's descriptor over rather than registering it in another worker's
+    // reactor), so the reactor's per-descriptor locks are left out; posting to a worker from
+    // elsewhere stays safe (the scheduler keeps its lock).
+    impl_->workers.push_back(std::make_unique<asio::io_context>(ASIO_CONCURRENCY_HINT_UNSAFE_IO));
   }
 }
 
