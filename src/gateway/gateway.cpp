@@ -1454,9 +1454,8 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
       http::is_idempotent_method(in.method) && ex->attempts <= route.upstream->retries;
   std::string wire;
   wire.reserve(512 + in.body.size());
-  auto copy = [&wire](std::string_view name, std::string_view value) {
-    wire.append(name).append(": "sv).append(value).append("\r\n"sv);
-  };
+  http::detail::FieldWriter w(wire);
+  auto copy = [&w](std::string_view name, std::string_view value) { w.field(name, value); };
   auto field = [&copy](std::string_view name, std::string_view value) {
     if (http::detail::is_safe_field_text(value)) copy(name, value);
   };
@@ -1470,9 +1469,15 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
                                   "character",
                               ex->request_id));
   }
-  wire.append(in.method).append(" "sv).append(target.prefix).append(target.rest);
-  if (!in.query.empty()) wire.append("?"sv).append(in.query);
-  wire.append(" HTTP/1.1\r\n"sv);
+  w.text(in.method);
+  w.text(" "sv);
+  w.text(target.prefix);
+  w.text(target.rest);
+  if (!in.query.empty()) {
+    w.text("?"sv);
+    w.text(in.query);
+  }
+  w.text(" HTTP/1.1\r\n"sv);
   field("Host", ex->lease.host_port());
   const std::vector<std::string_view> conn_opts = connection_options(in.headers);
   std::string_view client_host;
@@ -1497,15 +1502,18 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
         break;
     }
   }
-  wire.append("X-Forwarded-For: "sv);
+  w.text("X-Forwarded-For: "sv);
   if (forwarded_for != 0) {
-    in.headers.for_each("X-Forwarded-For",
-                        [&](std::string_view v) { wire.append(v).append(", "sv); });
+    in.headers.for_each("X-Forwarded-For", [&](std::string_view v) {
+      w.text(v);
+      w.text(", "sv);
+    });
   }
-  wire.append(in.remote_address).append("\r\n"sv);
+  w.text(in.remote_address);
+  w.text("\r\n"sv);
   // The gateway's own values, written first and checked together (count_breaks); when one
   // holds a CR, LF or NUL they are written again, each checked, and that one is left out.
-  const std::size_t own_start = wire.size();
+  const std::size_t own_start = w.size();
   auto own_fields = [&](auto&& add) {
     std::size_t lines = 0;
     auto line = [&](std::string_view name, std::string_view value) {
@@ -1525,11 +1533,12 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
     return lines;
   };
   const std::size_t own_lines = own_fields(copy);
-  if (http::detail::count_breaks(std::string_view(wire).substr(own_start)) != 2 * own_lines) {
-    wire.resize(own_start);
+  if (http::detail::count_breaks(w.view_from(own_start)) != 2 * own_lines) {
+    w.truncate(own_start);
     own_fields(field);
   }
-  wire.append("Via: 1.1 civicbus\r\n"sv);
+  w.text("Via: 1.1 civicbus\r\n"sv);
+  w.flush();
   http::detail::ClientAccess::end_wire(wire, in.method, in.body);
   if (!may_retry) ex->request.body = {};  // sent once: the copy above is the only one needed
 
@@ -1600,7 +1609,8 @@ void Gateway::Impl::write_own_fields(const Exchange& ex, const HttpResponse& res
     const std::uint64_t bit = length_bit(name);
     return (bit == 0 || (lengths & bit) != 0) && response.headers.contains(name);
   };
-  const std::size_t start = out.size();
+  http::detail::FieldWriter w(out);
+  const std::size_t start = w.size();
   auto write = [&](bool check_each) {
     std::size_t lines = 0;
     auto line = [&](std::string_view name, std::string_view value) {
@@ -1608,7 +1618,7 @@ void Gateway::Impl::write_own_fields(const Exchange& ex, const HttpResponse& res
           (!http::detail::is_safe_field_text(name) || !http::detail::is_safe_field_text(value))) {
         return;
       }
-      out.append(name).append(": "sv).append(value).append("\r\n"sv);
+      w.field(name, value);
       ++lines;
     };
     if (!response_has("X-Request-Id")) line("X-Request-Id", ex.request_id);
@@ -1643,8 +1653,8 @@ void Gateway::Impl::write_own_fields(const Exchange& ex, const HttpResponse& res
     return lines;
   };
   const std::size_t lines = write(false);
-  if (http::detail::count_breaks(std::string_view(out).substr(start)) != 2 * lines) {
-    out.resize(start);
+  if (http::detail::count_breaks(w.view_from(start)) != 2 * lines) {
+    w.truncate(start);
     write(true);
   }
 }

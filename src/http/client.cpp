@@ -626,19 +626,21 @@ Result<std::string> wire_of(const HttpRequest& request, std::string_view host_po
   for (const auto& [field, value] : request.headers) size += field.size() + value.size() + 4;
   std::string wire;
   wire.reserve(size);
-  auto line = [&wire](std::string_view field, std::string_view value) {
-    wire.append(field).append(": "sv).append(value).append("\r\n"sv);
-  };
-  wire.append(request.method).append(" "sv).append(target).append(" HTTP/1.1\r\n"sv);
-  if (!request.headers.contains("Host")) line("Host", host_port);
+  detail::FieldWriter w(wire);
+  w.text(request.method);
+  w.text(" "sv);
+  w.text(target);
+  w.text(" HTTP/1.1\r\n"sv);
+  if (!request.headers.contains("Host")) w.field("Host", host_port);
   for (const auto& [field, value] : request.headers) {
     if (!is_token(field) || !is_safe_field_text(value)) {
       return invalid_argument("request header '" + field +
                               "' has an invalid name or a CR, LF or NUL in its value");
     }
     if (is_framing_field(field)) continue;
-    line(field, value);
+    w.field(field, value);
   }
+  w.flush();
   detail::ClientAccess::end_wire(wire, request.method, request.body);
   return wire;
 }

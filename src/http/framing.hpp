@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -185,6 +186,96 @@ class ChunkScanner : public FramingFindings {
   std::uint64_t size_ = 0;
   std::size_t digits_ = 0;
   std::size_t trailer_bytes_ = 0;
+};
+
+// Writes a message head into `out` a block at a time: lines are put together in a buffer on
+// the stack and appended when it fills and at the end (flush(), or the destructor), one
+// append per block instead of four per "name: value" line, each of which checks the room and
+// calls memcpy. size() counts what is buffered; view_from() and truncate() flush first, for a
+// writer that checks what it wrote (count_breaks) and takes it back.
+class FieldWriter {
+ public:
+  explicit FieldWriter(std::string& out) : out_(out) {}
+  FieldWriter(const FieldWriter&) = delete;
+  FieldWriter& operator=(const FieldWriter&) = delete;
+  ~FieldWriter() { flush(); }
+
+  // "name: value\r\n".
+  void field(std::string_view name, std::string_view value) {
+    const std::size_t n = name.size() + value.size() + 4;
+    if (n > kRoom - used_) {
+      flush();
+      if (n > kRoom) {
+        out_.append(name).append(": ", 2).append(value).append("\r\n", 2);
+        return;
+      }
+    }
+    char* p = put(buffer_ + used_, name);
+    p[0] = ':';
+    p[1] = ' ';
+    p = put(p + 2, value);
+    p[0] = '\r';
+    p[1] = '\n';
+    used_ += n;
+  }
+  // Bytes as they are.
+  void text(std::string_view s) {
+    if (s.size() > kRoom - used_) {
+      flush();
+      if (s.size() > kRoom) {
+        out_.append(s);
+        return;
+      }
+    }
+    put(buffer_ + used_, s);
+    used_ += s.size();
+  }
+  void flush() {
+    if (used_ != 0) out_.append(buffer_, used_);
+    used_ = 0;
+  }
+  std::size_t size() const { return out_.size() + used_; }
+  std::string_view view_from(std::size_t start) {
+    flush();
+    return std::string_view(out_).substr(start);
+  }
+  void truncate(std::size_t start) {
+    flush();
+    out_.resize(start);
+  }
+
+ private:
+  static constexpr std::size_t kRoom = 2048;
+  // Copies s to p and returns the end: up to 16 bytes in two overlapping moves of a word each
+  // (names and most values are that short), longer ones with memcpy.
+  static char* put(char* p, std::string_view s) {
+    const std::size_t n = s.size();
+    const char* src = s.data();
+    if (n >= 8 && n <= 16) {
+      std::uint64_t a;
+      std::uint64_t b;
+      std::memcpy(&a, src, 8);
+      std::memcpy(&b, src + n - 8, 8);
+      std::memcpy(p, &a, 8);
+      std::memcpy(p + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+      std::uint32_t a;
+      std::uint32_t b;
+      std::memcpy(&a, src, 4);
+      std::memcpy(&b, src + n - 4, 4);
+      std::memcpy(p, &a, 4);
+      std::memcpy(p + n - 4, &b, 4);
+    } else if (n < 4) {
+      for (std::size_t i = 0; i < n; ++i) p[i] = src[i];
+    } else {
+      std::memcpy(p, src, n);
+    }
+    return p + n;
+  }
+
+  std::string& out_;
+  std::size_t used_ = 0;
+  char buffer_[kRoom];
 };
 
 // token characters (RFC 9110 section 5.6.2).

@@ -11,6 +11,7 @@
 #include <array>
 #include <asio.hpp>
 #include <atomic>
+#include <charconv>
 #include <ctime>
 #include <mutex>
 #include <optional>
@@ -60,9 +61,14 @@ void append_response(std::string& out, const HttpResponse& response, bool head_r
   std::string_view reason = response.reason.empty() || !is_safe_field_text(response.reason)
                                 ? reason_phrase(status)
                                 : std::string_view(response.reason);
-  char code[4] = {static_cast<char>('0' + status / 100), static_cast<char>('0' + status / 10 % 10),
-                  static_cast<char>('0' + status % 10), ' '};
-  out.append("HTTP/1.1 "sv).append(code, 4).append(reason).append("\r\n"sv);
+  char line[] = "HTTP/1.1 000 ";
+  line[9] = static_cast<char>('0' + status / 100);
+  line[10] = static_cast<char>('0' + status / 10 % 10);
+  line[11] = static_cast<char>('0' + status % 10);
+  detail::FieldWriter w(out);
+  w.text(std::string_view(line, sizeof line - 1));
+  w.text(reason);
+  w.text("\r\n"sv);
   // A field that could split the response (a CR, LF or NUL in its name or value), or one the
   // server owns, is dropped. The fields are written first and checked together (the usual
   // case: none is bad); when some are, they are written again, one check per field.
@@ -76,31 +82,33 @@ void append_response(std::string& out, const HttpResponse& response, bool head_r
       if (check_each && (!is_safe_field_text(name) || !is_safe_field_text(value))) continue;
       has_date = has_date || (name.size() == 4 && equals_ignore_case(name, "Date"));
       has_server = has_server || (name.size() == 6 && equals_ignore_case(name, "Server"));
-      out.append(name).append(": "sv).append(value).append("\r\n"sv);
+      w.field(name, value);
       ++lines;
     }
     return lines;
   };
-  const std::size_t fields_start = out.size();
+  const std::size_t fields_start = w.size();
   const std::size_t lines = write_fields(false);
-  if (detail::count_breaks(std::string_view(out).substr(fields_start)) != 2 * lines) {
-    out.resize(fields_start);
+  if (detail::count_breaks(w.view_from(fields_start)) != 2 * lines) {
+    w.truncate(fields_start);
     write_fields(true);
   }
-  out.append(own_fields);
-  if (!has_date) out.append("Date: "sv).append(current_http_date()).append("\r\n"sv);
-  if (!has_server) out.append("Server: civicbus\r\n"sv);
+  w.text(own_fields);
+  if (!has_date) w.field("Date"sv, current_http_date());
+  if (!has_server) w.text("Server: civicbus\r\n"sv);
   const bool no_body = status < 200 || status == 204 || status == 304;
   if (!no_body) {
-    out.append("Content-Length: "sv).append(std::to_string(response.body.size())).append("\r\n"sv);
+    char digits[24];
+    const char* end = std::to_chars(digits, digits + sizeof digits, response.body.size()).ptr;
+    w.field("Content-Length"sv, std::string_view(digits, static_cast<std::size_t>(end - digits)));
   }
   if (!keep_alive) {
-    out.append("Connection: close\r\n"sv);
+    w.text("Connection: close\r\n"sv);
   } else if (request_minor == 0) {
-    out.append("Connection: keep-alive\r\n"sv);
+    w.text("Connection: keep-alive\r\n"sv);
   }
-  out.append("\r\n"sv);
-  if (!no_body && !head_request) out.append(response.body);
+  w.text("\r\n"sv);
+  if (!no_body && !head_request) w.text(response.body);
 }
 
 class Connection;

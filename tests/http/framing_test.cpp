@@ -183,5 +183,49 @@ TEST_CASE("http framing: tokens are the RFC 9110 tchar set") {
   CHECK_FALSE(is_token("Host:"));
 }
 
+TEST_CASE("http framing: the field writer writes what appends would, at every length") {
+  // Names and values of every length around the short-copy cases (0-3, 4-7, 8-16, longer) and
+  // around the buffer's size, mixed with raw text: the result is what plain appends give.
+  std::string expected;
+  std::string out = "kept ";
+  expected = out;
+  {
+    FieldWriter w(out);
+    for (std::size_t n = 0; n <= 40; ++n) {
+      std::string name(n, 'N');
+      std::string value;
+      for (std::size_t i = 0; i < n; ++i) value += static_cast<char>('a' + i % 26);
+      w.field(name, value);
+      expected.append(name).append(": ").append(value).append("\r\n");
+      w.text(value);
+      expected.append(value);
+    }
+    for (std::size_t n : {2040u, 2044u, 2048u, 2049u, 5000u}) {
+      const std::string big(n, 'x');
+      w.field("Big", big);
+      expected.append("Big: ").append(big).append("\r\n");
+      w.text(big);
+      expected.append(big);
+    }
+    CHECK(w.size() == expected.size());
+  }
+  CHECK(out == expected);
+}
+
+TEST_CASE("http framing: the field writer takes back what it wrote after a mark") {
+  std::string out;
+  FieldWriter w(out);
+  w.text("HTTP/1.1 200 OK\r\n");
+  const std::size_t mark = w.size();
+  w.field("X-One", "1");
+  w.field("X-Two", "2");
+  CHECK(w.view_from(mark) == "X-One: 1\r\nX-Two: 2\r\n");
+  w.truncate(mark);
+  CHECK(w.size() == mark);
+  w.field("X-Three", "3");
+  w.flush();
+  CHECK(out == "HTTP/1.1 200 OK\r\nX-Three: 3\r\n");
+}
+
 }  // namespace
 }  // namespace civicbus::http::detail
