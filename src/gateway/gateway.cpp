@@ -363,9 +363,13 @@ std::string_view GatewayRequest::param(std::string_view name) const {
 struct Gateway::Impl {
   // One request on its way through the gateway.
   struct Exchange {
+    explicit Exchange(HttpRequest& r) : request(r) {}
     std::shared_ptr<const Snapshot> snap;
     const CompiledRoute* route = nullptr;
-    HttpRequest request;
+    // The connection's request (the server's parser's), used in place: it stays as it is
+    // until serve() returns, and nothing reads it after the exchange is answered. A
+    // continuation that runs after serve() is gone (`out` null) must not touch it.
+    HttpRequest& request;
     // The request fields the steps before dispatch() read, found in one pass over the fields
     // (serve()); each the first of its name. They view `request`, whose fields do not change
     // until dispatch() (a request transform may rewrite them there).
@@ -886,10 +890,9 @@ void Gateway::Impl::find_fields(const HttpHeaders& headers, Exchange::Fields& ou
 
 asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& out,
                                            std::string& own_fields, std::size_t worker_index) {
-  auto ex = std::make_shared<Exchange>();
+  auto ex = std::make_shared<Exchange>(request);
   ex->start = clock->steady_now();
   ex->worker = worker_index;
-  ex->request = std::move(request);
   ex->out = &out;
   ex->own_fields = &own_fields;
   // Also when the frame is destroyed suspended (the worker's loop stopped): a late
@@ -1109,6 +1112,7 @@ void Gateway::Impl::authenticate(const ExchangePtr& ex) {
       asio::io_context* io = workers[ex->worker].io;
       return refresh_jwks([this, ex, io] {
         asio::post(*io, [this, ex] {
+          if (ex->out == nullptr) return;  // serve() is gone, and the request with it
           try {
             authenticate(ex);
           } catch (const std::exception& e) {

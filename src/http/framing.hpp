@@ -54,6 +54,26 @@ inline void clear_for_reuse(HttpResponse& r) {
   }
 }
 
+// The same for a request: empty as a new one (every member as HttpRequest{} has it), keeping
+// the room of its strings, of its field list and of a body up to 64 KiB.
+inline void clear_for_reuse(HttpRequest& r) {
+  r.method.clear();
+  r.target.clear();
+  r.path.clear();
+  r.query.clear();
+  r.version_minor = 1;
+  r.headers.clear();
+  if (r.body.capacity() > 64 * 1024) {
+    std::string().swap(r.body);
+  } else {
+    r.body.clear();
+  }
+  r.remote_address.clear();
+  r.remote_port = 0;
+  r.tls = false;
+  r.peer_certificate.reset();
+}
+
 // A header field's name and value as llhttp hands them over, in pieces: each part a view of
 // the bytes being parsed when it arrived in one piece (the usual case), copied into a buffer
 // of its own only when it is split across two reads. keep() must run after each

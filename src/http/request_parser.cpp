@@ -123,7 +123,7 @@ RequestParser::Step RequestParser::fail(int status, std::string reason, std::siz
 
 void RequestParser::reset_message() {
   head_.reset();
-  request_ = HttpRequest();
+  clear_for_reuse(request_);
   field_.clear();
   headers_done_ = false;
   message_done_ = false;

@@ -63,6 +63,9 @@ class RequestParser {
 
   // After kMessageComplete: the request, and whether the connection stays open after it.
   HttpRequest take_request();
+  // The same request in place, for a caller that is done with it before the next feed()
+  // (which empties it, keeping the room its strings and fields took).
+  HttpRequest& request() { return request_; }
   bool keep_alive() const { return keep_alive_; }
 
   // After kError: 400, 413, 417, 431, 501 or 505, and why (for logs and the response body).

@@ -283,7 +283,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
           }
           break;
         case detail::RequestParser::Event::kMessageComplete: {
-          HttpRequest request = parser_.take_request();
+          // The parser's own request, used in place: it is emptied by the next feed(), once
+          // the answer is written.
+          HttpRequest& request = parser_.request();
           request.remote_address = remote_address_;
           request.remote_port = remote_port_;
           request.tls = tls_ != nullptr;

@@ -32,6 +32,7 @@ struct EchoServer {
       response.headers.add("X-Method", request.method);
       response.headers.add("X-Path", request.path);
       response.headers.add("X-Query", request.query);
+      response.headers.add("X-Fields", std::to_string(request.headers.size()));
       response.headers.add("X-Trailer-Seen",
                            request.headers.contains("Trailer-Field") ? "yes" : "no");
       // A handler cannot frame the response itself; this is dropped.
@@ -141,6 +142,30 @@ TEST_CASE("http server: keep-alive serves two requests on one connection") {
   REQUIRE(second.has_value());
   CHECK(second->header("X-Path") == "/b");
   CHECK(s.calls.load() == 2);
+}
+
+TEST_CASE("http server: a request on a kept-alive connection carries nothing of the one before") {
+  // The parser's request is reused in place from one request to the next (emptied, keeping its
+  // room): nothing of the first, longer one may show in the second, shorter one.
+  EchoServer s;
+  RawClient client(s.port);
+  client.send(
+      "POST /first/path/that/is/long?query=one HTTP/1.1\r\nHost: x\r\n"
+      "X-A-Field-With-A-Long-Name: a value long enough to live on the heap\r\nX-B: b\r\n"
+      "Content-Length: 5\r\n\r\nhello"
+      "GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto first = client.read_response();
+  REQUIRE(first.has_value());
+  CHECK(first->header("X-Fields") == "4");
+  CHECK(first->header("X-Query") == "query=one");
+  CHECK(first->body == "hello");
+  auto second = client.read_response();
+  REQUIRE(second.has_value());
+  CHECK(second->header("X-Method") == "GET");
+  CHECK(second->header("X-Path") == "/b");
+  CHECK(second->header("X-Query") == "");
+  CHECK(second->header("X-Fields") == "1");
+  CHECK(second->body.empty());
 }
 
 TEST_CASE("http server: Connection: close is honoured") {
