@@ -142,6 +142,32 @@ std::size_t HeadScanner::scan(std::string_view data) {
   };
   std::size_t i = 0;
   while (i < data.size()) {
+    // The usual case: a whole line, CRLF included, at the start of `data` or right after the
+    // last line, well within the limits. It is checked and passed in one step; anything else
+    // (a line split across reads, a line end other than CRLF, the empty line, a limit, a
+    // finding) goes byte by byte below, which reports it.
+    if (!prev_cr_ && line_empty_ && (line_index_ > 0 || start_line_.empty())) {
+      const std::size_t end = first_of<'\r', '\n', '\r'>(data, i);
+      if (end > i && end + 1 < data.size() && data[end] == '\r' && data[end + 1] == '\n' &&
+          bytes_ + (end + 2 - i) <= max_header_bytes_) {
+        const std::string_view line = data.substr(i, end - i);
+        bool whole = false;
+        if (line_index_ == 0) {
+          whole = valid_start_line_(line);
+        } else if (field_count_ < max_header_count_ && line[0] != ' ' && line[0] != '\t') {
+          const std::size_t at = first_of<':', ' ', '\t'>(line, 0);
+          whole = at < line.size() && line[at] == ':';
+          if (whole) ++field_count_;
+        }
+        if (whole) {
+          bytes_ += end + 2 - i;
+          ++line_index_;
+          in_name_ = true;
+          i = end + 2;
+          continue;
+        }
+      }
+    }
     const char c = data[i];
     if (prev_cr_ || c == '\r' || c == '\n') {
       // One byte of a line end.

@@ -153,8 +153,13 @@ int RequestParser::on_headers_complete() {
   request_.method = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(p)));
   request_.version_minor = llhttp_get_http_minor(p);
   const std::size_t q = request_.target.find('?');
-  request_.path = request_.target.substr(0, q);
-  request_.query = q == std::string::npos ? std::string() : request_.target.substr(q + 1);
+  // Assigned in place: the strings keep the room an earlier request on the connection gave them.
+  request_.path.assign(request_.target, 0, q);
+  if (q == std::string::npos) {
+    request_.query.clear();
+  } else {
+    request_.query.assign(request_.target, q + 1);
+  }
 
   const HttpHeaders& headers = request_.headers;
   const std::size_t hosts = headers.count("Host");
