@@ -108,17 +108,19 @@ namespace {
 // empty segment, the trailing '/', is kept). Most request paths are: they skip both passes.
 bool is_normal_path(std::string_view path) {
   if (path.empty() || path.front() != '/') return false;
-  std::size_t segment_start = 1;
-  for (std::size_t i = 1; i <= path.size(); ++i) {
-    if (i < path.size()) {
-      const auto c = static_cast<unsigned char>(path[i]);
-      if (c <= 0x20 || c >= 0x7f || c == '\\' || c == '%') return false;
-      if (c != '/') continue;
+  const char* p = path.data();
+  const std::size_t n = path.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(p[i]);
+    if (c <= 0x20 || c >= 0x7f || c == '\\' || c == '%') return false;
+    if (c != '/' || i + 1 == n) continue;
+    // The segment after this '/': empty (another '/' follows), "." or "..".
+    const char d = p[i + 1];
+    if (d == '/') return false;
+    if (d == '.') {
+      if (i + 2 == n || p[i + 2] == '/') return false;
+      if (p[i + 2] == '.' && (i + 3 == n || p[i + 3] == '/')) return false;
     }
-    const std::string_view segment = path.substr(segment_start, i - segment_start);
-    const bool last = i == path.size();
-    if ((segment.empty() && !last) || segment == "." || segment == "..") return false;
-    segment_start = i + 1;
   }
   return true;
 }
@@ -280,6 +282,7 @@ Status Router::add(RouteSpec spec) {
     }
   }
   if (spec.kind == PathKind::kTemplate) has_templates_ = true;
+  if (route.host_rank != 2) has_hosts_ = true;
   route.spec = std::move(spec);
   routes_.push_back(std::move(route));
   return {};
@@ -336,7 +339,7 @@ RouteResult Router::match(std::string_view method, std::string_view host,
     return result;
   }
   result.path = std::move(normal).value();
-  const std::string request_host_name = request_host(host);
+  const std::string request_host_name = has_hosts_ ? request_host(host) : std::string();
   std::vector<std::string_view> segments;
   if (has_templates_) segments = split_segments(result.path);
 

@@ -93,6 +93,7 @@ class Router {
 
   std::vector<Route> routes_;   // registration order
   bool has_templates_ = false;  // the request path is split into segments only for these
+  bool has_hosts_ = false;      // the request's host is normalised only for these
 };
 
 }  // namespace civicbus::gateway

@@ -19,8 +19,8 @@ bool all_zero(std::string_view s) {
 }
 
 // `bytes` (8 or 16) random bytes in lowercase hex, not all zero (W3C Trace Context forbids an
-// all-zero id), written over out[at, at + 2 * bytes).
-void put_random_hex(RandomSource& random, std::size_t bytes, std::string& out, std::size_t at) {
+// all-zero id), written over out[0, 2 * bytes).
+void put_random_hex(RandomSource& random, std::size_t bytes, char* out) {
   char raw[16];
   bytes = std::min(bytes, sizeof raw);
   bool zero = true;
@@ -28,7 +28,7 @@ void put_random_hex(RandomSource& random, std::size_t bytes, std::string& out, s
     random.fill(raw, bytes);
     zero = std::all_of(raw, raw + bytes, [](char b) { return b == 0; });
   }
-  crypto::to_hex(std::string_view(raw, bytes), out.data() + at);
+  crypto::to_hex(std::string_view(raw, bytes), out);
 }
 
 }  // namespace
@@ -53,20 +53,28 @@ std::optional<TraceParent> parse_traceparent(std::string_view v) {
     flags = (digit & 1) != 0 ? "01" : "00";
   }
   TraceParent out;
-  out.value.reserve(55);
-  out.value.append("00-").append(trace_id).append("-").append(parent_id).append("-").append(flags);
+  char* p = out.text.data();
+  auto put = [&p](std::string_view s) { p = std::copy(s.begin(), s.end(), p); };
+  put("00-");
+  put(trace_id);
+  put("-");
+  put(parent_id);
+  put("-");
+  put(flags);
   return out;
 }
 
 TraceParent next_traceparent(const std::optional<TraceParent>& incoming, RandomSource& random) {
   TraceParent out;
   if (incoming) {
-    out.value = incoming->value;  // the trace and its flags kept; this hop's span id below
+    out = *incoming;  // the trace and its flags kept; this hop's span id below
   } else {
-    out.value = "00-00000000000000000000000000000000-0000000000000000-01";
-    put_random_hex(random, 16, out.value, 3);
+    static constexpr std::string_view kNew =
+        "00-00000000000000000000000000000000-0000000000000000-01";
+    std::copy(kNew.begin(), kNew.end(), out.text.begin());
+    put_random_hex(random, 16, out.text.data() + 3);
   }
-  put_random_hex(random, 8, out.value, 36);
+  put_random_hex(random, 8, out.text.data() + 36);
   return out;
 }
 

@@ -3,6 +3,7 @@
 // forwards its own span id as the parent.
 #pragma once
 
+#include <array>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,12 +15,14 @@ namespace civicbus::gateway {
 // Held as the one value it is forwarded as, "00-<trace>-<parent>-<flags>": one string per
 // request instead of three, and nothing to join when it is forwarded.
 struct TraceParent {
-  std::string value;
+  // "00-" trace id "-" parent id "-" flags, always version 00 and 55 characters: kept in
+  // place rather than in a string, which would allocate for every request.
+  std::array<char, 55> text{};
 
-  std::string_view trace_id() const { return std::string_view(value).substr(3, 32); }
-  std::string_view parent_id() const { return std::string_view(value).substr(36, 16); }
-  std::string_view flags() const { return std::string_view(value).substr(53, 2); }
-  const std::string& to_string() const { return value; }
+  std::string_view to_string() const { return std::string_view(text.data(), text.size()); }
+  std::string_view trace_id() const { return to_string().substr(3, 32); }
+  std::string_view parent_id() const { return to_string().substr(36, 16); }
+  std::string_view flags() const { return to_string().substr(53, 2); }
 };
 
 // Parses a traceparent value (version 00, or a later version's first four fields as the
