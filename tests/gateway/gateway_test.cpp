@@ -814,6 +814,42 @@ TEST_CASE("gateway: a connection's next response carries nothing of the one befo
   CHECK(after.headers.count("Content-Type") == 1);
 }
 
+TEST_CASE("gateway: a connection's next request keeps nothing of the one before") {
+  // The connection's request is reused in place (the parser's own): the request id, path,
+  // consumer and trace of one request must not show in the next on the same connection.
+  EchoUpstream up;
+  auto gw = start_gateway(base_options(up));
+  Client c;  // one pooled connection, so one worker
+  HttpResponse r =
+      c.send(gw->port(), "GET", "/permits/a/rather/long/path/for/the/first",
+             {{"apikey", std::string(kPortalKey)},
+              {"X-Request-Id", "client-chosen-request-id-0001"},
+              {"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}});
+  REQUIRE(r.status == 200);
+  CHECK(r.headers.get("X-Request-Id") == "client-chosen-request-id-0001");
+  Json j = body_json(r);
+  CHECK(j.get_string("target") == "/permits/a/rather/long/path/for/the/first");
+  CHECK(j.find("headers")->get_string("x-consumer-id") == "permits-portal");
+
+  r = c.send(gw->port(), "GET", "/public/1");
+  REQUIRE(r.status == 200);
+  const std::string id = std::string(r.headers.get("X-Request-Id").value_or(""));
+  CHECK(is_uuid(id));
+  j = body_json(r);
+  CHECK(j.get_string("target") == "/v2/1");
+  const Json& h = *j.find("headers");
+  CHECK(h.get_string("x-request-id") == id);
+  CHECK_FALSE(h.contains("x-consumer-id"));
+  CHECK(h.get_string("traceparent").substr(3, 32) != "4bf92f3577b34da6a3ce929d0e0e4736");
+
+  // The consumer of the first request does not authenticate a later one without a key.
+  r = c.send(gw->port(), "GET", "/permits/1");
+  CHECK(r.status == 401);
+  r = c.send(gw->port(), "GET", "/public/2");
+  CHECK(r.status == 200);
+  CHECK(r.headers.get("X-Request-Id") != std::optional<std::string_view>(id));
+}
+
 TEST_CASE("gateway: CORS preflight and response headers") {
   EchoUpstream up;
   GatewayOptions o = base_options(up);
