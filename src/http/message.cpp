@@ -44,7 +44,7 @@ inline bool same_name(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-bool equals_ignore_case(std::string_view a, std::string_view b) {
+bool detail::same_length_equals_ignore_case(std::string_view a, std::string_view b) {
   return same_name(a, b);
 }
 

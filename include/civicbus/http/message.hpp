@@ -18,8 +18,16 @@
 
 namespace civicbus::http {
 
-// ASCII case-insensitive equality, as header names and tokens compare.
-CIVICBUS_EXPORT bool equals_ignore_case(std::string_view a, std::string_view b);
+namespace detail {
+// equals_ignore_case() for two strings of the same length.
+CIVICBUS_EXPORT bool same_length_equals_ignore_case(std::string_view a, std::string_view b);
+}  // namespace detail
+
+// ASCII case-insensitive equality, as header names and tokens compare. The lengths are
+// compared here, inline: most names a lookup meets differ in length, and cost no call.
+inline bool equals_ignore_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && detail::same_length_equals_ignore_case(a, b);
+}
 
 // An ordered, case-insensitive multimap of header fields.
 class CIVICBUS_EXPORT HttpHeaders {
