@@ -40,22 +40,27 @@ enum class FramingError {
   kLimitExceeded,  // a count or byte limit (a server answers 431)
 };
 
+// Empties a message body, keeping its room up to 64 KiB: a connection that once carried a
+// large body does not hold on to it.
+inline void clear_body(std::string& body) {
+  if (body.capacity() > 64 * 1024) {
+    std::string().swap(body);
+  } else {
+    body.clear();
+  }
+}
+
 // Empties a response that is about to be filled again (the server's for the next request, a
-// parser's for the next response) keeping the room its fields and body took, up to 64 KiB of
-// body: a connection that once carried a large body does not hold on to it.
+// parser's for the next response) keeping the room its fields and body took (clear_body).
 inline void clear_for_reuse(HttpResponse& r) {
   r.status = 200;
   r.reason.clear();
   r.headers.clear();
-  if (r.body.capacity() > 64 * 1024) {
-    std::string().swap(r.body);
-  } else {
-    r.body.clear();
-  }
+  clear_body(r.body);
 }
 
 // The same for a request: empty as a new one (every member as HttpRequest{} has it), keeping
-// the room of its strings, of its field list and of a body up to 64 KiB.
+// the room of its strings, of its field list and of its body (clear_body).
 inline void clear_for_reuse(HttpRequest& r) {
   r.method.clear();
   r.target.clear();
@@ -63,11 +68,7 @@ inline void clear_for_reuse(HttpRequest& r) {
   r.query.clear();
   r.version_minor = 1;
   r.headers.clear();
-  if (r.body.capacity() > 64 * 1024) {
-    std::string().swap(r.body);
-  } else {
-    r.body.clear();
-  }
+  clear_body(r.body);
   r.remote_address.clear();
   r.remote_port = 0;
   r.tls = false;
@@ -222,33 +223,26 @@ class FieldWriter {
 
   // "name: value\r\n".
   void field(std::string_view name, std::string_view value) {
-    const std::size_t n = name.size() + value.size() + 4;
-    if (n > kRoom - used_) {
-      flush();
-      if (n > kRoom) {
-        out_.append(name).append(": ", 2).append(value).append("\r\n", 2);
-        return;
-      }
+    char* p = room(name.size() + value.size() + 4);
+    if (p == nullptr) {
+      out_.append(name).append(": ", 2).append(value).append("\r\n", 2);
+      return;
     }
-    char* p = put(buffer_ + used_, name);
+    p = put(p, name);
     p[0] = ':';
     p[1] = ' ';
     p = put(p + 2, value);
     p[0] = '\r';
     p[1] = '\n';
-    used_ += n;
   }
   // Bytes as they are.
   void text(std::string_view s) {
-    if (s.size() > kRoom - used_) {
-      flush();
-      if (s.size() > kRoom) {
-        out_.append(s);
-        return;
-      }
+    char* p = room(s.size());
+    if (p == nullptr) {
+      out_.append(s);
+    } else {
+      put(p, s);
     }
-    put(buffer_ + used_, s);
-    used_ += s.size();
   }
   void flush() {
     if (used_ != 0) out_.append(buffer_, used_);
@@ -266,31 +260,44 @@ class FieldWriter {
 
  private:
   static constexpr std::size_t kRoom = 2048;
+
+  // Where the next `n` bytes go in the buffer, which counts them as written (flushed first
+  // when they do not fit), or null when `n` is larger than the whole buffer (flushed: the
+  // caller appends to `out_` itself).
+  char* room(std::size_t n) {
+    if (n > kRoom - used_) {
+      flush();
+      if (n > kRoom) return nullptr;
+    }
+    char* p = buffer_ + used_;
+    used_ += n;
+    return p;
+  }
   // Copies s to p and returns the end: up to 16 bytes in two overlapping moves of a word each
   // (names and most values are that short), longer ones with memcpy.
   static char* put(char* p, std::string_view s) {
     const std::size_t n = s.size();
-    const char* src = s.data();
     if (n >= 8 && n <= 16) {
-      std::uint64_t a;
-      std::uint64_t b;
-      std::memcpy(&a, src, 8);
-      std::memcpy(&b, src + n - 8, 8);
-      std::memcpy(p, &a, 8);
-      std::memcpy(p + n - 8, &b, 8);
+      copy_ends<std::uint64_t>(p, s.data(), n);
     } else if (n >= 4 && n < 8) {
-      std::uint32_t a;
-      std::uint32_t b;
-      std::memcpy(&a, src, 4);
-      std::memcpy(&b, src + n - 4, 4);
-      std::memcpy(p, &a, 4);
-      std::memcpy(p + n - 4, &b, 4);
+      copy_ends<std::uint32_t>(p, s.data(), n);
     } else if (n < 4) {
-      for (std::size_t i = 0; i < n; ++i) p[i] = src[i];
+      for (std::size_t i = 0; i < n; ++i) p[i] = s[i];
     } else {
-      std::memcpy(p, src, n);
+      std::memcpy(p, s.data(), n);
     }
     return p + n;
+  }
+  // n bytes (sizeof(Word) <= n <= 2 * sizeof(Word)) as the word at the start and the word at
+  // the end, which overlap when n is less than two words.
+  template <class Word>
+  static void copy_ends(char* p, const char* src, std::size_t n) {
+    Word a;
+    Word b;
+    std::memcpy(&a, src, sizeof a);
+    std::memcpy(&b, src + n - sizeof b, sizeof b);
+    std::memcpy(p, &a, sizeof a);
+    std::memcpy(p + n - sizeof b, &b, sizeof b);
   }
 
   std::string& out_;
