@@ -409,47 +409,40 @@ int main(int argc, char** argv) {
   c.api_keys = {std::string(kApiKey)};
   c.rate_limit.requests_per_minute = 100'000'000;
   o.consumers.push_back(c);
-  auto gateway = Gateway::create(o);
-  if (!gateway.ok()) {
-    std::cerr << "gateway_bench: " << gateway.status().to_string() << "\n";
-    return 1;
-  }
-  auto port = (*gateway)->start();
-  if (!port.ok()) {
-    std::cerr << "gateway_bench: " << port.status().to_string() << "\n";
-    return 1;
-  }
-  const std::uint16_t gateway_port = *port;
+  // A gateway made and started, with its port; null (and the reason printed) when either
+  // step fails.
+  auto start_gateway = [](const GatewayOptions& options, std::uint16_t& port_out) {
+    auto created = Gateway::create(options);
+    if (!created.ok()) {
+      std::cerr << "gateway_bench: " << created.status().to_string() << "\n";
+      return std::unique_ptr<Gateway>();
+    }
+    auto started = (*created)->start();
+    if (!started.ok()) {
+      std::cerr << "gateway_bench: " << started.status().to_string() << "\n";
+      return std::unique_ptr<Gateway>();
+    }
+    port_out = *started;
+    return std::move(created).value();
+  };
+  std::uint16_t gateway_port = 0;
+  const std::unique_ptr<Gateway> gateway = start_gateway(o, gateway_port);
+  if (!gateway) return 1;
   // The like-for-like gateway: the same route without authentication or a rate limit.
   GatewayOptions plain_options = o;
   plain_options.routes.back().auth.clear();
   plain_options.consumers.clear();
-  auto plain_gateway = Gateway::create(plain_options);
-  if (!plain_gateway.ok()) {
-    std::cerr << "gateway_bench: " << plain_gateway.status().to_string() << "\n";
-    return 1;
-  }
-  auto plain_started = (*plain_gateway)->start();
-  if (!plain_started.ok()) {
-    std::cerr << "gateway_bench: " << plain_started.status().to_string() << "\n";
-    return 1;
-  }
-  const std::uint16_t plain_port = *plain_started;
+  std::uint16_t plain_port = 0;
+  const std::unique_ptr<Gateway> plain_gateway = start_gateway(plain_options, plain_port);
+  if (!plain_gateway) return 1;
   // The same gateway configuration behind a TLS listener.
   GatewayOptions tls_options = o;
   civicbus::http::TlsServerOptions tls;
   tls.default_certificate = {cert, key};
   tls_options.listener.tls = tls;
-  auto tls_gateway = Gateway::create(tls_options);
-  if (!tls_gateway.ok()) {
-    std::cerr << "gateway_bench: " << tls_gateway.status().to_string() << "\n";
-    return 1;
-  }
-  auto tls_port = (*tls_gateway)->start();
-  if (!tls_port.ok()) {
-    std::cerr << "gateway_bench: " << tls_port.status().to_string() << "\n";
-    return 1;
-  }
+  std::uint16_t tls_port = 0;
+  const std::unique_ptr<Gateway> tls_gateway = start_gateway(tls_options, tls_port);
+  if (!tls_gateway) return 1;
 
   print_bench("gateway_workload",
               {{"wrk_seconds", flags.seconds},
@@ -542,10 +535,10 @@ int main(int argc, char** argv) {
     }
   }
 
-  (*plain_gateway)->stop();
+  plain_gateway->stop();
   if (flags.throughput_only) {
-    (*tls_gateway)->stop();
-    (*gateway)->stop();
+    tls_gateway->stop();
+    gateway->stop();
     return 0;
   }
 
@@ -593,7 +586,7 @@ int main(int argc, char** argv) {
   }
   // ---- TLS: full handshakes, and requests over kept-alive TLS connections ----
   const int handshake_seconds = 4;
-  const HandshakeResult ours_hs = run_s_time(dir, *tls_port, handshake_seconds, "civicbus");
+  const HandshakeResult ours_hs = run_s_time(dir, tls_port, handshake_seconds, "civicbus");
   HandshakeResult nginx_hs;
   if (!flags.skip_nginx) nginx_hs = run_s_time(dir, nginx_tls_port, handshake_seconds, "nginx");
   for (const auto& [name, r] :
@@ -613,7 +606,7 @@ int main(int argc, char** argv) {
     print_vs("gateway_tls_handshakes", ours_hs.per_second, nginx_hs.per_second, "nginx_proxy",
              "handshakes/s", true);
   }
-  const WrkResult ours_tls = run_wrk(dir, *tls_port, flags, "civicbus-tls", true);
+  const WrkResult ours_tls = run_wrk(dir, tls_port, flags, "civicbus-tls", true);
   WrkResult nginx_tls;
   if (!flags.skip_nginx) nginx_tls = run_wrk(dir, nginx_tls_port, flags, "nginx-tls", true);
   for (const auto& [name, r] :
@@ -632,7 +625,7 @@ int main(int argc, char** argv) {
     print_vs("gateway_tls_throughput", ours_tls.requests_per_s, nginx_tls.requests_per_s,
              "nginx_proxy", "requests/s", true);
   }
-  (*tls_gateway)->stop();
-  (*gateway)->stop();
+  tls_gateway->stop();
+  gateway->stop();
   return 0;
 }
