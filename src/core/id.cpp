@@ -19,6 +19,12 @@ constexpr bool is_hex(char c) {
 }  // namespace
 
 std::string IdGenerator::next() {
+  std::string out(36, '-');
+  next(std::span<char, 36>(out.data(), 36));
+  return out;
+}
+
+void IdGenerator::next(std::span<char, 36> out) {
   const std::int64_t now_us = to_unix_micros(clock_.now());
   std::uint64_t now_ms = now_us <= 0 ? 0 : static_cast<std::uint64_t>(now_us / 1000);
   if (now_ms > kMaxUnixMs) now_ms = kMaxUnixMs;
@@ -55,14 +61,12 @@ std::string IdGenerator::next() {
   for (int i = 9; i < 16; ++i) b[i] = rnd[i - 8];
 
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(36, '-');
   std::size_t pos = 0;
   for (int i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) ++pos;  // skip the dash
+    if (i == 4 || i == 6 || i == 8 || i == 10) out[pos++] = '-';
     out[pos++] = kHex[b[i] >> 4];
     out[pos++] = kHex[b[i] & 0xF];
   }
-  return out;
 }
 
 bool is_uuid(std::string_view text) {

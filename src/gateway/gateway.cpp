@@ -385,8 +385,15 @@ struct Gateway::Impl {
     std::size_t worker = 0;
     SteadyTime start{};
     std::vector<std::pair<std::string, std::string>> params;
-    std::string path;  // normalised
-    std::string request_id;
+    // Normalised: a view of request.target when that was already normal (most are), else
+    // of path_storage.
+    std::string_view path;
+    std::string path_storage;
+    // The client's X-Request-Id when acceptable (copied into id_storage: a transform may
+    // change the request's fields), else a new one in id_text.
+    std::string_view request_id;
+    std::string id_storage;
+    std::array<char, 36> id_text;
     TraceParent trace;
     std::shared_ptr<const Consumer> consumer;
     AuthMethod auth_method = AuthMethod::kApiKey;
@@ -916,15 +923,20 @@ asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& o
   ex->snap = worker.snap;
   find_fields(ex->request.headers, ex->fields);
   const auto incoming_id = ex->fields.request_id;
-  ex->request_id = incoming_id && acceptable_request_id(*incoming_id) ? std::string(*incoming_id)
-                                                                      : worker.ids->next();
+  if (incoming_id && acceptable_request_id(*incoming_id)) {
+    ex->id_storage.assign(*incoming_id);
+    ex->request_id = ex->id_storage;
+  } else {
+    worker.ids->next(ex->id_text);
+    ex->request_id = std::string_view(ex->id_text.data(), ex->id_text.size());
+  }
   const auto incoming_trace = ex->fields.traceparent;
   ex->trace = next_traceparent(incoming_trace ? parse_traceparent(*incoming_trace) : std::nullopt,
                                *worker.random);
   try {
     route_request(ex);
   } catch (const std::exception& e) {
-    log.error("request failed", {{"request_id", ex->request_id}, {"error", e.what()}});
+    log.error("request failed", {{"request_id", std::string(ex->request_id)}, {"error", e.what()}});
     finish(ex, problem(500, "internal error", ex->request_id));
   }
   while (!ex->answered) {
@@ -953,7 +965,13 @@ asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& o
 void Gateway::Impl::route_request(const ExchangePtr& ex) {
   const Snapshot& snap = *ex->snap;
   const auto host = ex->fields.host;
-  RouteResult match = snap.router.match(ex->request.method, host.value_or(""), ex->request.target);
+  const auto normal = normalize_path(ex->request.target, ex->path_storage);
+  if (!normal.ok()) {
+    return finish(
+        ex, problem(400, "request target refused: " + normal.status().message(), ex->request_id));
+  }
+  ex->path = *normal;
+  RouteResult match = snap.router.match_normalized(ex->request.method, host.value_or(""), ex->path);
   switch (match.outcome) {
     case RouteOutcome::kNotFound:
       return finish(ex, problem(404, "no route for " + ex->request.method + " " + ex->request.path,
@@ -988,7 +1006,6 @@ void Gateway::Impl::route_request(const ExchangePtr& ex) {
       break;
   }
   ex->route = &snap.routes[match.index];
-  ex->path = std::move(match.path);
   for (auto& p : match.params) ex->params.emplace_back(std::move(p.name), std::move(p.value));
   const CompiledRoute& route = *ex->route;
 
@@ -1397,8 +1414,9 @@ void Gateway::Impl::dispatch(const ExchangePtr& ex) {
   try {
     response = route.handler(request);
   } catch (const std::exception& e) {
-    log.error("handler failed",
-              {{"route", route.options.id}, {"request_id", ex->request_id}, {"error", e.what()}});
+    log.error("handler failed", {{"route", route.options.id},
+                                 {"request_id", std::string(ex->request_id)},
+                                 {"error", e.what()}});
     response = problem(500, "internal error", ex->request_id);
   } catch (...) {
     response = problem(500, "internal error", ex->request_id);
@@ -1563,7 +1581,7 @@ void Gateway::Impl::upstream_answered(const ExchangePtr& ex, const Status& sent,
     if (!timeout && may_retry) return proxy(ex);
     log.warn("upstream request failed", {{"route", ex->route->options.id},
                                          {"target", std::string(ex->upstream_target)},
-                                         {"request_id", ex->request_id},
+                                         {"request_id", std::string(ex->request_id)},
                                          {"error", sent.message()}});
     return finish(
         ex, problem(timeout ? 504 : 502, timeout ? "upstream timed out" : "upstream unavailable",
@@ -1691,7 +1709,7 @@ void Gateway::Impl::complete(const ExchangePtr& ex, HttpResponse& response) {
                                                               : std::string(ex->upstream_target)},
                      {"remote", ex->request.remote_address},
                      {"duration_us", std::to_string(static_cast<long long>(seconds * 1e6))},
-                     {"request_id", ex->request_id},
+                     {"request_id", std::string(ex->request_id)},
                      {"trace_id", std::string(ex->trace.trace_id())}});
   }
   ex->answered = true;

@@ -128,10 +128,18 @@ bool is_normal_path(std::string_view path) {
 }  // namespace
 
 Result<std::string> normalize_path(std::string_view target) {
+  std::string storage;
+  auto normal = normalize_path(target, storage);
+  if (!normal.ok()) return normal.status();
+  if (normal->data() == storage.data()) return storage;
+  return std::string(*normal);
+}
+
+Result<std::string_view> normalize_path(std::string_view target, std::string& storage) {
   const auto end =
       std::find_if(target.begin(), target.end(), [](char c) { return c == '?' || c == '#'; });
   target = target.substr(0, static_cast<std::size_t>(end - target.begin()));
-  if (is_normal_path(target)) return std::string(target);
+  if (is_normal_path(target)) return target;
   if (target.empty() || target.front() != '/') {
     return invalid_argument(fmt::format("request target '{}' does not start with '/'", target));
   }
@@ -192,13 +200,13 @@ Result<std::string> normalize_path(std::string_view target) {
       trailing_slash = false;
     }
   }
-  std::string path;
+  storage.clear();
   for (std::string_view s : out) {
-    path += '/';
-    path += s;
+    storage += '/';
+    storage += s;
   }
-  if (path.empty() || trailing_slash) path += '/';
-  return path;
+  if (storage.empty() || trailing_slash) storage += '/';
+  return std::string_view(storage);
 }
 
 Status Router::add(RouteSpec spec) {
@@ -331,17 +339,25 @@ bool Router::path_matches(const Route& route, std::string_view path,
 
 RouteResult Router::match(std::string_view method, std::string_view host,
                           std::string_view target) const {
-  RouteResult result;
-  auto normal = normalize_path(target);
+  std::string storage;
+  auto normal = normalize_path(target, storage);
   if (!normal.ok()) {
+    RouteResult result;
     result.outcome = RouteOutcome::kBadRequest;
     result.error = normal.status().message();
     return result;
   }
-  result.path = std::move(normal).value();
+  RouteResult result = match_normalized(method, host, *normal);
+  result.path = normal->data() == storage.data() ? std::move(storage) : std::string(*normal);
+  return result;
+}
+
+RouteResult Router::match_normalized(std::string_view method, std::string_view host,
+                                     std::string_view path) const {
+  RouteResult result;
   const std::string request_host_name = has_hosts_ ? request_host(host) : std::string();
   std::vector<std::string_view> segments;
-  if (has_templates_) segments = split_segments(result.path);
+  if (has_templates_) segments = split_segments(path);
 
   // Is `a` strictly better than `b`? Both match host and path.
   auto better = [](const Route& a, const Route& b) {
@@ -366,7 +382,7 @@ RouteResult Router::match(std::string_view method, std::string_view host,
   std::set<std::string> other_methods;
   for (const Route& route : routes_) {
     if (!host_matches(route, request_host_name)) continue;
-    if (!path_matches(route, result.path, segments, nullptr)) continue;
+    if (!path_matches(route, path, segments, nullptr)) continue;
     if (!route.method.empty() && route.method != method) {
       other_methods.insert(route.method);
       continue;
@@ -377,7 +393,7 @@ RouteResult Router::match(std::string_view method, std::string_view host,
     result.outcome = RouteOutcome::kMatched;
     result.route_id = best->spec.id;
     result.index = static_cast<std::size_t>(best - routes_.data());
-    path_matches(*best, result.path, segments, &result.params);
+    path_matches(*best, path, segments, &result.params);
   } else if (!other_methods.empty()) {
     result.outcome = RouteOutcome::kMethodNotAllowed;
     result.allow.assign(other_methods.begin(), other_methods.end());

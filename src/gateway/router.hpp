@@ -55,6 +55,9 @@ struct RouteResult {
 // and refuses (kInvalidArgument): a target not starting with '/', ".." above the root,
 // encoded '/', '\' or NUL (%2F %5C %00), raw '\', control, space and non-ASCII bytes.
 Result<std::string> normalize_path(std::string_view target);
+// The same without a copy when none is needed: the result views `target` itself when its path
+// is already normal (most are), else `storage`, which then holds the normalised path.
+Result<std::string_view> normalize_path(std::string_view target, std::string& storage);
 
 class Router {
  public:
@@ -70,6 +73,10 @@ class Router {
   // `host` may carry a port ("api.example.ca:8443", "[::1]:80"); it is compared without it,
   // case-insensitively, ignoring a trailing dot.
   RouteResult match(std::string_view method, std::string_view host, std::string_view target) const;
+  // match() for a path normalize_path() returned (the caller keeps it: the result's `path` is
+  // left empty, and a kBadRequest is the caller's to answer).
+  RouteResult match_normalized(std::string_view method, std::string_view host,
+                               std::string_view path) const;
 
   std::size_t size() const { return routes_.size(); }
 

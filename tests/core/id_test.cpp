@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <thread>
@@ -80,6 +81,22 @@ TEST_CASE("id: seeded generators are reproducible") {
   SeededRandom r1(99), r2(99);
   IdGenerator a(c1, r1), b(c2, r2);
   for (int i = 0; i < 100; ++i) CHECK(a.next() == b.next());
+}
+
+TEST_CASE("id: next() into a buffer writes the id next() returns, dashes included") {
+  ManualClock c1, c2;
+  SeededRandom r1(7), r2(7);
+  IdGenerator a(c1, r1), b(c2, r2);
+  for (int i = 0; i < 100; ++i) {
+    std::array<char, 36> text;
+    text.fill('x');
+    a.next(text);
+    const std::string expected = b.next();
+    CHECK(std::string_view(text.data(), text.size()) == expected);
+    CHECK(is_uuid(std::string_view(text.data(), text.size())));
+    c1.advance(milliseconds{i % 2});
+    c2.advance(milliseconds{i % 2});
+  }
 }
 
 TEST_CASE("id: 100k ids from four threads are unique and ordered per thread") {

@@ -91,6 +91,34 @@ TEST_CASE("router: normalize_path is idempotent on random paths (fast and slow p
   }
 }
 
+TEST_CASE("router: normalize_path into storage views the target when it is already normal") {
+  std::string storage = "left over";
+  auto same = normalize_path("/permits/B-1?page=2", storage);
+  REQUIRE(same.ok());
+  CHECK(*same == "/permits/B-1");
+  const std::string_view target = "/permits/B-1?page=2";
+  auto view = normalize_path(target, storage);
+  REQUIRE(view.ok());
+  CHECK(view->data() == target.data());  // no copy
+
+  auto changed = normalize_path("/a//b/./c/../%7e?x", storage);
+  REQUIRE(changed.ok());
+  CHECK(*changed == "/a/b/~");
+  CHECK(changed->data() == storage.data());
+  CHECK(normalize_path("/a/%2F", storage).status().code() == ErrorCode::kInvalidArgument);
+
+  // match_normalized() answers as match() does, leaving the path to the caller.
+  Router router;
+  REQUIRE(router.add({"p", "GET", "", PathKind::kPrefix, "/a"}).ok());
+  const RouteResult full = router.match("GET", "", "/a//b?x");
+  const RouteResult part = router.match_normalized("GET", "", "/a/b");
+  CHECK(full.outcome == RouteOutcome::kMatched);
+  CHECK(part.outcome == RouteOutcome::kMatched);
+  CHECK(full.route_id == part.route_id);
+  CHECK(full.path == "/a/b");
+  CHECK(part.path.empty());
+}
+
 TEST_CASE("router: exact, prefix and template routes, params percent-decoded") {
   Router router;
   add(router, "health", "GET", "", PathKind::kExact, "/health");

@@ -1,7 +1,9 @@
 // UUIDv7 ids (RFC 9562): time-ordered, so they index well and sort by creation.
 #pragma once
 
+#include <cstddef>
 #include <mutex>
+#include <span>
 #include <string>
 
 #include "civicbus/core/clock.hpp"
@@ -18,6 +20,8 @@ class CIVICBUS_EXPORT IdGenerator {
  public:
   IdGenerator(const Clock& clock, RandomSource& random) : clock_(clock), random_(random) {}
   std::string next();
+  // The same id written into `out` (36 characters, no allocation).
+  void next(std::span<char, 36> out);
 
  private:
   const Clock& clock_;
