@@ -1297,17 +1297,19 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
       finish(ex, problem(500, decision.status().message(), ex->request_id));
       return false;
     }
-    if (!shown || !decision->allowed || decision->remaining < shown->remaining) {
-      shown = *decision;
+    const bool allowed = decision->allowed;
+    if (!shown || !allowed || decision->remaining < shown->remaining) {
+      shown = std::move(decision).value();
     }
-    return decision->allowed;
+    return allowed;
   };
   bool allowed = true;
   if (consumer != nullptr) allowed = apply(consumer->options.rate_limit, {});
   if (!ex->answered && allowed) allowed = apply(route.options.rate_limit, route.options.id);
   if (ex->answered) return;  // answered (limiter error)
+  const std::int64_t retry_after = shown ? shown->retry_after_seconds : 0;
   if (shown && shown->window != RateLimitWindow::kNone) {
-    ex->rate_shown = *shown;
+    ex->rate_shown = std::move(shown);
   }
   if (!allowed) {
     rate_limited->inc();
@@ -1316,8 +1318,7 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
         "rate limit exceeded" + (consumer ? " for consumer '" + consumer->options.id + "'"
                                           : std::string(" for ") + ex->request.remote_address),
         ex->request_id);
-    r.headers.add("Retry-After",
-                  std::to_string(std::max<std::int64_t>(1, shown->retry_after_seconds)));
+    r.headers.add("Retry-After", std::to_string(std::max<std::int64_t>(1, retry_after)));
     return finish(ex, std::move(r));
   }
   // Load shedding: the gateway's own endpoints are never shed (operators need them most when

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <functional>
 #include <limits>
 
@@ -131,19 +132,27 @@ Result<RateLimitDecision> RateLimiter::check(std::string_view key, const RateLim
   }
 
   RateLimitDecision decision;
-  // Built by hand: this runs on every request that has a policy.
-  std::string& text = decision.policy;
+  if (!minute_on && !day_on) return decision;
+  // Put together on the stack and assigned once: this runs on every request that has a
+  // policy. At most three 20-digit numbers and 30 bytes of text.
+  char text[96];
+  char* at = text;
+  auto put = [&at](std::string_view s) { at = std::copy(s.begin(), s.end(), at); };
+  auto number = [&at](std::uint64_t n) { at = std::to_chars(at, at + 20, n).ptr; };
   if (minute_on) {
-    text += std::to_string(policy.requests_per_minute);
-    text += ";w=60";
-    if (capacity != policy.requests_per_minute) text += ";burst=" + std::to_string(capacity);
+    number(policy.requests_per_minute);
+    put(";w=60");
+    if (capacity != policy.requests_per_minute) {
+      put(";burst=");
+      number(static_cast<std::uint64_t>(capacity));
+    }
   }
   if (day_on) {
-    if (!text.empty()) text += ", ";
-    text += std::to_string(policy.requests_per_day);
-    text += ";w=86400";
+    if (at != text) put(", ");
+    number(policy.requests_per_day);
+    put(";w=86400");
   }
-  if (!minute_on && !day_on) return decision;
+  decision.policy.assign(text, static_cast<std::size_t>(at - text));
 
   const std::int64_t now = micros(clock_.steady_now());
   const std::int64_t wall_now = to_unix_micros(clock_.now());
