@@ -10,9 +10,11 @@
 #include "civicbus/gateway/gateway.hpp"
 
 #include <algorithm>
+#include <array>
 #include <asio.hpp>
 #include <atomic>
 #include <charconv>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -37,6 +39,7 @@
 #include "gateway/versioning.hpp"
 #include "http/client_access.hpp"
 #include "http/framing.hpp"
+#include "http/response_parser.hpp"
 #include "http/server_access.hpp"
 
 namespace civicbus::gateway {
@@ -76,28 +79,53 @@ HttpResponse problem(int status, std::string_view detail, std::string_view reque
   return r;
 }
 
-// Each field of every proxied message is looked up here: the names are told apart by length
-// first, so most fields cost one comparison or none.
-bool is_hop_by_hop(std::string_view name) {
+// What a proxy does with a field of a message it passes on. Each field of every proxied
+// message is looked up here: the names are told apart by length first, so most fields cost
+// one comparison or none.
+enum class FieldRole {
+  kEndToEnd,       // passed on
+  kHopByHop,       // dropped (RFC 9110 7.6.1)
+  kConnection,     // dropped, and the names it lists too
+  kContentLength,  // dropped: the gateway frames the message it sends itself
+  kDate,           // passed on (noted: the server adds none)
+  kServer,         // likewise
+};
+
+FieldRole field_role(std::string_view name) {
   using http::equals_ignore_case;
+  auto hop_by_hop_if = [](bool is) { return is ? FieldRole::kHopByHop : FieldRole::kEndToEnd; };
   switch (name.size()) {
     case 2:
-      return equals_ignore_case(name, "TE");
+      return hop_by_hop_if(equals_ignore_case(name, "TE"));
+    case 4:
+      return equals_ignore_case(name, "Date") ? FieldRole::kDate : FieldRole::kEndToEnd;
+    case 6:
+      return equals_ignore_case(name, "Server") ? FieldRole::kServer : FieldRole::kEndToEnd;
     case 7:
-      return equals_ignore_case(name, "Trailer") || equals_ignore_case(name, "Upgrade");
+      return hop_by_hop_if(equals_ignore_case(name, "Trailer") ||
+                           equals_ignore_case(name, "Upgrade"));
     case 10:
-      return equals_ignore_case(name, "Connection") || equals_ignore_case(name, "Keep-Alive");
+      if (equals_ignore_case(name, "Connection")) return FieldRole::kConnection;
+      return hop_by_hop_if(equals_ignore_case(name, "Keep-Alive"));
+    case 14:
+      return equals_ignore_case(name, "Content-Length") ? FieldRole::kContentLength
+                                                        : FieldRole::kEndToEnd;
     case 16:
-      return equals_ignore_case(name, "Proxy-Connection");
+      return hop_by_hop_if(equals_ignore_case(name, "Proxy-Connection"));
     case 17:
-      return equals_ignore_case(name, "Transfer-Encoding");
+      return hop_by_hop_if(equals_ignore_case(name, "Transfer-Encoding"));
     case 18:
-      return equals_ignore_case(name, "Proxy-Authenticate");
+      return hop_by_hop_if(equals_ignore_case(name, "Proxy-Authenticate"));
     case 19:
-      return equals_ignore_case(name, "Proxy-Authorization");
+      return hop_by_hop_if(equals_ignore_case(name, "Proxy-Authorization"));
     default:
-      return false;
+      return FieldRole::kEndToEnd;
   }
+}
+
+bool is_hop_by_hop(std::string_view name) {
+  const FieldRole role = field_role(name);
+  return role == FieldRole::kHopByHop || role == FieldRole::kConnection;
 }
 
 // What proxy() does with a field of the client's request, beside dropping hop-by-hop ones.
@@ -148,27 +176,29 @@ RequestField request_field(std::string_view name) {
   return sets ? RequestField::kGatewaySets : RequestField::kCopy;
 }
 
-// Field names listed in Connection (RFC 9110 7.6.1) are hop-by-hop too. The views point into
-// `headers`. Names that are hop-by-hop anyway ("keep-alive", "close" is no field) are left out,
-// so the usual "Connection: keep-alive" costs no allocation.
+// Field names listed in Connection (RFC 9110 7.6.1) are hop-by-hop too. Calls f(name) for
+// each name one Connection value lists, leaving out those that are hop-by-hop anyway
+// ("keep-alive"; "close" is no field), so the usual "Connection: keep-alive" lists none.
+template <class F>
+void for_each_connection_option(std::string_view value, F f) {
+  std::size_t at = 0;
+  while (at <= value.size()) {
+    std::size_t comma = value.find(',', at);
+    if (comma == std::string_view::npos) comma = value.size();
+    const std::string_view token = http::detail::trim_ows(value.substr(at, comma - at));
+    if (!token.empty() && !is_hop_by_hop(token) && !http::equals_ignore_case(token, "close")) {
+      f(token);
+    }
+    at = comma + 1;
+  }
+}
+
+// The names every Connection field of `headers` lists (for_each_connection_option); the views
+// point into `headers`.
 std::vector<std::string_view> connection_options(const HttpHeaders& headers) {
   std::vector<std::string_view> out;
   headers.for_each("Connection", [&](std::string_view value) {
-    std::size_t at = 0;
-    while (at <= value.size()) {
-      std::size_t comma = value.find(',', at);
-      if (comma == std::string_view::npos) comma = value.size();
-      std::string_view token = value.substr(at, comma - at);
-      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) {
-        token.remove_prefix(1);
-      }
-      while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
-        token.remove_suffix(1);
-      if (!token.empty() && !is_hop_by_hop(token) && !http::equals_ignore_case(token, "close")) {
-        out.push_back(token);
-      }
-      at = comma + 1;
-    }
+    for_each_connection_option(value, [&](std::string_view name) { out.push_back(name); });
   });
   return out;
 }
@@ -358,6 +388,147 @@ std::string_view GatewayRequest::param(std::string_view name) const {
   return {};
 }
 
+// A proxied response's fields, written on as the listener's own lines (http::detail::OwnFields)
+// as the client's parser hands them over, without HttpHeaders entries: hop-by-hop fields and
+// Content-Length (the server sets it) are left out, Date and Server noted. A field named in
+// Connection is hop-by-hop too; such a name is known only once every field has come, so it is
+// noted here and its lines are taken out by drop_connection_options().
+class UpstreamFields final : public http::detail::FieldSink {
+ public:
+  void attach(http::detail::OwnFields* own) { own_ = own; }
+  void restart() override {
+    if (own_ != nullptr) own_->clear();
+    size_ = 0;
+    count_ = 0;
+    lengths_ = 0;
+    connection_.clear();
+  }
+  // The parser has checked the name and value (FieldSink): nothing in them can split a line.
+  void field(std::string_view name, std::string_view value) override {
+    if (own_ == nullptr) return;
+    switch (field_role(name)) {
+      case FieldRole::kHopByHop:
+      case FieldRole::kContentLength:
+        return;
+      case FieldRole::kConnection:
+        for_each_connection_option(value, [&](std::string_view option) {
+          if (!connection_.empty()) connection_ += ',';
+          connection_ += option;
+        });
+        return;
+      case FieldRole::kDate:
+        own_->has_date = true;
+        break;
+      case FieldRole::kServer:
+        own_->has_server = true;
+        break;
+      case FieldRole::kEndToEnd:
+        break;
+    }
+    std::string& lines = own_->lines;
+    const std::size_t at = lines.size();
+    lengths_ |= length_bit(name);
+    if (count_ < kIndexed) index_[count_] = {at, name.size()};
+    ++count_;
+    // One resize and two copies (the lines keep their room from response to response).
+    lines.resize(at + name.size() + value.size() + 4);
+    char* p = lines.data() + at;
+    std::memcpy(p, name.data(), name.size());
+    p += name.size();
+    p[0] = ':';
+    p[1] = ' ';
+    std::memcpy(p + 2, value.data(), value.size());
+    p += 2 + value.size();
+    p[0] = '\r';
+    p[1] = '\n';
+    size_ = lines.size();
+  }
+  // Takes out the lines of fields the response's Connection field named (RFC 9110 7.6.1).
+  void drop_connection_options();
+  // Whether a field of that name was written on (case-insensitive).
+  bool has(std::string_view name) const;
+
+  static std::uint64_t length_bit(std::string_view name) {
+    return name.size() < 64 ? std::uint64_t{1} << name.size() : 0;
+  }
+  // Bit n: a field name of n bytes was written on (n < 64).
+  std::uint64_t lengths() const { return lengths_; }
+
+ private:
+  // Calls f(name, line) for each line written on (the line without its CRLF).
+  template <class F>
+  void for_each_line(F f) const;
+
+  http::detail::OwnFields* own_ = nullptr;
+  std::size_t size_ = 0;  // the bytes of own_->lines that are the response's fields
+  std::uint64_t lengths_ = 0;
+  // Where the names of the first fields are, for has(): a response rarely has more.
+  static constexpr std::size_t kIndexed = 16;
+  struct Name {
+    std::size_t at = 0;
+    std::size_t size = 0;
+  };
+  std::array<Name, kIndexed> index_;
+  std::size_t count_ = 0;
+  std::string connection_;  // the Connection values, joined
+};
+
+template <class F>
+void UpstreamFields::for_each_line(F f) const {
+  const std::string_view lines = std::string_view(own_->lines).substr(0, size_);
+  std::size_t at = 0;
+  while (at < lines.size()) {
+    const std::size_t end = lines.find("\r\n", at);
+    const std::string_view line = lines.substr(at, end - at);
+    f(line.substr(0, line.find(':')), at, end + 2);
+    at = end + 2;
+  }
+}
+
+bool UpstreamFields::has(std::string_view name) const {
+  const std::uint64_t bit = length_bit(name);
+  if (own_ == nullptr || (bit != 0 && (bit & lengths_) == 0)) return false;
+  const std::string_view lines = own_->lines;
+  if (count_ <= kIndexed) {
+    return std::any_of(
+        index_.begin(), index_.begin() + static_cast<std::ptrdiff_t>(count_),
+        [&](const Name& n) { return http::equals_ignore_case(lines.substr(n.at, n.size), name); });
+  }
+  bool found = false;
+  for_each_line([&](std::string_view n, std::size_t, std::size_t) {
+    found = found || http::equals_ignore_case(n, name);
+  });
+  return found;
+}
+
+void UpstreamFields::drop_connection_options() {
+  if (own_ == nullptr || connection_.empty()) return;
+  std::vector<std::string_view> listed;
+  for_each_connection_option(connection_, [&](std::string_view name) { listed.push_back(name); });
+  std::string kept;
+  kept.reserve(own_->lines.size());
+  for_each_line([&](std::string_view n, std::size_t begin, std::size_t end) {
+    const bool named = std::any_of(listed.begin(), listed.end(), [&](std::string_view l) {
+      return http::equals_ignore_case(l, n);
+    });
+    if (!named) kept.append(own_->lines, begin, end - begin);
+  });
+  own_->lines = std::move(kept);
+  size_ = own_->lines.size();
+  own_->has_date = own_->has_server = false;
+  lengths_ = 0;
+  count_ = 0;
+  for_each_line([&](std::string_view n, std::size_t begin, std::size_t) {
+    lengths_ |= length_bit(n);
+    if (count_ < kIndexed) index_[count_] = {begin, n.size()};
+    ++count_;
+    const FieldRole role = field_role(n);
+    own_->has_date = own_->has_date || role == FieldRole::kDate;
+    own_->has_server = own_->has_server || role == FieldRole::kServer;
+  });
+  connection_.clear();
+}
+
 // ---- Impl ---------------------------------------------------------------------------------
 
 struct Gateway::Impl {
@@ -412,16 +583,24 @@ struct Gateway::Impl {
     // *out) or send `call` upstream. While neither is set the exchange went asynchronous (a
     // JWKS fetch) and serve() waits on `waiter`, which finish() and proxy() cancel.
     // `out` is the connection's response, null once serve() is gone (the server stopped).
-    // `own_fields` is the connection's buffer for the gateway's own fields (complete() writes
-    // them there), also null once serve() is gone.
+    // `own` takes the lines the server writes after the response's fields (the proxied
+    // response's, by `upstream_fields`, then the gateway's own, by complete()), also null once
+    // serve() is gone.
     HttpResponse* out = nullptr;
-    std::string* own_fields = nullptr;
+    http::detail::OwnFields* own = nullptr;
+    // The upstream response's fields when they go straight to `own` (a route without
+    // transforms); `passed_on` once upstream_answered() took that response as the answer
+    // (else complete() drops what they wrote).
+    UpstreamFields upstream_fields;
+    bool fields_to_own = false;
+    bool passed_on = false;
     bool answered = false;
     struct UpstreamCall {
       http::HttpClient* client = nullptr;
       http::Upstream upstream;
       std::string wire;  // the whole request (ClientAccess::send_wire)
       bool may_retry = false;
+      http::detail::FieldSink* sink = nullptr;  // the response's fields go there
     };
     std::optional<UpstreamCall> call;
     asio::steady_timer* waiter = nullptr;
@@ -516,7 +695,7 @@ struct Gateway::Impl {
 
   // A request from the listener, in its connection's coroutine on worker `worker`: the steps
   // below run until one answers or asks for the upstream, which is awaited here.
-  asio::awaitable<void> serve(HttpRequest& request, HttpResponse& out, std::string& own_fields,
+  asio::awaitable<void> serve(HttpRequest& request, HttpResponse& out, http::detail::OwnFields& own,
                               std::size_t worker);
   static void find_fields(const HttpHeaders& headers, Exchange::Fields& out);
   void route_request(const ExchangePtr& ex);
@@ -530,7 +709,8 @@ struct Gateway::Impl {
   void finish(const ExchangePtr& ex, HttpResponse response);
   // finish() for a response already in `response` (*ex->out, or a stand-in once it is gone).
   void complete(const ExchangePtr& ex, HttpResponse& response);
-  static void write_own_fields(const Exchange& ex, const HttpResponse& response, std::string& out);
+  static void write_own_fields(const Exchange& ex, const HttpResponse& response,
+                               http::detail::OwnFields& own);
   // Route transforms (RouteOptions::upstream_format); an error is the answer to send.
   std::optional<HttpResponse> transform_request(const ExchangePtr& ex);
   void transform_response(const ExchangePtr& ex, HttpResponse& response);
@@ -896,19 +1076,20 @@ void Gateway::Impl::find_fields(const HttpHeaders& headers, Exchange::Fields& ou
 }
 
 asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& out,
-                                           std::string& own_fields, std::size_t worker_index) {
+                                           http::detail::OwnFields& own, std::size_t worker_index) {
   auto ex = std::make_shared<Exchange>(request);
   ex->start = clock->steady_now();
   ex->worker = worker_index;
   ex->out = &out;
-  ex->own_fields = &own_fields;
+  ex->own = &own;
   // Also when the frame is destroyed suspended (the worker's loop stopped): a late
   // continuation must neither write the response nor cancel a timer that is gone.
   struct Unhook {
     Exchange& ex;
     ~Unhook() {
       ex.out = nullptr;
-      ex.own_fields = nullptr;
+      ex.own = nullptr;
+      ex.upstream_fields.attach(nullptr);
       ex.waiter = nullptr;
     }
   } unhook{*ex};
@@ -944,7 +1125,7 @@ asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& o
       Exchange::UpstreamCall call = std::move(*ex->call);
       ex->call.reset();
       const Status sent = co_await http::detail::ClientAccess::send_wire(
-          *call.client, std::move(call.upstream), std::move(call.wire), out);
+          *call.client, std::move(call.upstream), std::move(call.wire), out, call.sink);
       try {
         upstream_answered(ex, sent, call.may_retry);
       } catch (const std::exception& e) {
@@ -1565,8 +1746,12 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   http::detail::ClientAccess::end_wire(wire, in.method, in.body);
   if (!may_retry) ex->request.body = {};  // sent once: the copy above is the only one needed
 
-  ex->call = Exchange::UpstreamCall{client, snap.addresses[upstream][ex->lease.target()],
-                                    std::move(wire), may_retry};
+  // Without a transform, the response's fields go straight to the listener's lines.
+  ex->fields_to_own = !route.options.upstream_format && ex->own != nullptr;
+  if (ex->fields_to_own) ex->upstream_fields.attach(ex->own);
+  ex->call =
+      Exchange::UpstreamCall{client, snap.addresses[upstream][ex->lease.target()], std::move(wire),
+                             may_retry, ex->fields_to_own ? &ex->upstream_fields : nullptr};
   ex->wake();
 }
 
@@ -1595,12 +1780,18 @@ void Gateway::Impl::upstream_answered(const ExchangePtr& ex, const Status& sent,
   if (may_retry && (response.status == 502 || response.status == 503 || response.status == 504)) {
     return proxy(ex);
   }
-  // Filtered in place: the listed names are copied first, as they view the fields.
-  std::vector<std::string> opts;
-  for (std::string_view o : connection_options(response.headers)) opts.emplace_back(o);
-  response.headers.remove_if([&](const std::string& name, const std::string&) {
-    return is_hop_by_hop(name) || listed(opts, name);
-  });
+  if (ex->fields_to_own) {
+    // The fields are in the listener's lines already, filtered as they came.
+    ex->upstream_fields.drop_connection_options();
+    ex->passed_on = true;
+  } else {
+    // Filtered in place: the listed names are copied first, as they view the fields.
+    std::vector<std::string> opts;
+    for (std::string_view o : connection_options(response.headers)) opts.emplace_back(o);
+    response.headers.remove_if([&](const std::string& name, const std::string&) {
+      return is_hop_by_hop(name) || listed(opts, name);
+    });
+  }
   ex->via = true;
   if (ex->route->options.upstream_format && response.status < 300) {
     transform_response(ex, response);
@@ -1609,30 +1800,32 @@ void Gateway::Impl::upstream_answered(const ExchangePtr& ex, const Status& sent,
 }
 
 void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
-  if (ex->answered) return;                               // answered once
+  if (ex->answered) return;  // answered once
+  ex->passed_on = false;     // not the upstream's response (complete() drops its fields)
   if (ex->out == nullptr) return complete(ex, response);  // still counted and logged
   *ex->out = std::move(response);
   complete(ex, *ex->out);
 }
 
 // The exchange's own fields as lines for the server to write after the response's (the
-// listener's own_fields): each unless the response has a field of that name, Vary always.
+// listener's own lines): each unless the response has a field of that name (among its headers,
+// or among the proxied fields already in the lines), Vary always.
 // Written first and checked together (count_breaks); when a value holds a CR, LF or NUL they
 // are written again, each checked, and that one is left out.
 void Gateway::Impl::write_own_fields(const Exchange& ex, const HttpResponse& response,
-                                     std::string& out) {
+                                     http::detail::OwnFields& own) {
   // A name is looked up among the response's fields only when one of its length is there:
   // usually none is.
-  std::uint64_t lengths = 0;  // bit n: a field name of n bytes (n < 64)
-  auto length_bit = [](std::string_view name) {
-    return name.size() < 64 ? std::uint64_t{1} << name.size() : std::uint64_t{0};
-  };
+  const bool proxied = ex.fields_to_own && ex.passed_on;
+  std::uint64_t lengths = proxied ? ex.upstream_fields.lengths() : 0;
+  auto length_bit = &UpstreamFields::length_bit;
   for (const auto& [name, value] : response.headers) lengths |= length_bit(name);
   auto response_has = [&](std::string_view name) {
     const std::uint64_t bit = length_bit(name);
-    return (bit == 0 || (lengths & bit) != 0) && response.headers.contains(name);
+    if (bit != 0 && (lengths & bit) == 0) return false;
+    return response.headers.contains(name) || (proxied && ex.upstream_fields.has(name));
   };
-  http::detail::FieldWriter w(out);
+  http::detail::FieldWriter w(own.lines);
   const std::size_t start = w.size();
   auto write = [&](bool check_each) {
     std::size_t lines = 0;
@@ -1684,7 +1877,11 @@ void Gateway::Impl::write_own_fields(const Exchange& ex, const HttpResponse& res
 
 void Gateway::Impl::complete(const ExchangePtr& ex, HttpResponse& response) {
   if (ex->answered) return;
-  if (ex->own_fields != nullptr) write_own_fields(*ex, response, *ex->own_fields);
+  if (ex->own != nullptr) {
+    // A response that was not passed on (an error instead, a retry's) leaves no field.
+    if (!ex->passed_on) ex->own->clear();
+    write_own_fields(*ex, response, *ex->own);
+  }
   const SteadyTime end = clock->steady_now();
   const double seconds = std::chrono::duration<double>(end - ex->start).count();
   if (ex->route != nullptr) {
@@ -2127,8 +2324,8 @@ Result<std::uint16_t> Gateway::start() {
   if (g.server) return failed_precondition("the gateway is already started");
   g.server = http::detail::ServerAccess::create_awaitable(
       g.options.listener,
-      [&g](HttpRequest& request, HttpResponse& response, std::string& own_fields,
-           std::size_t worker) { return g.serve(request, response, own_fields, worker); });
+      [&g](HttpRequest& request, HttpResponse& response, http::detail::OwnFields& own,
+           std::size_t worker) { return g.serve(request, response, own, worker); });
   const std::size_t n = http::detail::ServerAccess::worker_count(*g.server);
   g.workers.resize(n);
   for (std::size_t i = 0; i < n; ++i) {

@@ -233,7 +233,8 @@ struct HttpClient::Impl {
   // The response is written into `out` (OK) rather than returned: it is then moved once, from
   // the parser, instead of once more at each coroutine it passes through.
   // Its retries run in its own frame (one coroutine fewer per request).
-  asio::awaitable<Status> run_exchange(Upstream upstream, std::string wire, HttpResponse& out);
+  asio::awaitable<Status> run_exchange(Upstream upstream, std::string wire, HttpResponse& out,
+                                       detail::FieldSink* sink = nullptr);
   // The pool of `upstream`; the last one found is remembered, so that a run of requests to one
   // upstream neither formats its name nor hashes it again. Pools are never erased.
   Pool& pool_for(const Upstream& upstream);
@@ -251,7 +252,7 @@ struct HttpClient::Impl {
                                                                SteadyClock::time_point deadline);
   asio::awaitable<Attempt> round_trip(Exchange& ex, Connection& conn, const std::string& wire,
                                       bool head_request, SteadyClock::time_point deadline,
-                                      HttpResponse& out);
+                                      HttpResponse& out, detail::FieldSink* sink);
   void release(Pool& pool, std::unique_ptr<Connection> conn, bool reusable);
   void wake_one(Pool& pool);
   void shutdown();  // on the io thread
@@ -510,7 +511,8 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
 asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& conn,
                                                       const std::string& wire, bool head_request,
                                                       SteadyClock::time_point deadline,
-                                                      HttpResponse& response) {
+                                                      HttpResponse& response,
+                                                      detail::FieldSink* sink) {
   Attempt out;
   // Registered for the sweep (see Impl::Deadline) while the round trip runs.
   struct RoundTripDeadline {
@@ -559,6 +561,11 @@ asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& 
     conn.parser->reset(head_request);
   }
   detail::ResponseParser& parser = *conn.parser;
+  parser.set_sink(sink);
+  struct ForgetSink {  // the connection outlives the exchange, whose sink it is
+    detail::ResponseParser& parser;
+    ~ForgetSink() { parser.set_sink(nullptr); }
+  } forget_sink{parser};
   std::array<char, 16 * 1024>& buffer = conn.buffer;
   while (!ec) {
     std::size_t n = 0;
@@ -648,7 +655,7 @@ Result<std::string> wire_of(const HttpRequest& request, std::string_view host_po
 }  // namespace
 
 asio::awaitable<Status> HttpClient::Impl::run_exchange(Upstream upstream, std::string wire,
-                                                       HttpResponse& out) {
+                                                       HttpResponse& out, detail::FieldSink* sink) {
   Exchange ex(*io);
   // In `active` while it runs, so that shutdown() reaches it.
   struct Registration {
@@ -710,11 +717,14 @@ asio::awaitable<Status> HttpClient::Impl::run_exchange(Upstream upstream, std::s
         if (!retry) co_return last;
       } else {
         const bool reused = (*conn)->reused;
-        Attempt attempt = co_await round_trip(ex, **conn, wire, method == "HEAD", deadline, out);
+        Attempt attempt =
+            co_await round_trip(ex, **conn, wire, method == "HEAD", deadline, out, sink);
         release(pool, std::move(*conn), attempt.reusable);
         if (attempt.result.ok()) {
           const int status = out.status;
-          if (!(idempotent && (status == 502 || status == 503 || status == 504))) {
+          // With a sink, the response's fields are the sink's: it is passed on as it is.
+          if (sink != nullptr ||
+              !(idempotent && (status == 502 || status == 503 || status == 504))) {
             co_return answered();
           }
           retry = true;
@@ -848,10 +858,11 @@ void detail::ClientAccess::end_wire(std::string& wire, std::string_view method,
 }
 
 asio::awaitable<Status> detail::ClientAccess::send_wire(HttpClient& client, Upstream upstream,
-                                                        std::string wire, HttpResponse& out) {
+                                                        std::string wire, HttpResponse& out,
+                                                        FieldSink* sink) {
   // On the io thread, so the exchange sees the shutdown (shut_down() posts it there) without
   // the lock send_async takes.
-  return client.impl_->run_exchange(std::move(upstream), std::move(wire), out);
+  return client.impl_->run_exchange(std::move(upstream), std::move(wire), out, sink);
 }
 
 HttpClient::HttpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -53,9 +53,23 @@ struct ResponseCallbacks {
   static int on_header_value_complete(llhttp_t* p) {
     ResponseParser& s = self(p);
     if (!s.headers_done_) {
-      // One allocation for the fields of a usual message instead of growing 1, 2, 4, 8.
-      if (s.response_.headers.empty()) s.response_.headers.reserve(12);
-      s.response_.headers.add_copy(s.field_.name(), trim_ows(s.field_.value()));
+      const std::string_view name = s.field_.name();
+      const std::string_view value = trim_ows(s.field_.value());
+      if (name.size() == 14 && equals_ignore_case(name, "Content-Length")) {
+        ++s.content_lengths_;
+        s.content_length_.assign(value);
+      } else if (name.size() == 17 && equals_ignore_case(name, "Transfer-Encoding")) {
+        if (s.encoded_) s.transfer_encoding_ += ", ";
+        s.transfer_encoding_ += value;
+        s.encoded_ = true;
+      }
+      if (s.sink_ != nullptr) {
+        s.sink_->field(name, value);
+      } else {
+        // One allocation for the fields of a usual message instead of growing 1, 2, 4, 8.
+        if (s.response_.headers.empty()) s.response_.headers.reserve(12);
+        s.response_.headers.add_copy(name, value);
+      }
     }
     s.field_.clear();
     return 0;
@@ -111,6 +125,7 @@ void ResponseParser::reset(bool head_request) {
   llhttp_set_lenient_chunked_length(&llhttp_->parser, 0);
   llhttp_set_lenient_keep_alive(&llhttp_->parser, 0);
   llhttp_set_lenient_transfer_encoding(&llhttp_->parser, 0);
+  sink_ = nullptr;
   reset_head();
   started_ = false;
   closed_ = false;
@@ -119,6 +134,11 @@ void ResponseParser::reset(bool head_request) {
   chunks_.reset();
   keep_alive_ = false;
   error_ = Status();
+}
+
+void ResponseParser::set_sink(FieldSink* sink) {
+  sink_ = sink;
+  if (sink_ != nullptr) sink_->restart();
 }
 
 ResponseParser::Step ResponseParser::fail(Status status, std::size_t consumed) {
@@ -131,7 +151,11 @@ void ResponseParser::reset_head() {
   head_.reset();
   // Cleared in place: the next response is parsed into the room this one took.
   clear_for_reuse(response_);
+  if (sink_ != nullptr) sink_->restart();
   field_.clear();
+  content_lengths_ = 0;
+  encoded_ = false;
+  transfer_encoding_.clear();
   headers_done_ = false;
   message_done_ = false;
   interim_ = false;
@@ -163,14 +187,9 @@ int ResponseParser::on_headers_complete() {
   if (status == 101) return reject("unexpected 101 Switching Protocols (no upgrade was asked)");
   interim_ = status < 200;
 
-  const HttpHeaders& headers = response_.headers;
-  std::size_t lengths = 0;  // counted in place, as the request parser does
-  std::string_view length;
-  headers.for_each("Content-Length", [&](std::string_view v) {
-    ++lengths;
-    length = v;
-  });
-  const bool encoded = headers.contains("Transfer-Encoding");
+  const std::size_t lengths = content_lengths_;
+  const std::string_view length = content_length_;
+  const bool encoded = encoded_;
   const bool no_body = interim_ || status == 204 || status == 304 || head_request_;
   if (lengths > 0 && encoded) {
     return reject("response has both Content-Length and Transfer-Encoding");
@@ -182,8 +201,7 @@ int ResponseParser::on_headers_complete() {
   }
   if (encoded && !no_body) {
     if (llhttp_get_http_minor(p) == 0) return reject("Transfer-Encoding in an HTTP/1.0 response");
-    const std::vector<std::string_view> codings =
-        split_codings(headers.get_all("Transfer-Encoding"));
+    const std::vector<std::string_view> codings = split_codings({transfer_encoding_});
     if (codings.size() != 1 || !equals_ignore_case(codings[0], "chunked")) {
       for (std::string_view coding : codings) {
         if (coding.empty()) return reject("empty element in Transfer-Encoding");

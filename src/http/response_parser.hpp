@@ -36,6 +36,20 @@ struct ResponseLimits {
   std::size_t max_body_bytes = 8 * 1024 * 1024;
 };
 
+// Takes a response's header fields instead of the parser's HttpResponse (a proxy writes them
+// on as lines, without making HttpHeaders entries of them).
+class FieldSink {
+ public:
+  virtual ~FieldSink() = default;
+  // A head starts: forget the fields given so far (those of a 1xx interim response, or of an
+  // earlier attempt's).
+  virtual void restart() = 0;
+  // One field in arrival order, the value without surrounding whitespace; the views are valid
+  // during the call. The parser has checked both (a token; no CR, LF or other control byte
+  // but HTAB), and checks the framing fields itself.
+  virtual void field(std::string_view name, std::string_view value) = 0;
+};
+
 class ResponseParser {
  public:
   enum class Event {
@@ -57,6 +71,10 @@ class ResponseParser {
   // Makes the parser ready for the next response on the same connection, as if new (a pooled
   // connection keeps one parser instead of allocating one per exchange).
   void reset(bool head_request);
+
+  // The fields of the response to come go to `sink` (null: to the response's headers), which
+  // must outlive the parse. Call after reset(), before feeding; restarts the sink.
+  void set_sink(FieldSink* sink);
 
   Step feed(std::string_view data);
   // The peer closed the connection: completes a body delimited by the close, else kError.
@@ -105,7 +123,13 @@ class ResponseParser {
   ChunkScanner chunks_;
 
   HttpResponse response_;
+  FieldSink* sink_ = nullptr;
   FieldSpans field_;  // the field being parsed
+  // The framing fields, counted as they arrive (the fields may go to a sink).
+  std::size_t content_lengths_ = 0;
+  std::string content_length_;     // the last Content-Length value
+  bool encoded_ = false;           // a Transfer-Encoding field came
+  std::string transfer_encoding_;  // their values joined with ", "
   bool headers_done_ = false;
   bool message_done_ = false;
   bool interim_ = false;

@@ -53,9 +53,9 @@ const std::string& current_http_date() {
   return text;
 }
 
-// `own_fields`: lines an awaitable handler vouched for (server_access.hpp), written as they are.
+// `own`: what an awaitable handler added (server_access.hpp); its lines are written as they are.
 void append_response(std::string& out, const HttpResponse& response, bool head_request,
-                     bool keep_alive, int request_minor, std::string_view own_fields = {}) {
+                     bool keep_alive, int request_minor, const detail::OwnFields* own = nullptr) {
   using namespace std::string_view_literals;
   const int status = (response.status >= 100 && response.status <= 999) ? response.status : 500;
   std::string_view reason = response.reason.empty() || !is_safe_field_text(response.reason)
@@ -93,7 +93,11 @@ void append_response(std::string& out, const HttpResponse& response, bool head_r
     w.truncate(fields_start);
     write_fields(true);
   }
-  w.text(own_fields);
+  if (own != nullptr) {
+    w.text(own->lines);
+    has_date = has_date || own->has_date;
+    has_server = has_server || own->has_server;
+  }
   if (!has_date) w.field("Date"sv, current_http_date());
   if (!has_server) w.text("Server: civicbus\r\n"sv);
   const bool no_body = status < 200 || status == 204 || status == 304;
@@ -317,9 +321,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
             response = call_handler(request);
           }
           if (answer == nullptr) answer = &*response;
-          append_response(
-              out, *answer, head_request, keep_alive, request_minor,
-              server_.awaitable_handler ? std::string_view(own_fields_) : std::string_view());
+          append_response(out, *answer, head_request, keep_alive, request_minor,
+                          server_.awaitable_handler ? &own_fields_ : nullptr);
           ++queued;
           if (!keep_alive) {
             co_await finish(out);
@@ -475,9 +478,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   detail::ServerCore& server_;
   tcp::socket socket_;
   asio::steady_timer timer_;
-  asio::steady_timer wake_;  // wakes call_async_handler when the response arrives
-  std::string own_fields_;   // an awaitable handler's own header lines (server_access.hpp)
-  HttpResponse reply_;       // an awaitable handler's response, reused request after request
+  asio::steady_timer wake_;       // wakes call_async_handler when the response arrives
+  detail::OwnFields own_fields_;  // what an awaitable handler adds (server_access.hpp)
+  HttpResponse reply_;            // an awaitable handler's response, reused request after request
   std::size_t worker_;
   std::string remote_address_;
   std::uint16_t remote_port_ = 0;

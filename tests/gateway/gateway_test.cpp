@@ -18,6 +18,7 @@
 #include "gateway/http_signature.hpp"
 #include "gateway/jwt.hpp"
 #include "http/raw_client.hpp"
+#include "http/raw_server.hpp"
 #include "support/test_support.hpp"
 
 namespace civicbus::gateway {
@@ -784,6 +785,72 @@ TEST_CASE("gateway: fields the response already has are not added again by the g
   CHECK(r.headers.count("RateLimit-Reset") == 1);
   CHECK(r.headers.count("RateLimit-Policy") == 1);
   CHECK(r.headers.get("X-Something-Else") == "kept");
+}
+
+// Counts the lines of a response head whose name is `name` (any case).
+std::size_t count_fields(std::string_view head, std::string_view name) {
+  std::size_t n = 0;
+  std::size_t at = head.find("\r\n");
+  while (at != std::string_view::npos && at + 2 < head.size()) {
+    const std::size_t end = std::min(head.find("\r\n", at + 2), head.size());
+    const std::string_view line = head.substr(at + 2, end - at - 2);
+    if (http::equals_ignore_case(line.substr(0, line.find(':')), name)) ++n;
+    at = end == head.size() ? std::string_view::npos : end;
+  }
+  return n;
+}
+
+TEST_CASE("gateway: a proxied response's fields pass on, but not hop-by-hop ones") {
+  // The upstream's fields as it sent them, Date, Server and its own request id included; the
+  // hop-by-hop ones, those its Connection field names and its framing are the gateway's to set.
+  const std::string fields =
+      "Date: Tue, 01 Dec 2026 10:00:00 GMT\r\nServer: upstream/1.0\r\n"
+      "Connection: keep-alive, X-Hop, close-not\r\nX-Hop: gone\r\nclose-not: gone too\r\n"
+      "Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nTrailer: X-T\r\n"
+      "X-Request-Id: upstream-7\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+      "Content-Type: text/plain\r\nX-Empty:\r\nContent-Length: 3\r\n\r\nok\n";
+  std::atomic<int> served{0};
+  civicbus::testing::RawServer upstream([&](civicbus::testing::RawConnection& conn, int) {
+    while (conn.read_request()) {
+      // Every other answer is a 503 with a field of its own, which the gateway retries on the
+      // same target (a GET): none of that answer's fields reach the client.
+      if (served.fetch_add(1) % 2 == 0) {
+        conn.send("HTTP/1.1 503 Busy\r\nX-Failed-Attempt: 1\r\nContent-Length: 0\r\n\r\n");
+      } else {
+        conn.send("HTTP/1.1 200 OK\r\n" + fields);
+      }
+    }
+  });
+  EchoUpstream unused;
+  GatewayOptions o = base_options(unused);
+  o.upstreams[0].targets = {upstream.address()};
+  o.upstreams[0].retries = 1;
+  auto gw = start_gateway(o);
+  civicbus::testing::RawClient raw(gw->port());
+  for (int i = 0; i < 3; ++i) {
+    raw.send("GET /public/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    const auto r = raw.read_response();
+    REQUIRE(r.has_value());
+    CAPTURE(r->head);
+    CHECK(r->status == 200);
+    CHECK(r->body == "ok\n");
+    CHECK(r->header("Date") == "Tue, 01 Dec 2026 10:00:00 GMT");
+    CHECK(r->header("Server") == "upstream/1.0");
+    CHECK(r->header("X-Request-Id") == "upstream-7");
+    CHECK(r->header("Content-Type") == "text/plain");
+    CHECK(r->header("Via") == "1.1 civicbus");
+    CHECK(r->header("Connection").empty());  // HTTP/1.1 keep-alive: none needed
+    for (const char* once :
+         {"Date", "Server", "X-Request-Id", "Content-Length", "Via", "Content-Type", "X-Empty"}) {
+      CHECK_MESSAGE(count_fields(r->head, once) == 1, once);
+    }
+    CHECK(count_fields(r->head, "Set-Cookie") == 2);
+    for (const char* gone : {"X-Hop", "close-not", "Keep-Alive", "Proxy-Authenticate", "Trailer",
+                             "X-Failed-Attempt", "Connection"}) {
+      CHECK_MESSAGE(count_fields(r->head, gone) == 0, gone);
+    }
+  }
+  CHECK(served.load() == 6);
 }
 
 TEST_CASE("gateway: a connection's next response carries nothing of the one before") {

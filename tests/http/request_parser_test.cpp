@@ -148,6 +148,39 @@ TEST_CASE("http headers: add_copy copies the views it is given, in arrival order
         std::vector<std::string_view>{"a value longer than the small-string buffer", ""});
 }
 
+TEST_CASE("http message: every pair of bytes compares as ASCII case folding says") {
+  // At each place of names of 1 to 17 bytes (the one-byte, two-, four- and eight-byte loads),
+  // every byte against every other: equal exactly when they are the same letter ignoring
+  // ASCII case, or the same byte.
+  auto fold = [](unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; };
+  std::size_t compared = 0;
+  std::size_t equal = 0;
+  for (const std::size_t length : {1, 2, 3, 5, 7, 8, 9, 16, 17}) {
+    for (const std::size_t at : {std::size_t{0}, length / 2, length - 1}) {
+      std::string a(length, 'k');
+      std::string b(length, 'K');
+      for (int x = 0; x < 256; ++x) {
+        for (int y = 0; y < 256; ++y) {
+          a[at] = static_cast<char>(x);
+          b[at] = static_cast<char>(y);
+          const bool expected =
+              fold(static_cast<unsigned char>(x)) == fold(static_cast<unsigned char>(y));
+          const bool got = equals_ignore_case(a, b);
+          if (got != expected) {
+            FAIL_CHECK("length " << length << " at " << at << ": " << x << " vs " << y);
+          }
+          ++compared;
+          equal += got ? 1 : 0;
+        }
+      }
+    }
+  }
+  // 9 lengths with 3 places each (duplicates included), 256 * 256 ordered pairs at each, of
+  // which 256 + 2 * 26 equal (every byte with itself, each letter with its other case).
+  CHECK(compared == 9 * 3 * 65536);
+  CHECK(equal == 9 * 3 * (256 + 2 * 26));
+}
+
 TEST_CASE("http message: names compare ignoring case at every position and length") {
   // Names are compared a word at a time with an overlapping last word: each length up to three
   // words, with a case flip, a different letter, or a byte 0x20 away that is not a letter, at

@@ -16,10 +16,25 @@ struct Parsed {
   ErrorCode error = ErrorCode::kOk;
 };
 
-// Feeds `input` in pieces of `piece` bytes; `eof`: the connection closes after it.
+// A FieldSink that keeps what it is given.
+struct RecordingSink : FieldSink {
+  void restart() override {
+    fields.clear();
+    ++restarts;
+  }
+  void field(std::string_view name, std::string_view value) override {
+    fields.emplace_back(std::string(name), std::string(value));
+  }
+  std::vector<HttpHeaders::Field> fields;
+  int restarts = 0;
+};
+
+// Feeds `input` in pieces of `piece` bytes; `eof`: the connection closes after it. With a
+// `sink`, the fields go there.
 Parsed parse(std::string_view input, std::size_t piece, bool head = false, bool eof = false,
-             ResponseLimits limits = {}) {
+             ResponseLimits limits = {}, FieldSink* sink = nullptr) {
   ResponseParser parser(limits, head);
+  parser.set_sink(sink);
   Parsed out;
   std::size_t pos = 0;
   while (pos < input.size()) {
@@ -53,11 +68,27 @@ Parsed parse(std::string_view input, std::size_t piece, bool head = false, bool 
   return out;
 }
 
-// The same result whether the input comes whole or byte by byte.
+// The same result whether the input comes whole or byte by byte, and with a FieldSink (which
+// gets the fields the response would have had, the framing checks being the same).
 Parsed parse_both(std::string_view input, bool head = false, bool eof = false,
                   ResponseLimits limits = {}) {
   const Parsed whole = parse(input, input.size(), head, eof, limits);
   const Parsed bytes = parse(input, 1, head, eof, limits);
+  for (const std::size_t piece : {input.size(), std::size_t{1}}) {
+    RecordingSink sink;
+    const Parsed sunk = parse(input, piece, head, eof, limits, &sink);
+    CHECK(sunk.error == whole.error);
+    CHECK(sunk.response.has_value() == whole.response.has_value());
+    CHECK(sink.restarts >= 1);
+    if (sunk.response && whole.response) {
+      CHECK(sunk.response->headers.empty());
+      CHECK(sink.fields == std::vector<HttpHeaders::Field>(whole.response->headers.begin(),
+                                                           whole.response->headers.end()));
+      CHECK(sunk.response->status == whole.response->status);
+      CHECK(sunk.response->body == whole.response->body);
+      CHECK(sunk.keep_alive == whole.keep_alive);
+    }
+  }
   CHECK(whole.error == bytes.error);
   CHECK(whole.response.has_value() == bytes.response.has_value());
   if (whole.response && bytes.response) {
@@ -97,6 +128,19 @@ TEST_CASE("http response parser: 1xx skipped, no body for HEAD, 204, 304") {
   REQUIRE(p.response);
   CHECK(p.response->status == 200);
   CHECK(p.response->body == "x");
+  // The interim response's fields are not the final one's (with a sink: it restarts).
+  p = parse_both(
+      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nX: 1\r\n"
+      "Content-Length: 0\r\n\r\n");
+  REQUIRE(p.response);
+  CHECK_FALSE(p.response->headers.contains("Link"));
+  RecordingSink sink;
+  p = parse(
+      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nX: 1\r\n"
+      "Content-Length: 0\r\n\r\n",
+      1, false, false, {}, &sink);
+  REQUIRE(p.response);
+  CHECK(sink.fields == std::vector<HttpHeaders::Field>{{"X", "1"}, {"Content-Length", "0"}});
   p = parse_both("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/1.1", /*head=*/true);
   REQUIRE(p.response);
   CHECK(p.response->body.empty());
@@ -138,6 +182,15 @@ TEST_CASE("http response parser: framing errors are kDataLoss") {
   };
   for (const char* input : bad) {
     CAPTURE(input);
+    CHECK(parse_both(input).error == ErrorCode::kDataLoss);
+  }
+  // A control byte in a field value (what a FieldSink relies on: no byte that could split a
+  // line written on reaches it).
+  for (const char c : std::string_view("\0\x01\x08\x0b\x0c\x1f\x7f", 7)) {
+    std::string input = "HTTP/1.1 200 OK\r\nX-Bad: a";
+    input += c;
+    input += "b\r\nContent-Length: 0\r\n\r\n";
+    CAPTURE(static_cast<int>(c));
     CHECK(parse_both(input).error == ErrorCode::kDataLoss);
   }
 }
