@@ -5,6 +5,7 @@
 
 #include "civicbus/core/crypto.hpp"
 #include "gateway/rate_limiter.hpp"
+#include "http/framing.hpp"
 
 namespace civicbus::gateway {
 
@@ -111,6 +112,8 @@ Result<std::shared_ptr<const Consumer>> ConsumerStore::compile(ConsumerOptions o
   for (const std::string& g : options.groups) {
     consumer->groups_field.append(consumer->groups_field.empty() ? "" : ",").append(g);
   }
+  // Written into upstream requests as it is: left out when a group could split the field.
+  if (!http::detail::is_safe_field_text(consumer->groups_field)) consumer->groups_field.clear();
   consumer->rate_key = rate_limit_key("c:" + options.id);
   consumer->options = std::move(options);
   return std::shared_ptr<const Consumer>(std::move(consumer));

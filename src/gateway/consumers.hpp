@@ -29,9 +29,10 @@ struct Consumer {
   std::vector<std::string> api_key_digests;  // raw SHA-256
   std::string client_secret_digest;          // raw SHA-256, "" without client credentials
   std::optional<IpAllowlist> ip;             // nullopt: no IP rules
-  std::string groups_field;                  // options.groups joined by ",": X-Consumer-Groups
-  std::string rate_key;                      // "c:<id>": this consumer's own rate-limit key
-  bool from_config = true;                   // false: added through the admin API
+  // options.groups joined by ",": X-Consumer-Groups; empty when a group holds a CR, LF or NUL
+  std::string groups_field;
+  std::string rate_key;     // "c:<id>": this consumer's own rate-limit key
+  bool from_config = true;  // false: added through the admin API
 
   ConsumerInfo info() const;
   bool in_group(std::string_view group) const;

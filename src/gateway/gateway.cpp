@@ -59,6 +59,7 @@ namespace {
 using http::HttpHeaders;
 using http::HttpRequest;
 using http::HttpResponse;
+using http::detail::same_name;
 
 constexpr std::string_view kAdminPrefix = "/api/v1/gateway";
 constexpr std::string_view kOpenApiPath = "/api/v1/openapi.json";
@@ -92,32 +93,29 @@ enum class FieldRole {
 };
 
 FieldRole field_role(std::string_view name) {
-  using http::equals_ignore_case;
   auto hop_by_hop_if = [](bool is) { return is ? FieldRole::kHopByHop : FieldRole::kEndToEnd; };
   switch (name.size()) {
     case 2:
-      return hop_by_hop_if(equals_ignore_case(name, "TE"));
+      return hop_by_hop_if(same_name(name, "TE"));
     case 4:
-      return equals_ignore_case(name, "Date") ? FieldRole::kDate : FieldRole::kEndToEnd;
+      return same_name(name, "Date") ? FieldRole::kDate : FieldRole::kEndToEnd;
     case 6:
-      return equals_ignore_case(name, "Server") ? FieldRole::kServer : FieldRole::kEndToEnd;
+      return same_name(name, "Server") ? FieldRole::kServer : FieldRole::kEndToEnd;
     case 7:
-      return hop_by_hop_if(equals_ignore_case(name, "Trailer") ||
-                           equals_ignore_case(name, "Upgrade"));
+      return hop_by_hop_if(same_name(name, "Trailer") || same_name(name, "Upgrade"));
     case 10:
-      if (equals_ignore_case(name, "Connection")) return FieldRole::kConnection;
-      return hop_by_hop_if(equals_ignore_case(name, "Keep-Alive"));
+      if (same_name(name, "Connection")) return FieldRole::kConnection;
+      return hop_by_hop_if(same_name(name, "Keep-Alive"));
     case 14:
-      return equals_ignore_case(name, "Content-Length") ? FieldRole::kContentLength
-                                                        : FieldRole::kEndToEnd;
+      return same_name(name, "Content-Length") ? FieldRole::kContentLength : FieldRole::kEndToEnd;
     case 16:
-      return hop_by_hop_if(equals_ignore_case(name, "Proxy-Connection"));
+      return hop_by_hop_if(same_name(name, "Proxy-Connection"));
     case 17:
-      return hop_by_hop_if(equals_ignore_case(name, "Transfer-Encoding"));
+      return hop_by_hop_if(same_name(name, "Transfer-Encoding"));
     case 18:
-      return hop_by_hop_if(equals_ignore_case(name, "Proxy-Authenticate"));
+      return hop_by_hop_if(same_name(name, "Proxy-Authenticate"));
     case 19:
-      return hop_by_hop_if(equals_ignore_case(name, "Proxy-Authorization"));
+      return hop_by_hop_if(same_name(name, "Proxy-Authorization"));
     default:
       return FieldRole::kEndToEnd;
   }
@@ -137,38 +135,37 @@ enum class RequestField {
 };
 
 RequestField request_field(std::string_view name) {
-  using http::equals_ignore_case;
-  if (name.size() >= 11 && equals_ignore_case(name.substr(0, 11), "X-Consumer-")) {
+  if (name.size() >= 11 && same_name(name.substr(0, 11), "X-Consumer-")) {
     return RequestField::kGatewaySets;
   }
   bool sets = false;
   switch (name.size()) {
     case 4:
-      sets = equals_ignore_case(name, "Host");
+      sets = same_name(name, "Host");
       break;
     case 6:
-      sets = equals_ignore_case(name, "apikey");
+      sets = same_name(name, "apikey");
       break;
     case 9:
-      sets = equals_ignore_case(name, "X-API-Key");
+      sets = same_name(name, "X-API-Key");
       break;
     case 11:
-      sets = equals_ignore_case(name, "traceparent");
+      sets = same_name(name, "traceparent");
       break;
     case 12:
-      sets = equals_ignore_case(name, "X-Request-Id");
+      sets = same_name(name, "X-Request-Id");
       break;
     case 13:
-      if (equals_ignore_case(name, "Authorization")) return RequestField::kAuthorization;
+      if (same_name(name, "Authorization")) return RequestField::kAuthorization;
       break;
     case 15:
-      if (equals_ignore_case(name, "X-Forwarded-For")) return RequestField::kForwardedFor;
+      if (same_name(name, "X-Forwarded-For")) return RequestField::kForwardedFor;
       break;
     case 16:
-      sets = equals_ignore_case(name, "X-Forwarded-Host");
+      sets = same_name(name, "X-Forwarded-Host");
       break;
     case 17:
-      sets = equals_ignore_case(name, "X-Forwarded-Proto");
+      sets = same_name(name, "X-Forwarded-Proto");
       break;
     default:
       break;
@@ -186,7 +183,7 @@ void for_each_connection_option(std::string_view value, F f) {
     std::size_t comma = value.find(',', at);
     if (comma == std::string_view::npos) comma = value.size();
     const std::string_view token = http::detail::trim_ows(value.substr(at, comma - at));
-    if (!token.empty() && !is_hop_by_hop(token) && !http::equals_ignore_case(token, "close")) {
+    if (!token.empty() && !is_hop_by_hop(token) && !same_name(token, "close")) {
       f(token);
     }
     at = comma + 1;
@@ -206,7 +203,7 @@ std::vector<std::string_view> connection_options(const HttpHeaders& headers) {
 template <class Names>
 bool listed(const Names& names, std::string_view name) {
   return std::any_of(names.begin(), names.end(),
-                     [&](std::string_view n) { return http::equals_ignore_case(n, name); });
+                     [&](std::string_view n) { return same_name(n, name); });
 }
 
 const char* auth_method_name(AuthMethod m) {
@@ -490,14 +487,12 @@ bool UpstreamFields::has(std::string_view name) const {
   if (own_ == nullptr || (bit != 0 && (bit & lengths_) == 0)) return false;
   const std::string_view lines = own_->lines;
   if (count_ <= kIndexed) {
-    return std::any_of(
-        index_.begin(), index_.begin() + static_cast<std::ptrdiff_t>(count_),
-        [&](const Name& n) { return http::equals_ignore_case(lines.substr(n.at, n.size), name); });
+    return std::any_of(index_.begin(), index_.begin() + static_cast<std::ptrdiff_t>(count_),
+                       [&](const Name& n) { return same_name(lines.substr(n.at, n.size), name); });
   }
   bool found = false;
-  for_each_line([&](std::string_view n, std::size_t, std::size_t) {
-    found = found || http::equals_ignore_case(n, name);
-  });
+  for_each_line(
+      [&](std::string_view n, std::size_t, std::size_t) { found = found || same_name(n, name); });
   return found;
 }
 
@@ -508,9 +503,8 @@ void UpstreamFields::drop_connection_options() {
   std::string kept;
   kept.reserve(own_->lines.size());
   for_each_line([&](std::string_view n, std::size_t begin, std::size_t end) {
-    const bool named = std::any_of(listed.begin(), listed.end(), [&](std::string_view l) {
-      return http::equals_ignore_case(l, n);
-    });
+    const bool named = std::any_of(listed.begin(), listed.end(),
+                                   [&](std::string_view l) { return same_name(l, n); });
     if (!named) kept.append(own_->lines, begin, end - begin);
   });
   own_->lines = std::move(kept);
@@ -931,6 +925,14 @@ Status Gateway::Impl::add_builtin_routes(Snapshot& snap) {
 Result<std::shared_ptr<const Snapshot>> Gateway::Impl::compile(const GatewayOptions& next) {
   auto snap = std::make_shared<Snapshot>();
   snap->options = next;
+  // RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ). It is forwarded as it is.
+  const std::string& scheme = snap->options.scheme;
+  if (scheme.empty() || !std::isalpha(static_cast<unsigned char>(scheme[0])) ||
+      !std::all_of(scheme.begin(), scheme.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.';
+      })) {
+    return invalid_argument("scheme '" + scheme + "' is not a URI scheme (e.g. 'https')");
+  }
   // Upstreams.
   for (const UpstreamOptions& u : snap->options.upstreams) {
     if (std::count_if(snap->options.upstreams.begin(), snap->options.upstreams.end(),
@@ -1038,36 +1040,35 @@ void Gateway::Impl::rebuild_external_verifier() {
 // ---- the request path ---------------------------------------------------------------------
 
 void Gateway::Impl::find_fields(const HttpHeaders& headers, Exchange::Fields& out) {
-  using http::equals_ignore_case;
   auto first = [](std::optional<std::string_view>& slot, std::string_view value) {
     if (!slot) slot = value;
   };
   for (const auto& [name, value] : headers) {
     switch (name.size()) {  // by length first: most fields are none of these
       case 4:
-        if (equals_ignore_case(name, "Host")) first(out.host, value);
+        if (same_name(name, "Host")) first(out.host, value);
         break;
       case 6:
-        if (equals_ignore_case(name, "apikey")) first(out.apikey, value);
+        if (same_name(name, "apikey")) first(out.apikey, value);
         break;
       case 9:
-        if (equals_ignore_case(name, "X-API-Key")) {
+        if (same_name(name, "X-API-Key")) {
           first(out.x_api_key, value);
-        } else if (equals_ignore_case(name, "Signature")) {
+        } else if (same_name(name, "Signature")) {
           out.signature = true;
         }
         break;
       case 11:
-        if (equals_ignore_case(name, "traceparent")) first(out.traceparent, value);
+        if (same_name(name, "traceparent")) first(out.traceparent, value);
         break;
       case 12:
-        if (equals_ignore_case(name, "X-Request-Id")) first(out.request_id, value);
+        if (same_name(name, "X-Request-Id")) first(out.request_id, value);
         break;
       case 13:
-        if (equals_ignore_case(name, "Authorization")) first(out.authorization, value);
+        if (same_name(name, "Authorization")) first(out.authorization, value);
         break;
       case 15:
-        if (equals_ignore_case(name, "Signature-Input")) out.signature = true;
+        if (same_name(name, "Signature-Input")) out.signature = true;
         break;
       default:
         break;
@@ -1259,9 +1260,9 @@ void Gateway::Impl::authenticate(const ExchangePtr& ex) {
   std::optional<std::string_view> bearer;
   if (const auto authz = h.authorization) {
     const std::string_view v = *authz;
-    if (v.size() > 7 && http::equals_ignore_case(v.substr(0, 7), "Bearer ")) {
+    if (v.size() > 7 && same_name(v.substr(0, 7), "Bearer ")) {
       bearer = v.substr(7);
-    } else if (v.size() > 7 && http::equals_ignore_case(v.substr(0, 7), "ApiKey ")) {
+    } else if (v.size() > 7 && same_name(v.substr(0, 7), "ApiKey ")) {
       if (api_key) return deny_unauthenticated(ex, "two API keys presented");
       api_key = v.substr(7);
     }
@@ -1660,9 +1661,6 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   wire.reserve(512 + in.body.size());
   http::detail::FieldWriter w(wire);
   auto copy = [&w](std::string_view name, std::string_view value) { w.field(name, value); };
-  auto field = [&copy](std::string_view name, std::string_view value) {
-    if (http::detail::is_safe_field_text(value)) copy(name, value);
-  };
   // The path is normalised (no byte below 0x21 survives it) and the query passed the parser;
   // an upstream_prefix from configuration could still hold a space.
   if (std::any_of(target.prefix.begin(), target.prefix.end(),
@@ -1682,7 +1680,7 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
     w.text(in.query);
   }
   w.text(" HTTP/1.1\r\n"sv);
-  field("Host", ex->lease.host_port());
+  copy("Host", ex->lease.host_port());  // Upstream::parse checked it
   const std::vector<std::string_view> conn_opts = connection_options(in.headers);
   std::string_view client_host;
   std::size_t forwarded_for = 0;  // X-Forwarded-For fields the client sent
@@ -1702,7 +1700,7 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
         ++forwarded_for;
         break;
       case RequestField::kGatewaySets:
-        if (client_host.empty() && http::equals_ignore_case(name, "Host")) client_host = value;
+        if (client_host.empty() && same_name(name, "Host")) client_host = value;
         break;
     }
   }
@@ -1715,31 +1713,19 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   }
   w.text(in.remote_address);
   w.text("\r\n"sv);
-  // The gateway's own values, written first and checked together (count_breaks); when one
-  // holds a CR, LF or NUL they are written again, each checked, and that one is left out.
-  const std::size_t own_start = w.size();
-  auto own_fields = [&](auto&& add) {
-    std::size_t lines = 0;
-    auto line = [&](std::string_view name, std::string_view value) {
-      add(name, value);
-      ++lines;
-    };
-    line("X-Forwarded-Proto", snap.options.scheme);
-    if (!client_host.empty()) line("X-Forwarded-Host", client_host);
-    line("X-Request-Id", ex->request_id);
-    line("traceparent", ex->trace.to_string());
-    if (ex->consumer) {
-      line("X-Consumer-Id", ex->consumer->options.id);
-      if (!ex->consumer->groups_field.empty()) {
-        line("X-Consumer-Groups", ex->consumer->groups_field);
-      }
+  // The gateway's own values, none of which can hold a CR, LF or NUL: the scheme is checked
+  // with the configuration (compile()), the client's Host by the listener's parser, the
+  // request id is the gateway's or passed acceptable_request_id(), the consumer's id and
+  // groups field are checked as it is made (consumers.cpp).
+  copy("X-Forwarded-Proto", snap.options.scheme);
+  if (!client_host.empty()) copy("X-Forwarded-Host", client_host);
+  copy("X-Request-Id", ex->request_id);
+  copy("traceparent", ex->trace.to_string());
+  if (ex->consumer) {
+    copy("X-Consumer-Id", ex->consumer->options.id);
+    if (!ex->consumer->groups_field.empty()) {
+      copy("X-Consumer-Groups", ex->consumer->groups_field);
     }
-    return lines;
-  };
-  const std::size_t own_lines = own_fields(copy);
-  if (http::detail::count_breaks(w.view_from(own_start)) != 2 * own_lines) {
-    w.truncate(own_start);
-    own_fields(field);
   }
   w.text("Via: 1.1 civicbus\r\n"sv);
   w.flush();
@@ -1810,8 +1796,6 @@ void Gateway::Impl::finish(const ExchangePtr& ex, HttpResponse response) {
 // The exchange's own fields as lines for the server to write after the response's (the
 // listener's own lines): each unless the response has a field of that name (among its headers,
 // or among the proxied fields already in the lines), Vary always.
-// Written first and checked together (count_breaks); when a value holds a CR, LF or NUL they
-// are written again, each checked, and that one is left out.
 void Gateway::Impl::write_own_fields(const Exchange& ex, const HttpResponse& response,
                                      http::detail::OwnFields& own) {
   // A name is looked up among the response's fields only when one of its length is there:
@@ -1826,53 +1810,40 @@ void Gateway::Impl::write_own_fields(const Exchange& ex, const HttpResponse& res
     return response.headers.contains(name) || (proxied && ex.upstream_fields.has(name));
   };
   http::detail::FieldWriter w(own.lines);
-  const std::size_t start = w.size();
-  auto write = [&](bool check_each) {
-    std::size_t lines = 0;
-    auto line = [&](std::string_view name, std::string_view value) {
-      if (check_each &&
-          (!http::detail::is_safe_field_text(name) || !http::detail::is_safe_field_text(value))) {
-        return;
-      }
-      w.field(name, value);
-      ++lines;
+  // The request id is the gateway's or passed acceptable_request_id(); the RateLimit values
+  // are the limiter's numbers and policy text.
+  if (!response_has("X-Request-Id")) w.field("X-Request-Id", ex.request_id);
+  if (ex.rate_shown) {
+    const RateLimitDecision& rate = *ex.rate_shown;
+    auto number = [&](std::string_view name, auto n) {
+      if (response_has(name)) return;
+      char digits[24];
+      const char* end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+      w.field(name, std::string_view(digits, static_cast<std::size_t>(end - digits)));
     };
-    if (!response_has("X-Request-Id")) line("X-Request-Id", ex.request_id);
-    if (ex.rate_shown) {
-      const RateLimitDecision& rate = *ex.rate_shown;
-      auto number = [&](std::string_view name, auto n) {
-        if (response_has(name)) return;
-        char digits[24];
-        const char* end = std::to_chars(digits, digits + sizeof digits, n).ptr;
-        line(name, std::string_view(digits, static_cast<std::size_t>(end - digits)));
-      };
-      number("RateLimit-Limit", rate.limit);
-      number("RateLimit-Remaining", rate.remaining);
-      number("RateLimit-Reset", rate.reset_seconds);
-      if (!response_has("RateLimit-Policy")) line("RateLimit-Policy", rate.policy);
-    }
-    // The others (API version, CORS): the first of a name, Vary each time.
-    const auto own_begin = ex.response_headers.begin();
-    for (auto it = own_begin; it != ex.response_headers.end(); ++it) {
-      const std::string& name = it->first;
-      if (!http::equals_ignore_case(name, "Vary")) {
-        if (response_has(name)) continue;
-        if (std::any_of(own_begin, it, [&](const HttpHeaders::Field& earlier) {
-              return http::equals_ignore_case(earlier.first, name);
-            })) {
-          continue;
-        }
-      }
-      line(name, it->second);
-    }
-    if (ex.via) line("Via", "1.1 civicbus");
-    return lines;
-  };
-  const std::size_t lines = write(false);
-  if (http::detail::count_breaks(w.view_from(start)) != 2 * lines) {
-    w.truncate(start);
-    write(true);
+    number("RateLimit-Limit", rate.limit);
+    number("RateLimit-Remaining", rate.remaining);
+    number("RateLimit-Reset", rate.reset_seconds);
+    if (!response_has("RateLimit-Policy")) w.field("RateLimit-Policy", rate.policy);
   }
+  // The others (API version, CORS, from configuration and the request): the first of a name,
+  // Vary each time, each checked, and left out when it holds a CR, LF or NUL.
+  const auto own_begin = ex.response_headers.begin();
+  for (auto it = own_begin; it != ex.response_headers.end(); ++it) {
+    const std::string& name = it->first;
+    if (!same_name(name, "Vary")) {
+      if (response_has(name)) continue;
+      if (std::any_of(own_begin, it, [&](const HttpHeaders::Field& earlier) {
+            return same_name(earlier.first, name);
+          })) {
+        continue;
+      }
+    }
+    if (http::detail::is_safe_field_text(name) && http::detail::is_safe_field_text(it->second)) {
+      w.field(name, it->second);
+    }
+  }
+  if (ex.via) w.text("Via: 1.1 civicbus\r\n"sv);
 }
 
 void Gateway::Impl::complete(const ExchangePtr& ex, HttpResponse& response) {
@@ -1938,7 +1909,7 @@ HttpResponse Gateway::Impl::token_endpoint(const GatewayRequest& r) {
   std::string client_id = (*form)["client_id"];
   std::string secret = (*form)["client_secret"];
   if (const auto authz = r.http.headers.get("Authorization");
-      authz && authz->size() > 6 && http::equals_ignore_case(authz->substr(0, 6), "Basic ")) {
+      authz && authz->size() > 6 && same_name(authz->substr(0, 6), "Basic ")) {
     auto decoded = crypto::base64_decode(authz->substr(6));
     const std::size_t colon = decoded.ok() ? decoded->find(':') : std::string::npos;
     if (colon == std::string::npos)

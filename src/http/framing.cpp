@@ -430,11 +430,11 @@ std::size_t count_breaks(std::string_view s) {
 bool is_framing_field(std::string_view name) {
   switch (name.size()) {  // by length first: every field of every message is checked
     case 10:
-      return equals_ignore_case(name, "Connection");
+      return same_name(name, "Connection");
     case 14:
-      return equals_ignore_case(name, "Content-Length");
+      return same_name(name, "Content-Length");
     case 17:
-      return equals_ignore_case(name, "Transfer-Encoding");
+      return same_name(name, "Transfer-Encoding");
     default:
       return false;
   }

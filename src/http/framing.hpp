@@ -305,6 +305,67 @@ class FieldWriter {
   char buffer_[kRoom];
 };
 
+// Header names compared ignoring ASCII case, inline, for the lookups every field of every
+// message meets (equals_ignore_case() in the public header is the same comparison behind a
+// call). Lengths first, then eight bytes at a time (the last word overlapping the one
+// before), folding case only for words that differ.
+//
+// Each byte of `w` with 'A'..'Z' made 'a'..'z', eight at once: a byte's high bit is set in
+// `from_a` when its low seven bits are 'A' or more, in `past_z` when they are past 'Z'
+// (neither sum carries into the next byte); a byte of 0x80 or more is left as it is.
+inline std::uint64_t fold_case(std::uint64_t w) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  const std::uint64_t low7 = w & (0x7f * kOnes);
+  const std::uint64_t from_a = low7 + (0x80 - 'A') * kOnes;
+  const std::uint64_t past_z = low7 + (0x7f - 'Z') * kOnes;
+  const std::uint64_t upper = from_a & ~past_z & ~w & (0x80 * kOnes);
+  return w | (upper >> 2);  // 0x80 >> 2 is 0x20, the case bit, in the same byte
+}
+
+inline bool same_folded_word(std::uint64_t a, std::uint64_t b) {
+  return a == b || fold_case(a) == fold_case(b);
+}
+
+inline std::uint64_t load_word(const char* p) {
+  std::uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
+}
+
+// The first and last half of a name of 2 to 7 bytes as one word (the halves may overlap,
+// which compares some bytes twice).
+inline std::uint64_t load_short_name(const char* p, std::size_t n) {
+  if (n >= 4) {
+    std::uint32_t first;
+    std::uint32_t last;
+    std::memcpy(&first, p, 4);
+    std::memcpy(&last, p + n - 4, 4);
+    return first | (std::uint64_t{last} << 32);
+  }
+  std::uint16_t first;
+  std::uint16_t last;
+  std::memcpy(&first, p, 2);
+  std::memcpy(&last, p + n - 2, 2);
+  return first | (std::uint64_t{last} << 16);
+}
+
+inline bool same_name(std::string_view a, std::string_view b) {
+  const std::size_t n = a.size();
+  if (n != b.size()) return false;
+  const char* pa = a.data();
+  const char* pb = b.data();
+  if (n >= 8) {
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      if (!same_folded_word(load_word(pa + i), load_word(pb + i))) return false;
+    }
+    return i == n || same_folded_word(load_word(pa + n - 8), load_word(pb + n - 8));
+  }
+  if (n >= 2) return same_folded_word(load_short_name(pa, n), load_short_name(pb, n));
+  return n == 0 ||
+         same_folded_word(static_cast<unsigned char>(pa[0]), static_cast<unsigned char>(pb[0]));
+}
+
 // token characters (RFC 9110 section 5.6.2).
 bool is_tchar(char c);
 // 1*tchar: a method, a field name.

@@ -55,10 +55,10 @@ struct ResponseCallbacks {
     if (!s.headers_done_) {
       const std::string_view name = s.field_.name();
       const std::string_view value = trim_ows(s.field_.value());
-      if (name.size() == 14 && equals_ignore_case(name, "Content-Length")) {
+      if (name.size() == 14 && same_name(name, "Content-Length")) {
         ++s.content_lengths_;
         s.content_length_.assign(value);
-      } else if (name.size() == 17 && equals_ignore_case(name, "Transfer-Encoding")) {
+      } else if (name.size() == 17 && same_name(name, "Transfer-Encoding")) {
         if (s.encoded_) s.transfer_encoding_ += ", ";
         s.transfer_encoding_ += value;
         s.encoded_ = true;

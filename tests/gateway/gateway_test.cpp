@@ -1166,6 +1166,15 @@ TEST_CASE("gateway: create() refuses bad configuration naming what is wrong") {
   o = base_options(up);
   o.oauth.algorithm = "HS256";
   expect_error(o, "ES256 or RS256");
+  // The scheme is forwarded in X-Forwarded-Proto as it is.
+  for (const char* scheme : {"", "1http", "ht tp", "https\r\nX-Injected: 1"}) {
+    o = base_options(up);
+    o.scheme = scheme;
+    expect_error(o, "is not a URI scheme");
+  }
+  o = base_options(up);
+  o.scheme = "svn+ssh";
+  CHECK(Gateway::create(o).ok());
 }
 
 }  // namespace
