@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
+#include <optional>
 #include <set>
 
 #include "core/ascii.hpp"
@@ -103,26 +105,64 @@ const std::string* RouteResult::param(std::string_view name) const {
 
 namespace {
 
-// True when normalize_path() would return `path` unchanged: it starts with '/', has only
-// bytes that need no escaping and no '%' at all, and no empty, "." or ".." segment (a final
-// empty segment, the trailing '/', is kept). Most request paths are: they skip both passes.
-bool is_normal_path(std::string_view path) {
-  if (path.empty() || path.front() != '/') return false;
-  const char* p = path.data();
-  const std::size_t n = path.size();
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(p[i]);
-    if (c <= 0x20 || c >= 0x7f || c == '\\' || c == '%') return false;
-    if (c != '/' || i + 1 == n) continue;
-    // The segment after this '/': empty (another '/' follows), "." or "..".
-    const char d = p[i + 1];
-    if (d == '/') return false;
-    if (d == '.') {
-      if (i + 2 == n || p[i + 2] == '/') return false;
-      if (p[i + 2] == '.' && (i + 3 == n || p[i + 3] == '/')) return false;
-    }
+// The first segment of a normalised path ("permits" of "/permits/7", "" of "/").
+std::string_view first_segment(std::string_view path) {
+  path.remove_prefix(std::min<std::size_t>(1, path.size()));
+  return path.substr(0, path.find('/'));
+}
+
+// What a byte of a request target is to the normal-path check below: most are plain.
+enum PathByte : std::uint8_t {
+  kPlain,
+  kSlash,  // a segment starts
+  kEnd,    // '?' or '#': the path ends
+  kOther,  // a byte that needs escaping, '%' or '\\': the path takes the normalising passes
+};
+
+constexpr std::array<std::uint8_t, 256> kPathBytes = [] {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[c] = (c <= 0x20 || c >= 0x7f || c == '\\' || c == '%') ? kOther : kPlain;
   }
-  return true;
+  t['/'] = kSlash;
+  t['?'] = kEnd;
+  t['#'] = kEnd;
+  return t;
+}();
+
+// The path of `target` (up to '?' or '#') when normalize_path() would return it unchanged:
+// it starts with '/', has only bytes that need no escaping and no '%' at all, and no empty,
+// "." or ".." segment (a final empty segment, the trailing '/', is kept). Most request paths
+// are: they skip both passes. nullopt otherwise. One pass, a table lookup per byte.
+std::optional<std::string_view> normal_path_of(std::string_view target) {
+  const char* p = target.data();
+  const std::size_t n = target.size();
+  if (n == 0 || p[0] != '/') return std::nullopt;
+  std::size_t i = 0;
+  while (true) {
+    // p[i] is a '/': the segment after it must not be empty, "." or "..".
+    const std::size_t s = i + 1;
+    if (s < n) {
+      const char d = p[s];
+      if (d == '/') return std::nullopt;
+      if (d == '.') {
+        const bool ends1 = s + 1 == n ||
+                           kPathBytes[static_cast<unsigned char>(p[s + 1])] == kSlash ||
+                           kPathBytes[static_cast<unsigned char>(p[s + 1])] == kEnd;
+        if (ends1) return std::nullopt;
+        if (p[s + 1] == '.' &&
+            (s + 2 == n || kPathBytes[static_cast<unsigned char>(p[s + 2])] == kSlash ||
+             kPathBytes[static_cast<unsigned char>(p[s + 2])] == kEnd)) {
+          return std::nullopt;
+        }
+      }
+    }
+    i = s;
+    std::uint8_t kind = kPlain;
+    while (i < n && (kind = kPathBytes[static_cast<unsigned char>(p[i])]) == kPlain) ++i;
+    if (i == n || kind == kEnd) return target.substr(0, i);
+    if (kind == kOther) return std::nullopt;
+  }
 }
 
 }  // namespace
@@ -136,10 +176,10 @@ Result<std::string> normalize_path(std::string_view target) {
 }
 
 Result<std::string_view> normalize_path(std::string_view target, std::string& storage) {
+  if (const auto normal = normal_path_of(target)) return *normal;
   const auto end =
       std::find_if(target.begin(), target.end(), [](char c) { return c == '?' || c == '#'; });
   target = target.substr(0, static_cast<std::size_t>(end - target.begin()));
-  if (is_normal_path(target)) return target;
   if (target.empty() || target.front() != '/') {
     return invalid_argument(fmt::format("request target '{}' does not start with '/'", target));
   }
@@ -291,9 +331,34 @@ Status Router::add(RouteSpec spec) {
   }
   if (spec.kind == PathKind::kTemplate) has_templates_ = true;
   if (route.host_rank != 2) has_hosts_ = true;
+  // Filed by the first segment of the path (normalised: it starts with '/'), unless a path
+  // with another first segment could match: the prefix "/", or a template's parameter.
+  const std::string_view first = first_segment(spec.path);
+  const bool any_first = (spec.kind == PathKind::kPrefix && spec.path == "/") ||
+                         (spec.kind == PathKind::kTemplate && route.segments[0].param);
+  if (any_first) {
+    any_first_segment_.push_back(routes_.size());
+  } else {
+    by_first_segment_[std::string(first)].push_back(routes_.size());
+  }
   route.spec = std::move(spec);
   routes_.push_back(std::move(route));
   return {};
+}
+
+template <class F>
+void Router::for_each_candidate(std::string_view path, F f) const {
+  static const std::vector<std::size_t> kNone;
+  const auto filed = by_first_segment_.find(first_segment(path));
+  const std::vector<std::size_t>& a = filed == by_first_segment_.end() ? kNone : filed->second;
+  const std::vector<std::size_t>& b = any_first_segment_;
+  // Both lists are in registration order; merged, so is the walk.
+  std::size_t i = 0;
+  std::size_t j = 0;
+  while (i < a.size() || j < b.size()) {
+    const bool from_a = j == b.size() || (i < a.size() && a[i] < b[j]);
+    f(routes_[from_a ? a[i++] : b[j++]]);
+  }
 }
 
 bool Router::host_matches(const Route& route, std::string_view host) const {
@@ -380,15 +445,15 @@ RouteResult Router::match_normalized(std::string_view method, std::string_view h
 
   const Route* best = nullptr;
   std::set<std::string> other_methods;
-  for (const Route& route : routes_) {
-    if (!host_matches(route, request_host_name)) continue;
-    if (!path_matches(route, path, segments, nullptr)) continue;
+  for_each_candidate(path, [&](const Route& route) {
+    if (!host_matches(route, request_host_name)) return;
+    if (!path_matches(route, path, segments, nullptr)) return;
     if (!route.method.empty() && route.method != method) {
       other_methods.insert(route.method);
-      continue;
+      return;
     }
     if (best == nullptr || better(route, *best)) best = &route;
-  }
+  });
   if (best != nullptr) {
     result.outcome = RouteOutcome::kMatched;
     result.route_id = best->spec.id;

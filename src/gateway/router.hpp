@@ -11,6 +11,7 @@
 
 #include "civicbus/core/status.hpp"
 #include "civicbus/gateway/options.hpp"
+#include "core/string_map.hpp"
 
 namespace civicbus::gateway {
 
@@ -98,9 +99,20 @@ class Router {
                     const std::vector<std::string_view>& segments,
                     std::vector<RouteParam>* params) const;
 
+  // Calls f(route) for each route that could match `path`, in registration order: those
+  // filed under the path's first segment and those any path could match (by_first_segment_).
+  template <class F>
+  void for_each_candidate(std::string_view path, F f) const;
+
   std::vector<Route> routes_;   // registration order
   bool has_templates_ = false;  // the request path is split into segments only for these
   bool has_hosts_ = false;      // the request's host is normalised only for these
+  // The routes by the first segment every path they match has ("permits" for a prefix route
+  // /permits, an exact route /permits/a or a template /permits/{id}), each list in
+  // registration order; and those without one (the prefix "/", a template starting with a
+  // parameter). A match looks only at the routes of the request's first segment and those.
+  civicbus::detail::StringMap<std::vector<std::size_t>> by_first_segment_;
+  std::vector<std::size_t> any_first_segment_;
 };
 
 }  // namespace civicbus::gateway

@@ -76,8 +76,9 @@ TEST_CASE("router: normalize_path is idempotent on random paths (fast and slow p
     state ^= state << 17;
     return state;
   };
-  static constexpr std::string_view kPieces[] = {"/", "a", "b",      ".",  "..", "%41", "%2e", "~",
-                                                 "-", "_", "%c3%a9", "//", "/.", "/..", "x.y"};
+  static constexpr std::string_view kPieces[] = {"/",   "a",   "b",   ".",      "..",     "%41",
+                                                 "%2e", "~",   "-",   "_",      "%c3%a9", "//",
+                                                 "/.",  "/..", "x.y", "?q=/..", "#f",     "?"};
   for (int i = 0; i < 20'000; ++i) {
     std::string path = "/";
     const std::size_t n = next() % 8;
@@ -88,6 +89,11 @@ TEST_CASE("router: normalize_path is idempotent on random paths (fast and slow p
     auto twice = normalize_path(*once);
     REQUIRE(twice.ok());
     CHECK(*twice == *once);
+    // The query and fragment never change the path: the same without them.
+    const std::string bare = path.substr(0, path.find_first_of("?#"));
+    auto without = normalize_path(bare);
+    REQUIRE(without.ok());
+    CHECK(*without == *once);
   }
 }
 
@@ -179,6 +185,39 @@ TEST_CASE("router: path precedence — exact, then template, then the longest pr
   CHECK(route_of(t, "GET", "h", "/devices/readings") == "lit-any");
   CHECK(route_of(t, "GET", "h", "/meters/readings") == "any-lit");
   CHECK(route_of(t, "GET", "h", "/meters/7") == "any-any");
+}
+
+TEST_CASE("router: routes filed by first segment still answer as one list would") {
+  // A match looks only at the routes of the request's first segment and those any path could
+  // match ("/" prefixes, templates starting with a parameter): precedence, 405 and the Allow
+  // list still take every route that matches into account.
+  Router router;
+  for (int i = 0; i < 300; ++i) {
+    const std::string seg = "s" + std::to_string(i);
+    add(router, seg + ".exact", "GET", "", PathKind::kExact, "/" + seg + "/items");
+    add(router, seg + ".prefix", "GET", "", PathKind::kPrefix, "/" + seg);
+    add(router, seg + ".template", "PUT", "", PathKind::kTemplate, "/" + seg + "/{id}");
+  }
+  add(router, "any.items", "POST", "", PathKind::kTemplate, "/{area}/items");
+  add(router, "root", "DELETE", "", PathKind::kPrefix, "/");
+  for (const int i : {0, 7, 150, 299}) {
+    const std::string seg = "/s" + std::to_string(i);
+    CHECK(route_of(router, "GET", "h", seg + "/items") == "s" + std::to_string(i) + ".exact");
+    CHECK(route_of(router, "GET", "h", seg + "/other") == "s" + std::to_string(i) + ".prefix");
+    CHECK(route_of(router, "PUT", "h", seg + "/9") == "s" + std::to_string(i) + ".template");
+    CHECK(route_of(router, "POST", "h", seg + "/items") == "any.items");
+    CHECK(route_of(router, "DELETE", "h", seg + "/items") == "root");
+    const RouteResult r = router.match("PATCH", "h", seg + "/items");
+    CHECK(r.outcome == RouteOutcome::kMethodNotAllowed);
+    CHECK(r.allow == std::vector<std::string>{"DELETE", "GET", "POST", "PUT"});
+  }
+  CHECK(route_of(router, "POST", "h", "/unfiled/items") == "any.items");
+  // s1x is not the segment s1: only the routes any path could match apply.
+  for (const char* path : {"/s1x/items", "/unfiled/items"}) {
+    const RouteResult r = router.match("GET", "h", path);
+    CHECK(r.outcome == RouteOutcome::kMethodNotAllowed);
+    CHECK(r.allow == std::vector<std::string>{"DELETE", "POST"});
+  }
 }
 
 TEST_CASE("router: versioned prefixes are ordinary routes") {
