@@ -591,8 +591,8 @@ struct Gateway::Impl {
     bool answered = false;
     struct UpstreamCall {
       http::HttpClient* client = nullptr;
-      http::Upstream upstream;
-      std::string wire;  // the whole request (ClientAccess::send_wire)
+      const http::Upstream* upstream = nullptr;  // in the snapshot, which the exchange holds
+      std::string wire;                          // the whole request (ClientAccess::send_wire)
       bool may_retry = false;
       http::detail::FieldSink* sink = nullptr;  // the response's fields go there
     };
@@ -1126,7 +1126,7 @@ asio::awaitable<void> Gateway::Impl::serve(HttpRequest& request, HttpResponse& o
       Exchange::UpstreamCall call = std::move(*ex->call);
       ex->call.reset();
       const Status sent = co_await http::detail::ClientAccess::send_wire(
-          *call.client, std::move(call.upstream), std::move(call.wire), out, call.sink);
+          *call.client, *call.upstream, std::move(call.wire), out, call.sink);
       try {
         upstream_answered(ex, sent, call.may_retry);
       } catch (const std::exception& e) {
@@ -1736,7 +1736,7 @@ void Gateway::Impl::proxy(const ExchangePtr& ex) {
   ex->fields_to_own = !route.options.upstream_format && ex->own != nullptr;
   if (ex->fields_to_own) ex->upstream_fields.attach(ex->own);
   ex->call =
-      Exchange::UpstreamCall{client, snap.addresses[upstream][ex->lease.target()], std::move(wire),
+      Exchange::UpstreamCall{client, &snap.addresses[upstream][ex->lease.target()], std::move(wire),
                              may_retry, ex->fields_to_own ? &ex->upstream_fields : nullptr};
   ex->wake();
 }

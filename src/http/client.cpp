@@ -229,12 +229,13 @@ struct HttpClient::Impl {
   // One send on the io thread, from the first attempt to the outcome (kCancelled when the
   // client shuts down meanwhile): what exchange() and ClientAccess::send_wire await.
   // `wire`: the whole request as sent (wire_of(), or a caller's own, see ClientAccess).
-  // Its frame owns both arguments, so that ClientAccess::send_wire needs no frame of its own.
+  // Its frame owns `wire`, so that ClientAccess::send_wire needs no frame of its own;
+  // `upstream` must outlive it (exchange()'s frame owns its copy).
   // The response is written into `out` (OK) rather than returned: it is then moved once, from
   // the parser, instead of once more at each coroutine it passes through.
   // Its retries run in its own frame (one coroutine fewer per request).
-  asio::awaitable<Status> run_exchange(Upstream upstream, std::string wire, HttpResponse& out,
-                                       detail::FieldSink* sink = nullptr);
+  asio::awaitable<Status> run_exchange(const Upstream& upstream, std::string wire,
+                                       HttpResponse& out, detail::FieldSink* sink = nullptr);
   // The pool of `upstream`; the last one found is remembered, so that a run of requests to one
   // upstream neither formats its name nor hashes it again. Pools are never erased.
   Pool& pool_for(const Upstream& upstream);
@@ -654,7 +655,7 @@ Result<std::string> wire_of(const HttpRequest& request, std::string_view host_po
 
 }  // namespace
 
-asio::awaitable<Status> HttpClient::Impl::run_exchange(Upstream upstream, std::string wire,
+asio::awaitable<Status> HttpClient::Impl::run_exchange(const Upstream& upstream, std::string wire,
                                                        HttpResponse& out, detail::FieldSink* sink) {
   Exchange ex(*io);
   // In `active` while it runs, so that shutdown() reaches it.
@@ -799,7 +800,7 @@ asio::awaitable<void> HttpClient::Impl::exchange(Upstream upstream, HttpRequest 
   Result<std::string> wire = wire_of(request, upstream.to_string());
   HttpResponse response;
   Status status = wire.status();
-  if (wire.ok()) status = co_await run_exchange(std::move(upstream), std::move(*wire), response);
+  if (wire.ok()) status = co_await run_exchange(upstream, std::move(*wire), response);
   try {
     if (status.ok()) {
       done(std::move(response));
@@ -857,12 +858,12 @@ void detail::ClientAccess::end_wire(std::string& wire, std::string_view method,
   wire.append("Connection: keep-alive\r\n\r\n"sv).append(body);
 }
 
-asio::awaitable<Status> detail::ClientAccess::send_wire(HttpClient& client, Upstream upstream,
-                                                        std::string wire, HttpResponse& out,
-                                                        FieldSink* sink) {
+asio::awaitable<Status> detail::ClientAccess::send_wire(HttpClient& client,
+                                                        const Upstream& upstream, std::string wire,
+                                                        HttpResponse& out, FieldSink* sink) {
   // On the io thread, so the exchange sees the shutdown (shut_down() posts it there) without
   // the lock send_async takes.
-  return client.impl_->run_exchange(std::move(upstream), std::move(wire), out, sink);
+  return client.impl_->run_exchange(upstream, std::move(wire), out, sink);
 }
 
 HttpClient::HttpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

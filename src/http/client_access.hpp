@@ -31,11 +31,13 @@ struct ClientAccess {
   // the body. Nothing in it is checked: its fields must be tokens and values without CR, LF or
   // NUL. kCancelled once the client is shut down. The response is written into `out`, which
   // must outlive the exchange (it is moved once, from the parser, however many coroutines the
-  // exchange passes through). With a `sink` (response_parser.hpp), which must outlive the
-  // exchange too, the response's header fields go there instead of out.headers, and a 502, 503
-  // or 504 is passed on without a retry (the sink has its fields).
-  static asio::awaitable<Status> send_wire(HttpClient& client, Upstream upstream, std::string wire,
-                                           HttpResponse& out, FieldSink* sink = nullptr);
+  // exchange passes through). `upstream` must outlive the exchange too. With a `sink`
+  // (response_parser.hpp), which must outlive the exchange too, the response's header fields go
+  // there instead of out.headers, and a 502, 503 or 504 is passed on without a retry (the sink has
+  // its fields).
+  static asio::awaitable<Status> send_wire(HttpClient& client, const Upstream& upstream,
+                                           std::string wire, HttpResponse& out,
+                                           FieldSink* sink = nullptr);
   // Ends a wire request after its fields as send_wire wants it (and as the client's own are):
   // Content-Length when there is a body or the method is POST, PUT or PATCH, "Connection:
   // keep-alive", the empty line, the body.
