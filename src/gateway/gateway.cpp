@@ -1507,7 +1507,7 @@ void Gateway::Impl::admit(const ExchangePtr& ex) {
   // the node is overloaded).
   if (!route.builtin) {
     const std::size_t tier = consumer != nullptr ? consumer->options.priority_tier : 2;
-    auto ticket = shedder->acquire(tier);
+    auto ticket = shedder->acquire(tier, ex->start);
     if (!ticket.ok()) {
       shed->inc();
       HttpResponse r = problem(503, "overloaded: " + ticket.status().message(), ex->request_id);
@@ -1864,7 +1864,7 @@ void Gateway::Impl::complete(const ExchangePtr& ex, HttpResponse& response) {
     if (response.status >= 500) {
       ex->ticket.cancel();
     } else {
-      ex->ticket.release();
+      ex->ticket.release(end);
     }
   }
   if (options.access_log.enabled && access_log.enabled(LogLevel::kInfo)) {

@@ -119,12 +119,19 @@ LoadShedder::Ticket::~Ticket() {
 
 void LoadShedder::Ticket::release() {
   if (shedder_ == nullptr) return;
-  std::exchange(shedder_, nullptr)->finish(start_, true);
+  LoadShedder* shedder = std::exchange(shedder_, nullptr);
+  shedder->finish(start_, shedder->clock_.steady_now(), true);
+}
+
+void LoadShedder::Ticket::release(SteadyTime end) {
+  if (shedder_ == nullptr) return;
+  std::exchange(shedder_, nullptr)->finish(start_, end, true);
 }
 
 void LoadShedder::Ticket::cancel() {
   if (shedder_ == nullptr) return;
-  std::exchange(shedder_, nullptr)->finish(start_, false);
+  LoadShedder* shedder = std::exchange(shedder_, nullptr);
+  shedder->finish(start_, shedder->clock_.steady_now(), false);
 }
 
 // ---- Shedder --------------------------------------------------------------------------------
@@ -144,7 +151,10 @@ LoadShedder::LoadShedder(LoadShedderOptions options, const Clock& clock)
 LoadShedder::~LoadShedder() = default;
 
 Result<LoadShedder::Ticket> LoadShedder::acquire(std::size_t tier) {
-  const SteadyTime now = clock_.steady_now();
+  return acquire(tier, clock_.steady_now());
+}
+
+Result<LoadShedder::Ticket> LoadShedder::acquire(std::size_t tier, SteadyTime now) {
   std::lock_guard lock(state_->mutex);
   State& s = *state_;
   if (options_.enabled) {
@@ -161,8 +171,7 @@ Result<LoadShedder::Ticket> LoadShedder::acquire(std::size_t tier) {
   return Ticket(this, now);
 }
 
-void LoadShedder::finish(SteadyTime start, bool sample) {
-  const SteadyTime now = clock_.steady_now();
+void LoadShedder::finish(SteadyTime start, SteadyTime now, bool sample) {
   std::lock_guard lock(state_->mutex);
   State& s = *state_;
   --s.in_flight;

@@ -49,6 +49,8 @@ class LoadShedder {
     Ticket& operator=(Ticket&& other) noexcept;
     ~Ticket();  // = release()
     void release();
+    // The same with the time the request ended, which the caller has read (no clock read here).
+    void release(SteadyTime end);
     void cancel();  // releases without a latency sample
     explicit operator bool() const { return shedder_ != nullptr; }
 
@@ -66,12 +68,14 @@ class LoadShedder {
   // kResourceExhausted ("shedding tier 2 (low): 700 of 1000 in flight"); the caller answers
   // 503 with Retry-After: options().retry_after.
   Result<Ticket> acquire(std::size_t tier);
+  // The same for a request that arrived at `now`, which the caller has read.
+  Result<Ticket> acquire(std::size_t tier, SteadyTime now);
 
   LoadShedderStatus status() const;
   const LoadShedderOptions& options() const { return options_; }
 
  private:
-  void finish(SteadyTime start, bool sample);
+  void finish(SteadyTime start, SteadyTime now, bool sample);
   void close_window(SteadyTime now);  // under State::mutex
   struct State;
   LoadShedderOptions options_;

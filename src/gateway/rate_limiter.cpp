@@ -155,15 +155,17 @@ Result<RateLimitDecision> RateLimiter::check(std::string_view key, const RateLim
   decision.policy.assign(text, static_cast<std::size_t>(at - text));
 
   const std::int64_t now = micros(clock_.steady_now());
-  const std::int64_t wall_now = to_unix_micros(clock_.now());
+  // The wall clock only counts for the daily window (without one it is read only to forget
+  // idle keys, below).
+  const std::int64_t wall_now = day_on ? to_unix_micros(clock_.now()) : 0;
 
   Shard& shard = shard_for(key);
   std::lock_guard lock(shard.mutex);
   auto it = shard.keys.find(key);
   if (it == shard.keys.end()) {
     if (shard.keys.size() >= max_keys_per_shard_) {
-      std::erase_if(shard.keys,
-                    [&](const auto& entry) { return entry.second.idle(now, wall_now); });
+      std::erase_if(shard.keys, [&, wall = day_on ? wall_now : to_unix_micros(clock_.now())](
+                                    const auto& entry) { return entry.second.idle(now, wall); });
     }
     if (shard.keys.size() >= max_keys_per_shard_) {
       auto oldest = std::min_element(

@@ -247,7 +247,9 @@ struct HttpClient::Impl {
                                                                bool fresh, bool idempotent);
   // What acquire() does without waiting: the pool's upkeep, then its most recently used idle
   // connection that is still usable, or null.
-  std::unique_ptr<Connection> take_idle(Pool& pool, bool fresh, bool idempotent);
+  // `now`: the time, when the caller has just read it.
+  std::unique_ptr<Connection> take_idle(Pool& pool, bool fresh, bool idempotent,
+                                        std::optional<SteadyClock::time_point> now = {});
   asio::awaitable<Result<std::unique_ptr<Connection>>> connect(Exchange& ex,
                                                                const Upstream& upstream,
                                                                SteadyClock::time_point deadline);
@@ -436,8 +438,9 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
   co_return std::move(conn);
 }
 
-std::unique_ptr<Connection> HttpClient::Impl::take_idle(Pool& pool, bool fresh, bool idempotent) {
-  const SteadyClock::time_point now = SteadyClock::now();
+std::unique_ptr<Connection> HttpClient::Impl::take_idle(
+    Pool& pool, bool fresh, bool idempotent, std::optional<SteadyClock::time_point> read) {
+  const SteadyClock::time_point now = read ? *read : SteadyClock::now();
   auto drop = [&](std::unique_ptr<Connection>& conn) {
     asio::error_code ec;
     conn->socket.close(ec);
@@ -681,7 +684,8 @@ asio::awaitable<Status> HttpClient::Impl::run_exchange(const Upstream& upstream,
   try {
     Pool& pool = pool_for(upstream);
     const std::string& name = pool.name;
-    const SteadyClock::time_point deadline = SteadyClock::now() + options.request_timeout;
+    const SteadyClock::time_point start = SteadyClock::now();
+    const SteadyClock::time_point deadline = start + options.request_timeout;
     // The request line's method and target, for the retry rules and the messages.
     const std::string_view line = std::string_view(wire).substr(0, wire.find('\r'));
     const std::size_t space = line.find(' ');
@@ -694,11 +698,13 @@ asio::awaitable<Status> HttpClient::Impl::run_exchange(const Upstream& upstream,
     std::size_t retries = 0;
     bool fresh = false;  // the next attempt must not reuse a pooled connection
     std::chrono::milliseconds backoff = options.retry_initial_backoff;
+    std::optional<SteadyClock::time_point> start_time = start;
     while (true) {
       // A pooled connection is taken without the coroutine acquire() is (a frame per request).
       // (No co_await inside a conditional expression: GCC 12 miscompiles that.)
       std::unique_ptr<Connection> idle;
-      if (!ex.cancelled) idle = take_idle(pool, fresh, idempotent);
+      // The first take uses the time read at the start; later ones read the clock again.
+      if (!ex.cancelled) idle = take_idle(pool, fresh, idempotent, std::exchange(start_time, {}));
       std::optional<Result<std::unique_ptr<Connection>>> taken;
       if (idle) {
         taken.emplace(std::move(idle));
