@@ -452,7 +452,8 @@ class UpstreamFields final : public http::detail::FieldSink {
   std::uint64_t lengths() const { return lengths_; }
 
  private:
-  // Calls f(name, line) for each line written on (the line without its CRLF).
+  // Calls f(name, begin, end) for each line written on: its field name, and where the line
+  // starts and ends (after its CRLF) in own_->lines.
   template <class F>
   void for_each_line(F f) const;
 
@@ -461,9 +462,9 @@ class UpstreamFields final : public http::detail::FieldSink {
   std::uint64_t lengths_ = 0;
   // Where the names of the first fields are, for has(): a response rarely has more.
   static constexpr std::size_t kIndexed = 16;
-  struct Name {
-    std::size_t at = 0;
-    std::size_t size = 0;
+  struct Name {  // no initialisers: only the first count_ are read, and each is set first
+    std::size_t at;
+    std::size_t size;
   };
   std::array<Name, kIndexed> index_;
   std::size_t count_ = 0;
