@@ -14,7 +14,6 @@
 #include <asio.hpp>
 #include <atomic>
 #include <charconv>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -422,23 +421,12 @@ class UpstreamFields final : public http::detail::FieldSink {
       case FieldRole::kEndToEnd:
         break;
     }
-    std::string& lines = own_->lines;
-    const std::size_t at = lines.size();
     lengths_ |= length_bit(name);
-    if (count_ < kIndexed) index_[count_] = {at, name.size()};
+    if (count_ < kIndexed) index_[count_] = {own_->lines.size(), name.size()};
     ++count_;
-    // One resize and two copies (the lines keep their room from response to response).
-    lines.resize(at + name.size() + value.size() + 4);
-    char* p = lines.data() + at;
-    std::memcpy(p, name.data(), name.size());
-    p += name.size();
-    p[0] = ':';
-    p[1] = ' ';
-    std::memcpy(p + 2, value.data(), value.size());
-    p += 2 + value.size();
-    p[0] = '\r';
-    p[1] = '\n';
-    size_ = lines.size();
+    // The lines keep their room from response to response.
+    http::detail::append_field_line(own_->lines, name, value);
+    size_ = own_->lines.size();
   }
   // Takes out the lines of fields the response's Connection field named (RFC 9110 7.6.1).
   void drop_connection_options();
@@ -452,10 +440,9 @@ class UpstreamFields final : public http::detail::FieldSink {
   std::uint64_t lengths() const { return lengths_; }
 
  private:
-  // Calls f(name, begin, end) for each line written on: its field name, and where the line
-  // starts and ends (after its CRLF) in own_->lines.
+  // Calls f(name, value) for each field line of `lines` ("name: value\r\n" each).
   template <class F>
-  void for_each_line(F f) const;
+  static void for_each_line(std::string_view lines, F f);
 
   http::detail::OwnFields* own_ = nullptr;
   std::size_t size_ = 0;  // the bytes of own_->lines that are the response's fields
@@ -472,13 +459,13 @@ class UpstreamFields final : public http::detail::FieldSink {
 };
 
 template <class F>
-void UpstreamFields::for_each_line(F f) const {
-  const std::string_view lines = std::string_view(own_->lines).substr(0, size_);
+void UpstreamFields::for_each_line(std::string_view lines, F f) {
   std::size_t at = 0;
   while (at < lines.size()) {
     const std::size_t end = lines.find("\r\n", at);
     const std::string_view line = lines.substr(at, end - at);
-    f(line.substr(0, line.find(':')), at, end + 2);
+    const std::size_t colon = line.find(':');
+    f(line.substr(0, colon), line.substr(colon + 2));  // written as "name: value"
     at = end + 2;
   }
 }
@@ -486,42 +473,32 @@ void UpstreamFields::for_each_line(F f) const {
 bool UpstreamFields::has(std::string_view name) const {
   const std::uint64_t bit = length_bit(name);
   if (own_ == nullptr || (bit != 0 && (bit & lengths_) == 0)) return false;
-  const std::string_view lines = own_->lines;
+  const std::string_view lines = std::string_view(own_->lines).substr(0, size_);
   if (count_ <= kIndexed) {
     return std::any_of(index_.begin(), index_.begin() + static_cast<std::ptrdiff_t>(count_),
                        [&](const Name& n) { return same_name(lines.substr(n.at, n.size), name); });
   }
   bool found = false;
-  for_each_line(
-      [&](std::string_view n, std::size_t, std::size_t) { found = found || same_name(n, name); });
+  for_each_line(lines,
+                [&](std::string_view n, std::string_view) { found = found || same_name(n, name); });
   return found;
 }
 
+// The fields written on so far are written on again, without those the Connection field
+// named: field() does the bookkeeping (index, lengths, Date and Server) as it did the first time.
 void UpstreamFields::drop_connection_options() {
   if (own_ == nullptr || connection_.empty()) return;
-  std::vector<std::string_view> listed;
-  for_each_connection_option(connection_, [&](std::string_view name) { listed.push_back(name); });
-  std::string kept;
-  kept.reserve(own_->lines.size());
-  for_each_line([&](std::string_view n, std::size_t begin, std::size_t end) {
-    const bool named = std::any_of(listed.begin(), listed.end(),
-                                   [&](std::string_view l) { return same_name(l, n); });
-    if (!named) kept.append(own_->lines, begin, end - begin);
+  std::vector<std::string> listed;
+  for_each_connection_option(connection_,
+                             [&](std::string_view name) { listed.emplace_back(name); });
+  const std::string written = own_->lines.substr(0, size_);
+  restart();  // also forgets connection_
+  for_each_line(written, [&](std::string_view name, std::string_view value) {
+    if (std::none_of(listed.begin(), listed.end(),
+                     [&](const std::string& l) { return same_name(l, name); })) {
+      field(name, value);
+    }
   });
-  own_->lines = std::move(kept);
-  size_ = own_->lines.size();
-  own_->has_date = own_->has_server = false;
-  lengths_ = 0;
-  count_ = 0;
-  for_each_line([&](std::string_view n, std::size_t begin, std::size_t) {
-    lengths_ |= length_bit(n);
-    if (count_ < kIndexed) index_[count_] = {begin, n.size()};
-    ++count_;
-    const FieldRole role = field_role(n);
-    own_->has_date = own_->has_date || role == FieldRole::kDate;
-    own_->has_server = own_->has_server || role == FieldRole::kServer;
-  });
-  connection_.clear();
 }
 
 // ---- Impl ---------------------------------------------------------------------------------

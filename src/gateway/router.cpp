@@ -138,23 +138,20 @@ std::optional<std::string_view> normal_path_of(std::string_view target) {
   const char* p = target.data();
   const std::size_t n = target.size();
   if (n == 0 || p[0] != '/') return std::nullopt;
+  // A segment ends at byte k: the end, a '/', '?' or '#'.
+  auto segment_ends = [&](std::size_t k) {
+    if (k == n) return true;
+    const std::uint8_t kind = kPathBytes[static_cast<unsigned char>(p[k])];
+    return kind == kSlash || kind == kEnd;
+  };
   std::size_t i = 0;
   while (true) {
     // p[i] is a '/': the segment after it must not be empty, "." or "..".
     const std::size_t s = i + 1;
     if (s < n) {
-      const char d = p[s];
-      if (d == '/') return std::nullopt;
-      if (d == '.') {
-        const bool ends1 = s + 1 == n ||
-                           kPathBytes[static_cast<unsigned char>(p[s + 1])] == kSlash ||
-                           kPathBytes[static_cast<unsigned char>(p[s + 1])] == kEnd;
-        if (ends1) return std::nullopt;
-        if (p[s + 1] == '.' &&
-            (s + 2 == n || kPathBytes[static_cast<unsigned char>(p[s + 2])] == kSlash ||
-             kPathBytes[static_cast<unsigned char>(p[s + 2])] == kEnd)) {
-          return std::nullopt;
-        }
+      if (p[s] == '/') return std::nullopt;
+      if (p[s] == '.' && (segment_ends(s + 1) || (p[s + 1] == '.' && segment_ends(s + 2)))) {
+        return std::nullopt;
       }
     }
     i = s;
@@ -404,8 +401,7 @@ bool Router::path_matches(const Route& route, std::string_view path,
 
 RouteResult Router::match(std::string_view method, std::string_view host,
                           std::string_view target) const {
-  std::string storage;
-  auto normal = normalize_path(target, storage);
+  auto normal = normalize_path(target);
   if (!normal.ok()) {
     RouteResult result;
     result.outcome = RouteOutcome::kBadRequest;
@@ -413,7 +409,7 @@ RouteResult Router::match(std::string_view method, std::string_view host,
     return result;
   }
   RouteResult result = match_normalized(method, host, *normal);
-  result.path = normal->data() == storage.data() ? std::move(storage) : std::string(*normal);
+  result.path = std::move(normal).value();
   return result;
 }
 

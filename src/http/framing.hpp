@@ -209,6 +209,21 @@ class ChunkScanner : public FramingFindings {
   std::size_t trailer_bytes_ = 0;
 };
 
+// Appends the field line "name: value\r\n" to `out` (one resize and two copies).
+inline void append_field_line(std::string& out, std::string_view name, std::string_view value) {
+  const std::size_t at = out.size();
+  out.resize(at + name.size() + value.size() + 4);
+  char* p = out.data() + at;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  p[0] = ':';
+  p[1] = ' ';
+  std::memcpy(p + 2, value.data(), value.size());
+  p += 2 + value.size();
+  p[0] = '\r';
+  p[1] = '\n';
+}
+
 // Writes a message head into `out` a block at a time: lines are put together in a buffer on
 // the stack and appended when it fills and at the end (flush(), or the destructor), one
 // append per block instead of four per "name: value" line, each of which checks the room and
@@ -225,7 +240,7 @@ class FieldWriter {
   void field(std::string_view name, std::string_view value) {
     char* p = room(name.size() + value.size() + 4);
     if (p == nullptr) {
-      out_.append(name).append(": ", 2).append(value).append("\r\n", 2);
+      append_field_line(out_, name, value);
       return;
     }
     p = put(p, name);
