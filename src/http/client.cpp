@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "http/client_access.hpp"
+#include "http/edge_reads.hpp"
 #include "http/framing.hpp"
 #include "http/response_parser.hpp"
 #include "http/tls.hpp"
@@ -38,7 +39,14 @@ using detail::is_token;
 // A pooled TCP connection.
 struct Connection {
   explicit Connection(asio::io_context& io) : socket(io) {}
+  // Closes the socket; a read waiting on it ends (operation_aborted).
+  void close() {
+    reader.cancel();
+    asio::error_code ignored;
+    socket.close(ignored);
+  }
   tcp::socket socket;
+  detail::EdgeReader reader;  // socket's reads, without TLS (attached once connected)
   // The read buffer, kept with the connection: a 16 KiB array in each round trip's coroutine
   // frame would be a large allocation per request (and makes glibc consolidate its bins).
   std::array<char, 16 * 1024> buffer;
@@ -72,7 +80,7 @@ struct Exchange {
   }
   asio::io_context& io;
   std::optional<asio::steady_timer> timer_;
-  tcp::socket* socket = nullptr;
+  Connection* conn = nullptr;  // whose socket the current operation uses
   bool woken = false;
   bool cancelled = false;
   Exchange* prev = nullptr;  // in Impl::active
@@ -128,7 +136,7 @@ std::string ms_text(std::chrono::milliseconds ms) {
   return std::to_string(ms.count()) + " ms";
 }
 
-// How one attempt ended (the response itself goes to round_trip's `out`).
+// How one attempt ended (the response itself goes to run_exchange's `out`).
 struct Attempt {
   Status result;               // OK: a whole response is in `out`
   bool reusable = false;       // the connection may go back to the pool
@@ -253,9 +261,7 @@ struct HttpClient::Impl {
   asio::awaitable<Result<std::unique_ptr<Connection>>> connect(Exchange& ex,
                                                                const Upstream& upstream,
                                                                SteadyClock::time_point deadline);
-  asio::awaitable<Attempt> round_trip(Exchange& ex, Connection& conn, const std::string& wire,
-                                      bool head_request, SteadyClock::time_point deadline,
-                                      HttpResponse& out, detail::FieldSink* sink);
+  class RoundTrip;
   void release(Pool& pool, std::unique_ptr<Connection> conn, bool reusable);
   void wake_one(Pool& pool);
   void shutdown();  // on the io thread
@@ -266,7 +272,7 @@ struct HttpClient::Impl {
   // is overdue. Timeouts fire up to kSweepInterval late.
   struct Deadline {
     SteadyClock::time_point at;
-    tcp::socket* socket = nullptr;
+    Connection* conn = nullptr;
     bool fired = false;
     Deadline* prev = nullptr;
     Deadline* next = nullptr;
@@ -343,8 +349,7 @@ void HttpClient::Impl::arm_sweep() {
     for (Deadline* d = deadlines; d != nullptr; d = d->next) {
       if (!d->fired && now >= d->at) {
         d->fired = true;
-        asio::error_code ignored;
-        d->socket->close(ignored);
+        d->conn->close();
       }
     }
     if (deadlines != nullptr) arm_sweep();
@@ -364,10 +369,7 @@ void HttpClient::Impl::shutdown() {
   }
   for (Exchange* ex = active; ex != nullptr; ex = ex->next) {
     ex->cancelled = true;
-    if (ex->socket != nullptr) {
-      asio::error_code ec;
-      ex->socket->close(ec);
-    }
+    if (ex->conn != nullptr) ex->conn->close();
     ex->cancel_timer();
   }
 }
@@ -402,10 +404,10 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
       asio::error_code ignored;
       conn->socket.close(ignored);
     });
-    ex.socket = &conn->socket;
+    ex.conn = conn.get();
     co_await asio::async_connect(conn->socket, endpoints,
                                  asio::redirect_error(asio::use_awaitable, ec));
-    ex.socket = nullptr;
+    ex.conn = nullptr;
     fired = watch.fired();
   }
   if (ex.cancelled) co_return cancelled("request to upstream " + name + " cancelled");
@@ -416,7 +418,10 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
   }
   if (ec) co_return unavailable("cannot connect to upstream " + name + ": " + ec.message());
   conn->socket.set_option(tcp::no_delay(true), ec);
-  conn->socket.non_blocking(true, ec);  // for is_stale's peek; Asio's own I/O is unaffected
+  // Non-blocking for is_stale's peek, the direct write and the reader (Asio's own I/O is
+  // unaffected).
+  conn->socket.non_blocking(true, ec);
+  if (!tls) conn->reader.attach(conn->socket, *io);
   if (tls) {
     auto stream = detail::TlsStream::client(conn->socket, tls, upstream.host);
     if (!stream.ok()) co_return stream.status().with_context("upstream " + name);
@@ -425,9 +430,9 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
       asio::error_code ignored;
       conn->socket.close(ignored);
     });
-    ex.socket = &conn->socket;
+    ex.conn = conn.get();
     Status handshake = co_await conn->tls->handshake();
-    ex.socket = nullptr;
+    ex.conn = nullptr;
     if (ex.cancelled) co_return cancelled("request to upstream " + name + " cancelled");
     if (watch.fired()) {
       co_return deadline_exceeded("the TLS handshake with upstream " + name + " took longer than " +
@@ -512,109 +517,88 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::acquire(
   }
 }
 
-asio::awaitable<Attempt> HttpClient::Impl::round_trip(Exchange& ex, Connection& conn,
-                                                      const std::string& wire, bool head_request,
-                                                      SteadyClock::time_point deadline,
-                                                      HttpResponse& response,
-                                                      detail::FieldSink* sink) {
-  Attempt out;
-  // Registered for the sweep (see Impl::Deadline) while the round trip runs.
-  struct RoundTripDeadline {
-    Impl& impl;
-    Deadline d;
-    RoundTripDeadline(Impl& i, SteadyClock::time_point at, tcp::socket& socket) : impl(i) {
-      d.at = at;
-      d.socket = &socket;
-      impl.add_deadline(d);
+// One attempt on one connection, awaited in run_exchange's own frame (a coroutine of its own
+// would cost a frame and a resumption per request): what must hold while it runs, and what it
+// has found. While it lives, the attempt is registered for the sweep (see Impl::Deadline), the
+// exchange names the connection (for shutdown()) and the connection's parser holds `sink`.
+class HttpClient::Impl::RoundTrip {
+ public:
+  RoundTrip(Impl& impl, Exchange& ex, Connection& conn, SteadyClock::time_point deadline,
+            bool head_request, detail::FieldSink* sink)
+      : impl_(impl), ex_(ex), conn_(conn) {
+    deadline_.at = deadline;
+    deadline_.conn = &conn;
+    impl.add_deadline(deadline_);
+    ex.conn = &conn;
+    if (!conn.parser) {
+      const HttpClientOptions& o = impl.options;
+      conn.parser = std::make_unique<detail::ResponseParser>(
+          detail::ResponseLimits{o.max_response_header_count, o.max_response_header_bytes,
+                                 o.max_response_body_bytes},
+          head_request);
+    } else {
+      conn.parser->reset(head_request);
     }
-    ~RoundTripDeadline() { impl.remove_deadline(d); }
-    bool fired() const { return d.fired; }
-  } watch(*this, deadline, conn.socket);
-  ex.socket = &conn.socket;
-  struct ClearSocket {
-    Exchange& ex;
-    ~ClearSocket() { ex.socket = nullptr; }
-  } clear_socket{ex};
+    conn.parser->set_sink(sink);
+  }
+  ~RoundTrip() {
+    conn_.parser->set_sink(nullptr);  // the connection outlives the exchange, whose sink it is
+    ex_.conn = nullptr;
+    impl_.remove_deadline(deadline_);
+  }
+  RoundTrip(const RoundTrip&) = delete;
+  RoundTrip& operator=(const RoundTrip&) = delete;
 
-  // The socket is non-blocking (connect()): what the kernel takes at once is written without
-  // suspending; only a remainder is awaited.
-  asio::error_code ec;
-  std::size_t written = 0;
-  if (conn.tls) {
-    co_await conn.tls->write_all(asio::buffer(wire), ec);
-    written = ec ? 0 : wire.size();
-  } else {
-    written = conn.socket.write_some(asio::buffer(wire), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      ec = {};
-      written = 0;
-    }
-  }
-  if (!ec && written < wire.size()) {
-    written += co_await asio::async_write(
-        conn.socket, asio::buffer(wire.data() + written, wire.size() - written),
-        asio::redirect_error(asio::use_awaitable, ec));
-  }
-  out.bytes_sent = written > 0;
-  if (!conn.parser) {
-    conn.parser = std::make_unique<detail::ResponseParser>(
-        detail::ResponseLimits{options.max_response_header_count, options.max_response_header_bytes,
-                               options.max_response_body_bytes},
-        head_request);
-  } else {
-    conn.parser->reset(head_request);
-  }
-  detail::ResponseParser& parser = *conn.parser;
-  parser.set_sink(sink);
-  struct ForgetSink {  // the connection outlives the exchange, whose sink it is
-    detail::ResponseParser& parser;
-    ~ForgetSink() { parser.set_sink(nullptr); }
-  } forget_sink{parser};
-  std::array<char, 16 * 1024>& buffer = conn.buffer;
-  while (!ec) {
-    std::size_t n = 0;
-    if (conn.tls) {
-      n = co_await conn.tls->read_some(asio::buffer(buffer), ec);
-      // A close without close_notify ends the response like an EOF would: a framed response
-      // is then complete or reported truncated by the parser.
-      if (ec == detail::make_error_code(detail::TlsErrc::kStreamTruncated)) ec = asio::error::eof;
-    } else {
-      // The read is tried at once and, right after a request, finds nothing (EAGAIN) before it
-      // waits. Waiting for readability first does not save that system call: Asio re-arms
-      // the descriptor with an epoll_ctl for every wait (measured: one per request).
-      n = co_await conn.socket.async_read_some(asio::buffer(buffer),
-                                               asio::redirect_error(asio::use_awaitable, ec));
-    }
+  // What one read brought: `n` bytes of the connection's buffer, or `ec`. True once the
+  // attempt is over (`attempt` then says how; a whole response is in `response`).
+  bool take(std::size_t n, asio::error_code ec, HttpResponse& response) {
+    detail::ResponseParser& parser = *conn_.parser;
     detail::ResponseParser::Step step{detail::ResponseParser::Event::kNeedMore, 0};
-    if (ec == asio::error::eof && !watch.fired() && !ex.cancelled) {
-      out.response_seen = parser.started();
+    if (ec == asio::error::eof && !deadline_.fired && !ex_.cancelled) {
+      attempt.response_seen = parser.started();
       step = parser.finish();
-      if (step.event == detail::ResponseParser::Event::kError && !out.response_seen) break;
+      if (step.event == detail::ResponseParser::Event::kError && !attempt.response_seen) {
+        return fail(ec);
+      }
     } else if (ec) {
-      break;
+      return fail(ec);
     } else {
-      step = parser.feed(std::string_view(buffer.data(), n));
+      step = parser.feed(std::string_view(conn_.buffer.data(), n));
     }
-    out.response_seen = parser.started();
+    attempt.response_seen = parser.started();
     if (step.event == detail::ResponseParser::Event::kMessageComplete) {
       // Bytes after the response (nothing was asked for) make the connection unusable.
-      out.reusable = !ec && parser.keep_alive() && step.consumed == n;
+      attempt.reusable = !ec && parser.keep_alive() && step.consumed == n;
       parser.take_response(response);
-      co_return out;
+      return true;
     }
     if (step.event == detail::ResponseParser::Event::kError) {
-      out.result = parser.error().with_context("malformed response from upstream");
-      co_return out;
+      attempt.result = parser.error().with_context("malformed response from upstream");
+      return true;
     }
+    return ec ? fail(ec) : false;
   }
-  out.response_seen = parser.started();
-  out.lost = !watch.fired() && !ex.cancelled;
-  out.result =
-      unavailable(ec == asio::error::eof ? std::string("connection closed") : ec.message());
-  if (watch.fired()) out.result = deadline_exceeded("timed out");
-  if (ex.cancelled) out.result = cancelled("cancelled");
-  co_return out;
-}
+
+  // The attempt ends on `ec` (a write's or a read's): the connection is lost, unless the
+  // deadline or a cancellation closed it. True.
+  bool fail(asio::error_code ec) {
+    attempt.response_seen = conn_.parser->started();
+    attempt.lost = !deadline_.fired && !ex_.cancelled;
+    attempt.result =
+        unavailable(ec == asio::error::eof ? std::string("connection closed") : ec.message());
+    if (deadline_.fired) attempt.result = deadline_exceeded("timed out");
+    if (ex_.cancelled) attempt.result = cancelled("cancelled");
+    return true;
+  }
+
+  Attempt attempt;
+
+ private:
+  Impl& impl_;
+  Exchange& ex_;
+  Connection& conn_;
+  Deadline deadline_;
+};
 
 namespace {
 
@@ -724,8 +708,54 @@ asio::awaitable<Status> HttpClient::Impl::run_exchange(const Upstream& upstream,
         if (!retry) co_return last;
       } else {
         const bool reused = (*conn)->reused;
-        Attempt attempt =
-            co_await round_trip(ex, **conn, wire, method == "HEAD", deadline, out, sink);
+        Attempt attempt;
+        {
+          Connection& c = **conn;
+          RoundTrip trip(*this, ex, c, deadline, method == "HEAD", sink);
+          // The socket is non-blocking (connect()): what the kernel takes at once is written
+          // without suspending; only a remainder is awaited.
+          asio::error_code ec;
+          std::size_t written = 0;
+          if (c.tls) {
+            co_await c.tls->write_all(asio::buffer(wire), ec);
+            written = ec ? 0 : wire.size();
+          } else {
+            written = c.socket.write_some(asio::buffer(wire), ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again) {
+              ec = {};
+              written = 0;
+            }
+          }
+          if (!ec && written < wire.size()) {
+            written += co_await asio::async_write(
+                c.socket, asio::buffer(wire.data() + written, wire.size() - written),
+                asio::redirect_error(asio::use_awaitable, ec));
+          }
+          trip.attempt.bytes_sent = written > 0;
+          bool over = false;
+          if (ec) over = trip.fail(ec);
+          while (!over) {
+            std::size_t n = 0;
+            if (c.tls) {
+              n = co_await c.tls->read_some(asio::buffer(c.buffer), ec);
+              // A close without close_notify ends the response like an EOF would: a framed
+              // response is then complete or reported truncated by the parser.
+              if (ec == detail::make_error_code(detail::TlsErrc::kStreamTruncated)) {
+                ec = asio::error::eof;
+              }
+            } else {
+              // Right after the request the reader knows the socket is drained and waits for
+              // input without a system call (http/edge_reads.hpp).
+              n = c.reader.read_some(asio::buffer(c.buffer), ec);
+              while (ec == asio::error::would_block) {
+                co_await c.reader.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                if (!ec) n = c.reader.read_some(asio::buffer(c.buffer), ec);
+              }
+            }
+            over = trip.take(n, ec, out);
+          }
+          attempt = std::move(trip.attempt);
+        }
         release(pool, std::move(*conn), attempt.reusable);
         if (attempt.result.ok()) {
           const int status = out.status;

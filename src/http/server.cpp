@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <asio.hpp>
 #include <atomic>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "civicbus/core/clock.hpp"
+#include "http/edge_reads.hpp"
 #include "http/framing.hpp"
 #include "http/request_parser.hpp"
 #include "http/server_access.hpp"
@@ -194,6 +196,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close() {
     if (closed_) return;
     closed_ = true;
+    reader_.cancel();
     asio::error_code ec;
     socket_.close(ec);
     timer_.cancel();
@@ -210,8 +213,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // `self` keeps the connection alive: a parameter is copied into the coroutine frame when
   // the coroutine is created, before co_spawn first resumes it.
   asio::awaitable<void> watchdog([[maybe_unused]] std::shared_ptr<Connection> self) {
+    const HttpServerOptions& o = server_.options;
+    const auto shortest = std::min({o.header_timeout, o.body_timeout, o.idle_timeout});
     while (!closed_) {
-      armed_ = deadline_;
+      // Never later than the shortest phase timeout from now (it wakes, finds nothing due and
+      // sleeps again): a deadline that a phase sets is then never before the armed time, and
+      // the timer is not cancelled and re-armed request after request, whether the watchdog
+      // last ran while the deadline was far or while there was none (an async handler).
+      armed_ = std::min(deadline_, SteadyClock::now() + shortest);
       timer_.expires_at(armed_);
       asio::error_code ec;
       co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -221,6 +230,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         deadline_ = SteadyClock::time_point::max();
         asio::error_code ignored;
         socket_.cancel(ignored);
+        reader_.cancel();
       }
     }
   }
@@ -239,6 +249,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (tls_->peer_certificate()) {
         peer_certificate_ = std::make_shared<const PeerCertificate>(*tls_->peer_certificate());
       }
+    } else {
+      reader_.attach(socket_, *server_.workers[worker_]);
     }
     std::string in;   // received, not yet parsed
     std::string out;  // responses not yet written
@@ -253,10 +265,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
         if (phase == Phase::kIdle) set_deadline(options.idle_timeout);
         asio::error_code ec;
         // Awaited here, not through a helper coroutine: no frame per read.
-        const std::size_t n =
-            tls_ ? co_await tls_->read_some(asio::buffer(buffer_), ec)
-                 : co_await socket_.async_read_some(asio::buffer(buffer_),
-                                                    asio::redirect_error(asio::use_awaitable, ec));
+        std::size_t n = 0;
+        if (tls_) {
+          n = co_await tls_->read_some(asio::buffer(buffer_), ec);
+        } else {
+          n = reader_.read_some(asio::buffer(buffer_), ec);
+          while (ec == asio::error::would_block) {
+            co_await reader_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+            if (!ec) n = reader_.read_some(asio::buffer(buffer_), ec);
+          }
+        }
         if (closed_) co_return;
         if (ec) {
           if (fired_ && (phase == Phase::kHeader || phase == Phase::kBody)) {
@@ -352,7 +370,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Deadlines mostly move later (each phase starts a new one), so the watchdog's timer is only
   // re-armed when the new deadline is earlier than the armed one: the watchdog wakes at the
   // armed time, sees the deadline has moved and sleeps again. This keeps timer-queue and
-  // timerfd work off the per-request path.
+  // timerfd work off the per-request path (see watchdog() for why it stays off).
   void set_deadline(std::chrono::milliseconds after) {
     set_deadline_at(SteadyClock::now() + after);
   }
@@ -477,6 +495,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   detail::ServerCore& server_;
   tcp::socket socket_;
+  detail::EdgeReader reader_;  // socket_'s reads, without TLS
   asio::steady_timer timer_;
   asio::steady_timer wake_;       // wakes call_async_handler when the response arrives
   detail::OwnFields own_fields_;  // what an awaitable handler adds (server_access.hpp)
