@@ -75,7 +75,7 @@ class EdgeReader {
     WaitFor(Handler&& h, bool heap) : handler(std::move(h)), on_heap(heap) {}
     void complete(asio::error_code ec, bool now) override {
       Handler h = std::move(handler);
-      destroy();
+      release();
       if (now) {
         std::move(h)(ec);
       } else {
@@ -83,7 +83,13 @@ class EdgeReader {
         asio::post(executor, [h = std::move(h), ec]() mutable { std::move(h)(ec); });
       }
     }
+    // The handler goes last, after this object: destroying it may destroy the coroutine
+    // frame that holds the reader whose storage this is.
     void destroy() override {
+      Handler h = std::move(handler);
+      release();
+    }
+    void release() {
       if (on_heap) {
         delete this;
       } else {
