@@ -142,8 +142,14 @@ class EdgeReactor final : public asio::execution_context::service {
       }
     }
     // The set is waited on only while readers wait (what a full batch leaves is reported
-    // again when it is next armed: the re-arm polls the set).
-    if (waiting_ > 0) arm();
+    // again when it is next armed: the re-arm polls the set). A reader resumed above may have
+    // armed it for a wait that a later event in the batch then ended: that wait is cancelled,
+    // as a pending one keeps io_context::run() going.
+    if (waiting_ > 0) {
+      arm();
+    } else if (armed_) {
+      notifier_->cancel();
+    }
   }
 
   // Before the io_context goes: waiting handlers are destroyed, not called (as Asio does with

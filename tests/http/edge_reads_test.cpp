@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace civicbus::http::detail {
@@ -132,6 +133,44 @@ TEST_CASE("edge reads: cancel ends a wait, and a cancelled reader leaves io_cont
   CHECK(done);
   CHECK(ec == asio::error::operation_aborted);
   CHECK(got.empty());
+}
+
+TEST_CASE("edge reads: a wait begun and ended in one turn leaves io_context::run free") {
+  // Input for two sockets in one turn of the set: the first wakes a coroutine that then waits
+  // on the second (not yet seen as readable), and the second's event ends that wait in the
+  // same turn. The set's wait armed for it must not be left pending.
+  asio::io_context io(1);
+  tcp::acceptor acceptor = loopback_acceptor(io);
+  Pair a(io, acceptor);
+  Pair b(io, acceptor);
+  EdgeReader reader_a;
+  EdgeReader reader_b;
+  reader_a.attach(a.ours, io);
+  reader_b.attach(b.ours, io);
+  std::array<char, 8> scratch{};
+  asio::error_code ec;
+  reader_b.read_some(asio::buffer(scratch), ec);  // finds it drained
+  REQUIRE(ec == asio::error::would_block);
+  std::string got_a;
+  std::string got_b;
+  asio::error_code ec_a;
+  asio::error_code ec_b;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        co_await read_until(reader_a, got_a, 1, ec_a);
+        co_await read_until(reader_b, got_b, 1, ec_b);
+      },
+      asio::detached);
+  io.poll();  // waiting on a
+  asio::write(a.peer, asio::buffer(std::string("a")));
+  asio::write(b.peer, asio::buffer(std::string("b")));
+  std::this_thread::sleep_for(20ms);  // both arrive before the loop looks
+  const auto start = std::chrono::steady_clock::now();
+  io.run_for(5s);
+  CHECK(std::chrono::steady_clock::now() - start < 4s);
+  CHECK(got_a == "a");
+  CHECK(got_b == "b");
 }
 
 TEST_CASE("edge reads: more sockets than one turn takes all wake, and readers come and go") {
