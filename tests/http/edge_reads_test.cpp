@@ -47,92 +47,77 @@ asio::awaitable<void> read_until(EdgeReader& reader, std::string& got, std::size
   }
 }
 
-TEST_CASE("edge reads: input that arrives after the socket was drained wakes the reader") {
-  asio::io_context io(1);
-  tcp::acceptor acceptor = loopback_acceptor(io);
-  Pair pair(io, acceptor);
+// One socket read through a reader by one coroutine, which reads until `got` holds each of
+// `totals` bytes in turn (or EOF or an error, left in `ec`) and then sets `done`.
+struct OneReader {
+  explicit OneReader(std::vector<std::size_t> totals)
+      : acceptor(loopback_acceptor(io)), pair(io, acceptor) {
+    reader.attach(pair.ours, io);
+    asio::co_spawn(
+        io,
+        [this, totals]() -> asio::awaitable<void> {
+          for (const std::size_t total : totals) {
+            co_await read_until(reader, got, total, ec);
+            if (ec) break;
+          }
+          done = true;
+        },
+        asio::detached);
+  }
+  asio::io_context io{1};
+  tcp::acceptor acceptor;
+  Pair pair;
   EdgeReader reader;
-  reader.attach(pair.ours, io);
-
   std::string got;
   asio::error_code ec;
   bool done = false;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        co_await read_until(reader, got, 5, ec);  // "hello": drained, then waits
-        co_await read_until(reader, got, 5 + 300, ec);
-        done = true;
-      },
-      asio::detached);
-  asio::write(pair.peer, asio::buffer(std::string("hello")));
-  io.run_for(1s);
+};
+
+// Runs `io` for up to 5 s; true when it returned sooner, i.e. nothing was left pending.
+bool runs_out(asio::io_context& io) {
+  const auto start = std::chrono::steady_clock::now();
+  io.run_for(5s);
+  return std::chrono::steady_clock::now() - start < 4s;
+}
+
+TEST_CASE("edge reads: input that arrives after the socket was drained wakes the reader") {
+  OneReader r({5, 5 + 300});  // "hello": drained, then waits
+  asio::write(r.pair.peer, asio::buffer(std::string("hello")));
+  r.io.run_for(1s);
   // It waits now (nothing more was sent); io.run returned only by its time limit.
-  REQUIRE_FALSE(done);
-  CHECK(got == "hello");
-  io.restart();
+  REQUIRE_FALSE(r.done);
+  CHECK(r.got == "hello");
+  r.io.restart();
   const std::string more(300, 'x');  // more than the reader's buffer: several reads
-  asio::write(pair.peer, asio::buffer(more));
-  io.run_for(2s);
-  REQUIRE(done);
-  CHECK_FALSE(ec);
-  CHECK(got == "hello" + more);
+  asio::write(r.pair.peer, asio::buffer(more));
+  r.io.run_for(2s);
+  REQUIRE(r.done);
+  CHECK_FALSE(r.ec);
+  CHECK(r.got == "hello" + more);
 }
 
 TEST_CASE("edge reads: data and the peer's FIN arriving together give the data, then EOF") {
-  asio::io_context io(1);
-  tcp::acceptor acceptor = loopback_acceptor(io);
-  Pair pair(io, acceptor);
-  EdgeReader reader;
-  reader.attach(pair.ours, io);
-  std::string got;
-  asio::error_code ec;
-  bool done = false;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        // Waits first, so that the reactor sees the data and the FIN in one edge.
-        co_await read_until(reader, got, 1, ec);
-        co_await read_until(reader, got, 1'000, ec);  // more than comes: ends at EOF
-        done = true;
-      },
-      asio::detached);
-  io.poll();
-  asio::write(pair.peer, asio::buffer(std::string("a") + std::string(20, 'b')));
-  pair.peer.shutdown(tcp::socket::shutdown_send);
-  io.run_for(2s);
-  REQUIRE(done);  // without the FIN remembered it would wait for an edge that never comes
-  CHECK(ec == asio::error::eof);
-  CHECK(got == "a" + std::string(20, 'b'));
+  // Waits first, so that the reactor sees the data and the FIN in one edge; then asks for more
+  // than comes, so that it ends at EOF.
+  OneReader r({1, 1'000});
+  r.io.poll();
+  asio::write(r.pair.peer, asio::buffer(std::string("a") + std::string(20, 'b')));
+  r.pair.peer.shutdown(tcp::socket::shutdown_send);
+  r.io.run_for(2s);
+  REQUIRE(r.done);  // without the FIN remembered it would wait for an edge that never comes
+  CHECK(r.ec == asio::error::eof);
+  CHECK(r.got == "a" + std::string(20, 'b'));
 }
 
 TEST_CASE("edge reads: cancel ends a wait, and a cancelled reader leaves io_context::run free") {
-  asio::io_context io(1);
-  tcp::acceptor acceptor = loopback_acceptor(io);
-  Pair pair(io, acceptor);
-  EdgeReader reader;
-  reader.attach(pair.ours, io);
-  std::string got;
-  asio::error_code ec;
-  bool done = false;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        co_await read_until(reader, got, 1, ec);
-        done = true;
-      },
-      asio::detached);
-  io.poll();  // now waiting
-  REQUIRE_FALSE(done);
-  reader.cancel();
-  // run_for returns before its time only once nothing is pending: the set's own wait is gone
-  // too.
-  const auto start = std::chrono::steady_clock::now();
-  io.run_for(5s);
-  CHECK(std::chrono::steady_clock::now() - start < 4s);
-  CHECK(done);
-  CHECK(ec == asio::error::operation_aborted);
-  CHECK(got.empty());
+  OneReader r({1});
+  r.io.poll();  // now waiting
+  REQUIRE_FALSE(r.done);
+  r.reader.cancel();
+  CHECK(runs_out(r.io));  // the set's own wait is gone too
+  CHECK(r.done);
+  CHECK(r.ec == asio::error::operation_aborted);
+  CHECK(r.got.empty());
 }
 
 TEST_CASE("edge reads: a wait begun and ended in one turn leaves io_context::run free") {
@@ -166,9 +151,7 @@ TEST_CASE("edge reads: a wait begun and ended in one turn leaves io_context::run
   asio::write(a.peer, asio::buffer(std::string("a")));
   asio::write(b.peer, asio::buffer(std::string("b")));
   std::this_thread::sleep_for(20ms);  // both arrive before the loop looks
-  const auto start = std::chrono::steady_clock::now();
-  io.run_for(5s);
-  CHECK(std::chrono::steady_clock::now() - start < 4s);
+  CHECK(runs_out(io));
   CHECK(got_a == "a");
   CHECK(got_b == "b");
 }
