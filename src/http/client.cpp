@@ -322,8 +322,7 @@ void HttpClient::Impl::release(Pool& pool, std::unique_ptr<Connection> conn, boo
     conn->reused = true;
     pool.idle.push_back(std::move(conn));
   } else {
-    asio::error_code ec;
-    conn->socket.close(ec);
+    conn->close();
     --pool.open;
   }
   wake_one(pool);
@@ -367,8 +366,7 @@ void HttpClient::Impl::shutdown() {
   if (sweep_timer) sweep_timer->cancel();
   for (auto& [key, pool] : pools) {
     for (auto& conn : pool.idle) {
-      asio::error_code ec;
-      conn->socket.close(ec);
+      conn->close();
     }
     pool.open -= pool.idle.size();
     pool.idle.clear();
@@ -406,10 +404,7 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
     for (const auto& entry : results) endpoints.push_back(entry.endpoint());
   }
   if (!fired) {
-    Watch watch(ex.timer(), connect_deadline, [&conn] {
-      asio::error_code ignored;
-      conn->socket.close(ignored);
-    });
+    Watch watch(ex.timer(), connect_deadline, [&conn] { conn->close(); });
     ex.conn = conn.get();
     co_await asio::async_connect(conn->socket, endpoints,
                                  asio::redirect_error(asio::use_awaitable, ec));
@@ -432,10 +427,7 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
     auto stream = detail::TlsStream::client(conn->socket, tls, upstream.host);
     if (!stream.ok()) co_return stream.status().with_context("upstream " + name);
     conn->tls = std::move(stream).value();
-    Watch watch(ex.timer(), connect_deadline, [&conn] {
-      asio::error_code ignored;
-      conn->socket.close(ignored);
-    });
+    Watch watch(ex.timer(), connect_deadline, [&conn] { conn->close(); });
     ex.conn = conn.get();
     Status handshake = co_await conn->tls->handshake();
     ex.conn = nullptr;
@@ -453,8 +445,7 @@ std::unique_ptr<Connection> HttpClient::Impl::take_idle(
     Pool& pool, bool fresh, bool idempotent, std::optional<SteadyClock::time_point> read) {
   const SteadyClock::time_point now = read ? *read : SteadyClock::now();
   auto drop = [&](std::unique_ptr<Connection>& conn) {
-    asio::error_code ec;
-    conn->socket.close(ec);
+    conn->close();
     --pool.open;
   };
   // The oldest idle connection, when past its lifetime, is dropped (one per call keeps this

@@ -82,12 +82,12 @@ class EdgeReactor final : public asio::execution_context::service {
 
   void wait_started() {
     ++waiting_;
-    arm();
+    settle();
   }
-  // A wait ended other than by input (cancel(), a reader gone): with no reader left waiting,
-  // the set's own wait is cancelled too, since a pending wait keeps io_context::run() going.
+  // A wait ended other than by input (cancel(), a reader gone).
   void wait_cancelled() {
-    if (--waiting_ == 0 && armed_) notifier_->cancel();
+    --waiting_;
+    settle();
   }
 
  private:
@@ -96,6 +96,16 @@ class EdgeReactor final : public asio::execution_context::service {
     std::uint32_t generation = 0;
   };
   using Notifier = asio::posix::basic_stream_descriptor<asio::io_context::executor_type>;
+
+  // The set is waited on exactly while readers wait: armed when one does, its wait cancelled
+  // when none is left, since a pending wait keeps io_context::run() going.
+  void settle() {
+    if (waiting_ > 0) {
+      arm();
+    } else if (armed_) {
+      notifier_->cancel();
+    }
+  }
 
   // Waits, through the io_context, for the set to report a socket.
   void arm() {
@@ -113,8 +123,8 @@ class EdgeReactor final : public asio::execution_context::service {
     armed_ = false;
     if (shut_down_) return;
     if (ec) {
-      // Cancelled by wait_cancelled(); a reader may have started waiting since.
-      if (ec == asio::error::operation_aborted && waiting_ > 0) arm();
+      // Cancelled by settle(); a reader may have started waiting since.
+      if (ec == asio::error::operation_aborted) settle();
       return;
     }
     constexpr int kBatch = 64;
@@ -141,15 +151,10 @@ class EdgeReactor final : public asio::execution_context::service {
         std::exchange(reader.wait_, nullptr)->complete({}, true);
       }
     }
-    // The set is waited on only while readers wait (what a full batch leaves is reported
-    // again when it is next armed: the re-arm polls the set). A reader resumed above may have
-    // armed it for a wait that a later event in the batch then ended: that wait is cancelled,
-    // as a pending one keeps io_context::run() going.
-    if (waiting_ > 0) {
-      arm();
-    } else if (armed_) {
-      notifier_->cancel();
-    }
+    // What a full batch leaves is reported again when the set is next armed (the re-arm polls
+    // it). A reader resumed above may have armed the set for a wait that a later event in the
+    // batch then ended: settle() cancels it.
+    settle();
   }
 
   // Before the io_context goes: waiting handlers are destroyed, not called (as Asio does with
