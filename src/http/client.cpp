@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "http/client_access.hpp"
-#include "http/edge_socket.hpp"
+#include "http/edge_reads.hpp"
 #include "http/framing.hpp"
 #include "http/response_parser.hpp"
 #include "http/tls.hpp"
@@ -38,16 +38,15 @@ using detail::is_token;
 
 // A pooled TCP connection.
 struct Connection {
-  explicit Connection(asio::io_context& io) : socket(io), plain(io) {}
-  // Closes the socket; an operation waiting on it ends (operation_aborted).
+  explicit Connection(asio::io_context& io) : socket(io) {}
+  // Closes the socket; a read waiting on it ends (operation_aborted).
   void close() {
-    plain.close();
+    reader.cancel();
     asio::error_code ignored;
     socket.close(ignored);
   }
-  // Connects, and carries TLS; without TLS the connected descriptor moves to `plain`.
   tcp::socket socket;
-  detail::EdgeSocket plain;
+  detail::EdgeReader reader;  // socket's reads, without TLS (attached once connected)
   // The read buffer, kept with the connection: a 16 KiB array in each round trip's coroutine
   // frame would be a large allocation per request (and makes glibc consolidate its bins).
   std::array<char, 16 * 1024> buffer;
@@ -122,14 +121,10 @@ class Watch {
 
 // A pending close, or bytes nobody asked for, on an idle connection: not reusable. The socket
 // is in non-blocking mode since its connect (connect()).
-bool is_stale(Connection& conn) {
+bool is_stale(tcp::socket& socket) {
   asio::error_code ec;
   char byte;
-  if (conn.plain.is_open()) {
-    conn.plain.peek(asio::buffer(&byte, 1), ec);
-  } else {
-    conn.socket.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
-  }
+  socket.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
   return ec != asio::error::would_block;
 }
 
@@ -424,15 +419,11 @@ asio::awaitable<Result<std::unique_ptr<Connection>>> HttpClient::Impl::connect(
   }
   if (ec) co_return unavailable("cannot connect to upstream " + name + ": " + ec.message());
   conn->socket.set_option(tcp::no_delay(true), ec);
-  if (!tls) {
-    // Out of Asio's reactor into the loop's EdgeSocket set (http/edge_socket.hpp).
-    const int fd = conn->socket.release(ec);
-    if (!ec) ec = conn->plain.assign(fd);
-    if (ec)
-      co_return unavailable("cannot use the connection to upstream " + name + ": " + ec.message());
-  } else {
-    // Non-blocking for is_stale's peek (Asio's own I/O is unaffected).
-    conn->socket.non_blocking(true, ec);
+  // Non-blocking for is_stale's peek, the direct write and the reader (Asio's own I/O is
+  // unaffected).
+  conn->socket.non_blocking(true, ec);
+  if (!tls) conn->reader.attach(conn->socket, *io);
+  if (tls) {
     auto stream = detail::TlsStream::client(conn->socket, tls, upstream.host);
     if (!stream.ok()) co_return stream.status().with_context("upstream " + name);
     conn->tls = std::move(stream).value();
@@ -478,7 +469,7 @@ std::unique_ptr<Connection> HttpClient::Impl::take_idle(
     pool.idle.pop_back();
     const auto idle = now - conn->idle_since;
     const bool check = !idempotent || idle >= kPeekAfter;
-    if (idle >= options.idle_connection_lifetime || (check && is_stale(*conn))) {
+    if (idle >= options.idle_connection_lifetime || (check && is_stale(conn->socket))) {
       drop(conn);
       continue;
     }
@@ -726,13 +717,16 @@ asio::awaitable<Status> HttpClient::Impl::run_exchange(const Upstream& upstream,
             co_await c.tls->write_all(asio::buffer(wire), ec);
             written = ec ? 0 : wire.size();
           } else {
-            written = c.plain.write_some(asio::buffer(wire), ec);
-            if (ec == asio::error::would_block) {
+            written = c.socket.write_some(asio::buffer(wire), ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again) {
               ec = {};
+              written = 0;
             }
-            if (!ec && written < wire.size()) {
-              written += co_await detail::write_all(c.plain, asio::buffer(wire) + written, ec);
-            }
+          }
+          if (!ec && written < wire.size()) {
+            written += co_await asio::async_write(
+                c.socket, asio::buffer(wire.data() + written, wire.size() - written),
+                asio::redirect_error(asio::use_awaitable, ec));
           }
           trip.attempt.bytes_sent = written > 0;
           bool over = false;
@@ -747,13 +741,12 @@ asio::awaitable<Status> HttpClient::Impl::run_exchange(const Upstream& upstream,
                 ec = asio::error::eof;
               }
             } else {
-              // Right after the request the socket knows it is drained and waits for input
-              // without a system call (http/edge_socket.hpp).
-              n = c.plain.read_some(asio::buffer(c.buffer), ec);
+              // Right after the request the reader knows the socket is drained and waits for
+              // input without a system call (http/edge_reads.hpp).
+              n = c.reader.read_some(asio::buffer(c.buffer), ec);
               while (ec == asio::error::would_block) {
-                co_await c.plain.async_wait(detail::EdgeSocket::Wait::kRead,
-                                            asio::redirect_error(asio::use_awaitable, ec));
-                if (!ec) n = c.plain.read_some(asio::buffer(c.buffer), ec);
+                co_await c.reader.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                if (!ec) n = c.reader.read_some(asio::buffer(c.buffer), ec);
               }
             }
             over = trip.take(n, ec, out);

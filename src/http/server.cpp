@@ -6,7 +6,6 @@
 // closes. A worker is one thread, so a connection's state needs no strand or lock.
 #include "civicbus/http/server.hpp"
 
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,7 +22,7 @@
 #include <vector>
 
 #include "civicbus/core/clock.hpp"
-#include "http/edge_socket.hpp"
+#include "http/edge_reads.hpp"
 #include "http/framing.hpp"
 #include "http/request_parser.hpp"
 #include "http/server_access.hpp"
@@ -144,9 +143,8 @@ struct ServerCore {
   std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
 
   asio::awaitable<void> accept_loop();
-  // Makes a connection of an accepted socket's descriptor (which it takes) and starts it, on
-  // the connection's worker.
-  void adopt(int fd, const asio::ip::tcp& protocol, std::size_t worker);
+  // Makes a connection of an accepted socket and starts it, on the socket's worker.
+  void adopt(tcp::socket socket, std::size_t worker);
 };
 
 }  // namespace detail
@@ -165,35 +163,19 @@ namespace {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  // Takes `fd`, an accepted socket: Asio's socket for TLS (mbedTLS reads and writes it),
-  // else an EdgeSocket.
-  Connection(detail::ServerCore& server, int fd, const tcp& protocol, std::size_t worker)
+  Connection(detail::ServerCore& server, tcp::socket socket, std::size_t worker)
       : server_(server),
-        socket_(*server.workers[worker]),
-        plain_(*server.workers[worker]),
+        socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         wake_(socket_.get_executor()),
         worker_(worker),
         parser_(detail::RequestLimits{server.options.max_header_count,
                                       server.options.max_header_bytes,
                                       server.options.max_body_bytes}) {
-    tcp::endpoint peer;
-    auto length = static_cast<socklen_t>(peer.capacity());
-    const bool named = ::getpeername(fd, peer.data(), &length) == 0;
     asio::error_code ec;
-    if (server.tls) {
-      socket_.assign(protocol, fd, ec);
-      if (ec) ::close(fd);
-      socket_.non_blocking(true, ec);
-    } else {
-      ec = plain_.assign(fd);
-    }
-    if (ec) {
-      closed_ = true;  // run() ends at once
-      return;
-    }
-    if (named) {
-      peer.resize(length);
+    socket_.non_blocking(true, ec);  // for write()'s direct attempt
+    const tcp::endpoint peer = socket_.remote_endpoint(ec);
+    if (!ec) {
       asio::ip::address address = peer.address();
       if (address.is_v6() && address.to_v6().is_v4_mapped()) {
         address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
@@ -214,7 +196,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close() {
     if (closed_) return;
     closed_ = true;
-    plain_.close();
+    reader_.cancel();
     asio::error_code ec;
     socket_.close(ec);
     timer_.cancel();
@@ -248,7 +230,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         deadline_ = SteadyClock::time_point::max();
         asio::error_code ignored;
         socket_.cancel(ignored);
-        plain_.cancel();
+        reader_.cancel();
       }
     }
   }
@@ -258,7 +240,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // The first request's header timeout runs from the accept (and covers a TLS handshake).
     Phase phase = Phase::kHeader;
     set_deadline(options.header_timeout);
-    if (closed_) co_return;
     if (server_.tls) {
       auto stream = detail::TlsStream::server(socket_, server_.tls->current());
       if (!stream.ok()) co_return close();
@@ -268,6 +249,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (tls_->peer_certificate()) {
         peer_certificate_ = std::make_shared<const PeerCertificate>(*tls_->peer_certificate());
       }
+    } else {
+      reader_.attach(socket_, *server_.workers[worker_]);
     }
     std::string in;   // received, not yet parsed
     std::string out;  // responses not yet written
@@ -286,11 +269,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         if (tls_) {
           n = co_await tls_->read_some(asio::buffer(buffer_), ec);
         } else {
-          n = plain_.read_some(asio::buffer(buffer_), ec);
+          n = reader_.read_some(asio::buffer(buffer_), ec);
           while (ec == asio::error::would_block) {
-            co_await plain_.async_wait(detail::EdgeSocket::Wait::kRead,
-                                       asio::redirect_error(asio::use_awaitable, ec));
-            if (!ec) n = plain_.read_some(asio::buffer(buffer_), ec);
+            co_await reader_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+            if (!ec) n = reader_.read_some(asio::buffer(buffer_), ec);
           }
         }
         if (closed_) co_return;
@@ -440,7 +422,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool write_at_once(std::string& out) {
     if (tls_) return false;
     asio::error_code ec;
-    const std::size_t written = plain_.write_some(asio::buffer(out), ec);
+    const std::size_t written = socket_.write_some(asio::buffer(out), ec);
     if (ec) return false;
     if (written == out.size()) {
       out.clear();
@@ -464,16 +446,28 @@ class Connection : public std::enable_shared_from_this<Connection> {
       set_deadline_at(saved);
       co_return true;
     }
-    const std::size_t written = plain_.write_some(asio::buffer(out), ec);
-    if (ec == asio::error::would_block) ec = {};
-    if (!ec && written < out.size()) {
+    std::size_t written = socket_.write_some(asio::buffer(out), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      ec = {};
+      written = 0;
+    }
+    if (ec) {
+      out.clear();
+      co_return false;
+    }
+    if (written < out.size()) {
       const SteadyClock::time_point saved = deadline_;
       set_deadline(server_.options.body_timeout);
-      co_await detail::write_all(plain_, asio::buffer(out) + written, ec);
-      if (!ec && !closed_) set_deadline_at(saved);
+      co_await asio::async_write(socket_, asio::buffer(out.data() + written, out.size() - written),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec || closed_) {
+        out.clear();
+        co_return false;
+      }
+      set_deadline_at(saved);
     }
     out.clear();
-    co_return !ec && !closed_;
+    co_return true;
   }
 
   // Answers `status` after what is queued, then closes.
@@ -489,30 +483,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::awaitable<void> finish(std::string& out) {
     if (!out.empty() && !co_await write(out)) co_return close();
     set_deadline(kLingerTime);
+    if (tls_) co_await tls_->shutdown();  // close_notify, then our FIN
     asio::error_code ec;
-    if (tls_) {
-      co_await tls_->shutdown();  // close_notify, then our FIN
-      socket_.shutdown(tcp::socket::shutdown_send, ec);
-      while (!ec && !closed_) {
-        co_await socket_.async_read_some(asio::buffer(buffer_),
-                                         asio::redirect_error(asio::use_awaitable, ec));
-      }
-    } else {
-      plain_.shutdown_send(ec);
-      while (!ec && !closed_) {
-        plain_.read_some(asio::buffer(buffer_), ec);
-        if (ec == asio::error::would_block) {
-          co_await plain_.async_wait(detail::EdgeSocket::Wait::kRead,
-                                     asio::redirect_error(asio::use_awaitable, ec));
-        }
-      }
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    while (!ec && !closed_) {
+      co_await socket_.async_read_some(asio::buffer(buffer_),
+                                       asio::redirect_error(asio::use_awaitable, ec));
     }
     close();
   }
 
   detail::ServerCore& server_;
-  tcp::socket socket_;        // with TLS (else never opened)
-  detail::EdgeSocket plain_;  // without TLS
+  tcp::socket socket_;
+  detail::EdgeReader reader_;  // socket_'s reads, without TLS
   asio::steady_timer timer_;
   asio::steady_timer wake_;       // wakes call_async_handler when the response arrives
   detail::OwnFields own_fields_;  // what an awaitable handler adds (server_access.hpp)
@@ -548,10 +531,13 @@ asio::awaitable<void> detail::ServerCore::accept_loop() {
     }
     accepted.set_option(tcp::no_delay(true), ec);
     const std::size_t worker = next_worker++ % workers.size();
-    // The connection takes the descriptor out of Asio (a plain one is an EdgeSocket), and the
-    // worker registers it with its own reactor: a worker's sockets are touched by its thread
-    // alone (what ASIO_CONCURRENCY_HINT_UNSAFE_IO asks, see HttpServer::HttpServer). The
-    // descriptor is closed if the handoff never runs (the server stops first).
+    if (worker == 0) {
+      adopt(std::move(accepted), 0);
+      continue;
+    }
+    // The worker registers the socket with its own reactor: a worker's sockets are touched by
+    // its thread alone (what ASIO_CONCURRENCY_HINT_UNSAFE_IO asks, see HttpServer::HttpServer).
+    // The descriptor is closed if the handoff never runs (the server stops first).
     struct Handoff {
       tcp::socket::native_handle_type fd;
       explicit Handoff(tcp::socket::native_handle_type f) : fd(f) {}
@@ -567,19 +553,20 @@ asio::awaitable<void> detail::ServerCore::accept_loop() {
     if (ec) continue;
     Handoff handoff(accepted.release(ec));
     if (ec) continue;  // `accepted` closed it
-    if (worker == 0) {
-      adopt(std::exchange(handoff.fd, -1), protocol, 0);
-      continue;
-    }
     asio::post(*workers[worker], [this, protocol, worker, h = std::move(handoff)]() mutable {
-      adopt(std::exchange(h.fd, -1), protocol, worker);
+      tcp::socket socket(*workers[worker]);
+      asio::error_code assign_ec;
+      socket.assign(protocol, h.fd, assign_ec);
+      if (assign_ec) return;  // h closes the descriptor
+      h.fd = -1;
+      adopt(std::move(socket), worker);
     });
   }
 }
 
 // On the worker's thread: the connection's two coroutines start there.
-void detail::ServerCore::adopt(int fd, const tcp& protocol, std::size_t worker) {
-  auto connection = std::make_shared<Connection>(*this, fd, protocol, worker);
+void detail::ServerCore::adopt(tcp::socket socket, std::size_t worker) {
+  auto connection = std::make_shared<Connection>(*this, std::move(socket), worker);
   {
     std::lock_guard lock(mu);
     if (stopping) return;

@@ -1,4 +1,4 @@
-#include "http/edge_socket.hpp"
+#include "http/edge_reads.hpp"
 
 #include <doctest/doctest.h>
 
@@ -15,16 +15,15 @@ namespace {
 using asio::ip::tcp;
 using namespace std::chrono_literals;
 
-// A connected pair on loopback: `ours` (an EdgeSocket on `io`) and `peer` (an Asio socket,
-// blocking, used by the test).
+// A connected pair on loopback: `ours` (on `io`, non-blocking, read through a reader) and
+// `peer` (blocking, written to by the test).
 struct Pair {
   Pair(asio::io_context& io, tcp::acceptor& acceptor) : ours(io), peer(io) {
     peer.connect(acceptor.local_endpoint());
-    tcp::socket accepted(io);
-    acceptor.accept(accepted);
-    REQUIRE_FALSE(ours.assign(accepted.release()));
+    acceptor.accept(ours);
+    ours.non_blocking(true);
   }
-  EdgeSocket ours;
+  tcp::socket ours;
   tcp::socket peer;
 };
 
@@ -34,31 +33,31 @@ tcp::acceptor loopback_acceptor(asio::io_context& io) {
 
 // Reads as the server and client do: what is there, else a wait and again. Appends what came
 // to `got` until `want` bytes, EOF or an error (left in `ec`).
-asio::awaitable<void> read_until(EdgeSocket& socket, std::string& got, std::size_t want,
+asio::awaitable<void> read_until(EdgeReader& reader, std::string& got, std::size_t want,
                                  asio::error_code& ec) {
   std::array<char, 64> buffer{};  // small: a read that fills it leaves more behind
   while (got.size() < want) {
-    std::size_t n = socket.read_some(asio::buffer(buffer), ec);
+    std::size_t n = reader.read_some(asio::buffer(buffer), ec);
     while (ec == asio::error::would_block) {
-      co_await socket.async_wait(EdgeSocket::Wait::kRead,
-                                 asio::redirect_error(asio::use_awaitable, ec));
-      if (!ec) n = socket.read_some(asio::buffer(buffer), ec);
+      co_await reader.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) n = reader.read_some(asio::buffer(buffer), ec);
     }
     if (ec) co_return;
     got.append(buffer.data(), n);
   }
 }
 
-// One socket read by one coroutine, which reads until `got` holds each of `totals` bytes in
-// turn (or EOF or an error, left in `ec`) and then sets `done`.
+// One socket read through a reader by one coroutine, which reads until `got` holds each of
+// `totals` bytes in turn (or EOF or an error, left in `ec`) and then sets `done`.
 struct OneReader {
   explicit OneReader(std::vector<std::size_t> totals)
       : acceptor(loopback_acceptor(io)), pair(io, acceptor) {
+    reader.attach(pair.ours, io);
     asio::co_spawn(
         io,
         [this, totals]() -> asio::awaitable<void> {
           for (const std::size_t total : totals) {
-            co_await read_until(pair.ours, got, total, ec);
+            co_await read_until(reader, got, total, ec);
             if (ec) break;
           }
           done = true;
@@ -68,6 +67,7 @@ struct OneReader {
   asio::io_context io{1};
   tcp::acceptor acceptor;
   Pair pair;
+  EdgeReader reader;
   std::string got;
   asio::error_code ec;
   bool done = false;
@@ -80,7 +80,7 @@ bool runs_out(asio::io_context& io) {
   return std::chrono::steady_clock::now() - start < 4s;
 }
 
-TEST_CASE("edge socket: input that arrives after the socket was drained wakes its read") {
+TEST_CASE("edge reads: input that arrives after the socket was drained wakes the reader") {
   OneReader r({5, 5 + 300});  // "hello": drained, then waits
   asio::write(r.pair.peer, asio::buffer(std::string("hello")));
   r.io.run_for(1s);
@@ -96,7 +96,7 @@ TEST_CASE("edge socket: input that arrives after the socket was drained wakes it
   CHECK(r.got == "hello" + more);
 }
 
-TEST_CASE("edge socket: data and the peer's FIN arriving together give the data, then EOF") {
+TEST_CASE("edge reads: data and the peer's FIN arriving together give the data, then EOF") {
   // Waits first, so that the reactor sees the data and the FIN in one edge; then asks for more
   // than comes, so that it ends at EOF.
   OneReader r({1, 1'000});
@@ -109,18 +109,18 @@ TEST_CASE("edge socket: data and the peer's FIN arriving together give the data,
   CHECK(r.got == "a" + std::string(20, 'b'));
 }
 
-TEST_CASE("edge socket: cancel ends a wait, and a cancelled one leaves io_context::run free") {
+TEST_CASE("edge reads: cancel ends a wait, and a cancelled reader leaves io_context::run free") {
   OneReader r({1});
   r.io.poll();  // now waiting
   REQUIRE_FALSE(r.done);
-  r.pair.ours.cancel();
+  r.reader.cancel();
   CHECK(runs_out(r.io));  // the set's own wait is gone too
   CHECK(r.done);
   CHECK(r.ec == asio::error::operation_aborted);
   CHECK(r.got.empty());
 }
 
-TEST_CASE("edge socket: a wait begun and ended in one turn leaves io_context::run free") {
+TEST_CASE("edge reads: a wait begun and ended in one turn leaves io_context::run free") {
   // Input for two sockets in one turn of the set: the first wakes a coroutine that then waits
   // on the second (not yet seen as readable), and the second's event ends that wait in the
   // same turn. The set's wait armed for it must not be left pending.
@@ -128,9 +128,13 @@ TEST_CASE("edge socket: a wait begun and ended in one turn leaves io_context::ru
   tcp::acceptor acceptor = loopback_acceptor(io);
   Pair a(io, acceptor);
   Pair b(io, acceptor);
+  EdgeReader reader_a;
+  EdgeReader reader_b;
+  reader_a.attach(a.ours, io);
+  reader_b.attach(b.ours, io);
   std::array<char, 8> scratch{};
   asio::error_code ec;
-  b.ours.read_some(asio::buffer(scratch), ec);  // finds it drained
+  reader_b.read_some(asio::buffer(scratch), ec);  // finds it drained
   REQUIRE(ec == asio::error::would_block);
   std::string got_a;
   std::string got_b;
@@ -139,8 +143,8 @@ TEST_CASE("edge socket: a wait begun and ended in one turn leaves io_context::ru
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
-        co_await read_until(a.ours, got_a, 1, ec_a);
-        co_await read_until(b.ours, got_b, 1, ec_b);
+        co_await read_until(reader_a, got_a, 1, ec_a);
+        co_await read_until(reader_b, got_b, 1, ec_b);
       },
       asio::detached);
   io.poll();  // waiting on a
@@ -152,24 +156,29 @@ TEST_CASE("edge socket: a wait begun and ended in one turn leaves io_context::ru
   CHECK(got_b == "b");
 }
 
-TEST_CASE("edge socket: more sockets than one turn takes all wake, and sockets come and go") {
+TEST_CASE("edge reads: more sockets than one turn takes all wake, and readers come and go") {
   asio::io_context io(1);
   tcp::acceptor acceptor = loopback_acceptor(io);
   constexpr int kSockets = 150;  // over the reactor's batch of 64
   std::vector<std::unique_ptr<Pair>> pairs;
+  std::vector<std::unique_ptr<EdgeReader>> readers;
   std::vector<std::string> got(kSockets);
   std::vector<asio::error_code> errors(kSockets);
   int done = 0;
-  // Sockets made and dropped first, so that the live ones reuse their slots.
+  // Readers made and dropped first, so that the live ones reuse their slots.
   for (int i = 0; i < 20; ++i) {
     Pair gone(io, acceptor);
+    EdgeReader dropped;
+    dropped.attach(gone.ours, io);
   }
   for (int i = 0; i < kSockets; ++i) {
     pairs.push_back(std::make_unique<Pair>(io, acceptor));
+    readers.push_back(std::make_unique<EdgeReader>());
+    readers.back()->attach(pairs.back()->ours, io);
     asio::co_spawn(
         io,
         [&, i]() -> asio::awaitable<void> {
-          co_await read_until(pairs[i]->ours, got[i], 4, errors[i]);
+          co_await read_until(*readers[i], got[i], 4, errors[i]);
           ++done;
         },
         asio::detached);
@@ -187,8 +196,8 @@ TEST_CASE("edge socket: more sockets than one turn takes all wake, and sockets c
   }
 }
 
-TEST_CASE("edge socket: a socket still waiting when its io_context goes is let go") {
-  // The waiting coroutine's frame owns the socket: destroying the io_context
+TEST_CASE("edge reads: a reader still waiting when its io_context goes is let go") {
+  // The waiting coroutine's frame owns the reader and the socket: destroying the io_context
   // destroys the frame without resuming it (as Asio does with its own operations). Run under
   // ASan, this is the check that nothing is used after it is gone.
   bool resumed = false;
@@ -198,115 +207,18 @@ TEST_CASE("edge socket: a socket still waiting when its io_context goes is let g
     auto pair = std::make_shared<Pair>(io, acceptor);
     asio::co_spawn(
         io,
-        [&resumed, pair]() -> asio::awaitable<void> {
+        [&io, &resumed, pair]() -> asio::awaitable<void> {
+          EdgeReader reader;
+          reader.attach(pair->ours, io);
           std::string got;
           asio::error_code ec;
-          co_await read_until(pair->ours, got, 1, ec);
+          co_await read_until(reader, got, 1, ec);
           resumed = true;
         },
         asio::detached);
     io.poll();
   }
   CHECK_FALSE(resumed);
-}
-
-TEST_CASE("edge socket: a write larger than the kernel takes waits for room and arrives whole") {
-  asio::io_context io(1);
-  tcp::acceptor acceptor = loopback_acceptor(io);
-  Pair pair(io, acceptor);
-  std::string sent(16 << 20, '\0');  // far over loopback's socket buffers
-  for (std::size_t i = 0; i < sent.size(); ++i) sent[i] = static_cast<char>('a' + i % 26);
-  std::size_t written = 0;
-  asio::error_code ec;
-  bool done = false;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        written = co_await write_all(pair.ours, asio::buffer(sent), ec);
-        done = true;
-      },
-      asio::detached);
-  io.poll();
-  REQUIRE_FALSE(done);  // the buffers are full and nobody reads yet: it waits for room
-  std::string received;
-  std::thread reader([&] {
-    std::array<char, 64 * 1024> buffer{};
-    asio::error_code read_ec;
-    while (received.size() < sent.size()) {
-      const std::size_t n = pair.peer.read_some(asio::buffer(buffer), read_ec);
-      if (read_ec) break;
-      received.append(buffer.data(), n);
-    }
-  });
-  io.run_for(10s);
-  reader.join();
-  REQUIRE(done);
-  CHECK_FALSE(ec);
-  CHECK(written == sent.size());
-  CHECK(received == sent);
-}
-
-TEST_CASE("edge socket: close ends a pending write's wait, and later calls report it closed") {
-  asio::io_context io(1);
-  tcp::acceptor acceptor = loopback_acceptor(io);
-  Pair pair(io, acceptor);
-  const std::string big(16 << 20, 'x');
-  asio::error_code ec;
-  bool done = false;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        co_await write_all(pair.ours, asio::buffer(big), ec);
-        done = true;
-      },
-      asio::detached);
-  io.poll();
-  REQUIRE_FALSE(done);
-  pair.ours.close();
-  CHECK(runs_out(io));
-  CHECK(done);
-  CHECK(ec == asio::error::operation_aborted);
-  CHECK_FALSE(pair.ours.is_open());
-  std::array<char, 4> buffer{};
-  asio::error_code after;
-  pair.ours.read_some(asio::buffer(buffer), after);
-  CHECK(after == asio::error::bad_descriptor);
-  pair.ours.write_some(asio::buffer(buffer), after);
-  CHECK(after == asio::error::bad_descriptor);
-}
-
-TEST_CASE("edge socket: peek shows input without taking it, then the peer's close") {
-  asio::io_context io(1);
-  tcp::acceptor acceptor = loopback_acceptor(io);
-  Pair pair(io, acceptor);
-  std::array<char, 8> buffer{};
-  asio::error_code ec;
-  pair.ours.peek(asio::buffer(buffer), ec);
-  CHECK(ec == asio::error::would_block);
-  asio::write(pair.peer, asio::buffer(std::string("ab")));
-  std::this_thread::sleep_for(20ms);
-  CHECK(pair.ours.peek(asio::buffer(buffer), ec) == 2);
-  CHECK_FALSE(ec);
-  CHECK(pair.ours.read_some(asio::buffer(buffer), ec) == 2);  // still there
-  CHECK(std::string(buffer.data(), 2) == "ab");
-  pair.peer.close();
-  std::this_thread::sleep_for(20ms);
-  pair.ours.peek(asio::buffer(buffer), ec);
-  CHECK(ec == asio::error::eof);
-}
-
-TEST_CASE("edge socket: writing to a peer that is gone is an error, not SIGPIPE") {
-  asio::io_context io(1);
-  tcp::acceptor acceptor = loopback_acceptor(io);
-  Pair pair(io, acceptor);
-  asio::error_code ec;
-  pair.ours.write_some(asio::buffer(std::string("unread")), ec);
-  REQUIRE_FALSE(ec);
-  pair.peer.close();  // with input it did not read: a reset
-  std::this_thread::sleep_for(20ms);
-  const std::string text(64 * 1024, 'y');
-  for (int i = 0; i < 4 && !ec; ++i) pair.ours.write_some(asio::buffer(text), ec);
-  CHECK((ec == asio::error::connection_reset || ec == asio::error::broken_pipe));
 }
 
 }  // namespace
