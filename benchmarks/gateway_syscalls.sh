@@ -1,0 +1,102 @@
+#!/bin/bash
+# System calls per proxied request, for the gateway and for nginx as a reverse proxy, counted
+# per thread on the proxy's own threads with perf's syscall tracepoints (perf stat
+# --per-thread; `perf record -p` and `perf stat -p` without it were seen to miscount here).
+#
+#   benchmarks/gateway_syscalls.sh [path/to/gateway_bench]
+#
+# Needs perf (apt install linux-perf) and tracepoint access (root). The gateway: gateway_bench
+# with --skip-nginx --skip-plain, counted for 2 s inside the gateway's wrk round (its two
+# workers). nginx: two workers, as the bench's, in front of an nginx upstream like the bench's,
+# the same wrk load, counted for 2 s. A proxied request writes twice (upstream, then the client), so the requests
+# counted are half the writes (`sendto`, `writev`, `write`) in the window.
+set -euo pipefail
+
+bench=${1:-build/benchmarks/gateway_bench}
+command -v perf >/dev/null || { echo "needs perf (apt install linux-perf)" >&2; exit 1; }
+[ -x "$bench" ] || { echo "no $bench: build the gateway_bench target first" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+calls="sendto writev write recvfrom read epoll_wait epoll_pwait epoll_ctl futex"
+events=$(for c in $calls; do printf 'syscalls:sys_enter_%s,' "$c"; done)
+events=${events%,}
+
+# count PIDS TARGET: perf stat over the threads of PIDS (comma-separated) for 2 s, then one
+# BENCH line.
+count() {
+  perf stat -x, --per-thread -e "$events" -p "$1" -- sleep 2 2>"$work/stat.csv" >/dev/null
+  /usr/bin/python3 - "$work/stat.csv" "$2" <<'PY'
+import collections, sys
+totals = collections.Counter()
+for line in open(sys.argv[1]):
+    parts = line.strip().split(',')
+    if len(parts) < 4 or not parts[1].strip().isdigit():
+        continue
+    totals[parts[3].split('sys_enter_')[-1]] += int(parts[1])
+requests = (totals['sendto'] + totals['writev'] + totals['write']) / 2
+if requests < 1000:
+    sys.exit(f'{sys.argv[2]}: only {requests:.0f} requests in the window; is the load running?')
+names = ['sendto', 'writev', 'write', 'recvfrom', 'read', 'epoll_wait', 'epoll_pwait',
+         'epoll_ctl', 'futex']
+fields = ' '.join(f'{n}={totals[n] / requests:.3f}' for n in names)
+total = sum(totals[n] for n in names) / requests
+print(f'BENCH gateway_syscalls target={sys.argv[2]} requests={requests:.0f} {fields} '
+      f'per_request={total:.3f}')
+PY
+}
+
+# ---- the gateway ----
+"$bench" --skip-nginx --skip-plain --throughput-only --rounds 1 --seconds 8 >"$work/bench.log" 2>&1 &
+bench_pid=$!
+# Startup and the 8 s direct run come first; the gateway's 8 s round follows.
+sleep 11
+line=$(count "$bench_pid" civicbus)
+wait "$bench_pid"
+echo "$line"
+ours=${line##*per_request=}
+
+# ---- nginx, when installed ----
+command -v nginx >/dev/null && command -v wrk >/dev/null || exit 0
+port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+up=$(port)
+px=$(port)
+user=""
+[ "$(id -u)" = 0 ] && user="user root;"
+common="$user daemon off; error_log $work/err warn; events { worker_connections 4096; }"
+paths="client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;"
+paths="$paths uwsgi_temp_path $work; scgi_temp_path $work;"
+cat >"$work/up.conf" <<CONF
+$common pid $work/up.pid; worker_processes 1;
+http { access_log off; $paths keepalive_requests 1000000;
+  server { listen 127.0.0.1:$up; location / { default_type application/json;
+    return 200 '{"permit":"B-2026-0001","status":"issued"}'; } } }
+CONF
+cat >"$work/px.conf" <<CONF
+$common pid $work/px.pid; worker_processes 2;
+http { access_log off; $paths keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$up; keepalive 128; }
+  server { listen 127.0.0.1:$px; location / { proxy_pass http://backend;
+    proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+nginx -c "$work/up.conf" -e "$work/err" &
+upstream_pid=$!
+nginx -c "$work/px.conf" -e "$work/err" &
+proxy_pid=$!
+sleep 1
+target="http://127.0.0.1:$px/permits/B-2026-0001"
+wrk -t2 -c64 -d1s "$target" >/dev/null  # warm-up
+wrk -t2 -c64 -d5s "$target" >/dev/null &
+wrk_pid=$!
+sleep 2
+workers=$(pgrep -d, -P "$proxy_pid")
+line=$(count "$workers" nginx)
+wait "$wrk_pid"
+kill -TERM "$proxy_pid" "$upstream_pid"
+wait "$proxy_pid" "$upstream_pid" || true
+echo "$line"
+peer=${line##*per_request=}
+echo "VS gateway_syscalls ours=$ours peer=$peer peer_name=nginx_proxy" \
+  "unit=syscalls/request ratio=$(/usr/bin/python3 -c "print(round($peer / $ours, 3))")"
