@@ -63,36 +63,13 @@ ours=${line##*per_request=}
 
 # ---- nginx, when installed ----
 command -v nginx >/dev/null && command -v wrk >/dev/null || exit 0
-port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-up=$(port)
-px=$(port)
-user=""
-[ "$(id -u)" = 0 ] && user="user root;"
-common="$user daemon off; error_log $work/err warn; events { worker_connections 4096; }"
-paths="client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;"
-paths="$paths uwsgi_temp_path $work; scgi_temp_path $work;"
-cat >"$work/up.conf" <<CONF
-$common pid $work/up.pid; worker_processes 1;
-http { access_log off; $paths keepalive_requests 1000000;
-  server { listen 127.0.0.1:$up; location / { default_type application/json;
-    return 200 '{"permit":"B-2026-0001","status":"issued"}'; } } }
-CONF
-cat >"$work/px.conf" <<CONF
-$common pid $work/px.pid; master_process off; worker_processes 1;
-http { access_log off; $paths keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$up; keepalive 128; }
-  server { listen 127.0.0.1:$px; location / { proxy_pass http://backend;
-    proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-nginx -c "$work/up.conf" -e "$work/err" &
-upstream_pid=$!
-valgrind --tool=callgrind --callgrind-out-file="$work/nginx.out" nginx -c "$work/px.conf" \
-  -e "$work/err" >"$work/nginx.log" 2>&1 &
-proxy_pid=$!
+# shellcheck source=benchmarks/nginx_pair.sh
+. "$(dirname "$0")/nginx_pair.sh"
+nginx_pair "$work" 1 valgrind --tool=callgrind --callgrind-out-file="$work/nginx.out"
+proxy_pid=$nginx_proxy_pid
+upstream_pid=$nginx_upstream_pid
 sleep 3
-target="http://127.0.0.1:$px/permits/B-2026-0001"
+target=$nginx_target
 key="apikey: bench-key-0123456789abcdef"
 wrk -t2 -c64 -d1s -H "$key" "$target" >/dev/null  # warm-up
 callgrind_control -z "$proxy_pid" >/dev/null 2>&1

@@ -58,35 +58,13 @@ ours=${line##*per_request=}
 
 # ---- nginx, when installed ----
 command -v nginx >/dev/null && command -v wrk >/dev/null || exit 0
-port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-up=$(port)
-px=$(port)
-user=""
-[ "$(id -u)" = 0 ] && user="user root;"
-common="$user daemon off; error_log $work/err warn; events { worker_connections 4096; }"
-paths="client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;"
-paths="$paths uwsgi_temp_path $work; scgi_temp_path $work;"
-cat >"$work/up.conf" <<CONF
-$common pid $work/up.pid; worker_processes 1;
-http { access_log off; $paths keepalive_requests 1000000;
-  server { listen 127.0.0.1:$up; location / { default_type application/json;
-    return 200 '{"permit":"B-2026-0001","status":"issued"}'; } } }
-CONF
-cat >"$work/px.conf" <<CONF
-$common pid $work/px.pid; worker_processes 2;
-http { access_log off; $paths keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$up; keepalive 128; }
-  server { listen 127.0.0.1:$px; location / { proxy_pass http://backend;
-    proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-nginx -c "$work/up.conf" -e "$work/err" &
-upstream_pid=$!
-nginx -c "$work/px.conf" -e "$work/err" &
-proxy_pid=$!
+# shellcheck source=benchmarks/nginx_pair.sh
+. "$(dirname "$0")/nginx_pair.sh"
+nginx_pair "$work" 2
+proxy_pid=$nginx_proxy_pid
+upstream_pid=$nginx_upstream_pid
+target=$nginx_target
 sleep 1
-target="http://127.0.0.1:$px/permits/B-2026-0001"
 wrk -t2 -c64 -d1s "$target" >/dev/null  # warm-up
 wrk -t2 -c64 -d5s "$target" >/dev/null &
 wrk_pid=$!
