@@ -13,13 +13,9 @@
 # nginx: one worker (master_process off) under valgrind in front of an nginx upstream like the
 # bench's, the same wrk load for 4 s after the counts are zeroed, divided by wrk's requests.
 set -euo pipefail
-
-bench=${1:-build/benchmarks/gateway_bench}
-command -v valgrind >/dev/null || { echo "needs valgrind (apt install valgrind)" >&2; exit 1; }
-[ -x "$bench" ] || { echo "no $bench: build the gateway_bench target first" >&2; exit 1; }
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=benchmarks/gateway_common.sh
+. "$(dirname "$0")/gateway_common.sh"
+gateway_script_setup valgrind valgrind "${1:-}"
 
 # count FILE TARGET [REQUESTS]: the BENCH line of a callgrind output; REQUESTS defaults to the
 # calls of Gateway::Impl::route_request it recorded.
@@ -63,23 +59,15 @@ ours=${line##*per_request=}
 
 # ---- nginx, when installed ----
 command -v nginx >/dev/null && command -v wrk >/dev/null || exit 0
-# shellcheck source=benchmarks/nginx_pair.sh
-. "$(dirname "$0")/nginx_pair.sh"
 nginx_pair "$work" 1 valgrind --tool=callgrind --callgrind-out-file="$work/nginx.out"
-proxy_pid=$nginx_proxy_pid
-upstream_pid=$nginx_upstream_pid
 sleep 3
-target=$nginx_target
 key="apikey: bench-key-0123456789abcdef"
-wrk -t2 -c64 -d1s -H "$key" "$target" >/dev/null  # warm-up
-callgrind_control -z "$proxy_pid" >/dev/null 2>&1
-requests=$(wrk -t2 -c64 -d4s -H "$key" "$target" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
-kill -TERM "$proxy_pid"
-wait "$proxy_pid" || true
-kill -TERM "$upstream_pid"
-wait "$upstream_pid" || true
+wrk -t2 -c64 -d1s -H "$key" "$nginx_target" >/dev/null  # warm-up
+callgrind_control -z "$nginx_proxy_pid" >/dev/null 2>&1
+requests=$(wrk -t2 -c64 -d4s -H "$key" "$nginx_target" |
+  sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+kill -TERM "$nginx_proxy_pid" "$nginx_upstream_pid"
+wait "$nginx_proxy_pid" "$nginx_upstream_pid" || true
 line=$(count "$work/nginx.out" nginx "$requests")
 echo "$line"
-peer=${line##*per_request=}
-echo "VS gateway_instructions ours=$ours peer=$peer peer_name=nginx_proxy" \
-  "unit=instructions/request ratio=$(/usr/bin/python3 -c "print(round($peer / $ours, 3))")"
+print_vs gateway_instructions "$ours" "${line##*per_request=}" instructions/request

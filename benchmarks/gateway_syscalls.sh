@@ -1,23 +1,18 @@
 #!/bin/bash
 # System calls per proxied request, for the gateway and for nginx as a reverse proxy, counted
-# per thread on the proxy's own threads with perf's syscall tracepoints (perf stat
-# --per-thread; `perf record -p` and `perf stat -p` without it were seen to miscount here).
+# on the proxies' own threads with perf's syscall tracepoints (perf stat --per-thread).
 #
 #   benchmarks/gateway_syscalls.sh [path/to/gateway_bench]
 #
 # Needs perf (apt install linux-perf) and tracepoint access (root). The gateway: gateway_bench
 # with --skip-nginx --skip-plain, counted for 2 s inside the gateway's wrk round (its two
 # workers). nginx: two workers, as the bench's, in front of an nginx upstream like the bench's,
-# the same wrk load, counted for 2 s. A proxied request writes twice (upstream, then the client), so the requests
-# counted are half the writes (`sendto`, `writev`, `write`) in the window.
+# the same wrk load, counted for 2 s. A proxied request writes twice (upstream, then the
+# client), so the requests counted are half the writes (`sendto`, `writev`, `write`).
 set -euo pipefail
-
-bench=${1:-build/benchmarks/gateway_bench}
-command -v perf >/dev/null || { echo "needs perf (apt install linux-perf)" >&2; exit 1; }
-[ -x "$bench" ] || { echo "no $bench: build the gateway_bench target first" >&2; exit 1; }
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=benchmarks/gateway_common.sh
+. "$(dirname "$0")/gateway_common.sh"
+gateway_script_setup perf linux-perf "${1:-}"
 calls="sendto writev write recvfrom read epoll_wait epoll_pwait epoll_ctl futex"
 events=$(for c in $calls; do printf 'syscalls:sys_enter_%s,' "$c"; done)
 events=${events%,}
@@ -47,7 +42,8 @@ PY
 }
 
 # ---- the gateway ----
-"$bench" --skip-nginx --skip-plain --throughput-only --rounds 1 --seconds 8 >"$work/bench.log" 2>&1 &
+"$bench" --skip-nginx --skip-plain --throughput-only --rounds 1 --seconds 8 \
+  >"$work/bench.log" 2>&1 &
 bench_pid=$!
 # Startup and the 8 s direct run come first; the gateway's 8 s round follows.
 sleep 11
@@ -58,23 +54,15 @@ ours=${line##*per_request=}
 
 # ---- nginx, when installed ----
 command -v nginx >/dev/null && command -v wrk >/dev/null || exit 0
-# shellcheck source=benchmarks/nginx_pair.sh
-. "$(dirname "$0")/nginx_pair.sh"
 nginx_pair "$work" 2
-proxy_pid=$nginx_proxy_pid
-upstream_pid=$nginx_upstream_pid
-target=$nginx_target
 sleep 1
-wrk -t2 -c64 -d1s "$target" >/dev/null  # warm-up
-wrk -t2 -c64 -d5s "$target" >/dev/null &
+wrk -t2 -c64 -d1s "$nginx_target" >/dev/null  # warm-up
+wrk -t2 -c64 -d5s "$nginx_target" >/dev/null &
 wrk_pid=$!
 sleep 2
-workers=$(pgrep -d, -P "$proxy_pid")
-line=$(count "$workers" nginx)
+line=$(count "$(pgrep -d, -P "$nginx_proxy_pid")" nginx)  # its workers
 wait "$wrk_pid"
-kill -TERM "$proxy_pid" "$upstream_pid"
-wait "$proxy_pid" "$upstream_pid" || true
+kill -TERM "$nginx_proxy_pid" "$nginx_upstream_pid"
+wait "$nginx_proxy_pid" "$nginx_upstream_pid" || true
 echo "$line"
-peer=${line##*per_request=}
-echo "VS gateway_syscalls ours=$ours peer=$peer peer_name=nginx_proxy" \
-  "unit=syscalls/request ratio=$(/usr/bin/python3 -c "print(round($peer / $ours, 3))")"
+print_vs gateway_syscalls "$ours" "${line##*per_request=}" syscalls/request

@@ -1,9 +1,27 @@
 # shellcheck shell=bash disable=SC2034  # sets variables for the scripts that source it
-# Sourced by the benchmarks/gateway_*.sh scripts: nginx as a reverse proxy in front of an nginx
-# upstream, as gateway_bench sets them up (the upstream answers every request with the bench's
-# small JSON body; the proxy keeps its upstream connections alive), on free loopback ports.
-#
-#   nginx_pair WORK WORKERS [LAUNCHER...]
+# Sourced by the benchmarks/gateway_*.sh scripts: their set-up, their VS line, and nginx as a
+# reverse proxy in front of an nginx upstream as gateway_bench sets them up.
+
+# gateway_script_setup TOOL PACKAGE [BENCH]: exits unless TOOL is installed (naming PACKAGE)
+# and BENCH (default build/benchmarks/gateway_bench) is built; sets bench, and work (a temp dir
+# removed on exit).
+gateway_script_setup() {
+  command -v "$1" >/dev/null || { echo "needs $1 (apt install $2)" >&2; exit 1; }
+  bench=${3:-build/benchmarks/gateway_bench}
+  [ -x "$bench" ] || { echo "no $bench: build the gateway_bench target first" >&2; exit 1; }
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+}
+
+# print_vs NAME OURS PEER UNIT: the VS line of a figure where less is better (ratio peer/ours).
+print_vs() {
+  echo "VS $1 ours=$2 peer=$3 peer_name=nginx_proxy unit=$4" \
+    "ratio=$(/usr/bin/python3 -c "print(round($3 / $2, 3))")"
+}
+
+# nginx_pair WORK WORKERS [LAUNCHER...]: nginx as a reverse proxy in front of an nginx upstream
+# (which answers every request with the bench's small JSON body; the proxy keeps its upstream
+# connections alive), on free loopback ports.
 #
 # Writes both configurations into WORK and starts both servers in the background: the upstream
 # with one worker, the proxy with WORKERS workers (one: a single process, master_process off,
