@@ -97,8 +97,9 @@ class EdgeReactor final : public asio::execution_context::service {
   };
   using Notifier = asio::posix::basic_stream_descriptor<asio::io_context::executor_type>;
 
-  // The set is waited on exactly while readers wait: armed when one does, its wait cancelled
-  // when none is left, since a pending wait keeps io_context::run() going.
+  // The set is waited on exactly while readers wait: armed when one does (at the end of the
+  // turn, when one starts in it), its wait cancelled when none is left, since a pending wait
+  // keeps io_context::run() going.
   void settle() {
     if (waiting_ > 0) {
       arm();
@@ -109,7 +110,7 @@ class EdgeReactor final : public asio::execution_context::service {
 
   // Waits, through the io_context, for the set to report a socket.
   void arm() {
-    if (armed_ || shut_down_) return;
+    if (armed_ || shut_down_ || in_turn_) return;
     armed_ = true;
     notifier_->async_wait(asio::posix::descriptor_base::wait_read,
                           [this](const asio::error_code& ec) { on_ready(ec); });
@@ -127,33 +128,48 @@ class EdgeReactor final : public asio::execution_context::service {
       if (ec == asio::error::operation_aborted) settle();
       return;
     }
+    // The set is polled again while readers still wait (input that arrived while the handlers
+    // ran is served in the same turn), up to kPasses times; the set's wait is armed once, at
+    // the end, not by each reader that starts waiting meanwhile: Asio re-registers the
+    // descriptor for every wait (an epoll_ctl), and the turn no longer pays for one it ends.
     constexpr int kBatch = 64;
+    constexpr int kPasses = 8;
     epoll_event events[kBatch];
-    int n;
-    do {
-      n = ::epoll_wait(notifier_->native_handle(), events, kBatch, 0);
-    } while (n < 0 && errno == EINTR);
-    for (int i = 0; i < n; ++i) {
-      const std::uint64_t key = events[i].data.u64;
-      const auto index = static_cast<std::uint32_t>(key);
-      if (index >= slots_.size()) continue;
-      EdgeReader* const found = slots_[index].reader;
-      if (found == nullptr || slots_[index].generation != static_cast<std::uint32_t>(key >> 32)) {
-        continue;
-      }
-      EdgeReader& reader = *found;
-      reader.readable_ = true;
-      // The peer's FIN (or an error) is reported once: the reads after it must go on to find
-      // it, however little they read first.
-      if ((events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) reader.closing_ = true;
-      if (reader.wait_ != nullptr) {
-        --waiting_;
-        std::exchange(reader.wait_, nullptr)->complete({}, true);
+    {
+      struct InTurn {
+        bool& flag;
+        explicit InTurn(bool& f) : flag(f) { flag = true; }
+        ~InTurn() { flag = false; }
+      } in_turn(in_turn_);
+      for (int pass = 0; pass < kPasses; ++pass) {
+        int n;
+        do {
+          n = ::epoll_wait(notifier_->native_handle(), events, kBatch, 0);
+        } while (n < 0 && errno == EINTR);
+        if (n <= 0) break;
+        for (int i = 0; i < n; ++i) {
+          const std::uint64_t key = events[i].data.u64;
+          const auto index = static_cast<std::uint32_t>(key);
+          if (index >= slots_.size()) continue;
+          EdgeReader* const found = slots_[index].reader;
+          if (found == nullptr ||
+              slots_[index].generation != static_cast<std::uint32_t>(key >> 32)) {
+            continue;
+          }
+          EdgeReader& reader = *found;
+          reader.readable_ = true;
+          // The peer's FIN (or an error) is reported once: the reads after it must go on to
+          // find it, however little they read first.
+          if ((events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) reader.closing_ = true;
+          if (reader.wait_ != nullptr) {
+            --waiting_;
+            std::exchange(reader.wait_, nullptr)->complete({}, true);
+          }
+        }
+        if (waiting_ == 0) break;
       }
     }
-    // What a full batch leaves is reported again when the set is next armed (the re-arm polls
-    // it). A reader resumed above may have armed the set for a wait that a later event in the
-    // batch then ended: settle() cancels it.
+    // What is left is reported again when the set is next armed (the re-arm polls it).
     settle();
   }
 
@@ -181,6 +197,7 @@ class EdgeReactor final : public asio::execution_context::service {
   std::vector<std::uint32_t> free_;
   std::size_t waiting_ = 0;
   bool armed_ = false;
+  bool in_turn_ = false;
   bool shut_down_ = false;
 };
 
