@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <iterator>
@@ -544,6 +545,27 @@ TEST_CASE("webhooks: 4xx, 5xx and timeouts are retried, then the DLQ keeps the l
   CHECK(h.state("gis").dead_letters == 0);
 }
 
+// For a failure's message: what the receiver got and what the endpoint still holds.
+std::string describe(Hooks& h, const Receiver& r, const ManualClock& clock, const std::string& id) {
+  std::string out;
+  for (const Received& rec : r.requests()) {
+    out += "\n  received " + rec.id + " -> " + std::to_string(rec.status);
+  }
+  const WebhookEndpointState s = h.state(id);
+  out += "\n  paused " + std::to_string(s.paused) + ", in flight " + std::to_string(s.in_flight) +
+         ", consecutive failures " + std::to_string(s.consecutive_failures) + ", dead letters " +
+         std::to_string(s.dead_letters);
+  for (const WebhookRetry& w : h.retries(id)) {
+    out +=
+        "\n  parked " + w.event_id + " after " + std::to_string(w.attempts) + " attempts, due in " +
+        std::to_string(
+            std::chrono::duration_cast<std::chrono::milliseconds>(w.next_attempt_at - clock.now())
+                .count()) +
+        " ms, last error: " + w.last_error;
+  }
+  return out;
+}
+
 TEST_CASE("webhooks: a failing endpoint is paused and resumes on its own") {
   ManualClock clock;
   Receiver r([](const HttpRequest&, int) { return status(500, "boom"); });
@@ -578,6 +600,14 @@ TEST_CASE("webhooks: a failing endpoint is paused and resumes on its own") {
   h.d().run_due();
   REQUIRE(r.wait_requests(4));
   REQUIRE(h.wait([&] { return h.state("gis").paused_until == clock.now() + 20s; }));
+  // The failed probe is parked again (its next try due a second after the failure) before the
+  // clock moves on: parking reads the clock after the pause is stored, so advancing it sooner
+  // would put that try 1 s past the advanced time, where a manual clock never gets.
+  REQUIRE(h.wait([&] {
+    const auto parked = h.retries("gis");
+    return std::any_of(parked.begin(), parked.end(),
+                       [](const WebhookRetry& w) { return w.attempts == 2; });
+  }));
   std::this_thread::sleep_for(50ms);
   CHECK(r.count() == 4);
 
@@ -585,6 +615,7 @@ TEST_CASE("webhooks: a failing endpoint is paused and resumes on its own") {
   r.set([](const HttpRequest&, int) { return status(200); });
   clock.advance(20s);
   h.d().run_due();
+  INFO("where the endpoint stands: ", describe(h, r, clock, "gis"));
   REQUIRE(r.wait_delivered(ids.size()));
   CHECK(h.wait([&] { return !h.state("gis").paused && h.retries("gis").empty(); }));
   CHECK(h.metrics().find("civicbus_webhook_endpoint_paused{subscription=\"gis\"} 0") !=
