@@ -136,41 +136,43 @@ class EdgeReactor final : public asio::execution_context::service {
     constexpr int kPasses = 8;
     epoll_event events[kBatch];
     {
-      struct InTurn {
-        bool& flag;
-        explicit InTurn(bool& f) : flag(f) { flag = true; }
-        ~InTurn() { flag = false; }
-      } in_turn(in_turn_);
+      in_turn_ = true;
+      struct EndTurn {
+        bool& in_turn;
+        ~EndTurn() { in_turn = false; }  // also if a resumed handler throws
+      } end_turn{in_turn_};
       for (int pass = 0; pass < kPasses; ++pass) {
         int n;
         do {
           n = ::epoll_wait(notifier_->native_handle(), events, kBatch, 0);
         } while (n < 0 && errno == EINTR);
         if (n <= 0) break;
-        for (int i = 0; i < n; ++i) {
-          const std::uint64_t key = events[i].data.u64;
-          const auto index = static_cast<std::uint32_t>(key);
-          if (index >= slots_.size()) continue;
-          EdgeReader* const found = slots_[index].reader;
-          if (found == nullptr ||
-              slots_[index].generation != static_cast<std::uint32_t>(key >> 32)) {
-            continue;
-          }
-          EdgeReader& reader = *found;
-          reader.readable_ = true;
-          // The peer's FIN (or an error) is reported once: the reads after it must go on to
-          // find it, however little they read first.
-          if ((events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) reader.closing_ = true;
-          if (reader.wait_ != nullptr) {
-            --waiting_;
-            std::exchange(reader.wait_, nullptr)->complete({}, true);
-          }
-        }
+        for (int i = 0; i < n; ++i) wake(events[i]);
         if (waiting_ == 0) break;
       }
     }
     // What is left is reported again when the set is next armed (the re-arm polls it).
     settle();
+  }
+
+  // One event of the set: its reader (if still the same) has input, and a waiting one resumes
+  // here and now.
+  void wake(const epoll_event& event) {
+    const std::uint64_t key = event.data.u64;
+    const auto index = static_cast<std::uint32_t>(key);
+    if (index >= slots_.size()) return;
+    EdgeReader* const reader = slots_[index].reader;
+    if (reader == nullptr || slots_[index].generation != static_cast<std::uint32_t>(key >> 32)) {
+      return;
+    }
+    reader->readable_ = true;
+    // The peer's FIN (or an error) is reported once: the reads after it must go on to find it,
+    // however little they read first.
+    if ((event.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) reader->closing_ = true;
+    if (reader->wait_ != nullptr) {
+      --waiting_;
+      std::exchange(reader->wait_, nullptr)->complete({}, true);
+    }
   }
 
   // Before the io_context goes: waiting handlers are destroyed, not called (as Asio does with
