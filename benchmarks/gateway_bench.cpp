@@ -10,15 +10,17 @@
 //  2. Added latency: an open-loop client sends at a fixed rate (5,000 requests/s by default)
 //     on keep-alive connections and measures each request from its scheduled send time (so a
 //     stall counts for every request it delays). Added latency = p99 through the proxy minus
-//     p99 direct to the upstream.
+//     p99 direct to the upstream. The three targets take turns in rounds as in 1 (each window
+//     after 1 s of warm-up), and each target's samples are pooled over its rounds.
 //  3. TLS: full handshakes per second (openssl s_time -new, one client, one fixed suite) and
 //     wrk over kept-alive TLS connections, the gateway and nginx with the same certificate.
 //
 // Flags: --seconds S (wrk time per target, default 6), --rounds N (throughput rounds the time
-// is split into, default 3), --rate R (default 5000), --latency-seconds S (default 5),
+// is split into, default 3), --rate R (default 5000), --latency-seconds S (measured time per
+// target, default 6), --latency-rounds N (default 3),
 // --connections N (wrk, default 64), --threads N (gateway workers = nginx workers, default 2),
 // --skip-nginx, --skip-plain (no plain-route gateway), --throughput-only (no latency or TLS
-// parts).
+// parts), --latency-only (no throughput or TLS parts).
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,12 +48,14 @@ struct Flags {
   double seconds = 6;
   int rounds = 3;
   double rate = 5000;
-  double latency_seconds = 5;
+  double latency_seconds = 6;
+  int latency_rounds = 3;
   int connections = 64;
   int threads = 2;
   bool skip_nginx = false;
   bool skip_plain = false;       // no civicbus_plain target
   bool throughput_only = false;  // skip the latency and TLS parts
+  bool latency_only = false;     // skip the throughput and TLS parts
 };
 
 Flags parse_flags(int argc, char** argv) {
@@ -70,6 +74,8 @@ Flags parse_flags(int argc, char** argv) {
       f.rate = std::stod(next());
     } else if (a == "--latency-seconds") {
       f.latency_seconds = std::stod(next());
+    } else if (a == "--latency-rounds") {
+      f.latency_rounds = std::max(1, std::stoi(next()));
     } else if (a == "--connections") {
       f.connections = std::stoi(next());
     } else if (a == "--threads") {
@@ -80,10 +86,14 @@ Flags parse_flags(int argc, char** argv) {
       f.skip_plain = true;
     } else if (a == "--throughput-only") {
       f.throughput_only = true;
+    } else if (a == "--latency-only") {
+      f.latency_only = true;
     } else if (a == "--help") {
       std::cout
           << "gateway_bench [--seconds S] [--rounds N] [--rate R] [--latency-seconds S] "
-             "[--connections N] [--threads N] [--skip-nginx] [--skip-plain] [--throughput-only]\n";
+             "[--latency-rounds N] "
+             "[--connections N] [--threads N] [--skip-nginx] [--skip-plain] [--throughput-only] "
+             "[--latency-only]\n";
       std::exit(0);
     } else {
       throw std::runtime_error("unknown flag " + a);
@@ -452,89 +462,90 @@ int main(int argc, char** argv) {
                {"latency_seconds", flags.latency_seconds},
                {"cores", static_cast<long long>(std::thread::hardware_concurrency())}});
 
-  // ---- throughput ----
-  const WrkResult direct = run_wrk(dir, upstream_port, flags, "direct");
-  // The targets take turns in alternating rounds; a target's figure is the mean of its rounds
-  // (p99: the worst round). Beside the gateway as configured above, "civicbus_plain" is the
-  // same gateway with a route that does only what nginx does here (no authentication, no rate
-  // limit): the like-for-like figure.
-  // CPU per proxied request, from the processes' own CPU time over their rounds: less moved
-  // by the machine's drift than requests/s, since a slower machine slows both sides alike.
-  // Ours is the whole bench process (the gateways; the bench's own thread only waits on wrk);
-  // nginx's is its workers'.
-  struct Target {
-    std::string name;
-    std::uint16_t port = 0;
-    bool is_nginx = false;
-    WrkResult total;
-    double cpu_seconds = 0;
-    long long requests = 0;
-  };
-  auto target = [](std::string name, std::uint16_t port, bool is_nginx) {
-    Target t;
-    t.name = std::move(name);
-    t.port = port;
-    t.is_nginx = is_nginx;
-    return t;
-  };
-  std::vector<Target> targets = {target("civicbus", gateway_port, false)};
-  if (!flags.skip_plain) targets.push_back(target("civicbus_plain", plain_port, false));
-  if (!flags.skip_nginx) targets.push_back(target("nginx", nginx_port, true));
-  const double round_seconds = std::max(1.0, flags.seconds / flags.rounds);
-  for (int round = 1; round <= flags.rounds; ++round) {
-    // Odd rounds in order, even ones in reverse: each target runs first, and last, as often.
-    for (std::size_t k = 0; k < targets.size(); ++k) {
-      Target& t = targets[round % 2 == 1 ? k : targets.size() - 1 - k];
-      auto cpu = [&] {
-        return t.is_nginx ? children_cpu_seconds(nginx.pid()) : process_cpu_seconds(getpid());
-      };
-      const double before = cpu();
-      const WrkResult r = run_wrk(dir, t.port, flags, t.name, false, round_seconds);
-      t.cpu_seconds += cpu() - before;
-      t.requests += r.requests;
-      if (!r.error.empty()) t.total.error = r.error;
-      t.total.requests_per_s += r.requests_per_s / flags.rounds;
-      t.total.p99_us = std::max(t.total.p99_us, r.p99_us);
-      t.total.non_2xx += r.non_2xx;
-      print_bench("gateway_throughput_round", {{"round", static_cast<long long>(round)},
-                                               {"target", t.name},
-                                               {"requests_per_s", r.requests_per_s}});
-    }
-  }
-  std::vector<std::pair<std::string, const WrkResult*>> results = {{"direct", &direct}};
-  for (const Target& t : targets) results.emplace_back(t.name, &t.total);
-  for (const auto& [name, r] : results) {
-    if (!r->error.empty()) {
-      std::cerr << "# gateway_throughput " << name << ": " << r->error << "\n";
-      continue;
-    }
-    print_bench("gateway_throughput", {{"target", name},
-                                       {"requests_per_s", r->requests_per_s},
-                                       {"p99_us", r->p99_us},
-                                       {"non_2xx", r->non_2xx}});
-  }
-  auto cpu_us = [](const Target& t) {
-    return t.requests > 0 ? t.cpu_seconds * 1e6 / static_cast<double>(t.requests) : 0.0;
-  };
-  for (const Target& t : targets) {
-    print_bench("gateway_cpu_per_request", {{"target", t.name}, {"cpu_us", cpu_us(t)}});
-  }
-  if (!flags.skip_nginx) {
-    const Target& peer = targets.back();
-    for (std::size_t k = 0; k + 1 < targets.size(); ++k) {
-      const Target& ours = targets[k];
-      const std::string suffix = ours.name == "civicbus" ? "" : "_plain";
-      if (ours.total.error.empty() && peer.total.error.empty()) {
-        print_vs("gateway_throughput" + suffix, ours.total.requests_per_s,
-                 peer.total.requests_per_s, "nginx_proxy", "requests/s", true);
-      }
-      if (cpu_us(ours) > 0 && cpu_us(peer) > 0) {
-        print_vs("gateway_cpu_per_request" + suffix, cpu_us(ours), cpu_us(peer), "nginx_proxy",
-                 "us_cpu_per_request", false);
+  if (!flags.latency_only) {
+    // ---- throughput ----
+    const WrkResult direct = run_wrk(dir, upstream_port, flags, "direct");
+    // The targets take turns in alternating rounds; a target's figure is the mean of its rounds
+    // (p99: the worst round). Beside the gateway as configured above, "civicbus_plain" is the
+    // same gateway with a route that does only what nginx does here (no authentication, no rate
+    // limit): the like-for-like figure.
+    // CPU per proxied request, from the processes' own CPU time over their rounds: less moved
+    // by the machine's drift than requests/s, since a slower machine slows both sides alike.
+    // Ours is the whole bench process (the gateways; the bench's own thread only waits on wrk);
+    // nginx's is its workers'.
+    struct Target {
+      std::string name;
+      std::uint16_t port = 0;
+      bool is_nginx = false;
+      WrkResult total;
+      double cpu_seconds = 0;
+      long long requests = 0;
+    };
+    auto target = [](std::string name, std::uint16_t port, bool is_nginx) {
+      Target t;
+      t.name = std::move(name);
+      t.port = port;
+      t.is_nginx = is_nginx;
+      return t;
+    };
+    std::vector<Target> targets = {target("civicbus", gateway_port, false)};
+    if (!flags.skip_plain) targets.push_back(target("civicbus_plain", plain_port, false));
+    if (!flags.skip_nginx) targets.push_back(target("nginx", nginx_port, true));
+    const double round_seconds = std::max(1.0, flags.seconds / flags.rounds);
+    for (int round = 1; round <= flags.rounds; ++round) {
+      // Odd rounds in order, even ones in reverse: each target runs first, and last, as often.
+      for (std::size_t k = 0; k < targets.size(); ++k) {
+        Target& t = targets[round % 2 == 1 ? k : targets.size() - 1 - k];
+        auto cpu = [&] {
+          return t.is_nginx ? children_cpu_seconds(nginx.pid()) : process_cpu_seconds(getpid());
+        };
+        const double before = cpu();
+        const WrkResult r = run_wrk(dir, t.port, flags, t.name, false, round_seconds);
+        t.cpu_seconds += cpu() - before;
+        t.requests += r.requests;
+        if (!r.error.empty()) t.total.error = r.error;
+        t.total.requests_per_s += r.requests_per_s / flags.rounds;
+        t.total.p99_us = std::max(t.total.p99_us, r.p99_us);
+        t.total.non_2xx += r.non_2xx;
+        print_bench("gateway_throughput_round", {{"round", static_cast<long long>(round)},
+                                                 {"target", t.name},
+                                                 {"requests_per_s", r.requests_per_s}});
       }
     }
+    std::vector<std::pair<std::string, const WrkResult*>> results = {{"direct", &direct}};
+    for (const Target& t : targets) results.emplace_back(t.name, &t.total);
+    for (const auto& [name, r] : results) {
+      if (!r->error.empty()) {
+        std::cerr << "# gateway_throughput " << name << ": " << r->error << "\n";
+        continue;
+      }
+      print_bench("gateway_throughput", {{"target", name},
+                                         {"requests_per_s", r->requests_per_s},
+                                         {"p99_us", r->p99_us},
+                                         {"non_2xx", r->non_2xx}});
+    }
+    auto cpu_us = [](const Target& t) {
+      return t.requests > 0 ? t.cpu_seconds * 1e6 / static_cast<double>(t.requests) : 0.0;
+    };
+    for (const Target& t : targets) {
+      print_bench("gateway_cpu_per_request", {{"target", t.name}, {"cpu_us", cpu_us(t)}});
+    }
+    if (!flags.skip_nginx) {
+      const Target& peer = targets.back();
+      for (std::size_t k = 0; k + 1 < targets.size(); ++k) {
+        const Target& ours = targets[k];
+        const std::string suffix = ours.name == "civicbus" ? "" : "_plain";
+        if (ours.total.error.empty() && peer.total.error.empty()) {
+          print_vs("gateway_throughput" + suffix, ours.total.requests_per_s,
+                   peer.total.requests_per_s, "nginx_proxy", "requests/s", true);
+        }
+        if (cpu_us(ours) > 0 && cpu_us(peer) > 0) {
+          print_vs("gateway_cpu_per_request" + suffix, cpu_us(ours), cpu_us(peer), "nginx_proxy",
+                   "us_cpu_per_request", false);
+        }
+      }
+    }
   }
-
   plain_gateway->stop();
   if (flags.throughput_only) {
     tls_gateway->stop();
@@ -543,12 +554,34 @@ int main(int argc, char** argv) {
   }
 
   // ---- added latency at a fixed rate ----
-  auto latency = [&](std::uint16_t p) {
-    return open_loop(p, flags.rate, flags.latency_seconds, 32);
+  // Like the throughput, in alternating rounds (direct, the gateway, nginx; reversed in even
+  // rounds), each target's samples pooled over its rounds: one window per target measured the
+  // machine's drift between windows as much as the proxies.
+  struct LatencyTarget {
+    std::string name;
+    std::uint16_t port = 0;
+    OpenLoopResult pooled;
   };
-  const OpenLoopResult base = latency(upstream_port);
+  std::vector<LatencyTarget> lat = {{"direct", upstream_port, {}}, {"civicbus", gateway_port, {}}};
+  if (!flags.skip_nginx) lat.push_back({"nginx", nginx_port, {}});
+  const double latency_round_seconds = std::max(1.0, flags.latency_seconds / flags.latency_rounds);
+  for (int round = 1; round <= flags.latency_rounds; ++round) {
+    for (std::size_t k = 0; k < lat.size(); ++k) {
+      LatencyTarget& t = lat[round % 2 == 1 ? k : lat.size() - 1 - k];
+      OpenLoopResult r = open_loop(t.port, flags.rate, latency_round_seconds, 32);
+      print_bench("gateway_latency_round",
+                  {{"round", static_cast<long long>(round)},
+                   {"target", t.name},
+                   {"p99_us", summarize_latencies(r.latencies_ns).p99_us}});
+      t.pooled.latencies_ns.insert(t.pooled.latencies_ns.end(), r.latencies_ns.begin(),
+                                   r.latencies_ns.end());
+      t.pooled.errors += r.errors;
+      t.pooled.non_2xx += r.non_2xx;
+    }
+  }
+  const OpenLoopResult& base = lat[0].pooled;
   const LatencySummary base_s = summarize_latencies(base.latencies_ns);
-  const OpenLoopResult via_ours = latency(gateway_port);
+  const OpenLoopResult& via_ours = lat[1].pooled;
   const LatencySummary ours_s = summarize_latencies(via_ours.latencies_ns);
   print_bench("gateway_latency", {{"target", "direct"},
                                   {"rate", flags.rate},
@@ -568,7 +601,7 @@ int main(int argc, char** argv) {
                                   {"added_p50_us", ours_s.p50_us - base_s.p50_us},
                                   {"added_p99_us", ours_s.p99_us - base_s.p99_us}});
   if (!flags.skip_nginx) {
-    const OpenLoopResult via_nginx = latency(nginx_port);
+    const OpenLoopResult& via_nginx = lat[2].pooled;
     const LatencySummary nginx_s = summarize_latencies(via_nginx.latencies_ns);
     print_bench("gateway_latency", {{"target", "nginx"},
                                     {"rate", flags.rate},
@@ -580,9 +613,14 @@ int main(int argc, char** argv) {
                                     {"added_p50_us", nginx_s.p50_us - base_s.p50_us},
                                     {"added_p99_us", nginx_s.p99_us - base_s.p99_us}});
     // The p99s through each proxy at the same rate. (Added latency is the difference of two
-    // separate runs' p99s, too noisy to divide: it can come out negative for either proxy.)
+    // p99s, too noisy to divide: it can come out negative for either proxy.)
     print_vs("gateway_latency_p99", ours_s.p99_us, nginx_s.p99_us, "nginx_proxy", "us_p99", false);
     print_vs("gateway_latency_p50", ours_s.p50_us, nginx_s.p50_us, "nginx_proxy", "us_p50", false);
+  }
+  if (flags.latency_only) {
+    tls_gateway->stop();
+    gateway->stop();
+    return 0;
   }
   // ---- TLS: full handshakes, and requests over kept-alive TLS connections ----
   const int handshake_seconds = 4;
