@@ -1,6 +1,9 @@
 #include "civicbus/core/id.hpp"
 
 #include <cstdint>
+#include <cstring>
+
+#include "civicbus/core/crypto.hpp"
 
 namespace civicbus {
 namespace {
@@ -60,13 +63,19 @@ void IdGenerator::next(std::span<char, 36> out) {
   b[8] = static_cast<unsigned char>(0x80 | (rnd[0] & 0x3F));  // variant 10
   for (int i = 9; i < 16; ++i) b[i] = rnd[i - 8];
 
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::size_t pos = 0;
-  for (int i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out[pos++] = '-';
-    out[pos++] = kHex[b[i] >> 4];
-    out[pos++] = kHex[b[i] & 0xF];
-  }
+  // 8-4-4-4-12: the 32 hex digits written at once, then moved apart for the dashes.
+  char hex[32];
+  crypto::to_hex(std::string_view(reinterpret_cast<const char*>(b), sizeof b), hex);
+  char* o = out.data();
+  std::memcpy(o, hex, 8);
+  o[8] = '-';
+  std::memcpy(o + 9, hex + 8, 4);
+  o[13] = '-';
+  std::memcpy(o + 14, hex + 12, 4);
+  o[18] = '-';
+  std::memcpy(o + 19, hex + 16, 4);
+  o[23] = '-';
+  std::memcpy(o + 24, hex + 20, 12);
 }
 
 bool is_uuid(std::string_view text) {

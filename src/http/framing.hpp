@@ -236,8 +236,9 @@ class FieldWriter {
   FieldWriter& operator=(const FieldWriter&) = delete;
   ~FieldWriter() { flush(); }
 
-  // "name: value\r\n".
-  void field(std::string_view name, std::string_view value) {
+  // "name: value\r\n". Inlined, like text(), at every use: most names and many texts are
+  // constants, whose copies then compile to a word move or two.
+  [[gnu::always_inline]] void field(std::string_view name, std::string_view value) {
     char* p = room(name.size() + value.size() + 4);
     if (p == nullptr) {
       append_field_line(out_, name, value);
@@ -251,7 +252,7 @@ class FieldWriter {
     p[1] = '\n';
   }
   // Bytes as they are.
-  void text(std::string_view s) {
+  [[gnu::always_inline]] void text(std::string_view s) {
     char* p = room(s.size());
     if (p == nullptr) {
       out_.append(s);
@@ -279,7 +280,7 @@ class FieldWriter {
   // Where the next `n` bytes go in the buffer, which counts them as written (flushed first
   // when they do not fit), or null when `n` is larger than the whole buffer (flushed: the
   // caller appends to `out_` itself).
-  char* room(std::size_t n) {
+  [[gnu::always_inline]] char* room(std::size_t n) {
     if (n > kRoom - used_) {
       flush();
       if (n > kRoom) return nullptr;
@@ -290,7 +291,7 @@ class FieldWriter {
   }
   // Copies s to p and returns the end: up to 16 bytes in two overlapping moves of a word each
   // (names and most values are that short), longer ones with memcpy.
-  static char* put(char* p, std::string_view s) {
+  [[gnu::always_inline]] static char* put(char* p, std::string_view s) {
     const std::size_t n = s.size();
     if (n >= 8 && n <= 16) {
       copy_ends<std::uint64_t>(p, s.data(), n);

@@ -33,6 +33,13 @@ TEST_CASE("crypto: hex of every byte value, and back") {
   to_hex(std::string_view("\x00\xff\x10", 3), into.data());
   CHECK(into == "00ff10");
   CHECK(unhex(expected) == all);
+  // Every length up to three blocks of eight and their tails, from every offset of a block.
+  for (std::size_t at = 0; at < 8; ++at) {
+    for (std::size_t n = 0; n <= 24; ++n) {
+      CHECK(to_hex(std::string_view(all).substr(240 + at - n, n)) ==
+            expected.substr(2 * (240 + at - n), 2 * n));
+    }
+  }
 }
 
 TEST_CASE("crypto: SHA-256 known answers (FIPS 180-2)") {
