@@ -138,6 +138,40 @@ TEST_CASE("http framing: the head scanner finds the same thing however its input
   }
 }
 
+TEST_CASE("http framing: the head scanner agrees with itself on heads of long and short lines") {
+  // Heads of field lines of every length up to two windows of the fast path (64 bytes), so
+  // that lines start, end and have their colon on either side of a window's edge, with now
+  // and then one line at fault; the whole head scanned at once (windows of whole lines) must
+  // stop where the byte-by-byte scan stops, with the same finding.
+  std::mt19937 rng(20261203);
+  const char* faults[] = {"Name : v",  " folded", "Name: v\rX", "Name: v\nNext: w", "NoColonHere",
+                          "Name\t: v", ""};
+  for (int round = 0; round < 3000; ++round) {
+    const bool request = rng() % 2 == 0;
+    std::string input =
+        request ? "GET /" + std::string(rng() % 70, 'p') + " HTTP/1.1\r\n" : "HTTP/1.1 200 OK\r\n";
+    const std::size_t lines = rng() % 9;
+    for (std::size_t l = 0; l < lines; ++l) {
+      if (rng() % 12 == 0) {
+        input += faults[rng() % std::size(faults)];
+      } else {
+        input += std::string(1 + rng() % 20, 'n') + ":" + std::string(rng() % 3, ' ') +
+                 std::string(rng() % 110, 'v');
+      }
+      input += "\r\n";
+    }
+    input += "\r\nbody";
+    CAPTURE(input);
+    const Peer peer = request ? Peer::kRequest : Peer::kResponse;
+    const std::size_t max_count = 2 + rng() % 8;
+    const std::size_t max_bytes = 64 + rng() % 600;
+    const Scan whole = scan(input, input.size(), peer, max_count, max_bytes);
+    CHECK(whole == scan(input, 1, peer, max_count, max_bytes));
+    CHECK(whole == scan(input, 7, peer, max_count, max_bytes));
+    CHECK(whole == scan(input, 64, peer, max_count, max_bytes));
+  }
+}
+
 TEST_CASE("http framing: field text is unsafe exactly when it holds a CR, LF or NUL") {
   // Every length up to three blocks, with each forbidden byte at every position (the check
   // reads sixteen or eight bytes at a time, then the rest).
