@@ -272,6 +272,18 @@ HandshakeResult run_s_time(const TempDir& dir, std::uint16_t port, int seconds,
   return r;
 }
 
+// A wrk result as one BENCH line, or its error on stderr.
+void print_wrk(std::string_view metric, std::string_view target, const WrkResult& r) {
+  if (!r.error.empty()) {
+    std::cerr << "# " << metric << " " << target << ": " << r.error << "\n";
+    return;
+  }
+  print_bench(metric, {{"target", target},
+                       {"requests_per_s", r.requests_per_s},
+                       {"p99_us", r.p99_us},
+                       {"non_2xx", r.non_2xx}});
+}
+
 // ---- the open-loop latency client --------------------------------------------------------------
 
 struct OpenLoopResult {
@@ -514,16 +526,7 @@ int main(int argc, char** argv) {
     }
     std::vector<std::pair<std::string, const WrkResult*>> results = {{"direct", &direct}};
     for (const Target& t : targets) results.emplace_back(t.name, &t.total);
-    for (const auto& [name, r] : results) {
-      if (!r->error.empty()) {
-        std::cerr << "# gateway_throughput " << name << ": " << r->error << "\n";
-        continue;
-      }
-      print_bench("gateway_throughput", {{"target", name},
-                                         {"requests_per_s", r->requests_per_s},
-                                         {"p99_us", r->p99_us},
-                                         {"non_2xx", r->non_2xx}});
-    }
+    for (const auto& [name, r] : results) print_wrk("gateway_throughput", name, *r);
     auto cpu_us = [](const Target& t) {
       return t.requests > 0 ? t.cpu_seconds * 1e6 / static_cast<double>(t.requests) : 0.0;
     };
@@ -650,14 +653,7 @@ int main(int argc, char** argv) {
   for (const auto& [name, r] :
        {std::pair<const char*, const WrkResult*>{"civicbus", &ours_tls}, {"nginx", &nginx_tls}}) {
     if (std::string(name) == "nginx" && flags.skip_nginx) continue;
-    if (!r->error.empty()) {
-      std::cerr << "# gateway_tls_throughput " << name << ": " << r->error << "\n";
-      continue;
-    }
-    print_bench("gateway_tls_throughput", {{"target", name},
-                                           {"requests_per_s", r->requests_per_s},
-                                           {"p99_us", r->p99_us},
-                                           {"non_2xx", r->non_2xx}});
+    print_wrk("gateway_tls_throughput", name, *r);
   }
   if (!flags.skip_nginx && ours_tls.error.empty() && nginx_tls.error.empty()) {
     print_vs("gateway_tls_throughput", ours_tls.requests_per_s, nginx_tls.requests_per_s,
