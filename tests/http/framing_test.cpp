@@ -139,10 +139,11 @@ TEST_CASE("http framing: the head scanner finds the same thing however its input
 }
 
 TEST_CASE("http framing: the head scanner agrees with itself on heads of long and short lines") {
-  // Heads of field lines of every length up to two windows of the fast path (64 bytes), so
-  // that lines start, end and have their colon on either side of a window's edge, with now
-  // and then one line at fault; the whole head scanned at once (windows of whole lines) must
-  // stop where the byte-by-byte scan stops, with the same finding.
+  // Heads of field lines from 2 to about 130 bytes (so that lines end, and have their colon,
+  // in any 16-byte block the whole-line step reads, and across 64-byte pieces), with now and
+  // then one line at fault: the whole head scanned at once (whole lines passed in one step)
+  // must stop where the scans of split input (byte by byte, or lines cut across pieces) stop,
+  // with the same finding.
   std::mt19937 rng(20261203);
   const char* faults[] = {"Name : v",  " folded", "Name: v\rX", "Name: v\nNext: w", "NoColonHere",
                           "Name\t: v", ""};
