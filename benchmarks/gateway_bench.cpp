@@ -272,6 +272,12 @@ HandshakeResult run_s_time(const TempDir& dir, std::uint16_t port, int seconds,
   return r;
 }
 
+// Which of `count` targets runs k-th in `round` (from 1): odd rounds in order, even ones in
+// reverse, so that each target runs first, and last, as often.
+std::size_t in_turn(int round, std::size_t k, std::size_t count) {
+  return round % 2 == 1 ? k : count - 1 - k;
+}
+
 // A wrk result as one BENCH line, or its error on stderr.
 void print_wrk(std::string_view metric, std::string_view target, const WrkResult& r) {
   if (!r.error.empty()) {
@@ -505,9 +511,8 @@ int main(int argc, char** argv) {
     if (!flags.skip_nginx) targets.push_back(target("nginx", nginx_port, true));
     const double round_seconds = std::max(1.0, flags.seconds / flags.rounds);
     for (int round = 1; round <= flags.rounds; ++round) {
-      // Odd rounds in order, even ones in reverse: each target runs first, and last, as often.
       for (std::size_t k = 0; k < targets.size(); ++k) {
-        Target& t = targets[round % 2 == 1 ? k : targets.size() - 1 - k];
+        Target& t = targets[in_turn(round, k, targets.size())];
         auto cpu = [&] {
           return t.is_nginx ? children_cpu_seconds(nginx.pid()) : process_cpu_seconds(getpid());
         };
@@ -550,11 +555,13 @@ int main(int argc, char** argv) {
     }
   }
   plain_gateway->stop();
-  if (flags.throughput_only) {
+  // The gateways still running, stopped before the bench returns (its exit status, 0).
+  auto stop_gateways = [&] {
     tls_gateway->stop();
     gateway->stop();
     return 0;
-  }
+  };
+  if (flags.throughput_only) return stop_gateways();
 
   // ---- added latency at a fixed rate ----
   // Like the throughput, in alternating rounds (direct, the gateway, nginx; reversed in even
@@ -570,7 +577,7 @@ int main(int argc, char** argv) {
   const double latency_round_seconds = std::max(1.0, flags.latency_seconds / flags.latency_rounds);
   for (int round = 1; round <= flags.latency_rounds; ++round) {
     for (std::size_t k = 0; k < lat.size(); ++k) {
-      LatencyTarget& t = lat[round % 2 == 1 ? k : lat.size() - 1 - k];
+      LatencyTarget& t = lat[in_turn(round, k, lat.size())];
       OpenLoopResult r = open_loop(t.port, flags.rate, latency_round_seconds, 32);
       print_bench("gateway_latency_round",
                   {{"round", static_cast<long long>(round)},
@@ -620,11 +627,7 @@ int main(int argc, char** argv) {
     print_vs("gateway_latency_p99", ours_s.p99_us, nginx_s.p99_us, "nginx_proxy", "us_p99", false);
     print_vs("gateway_latency_p50", ours_s.p50_us, nginx_s.p50_us, "nginx_proxy", "us_p50", false);
   }
-  if (flags.latency_only) {
-    tls_gateway->stop();
-    gateway->stop();
-    return 0;
-  }
+  if (flags.latency_only) return stop_gateways();
   // ---- TLS: full handshakes, and requests over kept-alive TLS connections ----
   const int handshake_seconds = 4;
   const HandshakeResult ours_hs = run_s_time(dir, tls_port, handshake_seconds, "civicbus");
@@ -659,7 +662,5 @@ int main(int argc, char** argv) {
     print_vs("gateway_tls_throughput", ours_tls.requests_per_s, nginx_tls.requests_per_s,
              "nginx_proxy", "requests/s", true);
   }
-  tls_gateway->stop();
-  gateway->stop();
-  return 0;
+  return stop_gateways();
 }
