@@ -3,7 +3,6 @@
 // describes the configuration.
 #include "connect/file_connectors.hpp"
 
-#include <expat.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -21,6 +20,7 @@
 #include "civicbus/core/csv.hpp"
 #include "connect/builtin_connectors.hpp"
 #include "connect/file_formats.hpp"
+#include "core/xml_tree.hpp"
 
 namespace civicbus::connect::detail {
 
@@ -1082,219 +1082,31 @@ ConnectorSpec xml_spec() {
   return spec;
 }
 
-bool all_xml_space(std::string_view s) {
-  return s.find_first_not_of(" \t\r\n") == std::string_view::npos;
-}
-
-// Streams the record elements of one XML document out of expat. Parser settings
-// mirror the gateway's XML transform (src/gateway/transform.cpp): every DOCTYPE
-// is refused as it starts, so no entity is defined (no "billion laughs") and
-// nothing external is loaded; entity declarations are refused as a second guard
-// and parameter entities are never parsed.
-class XmlRecordReader {
+// Which elements of an XML file are records: a name ("permit", at any depth) or a path from
+// the root ("/permits/permit").
+class XmlRecordMatch {
  public:
-  static constexpr std::size_t kMaxDepth = 256;
-
-  XmlRecordReader(std::string path, std::string record_element) : path_(std::move(path)) {
-    if (record_element.starts_with("/")) {
-      std::string_view rest(record_element);
-      while (!rest.empty()) {
-        rest.remove_prefix(1);
-        const std::size_t slash = rest.find('/');
-        record_path_.emplace_back(rest.substr(0, slash));
-        rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
-      }
-    } else {
-      record_name_ = std::move(record_element);
+  explicit XmlRecordMatch(std::string_view record_element) {
+    if (!record_element.starts_with("/")) {
+      name_ = record_element;
+      return;
+    }
+    std::string_view rest = record_element;
+    while (!rest.empty()) {
+      rest.remove_prefix(1);
+      const std::size_t slash = rest.find('/');
+      path_.emplace_back(rest.substr(0, slash));
+      rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
     }
   }
 
-  struct Pending {
-    Json object;
-    std::int64_t line;
-  };
-
-  // `encoding`: null to follow the document, or an expat encoding name that overrides it.
-  Status run(int fd, const char* encoding,
-             const std::function<Status(std::vector<Pending>&)>& drain) {
-    XML_Parser parser = XML_ParserCreate(encoding);
-    if (parser == nullptr) return internal_error("could not create an XML parser (out of memory)");
-    parser_ = parser;
-    XML_SetUserData(parser, this);
-    XML_SetElementHandler(parser, &XmlRecordReader::on_start, &XmlRecordReader::on_end);
-    XML_SetCharacterDataHandler(parser, &XmlRecordReader::on_text);
-    XML_SetStartDoctypeDeclHandler(parser, &XmlRecordReader::on_doctype);
-    XML_SetEntityDeclHandler(parser, &XmlRecordReader::on_entity_decl);
-    XML_SetParamEntityParsing(parser, XML_PARAM_ENTITY_PARSING_NEVER);
-
-    Status result;
-    std::string chunk(1 << 20, '\0');
-    for (;;) {
-      const ssize_t n = ::read(fd, chunk.data(), chunk.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        result = io_error(fmt::format("cannot read '{}': {}", path_, std::strerror(errno)));
-        break;
-      }
-      const bool final = n == 0;
-      if (XML_Parse(parser, chunk.data(), static_cast<int>(n), final ? 1 : 0) != XML_STATUS_OK) {
-        if (error_.ok()) {
-          error_ = invalid_argument(
-              fmt::format("file '{}' is not well-formed XML at line {}, column {}: {}", path_,
-                          XML_GetCurrentLineNumber(parser), XML_GetCurrentColumnNumber(parser) + 1,
-                          XML_ErrorString(XML_GetErrorCode(parser))));
-        }
-      }
-      // Records completed before an error still go on; the error names where
-      // the file broke.
-      Status drained = drain(pending_);
-      pending_.clear();
-      if (!error_.ok()) {
-        result = error_;
-        break;
-      }
-      if (!drained.ok()) {
-        result = drained;
-        break;
-      }
-      if (final || stop_) break;
-    }
-    XML_ParserFree(parser);
-    parser_ = nullptr;
-    return result;
+  bool operator()(const std::vector<std::string>& open) const {
+    return path_.empty() ? open.back() == name_ : open == path_;
   }
-
-  void stop() { stop_ = true; }
 
  private:
-  struct Frame {
-    std::string name;
-    Json::Object members;
-    std::unordered_map<std::string, std::size_t> index;
-    std::size_t attribute_count = 0;
-    std::string text;
-    std::string significant;
-    std::string segment;
-  };
-
-  void fail(std::string message) {
-    if (!error_.ok()) return;
-    error_ = invalid_argument(fmt::format("file '{}' line {}, column {}: {}", path_,
-                                          XML_GetCurrentLineNumber(parser_),
-                                          XML_GetCurrentColumnNumber(parser_) + 1, message));
-    XML_StopParser(parser_, XML_FALSE);
-  }
-
-  bool at_record() const {
-    if (!record_path_.empty()) return path_names_ == record_path_;
-    return path_names_.back() == record_name_;
-  }
-
-  static void flush_segment(Frame& frame) {
-    if (frame.segment.empty()) return;
-    if (!all_xml_space(frame.segment)) frame.significant += frame.segment;
-    frame.text += frame.segment;
-    frame.segment.clear();
-  }
-
-  static void XMLCALL on_start(void* data, const XML_Char* name, const XML_Char** attributes) {
-    auto& self = *static_cast<XmlRecordReader*>(data);
-    if (!self.error_.ok()) return;
-    if (self.path_names_.size() + 1 > kMaxDepth) {
-      self.fail(fmt::format("elements nest deeper than {} levels at <{}>", kMaxDepth, name));
-      return;
-    }
-    self.path_names_.emplace_back(name);
-    if (self.stack_.empty()) {
-      if (!self.at_record()) return;
-      self.record_line_ = static_cast<std::int64_t>(XML_GetCurrentLineNumber(self.parser_));
-    } else {
-      flush_segment(self.stack_.back());
-    }
-    Frame frame;
-    frame.name = name;
-    for (const XML_Char** a = attributes; *a != nullptr; a += 2) {
-      frame.members.emplace_back(std::string("@") + a[0], Json(std::string(a[1])));
-    }
-    frame.attribute_count = frame.members.size();
-    self.stack_.push_back(std::move(frame));
-  }
-
-  static void XMLCALL on_end(void* data, const XML_Char* /*name*/) {
-    auto& self = *static_cast<XmlRecordReader*>(data);
-    if (!self.error_.ok()) return;
-    self.path_names_.pop_back();
-    if (self.stack_.empty()) return;
-    Frame frame = std::move(self.stack_.back());
-    self.stack_.pop_back();
-    flush_segment(frame);
-    Json value;
-    if (frame.members.empty()) {
-      if (!frame.text.empty()) value = Json(std::move(frame.text));
-    } else {
-      if (!frame.significant.empty()) {
-        frame.members.emplace(
-            frame.members.begin() + static_cast<std::ptrdiff_t>(frame.attribute_count), "#text",
-            Json(std::move(frame.significant)));
-      }
-      value = Json(std::move(frame.members));
-    }
-    if (self.stack_.empty()) {
-      // The record itself: its members are the fields; a text-only record is
-      // one "#text".
-      if (!value.is_object()) {
-        Json object = Json::object();
-        if (!value.is_null()) object.set("#text", std::move(value));
-        value = std::move(object);
-      }
-      self.pending_.push_back(Pending{std::move(value), self.record_line_});
-      return;
-    }
-    Frame& parent = self.stack_.back();
-    auto it = parent.index.find(frame.name);
-    if (it != parent.index.end()) {
-      Json& existing = parent.members[it->second].second;
-      if (!existing.is_array()) existing = Json::array({std::move(existing)});
-      existing.push_back(std::move(value));
-      return;
-    }
-    parent.index.emplace(frame.name, parent.members.size());
-    parent.members.emplace_back(std::move(frame.name), std::move(value));
-  }
-
-  static void XMLCALL on_text(void* data, const XML_Char* text, int length) {
-    auto& self = *static_cast<XmlRecordReader*>(data);
-    if (!self.error_.ok() || self.stack_.empty()) return;
-    self.stack_.back().segment.append(text, static_cast<std::size_t>(length));
-  }
-
-  static void XMLCALL on_doctype(void* data, const XML_Char* name, const XML_Char* /*sysid*/,
-                                 const XML_Char* /*pubid*/, int /*has_internal_subset*/) {
-    static_cast<XmlRecordReader*>(data)->fail(
-        fmt::format("the XML has a DOCTYPE (<!DOCTYPE {}>); DTDs are refused, "
-                    "so no entity is expanded "
-                    "(no \"billion laughs\") and no external entity is loaded",
-                    name));
-  }
-
-  static void XMLCALL on_entity_decl(void* data, const XML_Char* name, int /*is_parameter*/,
-                                     const XML_Char* /*value*/, int /*value_length*/,
-                                     const XML_Char* /*base*/, const XML_Char* /*system_id*/,
-                                     const XML_Char* /*public_id*/, const XML_Char* /*notation*/) {
-    static_cast<XmlRecordReader*>(data)->fail(
-        fmt::format("the XML declares the entity '{}'; entity declarations are refused", name));
-  }
-
-  std::string path_;
-  std::string record_name_;
-  std::vector<std::string> record_path_;
-  XML_Parser parser_ = nullptr;
-  std::vector<std::string> path_names_;  // the open elements, root first
-  std::vector<Frame> stack_;             // the open elements of the current record
-  std::int64_t record_line_ = 0;
-  std::vector<Pending> pending_;
-  bool stop_ = false;
-  Status error_;
+  std::string name_;
+  std::vector<std::string> path_;
 };
 
 class XmlConnector final : public FileSourceBase {
@@ -1342,18 +1154,51 @@ class XmlConnector final : public FileSourceBase {
       std::string message = fmt::format("cannot open '{}': {}", job.path, std::strerror(err));
       return err == ENOENT ? not_found(std::move(message)) : io_error(std::move(message));
     }
-    XmlRecordReader reader(job.path, context.config.get_string("record_element"));
-    Status s =
-        reader.run(fd, encoding, [&](std::vector<XmlRecordReader::Pending>& records) -> Status {
-          for (auto& r : records) {
-            if (job.batcher.limit_reached()) {
-              reader.stop();
-              break;
-            }
-            CIVICBUS_RETURN_IF_ERROR(job.batcher.add_object(r.object, r.line));
+    // Records are read in pieces of 1 MiB and handed to the batcher after each piece: those
+    // completed before an error still load, and the error names where the file broke.
+    struct Pending {
+      Json object;
+      std::int64_t line;
+    };
+    std::vector<Pending> pending;
+    civicbus::detail::XmlTreeOptions tree;
+    if (encoding != nullptr) tree.encoding = encoding;
+    civicbus::detail::XmlTreeReader reader(
+        std::move(tree), XmlRecordMatch(context.config.get_string("record_element")),
+        [&pending](std::string /*name*/, Json value, std::int64_t line) {
+          // A record's members are its fields; a record of text alone is one "#text".
+          if (!value.is_object()) {
+            Json object = Json::object();
+            if (!value.is_null()) object.set("#text", std::move(value));
+            value = std::move(object);
           }
-          return Status();
+          pending.push_back(Pending{std::move(value), line});
         });
+    Status s;
+    std::string chunk(std::size_t{1} << 20, '\0');
+    bool stop = false;
+    while (s.ok() && !stop) {
+      const ssize_t n = ::read(fd, chunk.data(), chunk.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        s = io_error(fmt::format("cannot read '{}': {}", job.path, std::strerror(errno)));
+        break;
+      }
+      const bool final = n == 0;
+      Status parsed =
+          reader.feed(std::string_view(chunk.data(), static_cast<std::size_t>(n)), final);
+      for (Pending& r : pending) {
+        if (job.batcher.limit_reached()) {
+          stop = true;
+          break;
+        }
+        s = job.batcher.add_object(r.object, r.line);
+        if (!s.ok()) break;
+      }
+      pending.clear();
+      if (s.ok() && !parsed.ok()) s = parsed.with_context(fmt::format("file '{}'", job.path));
+      if (final) break;
+    }
     ::close(fd);
     return s;
   }

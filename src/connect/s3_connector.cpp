@@ -3,7 +3,6 @@
 // batch. Requests go through RestClient (its retries on 503 SlowDown and
 // connection failures) signed with AWS Signature Version 4 (aws_sigv4.hpp).
 // docs/connectors.md ("Object storage and SFTP") describes the configuration.
-#include <expat.h>
 #include <fmt/format.h>
 #include <mbedtls/md5.h>
 
@@ -17,6 +16,7 @@
 #include "connect/builtin_connectors.hpp"
 #include "connect/remote_files.hpp"
 #include "connect/rest_client.hpp"
+#include "core/xml_tree.hpp"
 
 namespace civicbus::connect::detail {
 
@@ -128,77 +128,35 @@ struct ListPage {
   std::string next_token;
 };
 
-// Collects the text of the elements of a ListBucketResult or an Error document
-// (the S3 answers are shallow: a path of element names identifies each value).
-class S3XmlReader {
- public:
-  // Calls `on_value(path, text)` for each leaf element
-  // ("ListBucketResult/Contents/Key") and `on_end(path)` at the end of each
-  // element.
-  template <typename OnValue, typename OnEnd>
-  static Status parse(std::string_view xml, OnValue on_value, OnEnd on_end) {
-    struct State {
-      std::vector<std::string> path;
-      std::string text;
-      std::function<void(const std::string&, const std::string&)> value;
-      std::function<void(const std::string&)> end;
-      XML_Parser parser = nullptr;
-      std::string doctype;  // set when a DOCTYPE was refused
-      std::string joined() const {
-        std::string out;
-        for (const auto& p : path) out += (out.empty() ? "" : "/") + p;
-        return out;
-      }
-    } state{{}, {}, on_value, on_end, nullptr, {}};
-    XML_Parser parser = XML_ParserCreate("UTF-8");
-    state.parser = parser;
-    XML_SetUserData(parser, &state);
-    // S3 answers have no DTD. One is refused when it starts, before expat reads a declaration
-    // in it, so no entity is ever expanded ("billion laughs") or loaded, as the gateway's and
-    // the file connectors' XML readers do.
-    XML_SetStartDoctypeDeclHandler(
-        parser, [](void* data, const XML_Char* name, const XML_Char*, const XML_Char*, int) {
-          auto* s = static_cast<State*>(data);
-          s->doctype = name != nullptr ? name : "";
-          XML_StopParser(s->parser, XML_FALSE);
-        });
-    XML_SetElementHandler(
-        parser,
-        [](void* data, const XML_Char* name, const XML_Char**) {
-          auto* s = static_cast<State*>(data);
-          std::string n = name;
-          if (auto colon = n.rfind(':'); colon != std::string::npos) n = n.substr(colon + 1);
-          s->path.push_back(std::move(n));
-          s->text.clear();
-        },
-        [](void* data, const XML_Char*) {
-          auto* s = static_cast<State*>(data);
-          const std::string path = s->joined();
-          s->value(path, s->text);
-          s->end(path);
-          s->text.clear();
-          s->path.pop_back();
-        });
-    XML_SetCharacterDataHandler(parser, [](void* data, const XML_Char* text, int len) {
-      static_cast<State*>(data)->text.append(text, static_cast<std::size_t>(len));
-    });
-    // No entity of the document is expanded: S3 answers have none.
-    XML_SetParamEntityParsing(parser, XML_PARAM_ENTITY_PARSING_NEVER);
-    const bool ok = XML_Parse(parser, xml.data(), static_cast<int>(xml.size()), 1) == XML_STATUS_OK;
-    Status status;
-    if (!state.doctype.empty() || (!ok && XML_GetErrorCode(parser) == XML_ERROR_ABORTED)) {
-      status = data_loss(fmt::format(
-          "line {}: the XML has a DOCTYPE (<!DOCTYPE {}>); DTDs are refused, so no entity is "
-          "expanded or loaded",
-          XML_GetCurrentLineNumber(parser), state.doctype));
-    } else if (!ok) {
-      status = data_loss(fmt::format("line {}: {}", XML_GetCurrentLineNumber(parser),
-                                     XML_ErrorString(XML_GetErrorCode(parser))));
+// An S3 answer (a ListBucketResult or an Error document) as a JSON tree, read by the
+// library's one XML reader (core/xml_tree.hpp: a DOCTYPE is refused, so no entity is ever
+// expanded or loaded).
+Result<Json> s3_xml(std::string_view xml) {
+  civicbus::detail::XmlTreeOptions options;
+  options.encoding = "UTF-8";
+  auto document = civicbus::detail::xml_document_to_json(xml, std::move(options), "the XML");
+  if (!document.ok()) return data_loss(document.status().message());
+  return document;
+}
+
+// The member of an element (or the root of a document) named `local`, with or without a
+// namespace prefix ("s3:Key").
+const Json* s3_member(const Json& element, std::string_view local) {
+  if (!element.is_object()) return nullptr;
+  for (const auto& [name, value] : element.as_object()) {
+    const std::size_t colon = name.rfind(':');
+    if (std::string_view(name).substr(colon == std::string::npos ? 0 : colon + 1) == local) {
+      return &value;
     }
-    XML_ParserFree(parser);
-    return status;
   }
-};
+  return nullptr;
+}
+
+// The text of a member; "" when it is missing or empty.
+std::string s3_text(const Json& element, std::string_view local) {
+  const Json* value = s3_member(element, local);
+  return value != nullptr && value->is_string() ? value->as_string() : std::string();
+}
 
 std::string strip_quotes(std::string text) {
   if (text.size() >= 2 && text.front() == '"' && text.back() == '"') {
@@ -208,30 +166,34 @@ std::string strip_quotes(std::string text) {
 }
 
 Result<ListPage> parse_list_page(std::string_view xml, std::string_view bucket) {
-  ListPage page;
-  S3Object current;
-  Status s = S3XmlReader::parse(
-      xml,
-      [&](const std::string& path, const std::string& text) {
-        if (path == "ListBucketResult/Contents/Key") current.key = text;
-        if (path == "ListBucketResult/Contents/ETag") current.etag = strip_quotes(text);
-        if (path == "ListBucketResult/Contents/LastModified") current.last_modified = text;
-        if (path == "ListBucketResult/Contents/Size") {
-          current.size = std::strtoll(text.c_str(), nullptr, 10);
-        }
-        if (path == "ListBucketResult/IsTruncated") page.truncated = text == "true";
-        if (path == "ListBucketResult/NextContinuationToken") page.next_token = text;
-      },
-      [&](const std::string& path) {
-        if (path == "ListBucketResult/Contents") {
-          page.objects.push_back(std::move(current));
-          current = S3Object{};
-        }
-      });
-  if (!s.ok()) {
+  auto document = s3_xml(xml);
+  if (!document.ok()) {
     return data_loss(fmt::format("the ListObjectsV2 answer for bucket '{}' is not valid XML: {}",
-                                 bucket, s.message()));
+                                 bucket, document.status().message()));
   }
+  const Json* result = s3_member(*document, "ListBucketResult");
+  if (result == nullptr) {
+    return data_loss(fmt::format(
+        "the ListObjectsV2 answer for bucket '{}' is not a ListBucketResult document", bucket));
+  }
+  ListPage page;
+  auto add = [&page](const Json& contents) {
+    S3Object object;
+    object.key = s3_text(contents, "Key");
+    object.etag = strip_quotes(s3_text(contents, "ETag"));
+    object.last_modified = s3_text(contents, "LastModified");
+    object.size = std::strtoll(s3_text(contents, "Size").c_str(), nullptr, 10);
+    page.objects.push_back(std::move(object));
+  };
+  if (const Json* contents = s3_member(*result, "Contents"); contents != nullptr) {
+    if (contents->is_array()) {
+      for (const Json& c : contents->as_array()) add(c);
+    } else {
+      add(*contents);
+    }
+  }
+  page.truncated = s3_text(*result, "IsTruncated") == "true";
+  page.next_token = s3_text(*result, "NextContinuationToken");
   if (page.truncated && page.next_token.empty()) {
     return data_loss(
         fmt::format("the ListObjectsV2 answer for bucket '{}' is "
@@ -243,16 +205,11 @@ Result<ListPage> parse_list_page(std::string_view xml, std::string_view bucket) 
 
 // The Code and Message of an S3 <Error> body, when there is one.
 std::pair<std::string, std::string> s3_error(std::string_view body) {
-  std::string code, message;
-  S3XmlReader::parse(
-      body,
-      [&](const std::string& path, const std::string& text) {
-        if (path == "Error/Code") code = text;
-        if (path == "Error/Message") message = text;
-      },
-      [](const std::string&) {})
-      .ignore_error();
-  return {code, message};
+  auto document = s3_xml(body);
+  if (!document.ok()) return {};
+  const Json* error = s3_member(*document, "Error");
+  if (error == nullptr) return {};
+  return {s3_text(*error, "Code"), s3_text(*error, "Message")};
 }
 
 // The status of a non-2xx S3 answer to `what` ("GET s3://bucket/key").

@@ -1,6 +1,5 @@
 #include "gateway/transform.hpp"
 
-#include <expat.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 
 #include "core/ascii.hpp"
 #include "core/uri_reference.hpp"
+#include "core/xml_tree.hpp"
 #include "http/framing.hpp"
 
 namespace civicbus::gateway {
@@ -23,14 +23,6 @@ namespace {
 // ---- Text helpers -----------------------------------------------------------------------
 
 constexpr std::string_view kUtf8Bom = "\xEF\xBB\xBF";
-
-bool is_xml_space(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-bool all_xml_space(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), is_xml_space);
-}
 
 using http::detail::trim_ows;  // http/framing.hpp
 
@@ -246,176 +238,6 @@ Status output_too_large(std::string_view what, std::size_t limit) {
                   "(TransformOptions::max_output_bytes)",
                   what, limit));
 }
-
-// ---- XML -> JSON ------------------------------------------------------------------------
-
-class XmlReader {
- public:
-  explicit XmlReader(const TransformOptions& options) : options_(options) {
-    array_elements_.insert(options.xml_array_elements.begin(), options.xml_array_elements.end());
-  }
-
-  Result<Json> read(std::string_view xml) {
-    // No namespace processing: prefixed names ("gml:point", "xmlns:gml") stay as they are
-    // written, so they survive the way back to XML.
-    XML_Parser parser = XML_ParserCreate(nullptr);
-    if (parser == nullptr) return internal_error("could not create an XML parser (out of memory)");
-    parser_ = parser;
-    XML_SetUserData(parser, this);
-    XML_SetElementHandler(parser, &XmlReader::on_start, &XmlReader::on_end);
-    XML_SetCharacterDataHandler(parser, &XmlReader::on_text);
-    // Any DOCTYPE is refused when it starts, before expat has read one declaration in it, so
-    // no entity is ever defined (no "billion laughs") and nothing external is referenced.
-    // The entity handler is a second guard; no external entity handler is set, so expat loads
-    // nothing even if both were bypassed, and parameter entities are never parsed.
-    XML_SetStartDoctypeDeclHandler(parser, &XmlReader::on_doctype);
-    XML_SetEntityDeclHandler(parser, &XmlReader::on_entity_decl);
-    XML_SetParamEntityParsing(parser, XML_PARAM_ENTITY_PARSING_NEVER);
-
-    // XML_Parse takes an int length; feed large bodies in pieces.
-    constexpr std::size_t kChunk = 1 << 20;
-    std::size_t offset = 0;
-    bool ok = true;
-    do {
-      const std::size_t n = std::min(kChunk, xml.size() - offset);
-      const bool final = offset + n == xml.size();
-      if (XML_Parse(parser, xml.data() + offset, static_cast<int>(n), final ? 1 : 0) !=
-          XML_STATUS_OK) {
-        ok = false;
-        break;
-      }
-      offset += n;
-    } while (offset < xml.size());
-    if (!ok && error_.ok()) {
-      error_ = invalid_argument(
-          fmt::format("the XML body is not well-formed at line {}, column {}: {}",
-                      XML_GetCurrentLineNumber(parser), XML_GetCurrentColumnNumber(parser) + 1,
-                      XML_ErrorString(XML_GetErrorCode(parser))));
-    }
-    XML_ParserFree(parser);
-    parser_ = nullptr;
-    if (!error_.ok()) return error_;
-    if (!done_) return invalid_argument("the XML body has no root element");
-    return std::move(result_);
-  }
-
- private:
-  struct Frame {
-    std::string name;
-    Json::Object members;  // attributes, then child elements in first-seen order
-    std::unordered_map<std::string, std::size_t> index;  // child name -> member position
-    std::size_t attribute_count = 0;
-    std::string text;         // all character data
-    std::string significant;  // the segments that are not only whitespace
-    std::string segment;      // since the last tag
-  };
-
-  void fail(std::string message) {
-    if (!error_.ok()) return;
-    error_ = invalid_argument(fmt::format("{} (line {}, column {})", message,
-                                          XML_GetCurrentLineNumber(parser_),
-                                          XML_GetCurrentColumnNumber(parser_) + 1));
-    XML_StopParser(parser_, XML_FALSE);
-  }
-
-  static void flush_segment(Frame& frame) {
-    if (frame.segment.empty()) return;
-    if (!all_xml_space(frame.segment)) frame.significant += frame.segment;
-    frame.text += frame.segment;
-    frame.segment.clear();
-  }
-
-  static void XMLCALL on_start(void* data, const XML_Char* name, const XML_Char** attributes) {
-    auto& self = *static_cast<XmlReader*>(data);
-    if (!self.error_.ok()) return;
-    if (self.stack_.size() + 1 > self.options_.max_depth) {
-      self.fail(
-          fmt::format("XML elements nest deeper than {} levels at <{}> "
-                      "(TransformOptions::max_depth)",
-                      self.options_.max_depth, name));
-      return;
-    }
-    if (!self.stack_.empty()) flush_segment(self.stack_.back());
-    Frame frame;
-    frame.name = name;
-    for (const XML_Char** a = attributes; *a != nullptr; a += 2) {
-      frame.members.emplace_back(std::string("@") + a[0],
-                                 scalar_value(a[1], self.options_.infer_types));
-    }
-    frame.attribute_count = frame.members.size();
-    self.stack_.push_back(std::move(frame));
-  }
-
-  static void XMLCALL on_end(void* data, const XML_Char* /*name*/) {
-    auto& self = *static_cast<XmlReader*>(data);
-    if (!self.error_.ok() || self.stack_.empty()) return;
-    Frame frame = std::move(self.stack_.back());
-    self.stack_.pop_back();
-    flush_segment(frame);
-    Json value;
-    if (frame.members.empty()) {
-      // Only text: the text itself, whitespace included; nothing at all: null.
-      if (!frame.text.empty())
-        value = scalar_value(std::move(frame.text), self.options_.infer_types);
-    } else {
-      if (!frame.significant.empty()) {
-        frame.members.emplace(
-            frame.members.begin() + static_cast<std::ptrdiff_t>(frame.attribute_count), "#text",
-            scalar_value(std::move(frame.significant), self.options_.infer_types));
-      }
-      value = Json(std::move(frame.members));
-    }
-    if (self.stack_.empty()) {
-      self.result_ = Json::object({{frame.name, std::move(value)}});
-      self.done_ = true;
-      return;
-    }
-    Frame& parent = self.stack_.back();
-    auto it = parent.index.find(frame.name);
-    if (it != parent.index.end()) {
-      Json& existing = parent.members[it->second].second;
-      // Element values are never arrays themselves, so an array here is the siblings so far.
-      if (!existing.is_array()) existing = Json::array({std::move(existing)});
-      existing.push_back(std::move(value));
-      return;
-    }
-    if (self.array_elements_.count(frame.name) != 0) value = Json::array({std::move(value)});
-    parent.index.emplace(frame.name, parent.members.size());
-    parent.members.emplace_back(std::move(frame.name), std::move(value));
-  }
-
-  static void XMLCALL on_text(void* data, const XML_Char* text, int length) {
-    auto& self = *static_cast<XmlReader*>(data);
-    if (!self.error_.ok() || self.stack_.empty()) return;
-    self.stack_.back().segment.append(text, static_cast<std::size_t>(length));
-  }
-
-  static void XMLCALL on_doctype(void* data, const XML_Char* name, const XML_Char* /*sysid*/,
-                                 const XML_Char* /*pubid*/, int /*has_internal_subset*/) {
-    auto& self = *static_cast<XmlReader*>(data);
-    self.fail(
-        fmt::format("the XML body has a DOCTYPE (<!DOCTYPE {}>); DTDs are refused, so no "
-                    "entity is expanded and nothing external is loaded",
-                    name));
-  }
-
-  static void XMLCALL on_entity_decl(void* data, const XML_Char* name, int /*is_parameter*/,
-                                     const XML_Char* /*value*/, int /*value_length*/,
-                                     const XML_Char* /*base*/, const XML_Char* /*system_id*/,
-                                     const XML_Char* /*public_id*/, const XML_Char* /*notation*/) {
-    auto& self = *static_cast<XmlReader*>(data);
-    self.fail(fmt::format("the XML body declares the entity '{}'; entity declarations are refused",
-                          name));
-  }
-
-  const TransformOptions& options_;
-  std::unordered_set<std::string> array_elements_;
-  XML_Parser parser_ = nullptr;
-  std::vector<Frame> stack_;
-  Json result_;
-  bool done_ = false;
-  Status error_;
-};
 
 // ---- JSON -> XML ------------------------------------------------------------------------
 
@@ -982,8 +804,13 @@ Result<Json> xml_to_json(std::string_view xml, const TransformOptions& options) 
   if (xml.size() > options.max_input_bytes) {
     return input_too_large("XML", xml.size(), options.max_input_bytes);
   }
-  XmlReader reader(options);
-  return reader.read(xml);
+  civicbus::detail::XmlTreeOptions tree;
+  tree.max_depth = options.max_depth;
+  if (options.infer_types) {
+    tree.scalar = [](std::string text) { return scalar_value(std::move(text), true); };
+  }
+  tree.array_elements.insert(options.xml_array_elements.begin(), options.xml_array_elements.end());
+  return civicbus::detail::xml_document_to_json(xml, std::move(tree), "the XML body");
 }
 
 Result<std::string> json_to_xml(const Json& document, const TransformOptions& options) {
