@@ -46,10 +46,7 @@ constexpr std::size_t kKeyBytes = 32;
 constexpr std::string_view kWrongMasterKey =
     "master key does not match the one this database was created with (key check failed)";
 
-void wipe(std::string& s) {
-  if (!s.empty()) explicit_bzero(s.data(), s.size());
-  s.clear();
-}
+using crypto::wipe;
 
 // Binds a wrapped key to its id and topic, so a row's key material cannot be moved to
 // another row (another topic) and still unwrap.

@@ -21,11 +21,7 @@ namespace {
 // Key files are a line of text; anything much larger is not a key file.
 constexpr std::size_t kMaxKeyFileBytes = 4096;
 
-// Zeroes a buffer that held key material before its memory is released.
-void wipe(std::string& s) {
-  if (!s.empty()) explicit_bzero(s.data(), s.size());
-  s.clear();
-}
+using crypto::wipe;
 
 // strerror() may share a static buffer between threads; the error category does not.
 std::string errno_text(int err) {

@@ -17,10 +17,7 @@ std::string pii_aad(std::string_view topic, std::string_view pointer) {
   return crypto::bound_aad(kAadLabel, {topic, pointer});
 }
 
-void wipe(std::string& s) {
-  if (!s.empty()) explicit_bzero(s.data(), s.size());
-  s.clear();
-}
+using crypto::wipe;
 
 // Reveals one encrypted value in place. Messages name the field and the key id, never the
 // value.

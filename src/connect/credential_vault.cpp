@@ -51,10 +51,7 @@ constexpr std::string_view kWrongMasterKey =
     "check failed); if the master key was rotated, open the vault with the new "
     "key";
 
-void wipe(std::string& s) {
-  if (!s.empty()) explicit_bzero(s.data(), s.size());
-  s.clear();
-}
+using crypto::wipe;
 
 std::string credential_aad(std::string_view connection, std::string_view pointer) {
   return crypto::bound_aad(kAadLabel, {connection, pointer});

@@ -206,6 +206,11 @@ std::string hmac_sha256(std::string_view key, std::string_view data) {
   return out;
 }
 
+void wipe(std::string& s) {
+  if (!s.empty()) mbedtls_platform_zeroize(s.data(), s.size());
+  s.clear();
+}
+
 bool constant_time_equal(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   // volatile keeps the compiler from turning the loop into an early-exit comparison.

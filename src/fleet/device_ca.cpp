@@ -53,10 +53,7 @@ constexpr std::size_t kMaxDeviceIdLength = 128;
 constexpr std::size_t kCertBufferBytes = 4096;
 constexpr TimeMs kMsPerDay = 86'400'000;
 
-void wipe(std::string& s) {
-  if (!s.empty()) explicit_bzero(s.data(), s.size());
-  s.clear();
-}
+using crypto::wipe;
 
 TimeMs now_ms(const Clock& clock) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock.now().time_since_epoch())

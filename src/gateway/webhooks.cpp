@@ -254,10 +254,7 @@ constexpr std::string_view kBodyAadLabel = "civicbus webhook body v1";
 constexpr std::string_view kSecretAadLabel = "civicbus webhook secret v1";
 constexpr std::size_t kMasterKeyBytes = 32;
 
-void wipe(std::string& s) {
-  if (!s.empty()) explicit_bzero(s.data(), s.size());
-  s.clear();
-}
+using crypto::wipe;
 
 // A parked or dead-lettered body is bound to its subscription and event: moved to another row
 // it no longer opens. The retry and dead-letter rows of one event share it, so a replay copies

@@ -19,6 +19,9 @@ CIVICBUS_EXPORT std::string sha256(std::string_view data);
 CIVICBUS_EXPORT std::string hmac_sha256(std::string_view key, std::string_view data);
 // Compares in time that depends only on the lengths.
 CIVICBUS_EXPORT bool constant_time_equal(std::string_view a, std::string_view b);
+// Zeroes what `s` holds (so key material does not outlive its use in freed memory), then
+// empties it. The compiler may not drop the zeroing as a dead store.
+CIVICBUS_EXPORT void wipe(std::string& s);
 
 CIVICBUS_EXPORT std::string to_hex(std::string_view bytes);  // lower case
 // The same into out[0, 2 * bytes.size()), for a caller that has the place for it already.
