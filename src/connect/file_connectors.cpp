@@ -20,6 +20,7 @@
 #include "civicbus/core/csv.hpp"
 #include "connect/builtin_connectors.hpp"
 #include "connect/file_formats.hpp"
+#include "core/json_text.hpp"
 #include "core/xml_tree.hpp"
 
 namespace civicbus::connect::detail {
@@ -232,20 +233,7 @@ Status append_durably(const std::string& path, std::string_view data, bool trunc
   return Status();
 }
 
-// A cell's text: strings as they are, null empty, other scalars and nested
-// values as JSON.
-std::string cell_text(const Json& value) {
-  switch (value.type()) {
-    case Json::Type::kNull:
-      return {};
-    case Json::Type::kString:
-      return value.as_string();
-    case Json::Type::kBool:
-      return value.as_bool() ? "true" : "false";
-    default:
-      return value.dump();
-  }
-}
+using civicbus::detail::scalar_text;  // a cell's text
 
 Status refuse_upsert(const ConnectorSpec& spec, const WriteRequest& request) {
   if (request.mode == WriteMode::kUpsert) {
@@ -728,7 +716,7 @@ class CsvConnector final : public FileSourceBase {
         continue;
       }
       for (std::size_t i = 0; i < columns.size(); ++i) {
-        fields[i] = cell_text(RecordBatch::value(record, source[i]));
+        fields[i] = scalar_text(RecordBatch::value(record, source[i]));
       }
       out += csv_format_record(fields, format.delimiter);
       ++result.written;

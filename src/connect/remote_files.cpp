@@ -11,6 +11,7 @@
 
 #include "civicbus/core/csv.hpp"
 #include "connect/file_connectors.hpp"
+#include "core/json_text.hpp"
 
 namespace civicbus::connect::detail {
 
@@ -57,18 +58,7 @@ std::unique_ptr<Connector> file_connector(RemoteFormat format) {
   return format == RemoteFormat::kCsv ? make_csv_connector() : make_json_connector();
 }
 
-std::string cell_text(const Json& value) {
-  switch (value.type()) {
-    case Json::Type::kNull:
-      return {};
-    case Json::Type::kString:
-      return value.as_string();
-    case Json::Type::kBool:
-      return value.as_bool() ? "true" : "false";
-    default:
-      return value.dump();
-  }
-}
+using civicbus::detail::scalar_text;  // a cell's text
 
 }  // namespace
 
@@ -223,7 +213,7 @@ Result<EncodedBatch> encode_batch(const RecordBatch& batch, RemoteFormat format,
       continue;
     }
     for (std::size_t i = 0; i < fields.size(); ++i) {
-      fields[i] = cell_text(RecordBatch::value(record, static_cast<int>(i)));
+      fields[i] = scalar_text(RecordBatch::value(record, static_cast<int>(i)));
     }
     out.bytes += csv_format_record(fields, delimiter);
     ++out.result.written;

@@ -219,12 +219,6 @@ std::string next_link(const http::HttpHeaders& headers) {
   return {};
 }
 
-std::string scalar_text(const Json& value) {
-  if (value.is_string()) return value.as_string();
-  if (value.is_null()) return {};
-  return value.dump();
-}
-
 Result<RetryPolicy> RetryPolicy::from_json(const Json* config) {
   RetryPolicy policy;
   if (config == nullptr || config->is_null()) return policy;

@@ -19,6 +19,7 @@
 #include "civicbus/core/status.hpp"
 #include "civicbus/http/client.hpp"
 #include "civicbus/http/message.hpp"
+#include "core/json_text.hpp"
 
 namespace civicbus::connect::detail {
 
@@ -50,7 +51,7 @@ std::string append_query(std::string target, const QueryParams& params);
 // The URI of the first `Link` field value with rel="next" (RFC 8288), or empty.
 std::string next_link(const http::HttpHeaders& headers);
 // A JSON scalar as query-string text (strings as is, numbers as JSON).
-std::string scalar_text(const Json& value);
+using civicbus::detail::scalar_text;
 
 struct RetryPolicy {
   // Retries after the first attempt for 429, 503 and connection failures.

@@ -342,4 +342,23 @@ void append_utf8(std::string& out, char32_t cp) {
   }
 }
 
+void append_scalar_text(std::string& out, const Json& value) {
+  switch (value.type()) {
+    case Json::Type::kNull:
+      return;
+    case Json::Type::kString:
+      out += value.as_string();
+      return;
+    default:
+      value.dump_to(out);
+      return;
+  }
+}
+
+std::string scalar_text(const Json& value) {
+  std::string out;
+  append_scalar_text(out, value);
+  return out;
+}
+
 }  // namespace civicbus::detail

@@ -71,4 +71,10 @@ inline std::size_t count_code_points(std::string_view s) {
 
 void append_utf8(std::string& out, char32_t cp);
 
+// A JSON value as the plain text that CSV cells, XML text, query strings and form fields
+// carry: a string as it is, null as nothing, anything else (numbers, booleans, arrays,
+// objects) as its JSON.
+void append_scalar_text(std::string& out, const Json& value);
+std::string scalar_text(const Json& value);
+
 }  // namespace civicbus::detail

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "core/ascii.hpp"
+#include "core/json_text.hpp"
 #include "core/uri_reference.hpp"
 #include "core/xml_tree.hpp"
 #include "http/framing.hpp"
@@ -189,22 +190,7 @@ Json scalar_value(std::string text, bool infer_types) {
   return Json(std::move(text));
 }
 
-// The text of a JSON scalar in XML or CSV.
-void append_scalar_text(std::string& out, const Json& value) {
-  switch (value.type()) {
-    case Json::Type::kNull:
-      return;
-    case Json::Type::kBool:
-      out += value.as_bool() ? "true" : "false";
-      return;
-    case Json::Type::kString:
-      out += value.as_string();
-      return;
-    default:
-      value.dump_to(out);
-      return;
-  }
-}
+using civicbus::detail::append_scalar_text;  // the text of a JSON scalar in XML or CSV
 
 std::string_view json_type_name(const Json& value) {
   switch (value.type()) {
