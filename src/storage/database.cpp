@@ -37,6 +37,48 @@ std::string ddl_for(Dialect dialect, std::string_view sqlite_ddl) {
 
 namespace detail {
 
+Status TransactionNesting::run(const std::function<Status()>& body, const Steps& steps) {
+  if (depth_ > 0) {
+    ++depth_;
+    ScopeExit leave([this] { --depth_; });
+    Status status = body();
+    if (!status.ok() && !nested_failure_) nested_failure_ = status;
+    return status;
+  }
+
+  CIVICBUS_RETURN_IF_ERROR(steps.begin());
+  depth_ = 1;
+  nested_failure_.reset();
+  ScopeExit unwind([&] {  // only reached if `body` throws
+    depth_ = 0;
+    nested_failure_.reset();
+    steps.rollback_if_open().ignore_error();
+  });
+  Status status = body();
+  unwind.dismiss();
+  depth_ = 0;
+  if (status.ok() && nested_failure_) {
+    status = nested_failure_->with_context(
+        "a nested transaction failed, so the enclosing transaction was rolled back");
+  }
+  nested_failure_.reset();
+  if (status.ok() && steps.check) status = steps.check();
+
+  if (!status.ok()) {
+    Status rolled_back = steps.rollback_if_open();
+    if (!rolled_back.ok()) {
+      return status.with_context("rollback failed too: " + rolled_back.message());
+    }
+    return status;
+  }
+  Status committed = steps.commit();
+  if (!committed.ok()) {
+    steps.rollback_if_open().ignore_error();
+    return committed.with_context("commit failed, transaction rolled back");
+  }
+  return {};
+}
+
 std::string sql_snippet(std::string_view sql) {
   constexpr std::size_t kSnippetChars = 80;
   std::string out;

@@ -362,7 +362,7 @@ Status PostgresDatabase::error_status(const PGresult* result, std::string_view s
 
 Status PostgresDatabase::ensure_connected() {
   if (PQstatus(conn_) == CONNECTION_OK) return {};
-  if (transaction_depth_ > 0) {
+  if (transactions_.active()) {
     return unavailable(
         fmt::format("database '{}': connection lost inside a "
                     "transaction, which the server rolled back; "
@@ -618,63 +618,35 @@ Status PostgresDatabase::rollback_if_open() {
 
 Status PostgresDatabase::transaction(const std::function<Status()>& body) {
   std::lock_guard lock(mutex_);  // held for the whole body: other threads wait, we re-enter
-
-  if (transaction_depth_ > 0) {
-    ++transaction_depth_;
-    ScopeExit leave([this] { --transaction_depth_; });
-    Status status = body();
-    if (!status.ok() && !nested_failure_) nested_failure_ = status;
-    return status;
-  }
-
-  CIVICBUS_RETURN_IF_ERROR(ensure_connected());
-  CIVICBUS_RETURN_IF_ERROR(run_control("BEGIN"));
-  transaction_depth_ = 1;
-  nested_failure_.reset();
-  ScopeExit unwind([this] {  // only reached if `body` throws
-    transaction_depth_ = 0;
-    nested_failure_.reset();
-    rollback_if_open().ignore_error();
-  });
-  Status status = body();
-  unwind.dismiss();
-  transaction_depth_ = 0;
-  if (status.ok() && nested_failure_) {
-    status = nested_failure_->with_context(
-        "a nested transaction failed, so the "
-        "enclosing transaction was rolled back");
-  }
-  nested_failure_.reset();
-  if (status.ok() && PQtransactionStatus(conn_) == PQTRANS_INERROR) {
-    // The body went on after a failed statement; PostgreSQL has already given
-    // up on the transaction and COMMIT would silently roll it back.
-    status =
-        failed_precondition(fmt::format("database '{}': a statement inside the transaction failed "
-                                        "and the body returned ok "
-                                        "anyway; PostgreSQL aborts the whole transaction on any "
-                                        "error, so return the error "
-                                        "from the body",
-                                        target_));
-  }
-
-  if (!status.ok()) {
-    Status rolled_back = rollback_if_open();
-    if (!rolled_back.ok())
-      return status.with_context("rollback failed too: " + rolled_back.message());
-    return status;
-  }
-  ResultPtr committed(PQexec(conn_, "COMMIT"));
-  if (!committed || PQresultStatus(committed.get()) != PGRES_COMMAND_OK) {
-    Status failed = error_status(committed.get(), "COMMIT");
-    rollback_if_open().ignore_error();
-    return failed.with_context("commit failed, transaction rolled back");
-  }
-  if (!starts_with(PQcmdStatus(committed.get()), "COMMIT")) {
-    return failed_precondition(
-        fmt::format("database '{}': COMMIT answered '{}'; the transaction was rolled back", target_,
-                    PQcmdStatus(committed.get())));
-  }
-  return {};
+  auto begin = [this]() -> Status {
+    CIVICBUS_RETURN_IF_ERROR(ensure_connected());
+    return run_control("BEGIN");
+  };
+  auto check = [this]() -> Status {
+    if (PQtransactionStatus(conn_) != PQTRANS_INERROR) return {};
+    // The body went on after a failed statement; PostgreSQL has already given up on the
+    // transaction and COMMIT would silently roll it back.
+    return failed_precondition(fmt::format(
+        "database '{}': a statement inside the transaction failed and the body returned ok "
+        "anyway; PostgreSQL aborts the whole transaction on any error, so return the error "
+        "from the body",
+        target_));
+  };
+  auto commit = [this]() -> Status {
+    ResultPtr committed(PQexec(conn_, "COMMIT"));
+    if (!committed || PQresultStatus(committed.get()) != PGRES_COMMAND_OK) {
+      return error_status(committed.get(), "COMMIT");
+    }
+    if (!starts_with(PQcmdStatus(committed.get()), "COMMIT")) {
+      return failed_precondition(fmt::format("database '{}': COMMIT answered '{}'", target_,
+                                             PQcmdStatus(committed.get())));
+    }
+    return {};
+  };
+  return transactions_.run(
+      body, {.begin = begin, .check = check, .commit = commit, .rollback_if_open = [this] {
+               return rollback_if_open();
+             }});
 }
 
 PostgresCacheStats PostgresDatabase::statement_cache_stats() const {

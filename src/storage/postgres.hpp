@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "civicbus/storage/database.hpp"
+#include "storage/sql_text.hpp"
 
 namespace civicbus::storage::detail {
 
@@ -98,8 +99,7 @@ class PostgresDatabase final : public Database {
   std::uint64_t next_statement_ = 0;
   std::string key_;  // reused buffer for the cache key
 
-  int transaction_depth_ = 0;
-  std::optional<Status> nested_failure_;
+  detail::TransactionNesting transactions_;
 
   // last_insert_id(): known from INSERT ... RETURNING, or to be asked with
   // lastval().

@@ -436,46 +436,16 @@ Status SqliteDatabase::rollback_if_open() {
 
 Status SqliteDatabase::transaction(const std::function<Status()>& body) {
   std::lock_guard lock(mutex_);  // held for the whole body: other threads wait, we re-enter
-
-  if (transaction_depth_ > 0) {
-    ++transaction_depth_;
-    ScopeExit leave([this] { --transaction_depth_; });
-    Status status = body();
-    if (!status.ok() && !nested_failure_) nested_failure_ = status;
-    return status;
-  }
-
-  // A read-only connection cannot take the write lock; a deferred transaction still gives
-  // its body one consistent snapshot.
-  CIVICBUS_RETURN_IF_ERROR(run_control(options_.read_only ? "BEGIN DEFERRED" : "BEGIN IMMEDIATE"));
-  transaction_depth_ = 1;
-  nested_failure_.reset();
-  ScopeExit unwind([this] {  // only reached if `body` throws
-    transaction_depth_ = 0;
-    nested_failure_.reset();
-    rollback_if_open().ignore_error();
-  });
-  Status status = body();
-  unwind.dismiss();
-  transaction_depth_ = 0;
-  if (status.ok() && nested_failure_) {
-    status = nested_failure_->with_context(
-        "a nested transaction failed, so the enclosing transaction was rolled back");
-  }
-  nested_failure_.reset();
-
-  if (!status.ok()) {
-    Status rolled_back = rollback_if_open();
-    if (!rolled_back.ok())
-      return status.with_context("rollback failed too: " + rolled_back.message());
-    return status;
-  }
-  Status committed = run_control("COMMIT");
-  if (!committed.ok()) {
-    rollback_if_open().ignore_error();
-    return committed.with_context("commit failed, transaction rolled back");
-  }
-  return {};
+  return transactions_.run(
+      body, {.begin =
+                 [this] {
+                   // A read-only connection cannot take the write lock; a deferred
+                   // transaction still gives its body one consistent snapshot.
+                   return run_control(options_.read_only ? "BEGIN DEFERRED" : "BEGIN IMMEDIATE");
+                 },
+             .check = {},
+             .commit = [this] { return run_control("COMMIT"); },
+             .rollback_if_open = [this] { return rollback_if_open(); }});
 }
 
 StatementCacheStats SqliteDatabase::statement_cache_stats() const {

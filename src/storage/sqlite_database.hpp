@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "civicbus/storage/database.hpp"
+#include "storage/sql_text.hpp"
 
 namespace civicbus::storage::detail {
 
@@ -105,10 +106,7 @@ class SqliteDatabase final : public Database {
   const SqliteOptions options_;
   mutable std::recursive_mutex mutex_;
   StatementCache cache_;
-  int transaction_depth_ = 0;
-  // The first failure of a nested transaction() body: the joined outer transaction can no
-  // longer commit atomically, so it rolls back even if its own body returns ok.
-  std::optional<Status> nested_failure_;
+  detail::TransactionNesting transactions_;
 };
 
 // Maps a sqlite result code (primary or extended) to the civicbus code.
