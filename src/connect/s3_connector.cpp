@@ -134,7 +134,7 @@ struct ListPage {
 Result<Json> s3_xml(std::string_view xml) {
   civicbus::detail::XmlTreeOptions options;
   options.encoding = "UTF-8";
-  auto document = civicbus::detail::xml_document_to_json(xml, std::move(options), "the XML");
+  auto document = civicbus::detail::xml_document_to_json(xml, std::move(options), "");
   if (!document.ok()) return data_loss(document.status().message());
   return document;
 }

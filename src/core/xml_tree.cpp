@@ -198,8 +198,11 @@ Result<Json> xml_document_to_json(std::string_view xml, XmlTreeOptions options,
                          found = true;
                        });
   Status s = reader.feed(xml, true);
-  if (!s.ok()) return s.with_context(what);
-  if (!found) return invalid_argument(fmt::format("{} has no root element", what));
+  if (!s.ok()) return what.empty() ? s : s.with_context(what);
+  if (!found) {
+    return invalid_argument(
+        fmt::format("{} has no root element", what.empty() ? "the document" : what));
+  }
   return result;
 }
 

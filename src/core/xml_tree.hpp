@@ -69,7 +69,7 @@ class XmlTreeReader {
 };
 
 // A whole document as {"root name": value}. `what` names the document in errors ("the XML
-// body": "the XML body, line 1, column 2: ...").
+// body": "the XML body: line 1, column 2: ..."); empty for none.
 Result<Json> xml_document_to_json(std::string_view xml, XmlTreeOptions options,
                                   std::string_view what);
 
