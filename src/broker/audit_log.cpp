@@ -309,7 +309,7 @@ AuditLog::AuditLog(storage::Database& db, std::string chain_key, const Clock& cl
     : db_(db), chain_key_(std::move(chain_key)), clock_(clock), last_hash_(genesis_hash()) {}
 
 AuditLog::~AuditLog() {
-  if (!chain_key_.empty()) explicit_bzero(chain_key_.data(), chain_key_.size());
+  crypto::wipe(chain_key_);
 }
 
 Result<std::unique_ptr<AuditLog>> AuditLog::open(storage::Database& db, std::string_view master_key,
