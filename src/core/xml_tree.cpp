@@ -32,8 +32,11 @@ struct XmlTreeReader::Impl {
   Capture capture;
   Captured captured;
   XML_Parser parser = nullptr;
-  std::vector<std::string> open;  // every open element, the root first
-  std::vector<Frame> stack;       // the open elements of the captured tree
+  // The open elements outside a captured tree, the root first (a captured element stays last
+  // while it is open); the elements inside one are only counted, in `depth`.
+  std::vector<std::string> open;
+  std::size_t depth = 0;     // every open element
+  std::vector<Frame> stack;  // the open elements of the captured tree
   std::int64_t capture_line = 0;
   Status error;
   bool finished = false;
@@ -59,13 +62,14 @@ struct XmlTreeReader::Impl {
   static void XMLCALL on_start(void* data, const XML_Char* name, const XML_Char** attributes) {
     auto& self = *static_cast<Impl*>(data);
     if (!self.error.ok()) return;
-    if (self.open.size() + 1 > self.options.max_depth) {
+    if (self.depth + 1 > self.options.max_depth) {
       self.fail(
           fmt::format("elements nest deeper than {} levels at <{}>", self.options.max_depth, name));
       return;
     }
-    self.open.emplace_back(name);
+    ++self.depth;
     if (self.stack.empty()) {
+      self.open.emplace_back(name);
       if (!self.capture(self.open)) return;
       self.capture_line = static_cast<std::int64_t>(XML_GetCurrentLineNumber(self.parser));
     } else {
@@ -83,8 +87,11 @@ struct XmlTreeReader::Impl {
   static void XMLCALL on_end(void* data, const XML_Char* /*name*/) {
     auto& self = *static_cast<Impl*>(data);
     if (!self.error.ok()) return;
-    self.open.pop_back();
-    if (self.stack.empty()) return;
+    --self.depth;
+    if (self.stack.empty()) {
+      self.open.pop_back();
+      return;
+    }
     Frame frame = std::move(self.stack.back());
     self.stack.pop_back();
     flush_segment(frame);
@@ -101,6 +108,7 @@ struct XmlTreeReader::Impl {
       value = Json(std::move(frame.members));
     }
     if (self.stack.empty()) {
+      self.open.pop_back();
       self.captured(std::move(frame.name), std::move(value), self.capture_line);
       return;
     }
