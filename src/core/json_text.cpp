@@ -1,11 +1,11 @@
 #include "core/json_text.hpp"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cmath>
 #include <limits>
 #include <system_error>
-
-#include <fmt/format.h>
 
 namespace civicbus::detail {
 namespace {
@@ -61,17 +61,25 @@ class TextParser {
   bool parse_value(Json& out, std::size_t depth) {
     if (pos_ >= text_.size()) return fail("unexpected end of text, expected a value");
     switch (text_[pos_]) {
-      case '{': return parse_object(out, depth + 1);
-      case '[': return parse_array(out, depth + 1);
+      case '{':
+        return parse_object(out, depth + 1);
+      case '[':
+        return parse_array(out, depth + 1);
       case '"': {
         std::string s;
         if (!parse_string(s)) return false;
         out = Json(std::move(s));
         return true;
       }
-      case 't': out = Json(true); return consume_literal("true");
-      case 'f': out = Json(false); return consume_literal("false");
-      case 'n': out = Json(); return consume_literal("null");
+      case 't':
+        out = Json(true);
+        return consume_literal("true");
+      case 'f':
+        out = Json(false);
+        return consume_literal("false");
+      case 'n':
+        out = Json();
+        return consume_literal("null");
       default:
         if (text_[pos_] == '-' || (text_[pos_] >= '0' && text_[pos_] <= '9')) {
           return parse_number(out);
@@ -213,14 +221,30 @@ class TextParser {
       if (pos_ >= text_.size()) return fail("unterminated escape sequence");
       const char e = text_[pos_++];
       switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           const std::size_t escape_start = pos_ - 2;
           char32_t cp = 0;
@@ -296,8 +320,8 @@ class TextParser {
       // Underflow reads as zero; overflow has no JSON-representable value.
       const std::string_view digits(first, static_cast<std::size_t>(last - first));
       const std::size_t e = digits.find_first_of("eE");
-      const bool negative_exponent = e != std::string_view::npos && e + 1 < digits.size() &&
-                                     digits[e + 1] == '-';
+      const bool negative_exponent =
+          e != std::string_view::npos && e + 1 < digits.size() && digits[e + 1] == '-';
       if (!negative_exponent) {
         pos_ = start;
         return fail("number is too large for a double");

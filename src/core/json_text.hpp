@@ -47,16 +47,25 @@ inline std::size_t utf8_sequence_length(const char* p, const char* end) {
 // advances by one, so any byte string can be walked.
 inline char32_t next_code_point(const char*& p, const char* end) {
   const std::size_t length = utf8_sequence_length(p, end);
-  const auto b = [&](std::size_t i) { return static_cast<char32_t>(static_cast<unsigned char>(p[i])); };
+  const auto b = [&](std::size_t i) {
+    return static_cast<char32_t>(static_cast<unsigned char>(p[i]));
+  };
   char32_t cp = 0xFFFD;
   switch (length) {
-    case 1: cp = b(0); break;
-    case 2: cp = ((b(0) & 0x1F) << 6) | (b(1) & 0x3F); break;
-    case 3: cp = ((b(0) & 0x0F) << 12) | ((b(1) & 0x3F) << 6) | (b(2) & 0x3F); break;
+    case 1:
+      cp = b(0);
+      break;
+    case 2:
+      cp = ((b(0) & 0x1F) << 6) | (b(1) & 0x3F);
+      break;
+    case 3:
+      cp = ((b(0) & 0x0F) << 12) | ((b(1) & 0x3F) << 6) | (b(2) & 0x3F);
+      break;
     case 4:
       cp = ((b(0) & 0x07) << 18) | ((b(1) & 0x3F) << 12) | ((b(2) & 0x3F) << 6) | (b(3) & 0x3F);
       break;
-    default: break;
+    default:
+      break;
   }
   p += length == 0 ? 1 : length;
   return cp;
