@@ -2,11 +2,15 @@
 // same upstream (an nginx instance answering a small JSON body), on loopback.
 //
 //  1. Throughput: wrk with the same threads and connections against the upstream directly,
-//     nginx's proxy, the gateway (API-key auth and a rate limit on) and the gateway with a
-//     plain route (no auth, no rate limit: what nginx does). They take turns in short rounds
-//     (in order in odd rounds, in reverse in even ones) and each figure is the mean over its
-//     rounds: the machine's speed drifts by tens of percent
-//     within a minute, and back-to-back single runs measured that drift as much as the proxies.
+//     nginx's proxy (forwarding the client's address, scheme and host and a request id, as the
+//     gateway does and reverse-proxy configurations do), the same nginx adding nothing
+//     ("nginx_bare"), the gateway (API-key auth and a rate limit on) and the gateway with a
+//     plain route (no auth, no rate limit). They take turns in short rounds (in order in odd
+//     rounds, in reverse in even ones) and each figure is the mean over its rounds: the
+//     machine's speed drifts by tens of percent within a minute, and back-to-back single runs
+//     measured that drift as much as the proxies. Beside each proxy's own CPU per request the
+//     bench prints the upstream's, wrk's and the machine's idle time per request: together
+//     they are the machine's time per request, which sets the throughput.
 //  2. Added latency: an open-loop client sends at a fixed rate (5,000 requests/s by default)
 //     on keep-alive connections and measures each request from its scheduled send time (so a
 //     stall counts for every request it delays). Added latency = p99 through the proxy minus
@@ -21,6 +25,7 @@
 // --connections N (wrk, default 64), --threads N (gateway workers = nginx workers, default 2),
 // --skip-nginx, --skip-plain (no plain-route gateway), --throughput-only (no latency or TLS
 // parts), --latency-only (no throughput or TLS parts).
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -131,24 +136,43 @@ void start_upstream(ServerProcess& p, const TempDir& dir, std::uint16_t port) {
            port});
 }
 
+// nginx as a reverse proxy, in three server blocks of one process (the same workers):
+//  - `port`: forwarding what the gateway forwards and nginx can make by itself, as reverse-proxy
+//    configurations do: the client's address (X-Forwarded-For), scheme, host and a request id;
+//  - `tls_port`: the same behind TLS;
+//  - `bare_port`: nothing added (the upstream parses four fewer fields per request).
+// The gateway also sends traceparent, Via (RFC 9110 asks a gateway for it) and, on an
+// authenticated route, X-Consumer-Id: fields nginx has no variable for.
 void start_nginx_proxy(ServerProcess& p, const TempDir& dir, std::uint16_t port,
-                       std::uint16_t tls_port, std::uint16_t upstream, int workers) {
+                       std::uint16_t tls_port, std::uint16_t bare_port, std::uint16_t upstream,
+                       int workers) {
   const std::string cert = (dir.path() / "cert.pem").string();
   const std::string key = (dir.path() / "key.pem").string();
+  const std::string bare_location =
+      "    location / { proxy_pass http://backend; proxy_http_version 1.1; "
+      "proxy_set_header Connection \"\"; }\n";
+  const std::string forwarding_location =
+      "    location / { proxy_pass http://backend; proxy_http_version 1.1;\n"
+      "      proxy_set_header Connection \"\";\n"
+      "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+      "      proxy_set_header X-Forwarded-Proto $scheme;\n"
+      "      proxy_set_header X-Forwarded-Host $host;\n"
+      "      proxy_set_header X-Request-Id $request_id; }\n";
   const auto conf = dir.path() / "proxy.conf";
   std::ofstream(conf) << nginx_common(dir.path(), "proxy") << "worker_processes " << workers
                       << ";\nevents { worker_connections 4096; }\nhttp {\n"
                       << nginx_http_common(dir.path())
                       << "  upstream backend { server 127.0.0.1:" << upstream
-                      << "; keepalive 128; }\n  server {\n    listen 127.0.0.1:" << port
-                      << ";\n    location / { proxy_pass http://backend; proxy_http_version 1.1; "
-                         "proxy_set_header Connection \"\"; }\n  }\n"
+                      << "; keepalive 128; }\n"
+                      << "  server {\n    listen 127.0.0.1:" << port << ";\n"
+                      << forwarding_location << "  }\n"
+                      << "  server {\n    listen 127.0.0.1:" << bare_port << ";\n"
+                      << bare_location << "  }\n"
                       << "  server {\n    listen 127.0.0.1:" << tls_port << " ssl;\n"
                       << "    ssl_certificate " << cert << ";\n    ssl_certificate_key " << key
                       << ";\n    ssl_protocols TLSv1.2;\n    ssl_session_cache off;\n"
                       << "    ssl_session_tickets off;\n"
-                      << "    location / { proxy_pass http://backend; proxy_http_version 1.1; "
-                         "proxy_set_header Connection \"\"; }\n  }\n}\n";
+                      << forwarding_location << "  }\n}\n";
   p.start({"nginx",
            {"-c", conf.string(), "-e", (dir.path() / "proxy.stderr").string()},
            dir.path() / "proxy.log",
@@ -195,6 +219,23 @@ double children_cpu_seconds(pid_t parent) {
     if (f.size() > 1 && std::stoll(f[1]) == parent) total += process_cpu_seconds(pid);
   }
   return total;
+}
+
+// CPU seconds of the bench's children that have been waited for (wrk, openssl).
+double waited_children_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_CHILDREN, &u);
+  auto secs = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
+  return secs(u.ru_utime) + secs(u.ru_stime);
+}
+
+// The machine's idle time in seconds, summed over its CPUs (/proc/stat: idle and iowait).
+double machine_idle_seconds() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  double user = 0, nice = 0, system = 0, idle = 0, iowait = 0;
+  in >> cpu >> user >> nice >> system >> idle >> iowait;
+  return (idle + iowait) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 double to_us(const std::string& value, const std::string& unit) {
@@ -410,10 +451,13 @@ int main(int argc, char** argv) {
   start_upstream(upstream, dir, upstream_port);
   std::uint16_t nginx_port = 0;
   std::uint16_t nginx_tls_port = 0;
+  std::uint16_t nginx_bare_port = 0;
   if (!flags.skip_nginx) {
     nginx_port = free_port();
     nginx_tls_port = free_port();
-    start_nginx_proxy(nginx, dir, nginx_port, nginx_tls_port, upstream_port, flags.threads);
+    nginx_bare_port = free_port();
+    start_nginx_proxy(nginx, dir, nginx_port, nginx_tls_port, nginx_bare_port, upstream_port,
+                      flags.threads);
   }
 
   // The gateway: one upstream, a prefix route with API-key auth, a consumer with a rate limit
@@ -497,6 +541,10 @@ int main(int argc, char** argv) {
       bool is_nginx = false;
       WrkResult total;
       double cpu_seconds = 0;
+      double upstream_seconds = 0;  // the upstream nginx's worker
+      double wrk_seconds = 0;       // wrk itself
+      double idle_seconds = 0;      // the machine's idle time, over all CPUs
+      double wall_seconds = 0;
       long long requests = 0;
     };
     auto target = [](std::string name, std::uint16_t port, bool is_nginx) {
@@ -508,7 +556,10 @@ int main(int argc, char** argv) {
     };
     std::vector<Target> targets = {target("civicbus", gateway_port, false)};
     if (!flags.skip_plain) targets.push_back(target("civicbus_plain", plain_port, false));
-    if (!flags.skip_nginx) targets.push_back(target("nginx", nginx_port, true));
+    if (!flags.skip_nginx) {
+      targets.push_back(target("nginx", nginx_port, true));
+      targets.push_back(target("nginx_bare", nginx_bare_port, true));
+    }
     const double round_seconds = std::max(1.0, flags.seconds / flags.rounds);
     for (int round = 1; round <= flags.rounds; ++round) {
       for (std::size_t k = 0; k < targets.size(); ++k) {
@@ -517,8 +568,16 @@ int main(int argc, char** argv) {
           return t.is_nginx ? children_cpu_seconds(nginx.pid()) : process_cpu_seconds(getpid());
         };
         const double before = cpu();
+        const double upstream_before = children_cpu_seconds(upstream.pid());
+        const double wrk_before = waited_children_cpu_seconds();
+        const double idle_before = machine_idle_seconds();
+        const std::int64_t wall_before = steady_now_ns();
         const WrkResult r = run_wrk(dir, t.port, flags, t.name, false, round_seconds);
         t.cpu_seconds += cpu() - before;
+        t.upstream_seconds += children_cpu_seconds(upstream.pid()) - upstream_before;
+        t.wrk_seconds += waited_children_cpu_seconds() - wrk_before;
+        t.idle_seconds += machine_idle_seconds() - idle_before;
+        t.wall_seconds += double(steady_now_ns() - wall_before) / 1e9;
         t.requests += r.requests;
         if (!r.error.empty()) t.total.error = r.error;
         t.total.requests_per_s += r.requests_per_s / flags.rounds;
@@ -536,19 +595,33 @@ int main(int argc, char** argv) {
       return t.requests > 0 ? t.cpu_seconds * 1e6 / static_cast<double>(t.requests) : 0.0;
     };
     for (const Target& t : targets) {
-      print_bench("gateway_cpu_per_request", {{"target", t.name}, {"cpu_us", cpu_us(t)}});
+      // Where the rest of the machine's time went per request: the upstream, wrk and idle
+      // (the windows also hold wrk's start and exit, the same for every target).
+      auto per = [&](double seconds) {
+        return t.requests > 0 ? seconds * 1e6 / static_cast<double>(t.requests) : 0.0;
+      };
+      print_bench("gateway_cpu_per_request", {{"target", t.name},
+                                              {"cpu_us", cpu_us(t)},
+                                              {"upstream_cpu_us", per(t.upstream_seconds)},
+                                              {"wrk_cpu_us", per(t.wrk_seconds)},
+                                              {"idle_us", per(t.idle_seconds)},
+                                              {"wall_us", per(t.wall_seconds)}});
     }
-    if (!flags.skip_nginx) {
-      const Target& peer = targets.back();
-      for (std::size_t k = 0; k + 1 < targets.size(); ++k) {
-        const Target& ours = targets[k];
-        const std::string suffix = ours.name == "civicbus" ? "" : "_plain";
+    // Each gateway against each nginx: "gateway_throughput" against nginx forwarding the
+    // client's information, "..._vs_bare" against nginx adding nothing.
+    for (const Target& ours : targets) {
+      if (ours.is_nginx) continue;
+      for (const Target& peer : targets) {
+        if (!peer.is_nginx) continue;
+        const std::string suffix = std::string(ours.name == "civicbus" ? "" : "_plain") +
+                                   (peer.name == "nginx" ? "" : "_vs_bare");
+        const std::string peer_name = peer.name == "nginx" ? "nginx_proxy" : "nginx_proxy_bare";
         if (ours.total.error.empty() && peer.total.error.empty()) {
           print_vs("gateway_throughput" + suffix, ours.total.requests_per_s,
-                   peer.total.requests_per_s, "nginx_proxy", "requests/s", true);
+                   peer.total.requests_per_s, peer_name, "requests/s", true);
         }
         if (cpu_us(ours) > 0 && cpu_us(peer) > 0) {
-          print_vs("gateway_cpu_per_request" + suffix, cpu_us(ours), cpu_us(peer), "nginx_proxy",
+          print_vs("gateway_cpu_per_request" + suffix, cpu_us(ours), cpu_us(peer), peer_name,
                    "us_cpu_per_request", false);
         }
       }
