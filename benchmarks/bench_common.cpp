@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -352,6 +353,24 @@ void sleep_until_ns(std::int64_t t_ns) {
 
 void sync_disks() {
   ::sync();
+}
+
+namespace {
+double rusage_cpu_seconds(int who) {
+  rusage u{};
+  ::getrusage(who, &u);
+  auto seconds = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+  };
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+}  // namespace
+
+double self_cpu_seconds() {
+  return rusage_cpu_seconds(RUSAGE_SELF);
+}
+double waited_children_cpu_seconds() {
+  return rusage_cpu_seconds(RUSAGE_CHILDREN);
 }
 
 void reduce_timer_slack() {

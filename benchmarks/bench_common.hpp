@@ -209,6 +209,12 @@ std::int64_t steady_now_ns();
 // Sleeps until the absolute steady_clock time `t_ns` (returns at once if it has passed).
 void sleep_until_ns(std::int64_t t_ns);
 
+// CPU seconds (user + system) from getrusage(2): this process's, all threads
+// (`self_cpu_seconds`), or its children's that have exited and been waited for
+// (`waited_children_cpu_seconds`: wrk, openssl, ... after run_program returns).
+double self_cpu_seconds();
+double waited_children_cpu_seconds();
+
 // Writes all dirty pages back (sync(2)). Call it right before each measured phase: a previous
 // phase leaves ~100 MB of unwritten pages behind, and their writeback would otherwise land in
 // the next phase's fsyncs and latencies. The peers call it themselves.

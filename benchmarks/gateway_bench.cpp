@@ -25,7 +25,6 @@
 // --connections N (wrk, default 64), --threads N (gateway workers = nginx workers, default 2),
 // --skip-nginx, --skip-plain (no plain-route gateway), --throughput-only (no latency or TLS
 // parts), --latency-only (no throughput or TLS parts).
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -219,14 +218,6 @@ double children_cpu_seconds(pid_t parent) {
     if (f.size() > 1 && std::stoll(f[1]) == parent) total += process_cpu_seconds(pid);
   }
   return total;
-}
-
-// CPU seconds of the bench's children that have been waited for (wrk, openssl).
-double waited_children_cpu_seconds() {
-  rusage u{};
-  getrusage(RUSAGE_CHILDREN, &u);
-  auto secs = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
-  return secs(u.ru_utime) + secs(u.ru_stime);
 }
 
 // The machine's idle time in seconds, summed over its CPUs (/proc/stat: idle and iowait).
@@ -591,21 +582,21 @@ int main(int argc, char** argv) {
     std::vector<std::pair<std::string, const WrkResult*>> results = {{"direct", &direct}};
     for (const Target& t : targets) results.emplace_back(t.name, &t.total);
     for (const auto& [name, r] : results) print_wrk("gateway_throughput", name, *r);
-    auto cpu_us = [](const Target& t) {
-      return t.requests > 0 ? t.cpu_seconds * 1e6 / static_cast<double>(t.requests) : 0.0;
+    // Microseconds per request of `seconds` spent in a target's rounds.
+    auto per_request = [](const Target& t, double seconds) {
+      return t.requests > 0 ? seconds * 1e6 / static_cast<double>(t.requests) : 0.0;
     };
+    auto cpu_us = [&](const Target& t) { return per_request(t, t.cpu_seconds); };
     for (const Target& t : targets) {
       // Where the rest of the machine's time went per request: the upstream, wrk and idle
       // (the windows also hold wrk's start and exit, the same for every target).
-      auto per = [&](double seconds) {
-        return t.requests > 0 ? seconds * 1e6 / static_cast<double>(t.requests) : 0.0;
-      };
-      print_bench("gateway_cpu_per_request", {{"target", t.name},
-                                              {"cpu_us", cpu_us(t)},
-                                              {"upstream_cpu_us", per(t.upstream_seconds)},
-                                              {"wrk_cpu_us", per(t.wrk_seconds)},
-                                              {"idle_us", per(t.idle_seconds)},
-                                              {"wall_us", per(t.wall_seconds)}});
+      print_bench("gateway_cpu_per_request",
+                  {{"target", t.name},
+                   {"cpu_us", cpu_us(t)},
+                   {"upstream_cpu_us", per_request(t, t.upstream_seconds)},
+                   {"wrk_cpu_us", per_request(t, t.wrk_seconds)},
+                   {"idle_us", per_request(t, t.idle_seconds)},
+                   {"wall_us", per_request(t, t.wall_seconds)}});
     }
     // Each gateway against each nginx: "gateway_throughput" against nginx forwarding the
     // client's information, "..._vs_bare" against nginx adding nothing.

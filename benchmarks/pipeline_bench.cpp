@@ -18,7 +18,6 @@
 // Flags: --rows N (1000000)  --only five_stage|csv_load|hub|mapping  --batch N (100000)
 //        --hub-runs N
 #include <fmt/format.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -203,13 +202,6 @@ void csv_load(const Flags& f, const TempDir& dir, const std::filesystem::path& c
   print_vs("pipeline_csv_load", ours, peer, "sqlite3_import", "rows/s", true);
 }
 
-double cpu_seconds() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
 // A source with nothing to do: one record and a checkpoint per run.
 class TickSource final : public connect::Connector {
  public:
@@ -264,13 +256,13 @@ void hub_overhead(const Flags& f, const TempDir& dir) {
     if (Status s = hub->add(c); !s.ok()) throw std::runtime_error(s.to_string());
   }
   std::int64_t runs = 0;
-  const double c0 = cpu_seconds();
+  const double c0 = self_cpu_seconds();
   const std::int64_t t0 = steady_now_ns();
   while (runs < f.hub_runs) {
     clock.advance(std::chrono::minutes(1));
     runs += hub->run_due();
   }
-  const double cpu = cpu_seconds() - c0;
+  const double cpu = self_cpu_seconds() - c0;
   const double wall = seconds_since(t0);
   const double cpu_ms_per_run = cpu * 1000.0 / static_cast<double>(runs);
   const double share_at_10k = cpu_ms_per_run * 10'000.0 / 1000.0 / 3600.0 * 100.0;
